@@ -1,0 +1,1 @@
+"""Post-training quantization exporter (not yet implemented)."""

@@ -1,0 +1,1 @@
+"""Integer-only inference engine (not yet implemented)."""

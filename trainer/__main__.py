@@ -1,0 +1,138 @@
+"""`python -m trainer [OPTIONS]` trains; `python -m trainer eval` evaluates a checkpoint.
+
+Multi-GPU or multi-process: `torchrun --nproc_per_node N -m trainer [OPTIONS]`.
+"""
+import dataclasses
+import json
+import sys
+from pathlib import Path
+
+import click
+import torch
+
+from . import checkpoint, data, evaluate as evaluate_mod
+from .train import (PRECISIONS, SCHEDULES, Config, init_distributed, resolve_device,
+                    resolve_precision, train)
+
+# The shipped model: checkpoints/resnet20.pt in the source tree (or under the current folder).
+_SHIPPED = [Path(__file__).resolve().parent.parent / "checkpoints" / "resnet20.pt",
+            Path("checkpoints") / "resnet20.pt"]
+DEFAULT_CHECKPOINT = next((p for p in _SHIPPED if p.is_file()), _SHIPPED[0])
+_D = Config()
+
+
+def _fail(message):
+    click.echo(f"error: {message}", err=True)
+    sys.exit(2)
+
+
+def train_options(f):
+    opts = [
+        click.option("--epochs", type=click.IntRange(1), default=_D.epochs, show_default=True),
+        click.option("--batch-size", type=click.IntRange(1), default=_D.batch_size, show_default=True,
+                     help="Global batch, split across DDP ranks."),
+        click.option("--lr", type=click.FloatRange(0, min_open=True), default=_D.lr, show_default=True,
+                     help="Peak learning rate."),
+        click.option("--schedule", type=click.Choice(SCHEDULES), default=_D.schedule, show_default=True),
+        click.option("--warmup-epochs", type=click.FloatRange(0), default=_D.warmup_epochs, show_default=True),
+        click.option("--weight-decay", type=click.FloatRange(0), default=_D.weight_decay, show_default=True,
+                     help="On conv and linear weights only."),
+        click.option("--momentum", type=click.FloatRange(0, 1), default=_D.momentum, show_default=True),
+        click.option("--nesterov/--no-nesterov", default=_D.nesterov, show_default=True),
+        click.option("--label-smoothing", type=click.FloatRange(0, 1), default=_D.label_smoothing,
+                     show_default=True),
+        click.option("--seed", type=int, default=_D.seed, show_default=True),
+        click.option("--device", default=_D.device, show_default=True, help="auto, cpu, cuda, cuda:1, ..."),
+        click.option("--precision", type=click.Choice(PRECISIONS), default=_D.precision, show_default=True,
+                     help="bf16 = autocast on CPU and CUDA; auto = bf16 where the hardware has it natively."),
+        click.option("--channels-last/--no-channels-last", default=_D.channels_last, show_default=True),
+        click.option("--out-dir", default=_D.out_dir, show_default=True, type=click.Path(file_okay=False)),
+        click.option("--limit", type=click.IntRange(1), default=None,
+                     help="Train on a seeded random subset of this many images."),
+        click.option("--test-limit", type=click.IntRange(1), default=None,
+                     help="Evaluate each epoch on a seeded random subset of the test set."),
+        click.option("--resume", is_flag=True, help="Continue from OUT_DIR/resnet20.pt if it exists."),
+        click.option("--overwrite", is_flag=True, help="Start afresh even if OUT_DIR/resnet20.pt exists."),
+        click.option("--data-dir", default=None, help="Folder with cifar10.npz (else $CIFAR10_DIR, else a cache)."),
+        click.option("--progress/--no-progress", default=True, help="Per-epoch progress bar."),
+    ]
+    for opt in reversed(opts):
+        f = opt(f)
+    return f
+
+
+def run_train(resume, overwrite, data_dir, progress, **kw):
+    cfg = Config(**kw)
+    path = Path(cfg.out_dir) / f"{cfg.name}.pt"
+    if path.is_file() and not (resume or overwrite):
+        _fail(f"{path} exists; pass --resume to continue that run, --overwrite to replace it, "
+              f"or --out-dir for a new one")
+    if resume:
+        if path.is_file():
+            saved = checkpoint.load(path)["config"]
+            # The run continues with the config it started with; only where it runs may change.
+            cfg = Config(**{**saved, "device": cfg.device, "out_dir": cfg.out_dir})
+    try:
+        cfg.precision = resolve_precision(cfg.precision, resolve_device(cfg.device))
+        rank, _ = init_distributed(cfg.device)
+    except RuntimeError as e:
+        _fail(str(e))
+    if rank == 0:
+        click.echo("config " + json.dumps(dataclasses.asdict(cfg)))
+    train(cfg, resume=resume, data_dir=data_dir, progress=progress)
+
+
+@click.group(invoke_without_command=True)
+@train_options
+@click.pass_context
+def cli(ctx, **kw):
+    """Train ResNet20 on CIFAR-10 (the default command), or evaluate a checkpoint (`eval`)."""
+    if ctx.invoked_subcommand is None:
+        _guard(run_train, **kw)
+
+
+@cli.command("train")
+@train_options
+def train_cmd(**kw):
+    """Train ResNet20 on CIFAR-10 (same as running with no command)."""
+    _guard(run_train, **kw)
+
+
+@cli.command("eval")
+@click.option("--checkpoint", "ckpt", default=str(DEFAULT_CHECKPOINT), show_default=True,
+              type=click.Path(dir_okay=False))
+@click.option("--data-dir", default=None, help="Folder with cifar10.npz (else $CIFAR10_DIR, else a cache).")
+@click.option("--limit", type=click.IntRange(1), default=None, help="Seeded random subset of the test set.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the --limit subset.")
+@click.option("--batch-size", type=click.IntRange(1), default=1000, show_default=True)
+@click.option("--device", default="cpu", show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="End with one JSON line: accuracy, n, loss, ...")
+def eval_cmd(ckpt, data_dir, limit, seed, batch_size, device, as_json):
+    """Evaluate a checkpoint on the CIFAR-10 test set in float32."""
+    def run():
+        model, state = evaluate_mod.load_model(ckpt)
+        dev = resolve_device(device)
+        test = data.load("test", data_dir, limit=limit, seed=seed)
+        loss, acc, n = evaluate_mod.evaluate(model.to(dev), test, dev, batch_size=batch_size)
+        result = {"checkpoint": str(ckpt), "accuracy": acc, "n": n, "loss": loss,
+                  "epoch": state["epoch"], "precision": "fp32", "torch": str(torch.__version__)}
+        if as_json:
+            click.echo(json.dumps(result))
+        else:
+            click.echo(f"{ckpt}: accuracy {acc:.4f} ({round(acc * n)}/{n}), loss {loss:.4f}, "
+                       f"epoch {state['epoch']}")
+    _guard(run)
+
+
+def _guard(fn, **kw):
+    """Expected failures (bad data, bad checkpoint, bad arguments) end in one line, exit 2."""
+    try:
+        fn(**kw)
+    except (data.DataError, checkpoint.CheckpointError, ValueError) as e:
+        _fail(str(e))
+    except KeyboardInterrupt:
+        _fail("interrupted; rerun with --resume to continue from the last checkpoint")
+
+
+if __name__ == "__main__":
+    cli()

@@ -1,0 +1,86 @@
+"""Trainer checkpoints: one dict of plain types and tensors, safe for weights_only=True.
+
+Keys:
+  format, version   "lowbit-ptq/trainer-checkpoint", 1
+  model             state_dict of the ResNet20 (float32)
+  optimizer         SGD state_dict (momentum buffers)
+  scheduler         LambdaLR state_dict
+  epoch             epochs completed
+  config            the resolved trainer Config as a dict (the model is rebuilt from it)
+  metrics           list of per-epoch dicts, as in the .log.jsonl
+  normalization     {"mean": [3 floats], "std": [3 floats]}, inputs on a 0..1 scale
+  rng               torch / numpy / python (/ cuda) generator states
+  versions          torch and python versions that wrote it
+"""
+import os
+import platform
+import random
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import data
+
+FORMAT = "lowbit-ptq/trainer-checkpoint"
+VERSION = 1
+
+
+class CheckpointError(Exception):
+    """The checkpoint is missing, unreadable or not ours."""
+
+
+def get_rng_state():
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    state = {"torch": torch.get_rng_state(),
+             "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)),
+                       "pos": int(pos), "has_gauss": int(has_gauss), "cached": float(cached)},
+             "python": random.getstate()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state):
+    torch.set_rng_state(state["torch"])
+    n = state["numpy"]
+    np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached"]))
+    v, internal, gauss = state["python"]
+    random.setstate((v, tuple(internal), gauss))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save(path, *, model, optimizer, scheduler, epoch, config, metrics):
+    """Write atomically: a temporary file in the same folder, then os.replace."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {"format": FORMAT, "version": VERSION,
+             "model": {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()},
+             "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+             "epoch": epoch, "config": dict(config), "metrics": list(metrics),
+             "normalization": {"mean": list(data.MEAN), "std": list(data.STD)},
+             "rng": get_rng_state(),
+             "versions": {"torch": str(torch.__version__), "python": platform.python_version()}}
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def load(path):
+    """Load with weights_only=True and check it is one of ours.  Raises CheckpointError."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"no checkpoint at {path}; train one with `python -m trainer` "
+                              f"or pass --checkpoint")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises several types for truncated or foreign files
+        raise CheckpointError(f"{path} is not a readable checkpoint ({type(e).__name__}: "
+                              f"{str(e).splitlines()[0] if str(e) else ''})") from None
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise CheckpointError(f"{path} is not a {FORMAT} file")
+    if state.get("version") != VERSION:
+        raise CheckpointError(f"{path} has checkpoint version {state.get('version')}, "
+                              f"this trainer reads version {VERSION}; retrain with `python -m trainer`")
+    return state

@@ -1,0 +1,160 @@
+"""CIFAR-10 as whole uint8 tensors, and batched augmentation on tensors.
+
+This file is the one place where the dataset location, its on-disk format and the
+normalization constants are defined.  It is not a torch Dataset: the whole set is
+50,000 + 10,000 images of 3x32x32 bytes (184 MB), so it is kept in memory and batches
+are sliced out of it, as in cifar10-airbench.
+
+Where the data comes from (first match wins):
+  1. `--data-dir DIR` on the command line,
+  2. the environment variable CIFAR10_DIR,
+  3. a cache folder, `$XDG_CACHE_HOME/lowbit-ptq/cifar10` (default `~/.cache/...`).
+If that folder holds `cifar10.npz` (the layout below), it is used.  Otherwise torchvision
+downloads CIFAR-10 into it, and `cifar10.npz` is written beside the download so that
+the torch-free integer engine can read the test set later.
+
+`cifar10.npz` layout: x_train (50000,32,32,3) uint8 HWC RGB, y_train (50000,) uint8,
+x_test (10000,32,32,3) uint8, y_test (10000,) uint8, classes (10,) str.
+"""
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+# Per-channel mean and std of the CIFAR-10 training set, on a 0..1 scale.  They are
+# saved in every checkpoint and written into every exported file.
+MEAN = (0.49139968, 0.48215841, 0.44653091)
+STD = (0.24703223, 0.24348513, 0.26158784)
+
+CLASSES = ("airplane", "automobile", "bird", "cat", "deer",
+           "dog", "frog", "horse", "ship", "truck")
+NPZ_NAME = "cifar10.npz"
+ENV_VAR = "CIFAR10_DIR"
+_SHAPES = {"x_train": (50000, 32, 32, 3), "y_train": (50000,),
+           "x_test": (10000, 32, 32, 3), "y_test": (10000,)}
+
+
+class DataError(Exception):
+    """The dataset is missing or unreadable; the message says where we looked."""
+
+
+def resolve_data_dir(data_dir=None):
+    """--data-dir, else $CIFAR10_DIR, else the cache folder."""
+    if data_dir:
+        return Path(data_dir).expanduser()
+    if os.environ.get(ENV_VAR):
+        return Path(os.environ[ENV_VAR]).expanduser()
+    cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(cache) / "lowbit-ptq" / "cifar10"
+
+
+def read_npz(path):
+    """Read and validate cifar10.npz -> dict of numpy arrays.  Raises DataError."""
+    path = Path(path)
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            arrays = {k: f[k] for k in _SHAPES}
+    except (OSError, ValueError, KeyError, EOFError) as e:
+        raise DataError(f"{path} is not a readable CIFAR-10 npz ({type(e).__name__}: {e}); "
+                        f"delete it and rerun, or point --data-dir/{ENV_VAR} at a good copy") from None
+    for key, shape in _SHAPES.items():
+        a = arrays[key]
+        if a.shape != shape or a.dtype != np.uint8:
+            raise DataError(f"{path}: {key} has shape {a.shape} dtype {a.dtype}, "
+                            f"expected {shape} uint8; the file is not CIFAR-10 in the expected layout")
+    if arrays["y_train"].max() > 9 or arrays["y_test"].max() > 9:
+        raise DataError(f"{path}: labels outside 0..9")
+    return arrays
+
+
+def _download(root):
+    """Fetch with torchvision, then write cifar10.npz beside the download (atomically)."""
+    from torchvision.datasets import CIFAR10
+    root.mkdir(parents=True, exist_ok=True)
+    try:
+        train = CIFAR10(str(root), train=True, download=True)
+        test = CIFAR10(str(root), train=False, download=True)
+    except Exception as e:  # network errors come in many types
+        raise DataError(f"no {NPZ_NAME} in {root} and the torchvision download failed "
+                        f"({type(e).__name__}: {e}); copy cifar10.npz there, or pass "
+                        f"--data-dir / set {ENV_VAR} to a folder that holds it") from None
+    arrays = {"x_train": np.asarray(train.data, np.uint8), "y_train": np.asarray(train.targets, np.uint8),
+              "x_test": np.asarray(test.data, np.uint8), "y_test": np.asarray(test.targets, np.uint8),
+              "classes": np.array(CLASSES)}
+    tmp = root / (NPZ_NAME + ".tmp.npz")
+    np.savez(tmp, **arrays)
+    os.replace(tmp, root / NPZ_NAME)
+    return arrays
+
+
+def load_arrays(data_dir=None, download=True):
+    """CIFAR-10 as numpy arrays (HWC uint8), from cifar10.npz or torchvision."""
+    root = resolve_data_dir(data_dir)
+    npz = root / NPZ_NAME
+    if npz.is_file():
+        return read_npz(npz)
+    if not download:
+        raise DataError(f"no {NPZ_NAME} in {root}; pass --data-dir or set {ENV_VAR}")
+    return _download(root)
+
+
+def seeded_subset(n, limit, seed):
+    """Indices of a seeded random subset of range(n) (never the first `limit`)."""
+    if limit is None or limit >= n:
+        return np.arange(n)
+    if limit <= 0:
+        raise ValueError(f"limit must be positive, got {limit}")
+    return np.sort(np.random.default_rng(seed).choice(n, size=limit, replace=False))
+
+
+class Cifar10:
+    """The whole split as tensors: images (N,3,32,32) uint8 NCHW, labels (N,) int64."""
+
+    def __init__(self, images, labels):
+        self.images = images
+        self.labels = labels
+
+    def __len__(self):
+        return len(self.labels)
+
+    def to(self, device):
+        return Cifar10(self.images.to(device), self.labels.to(device))
+
+
+def load(split, data_dir=None, limit=None, seed=0):
+    """Load 'train' or 'test' as a Cifar10 of tensors, optionally a seeded subset."""
+    arrays = load_arrays(data_dir)
+    x, y = arrays[f"x_{split}"], arrays[f"y_{split}"]
+    idx = seeded_subset(len(y), limit, seed)
+    images = torch.from_numpy(np.ascontiguousarray(x[idx].transpose(0, 3, 1, 2)))
+    labels = torch.from_numpy(y[idx].astype(np.int64))
+    return Cifar10(images, labels)
+
+
+def normalize(images, memory_format=torch.contiguous_format):
+    """uint8 (N,3,H,W) -> float32 ((x/255 - mean) / std), in the given memory format."""
+    mean = torch.tensor(MEAN, device=images.device).view(1, 3, 1, 1) * 255
+    std = torch.tensor(STD, device=images.device).view(1, 3, 1, 1) * 255
+    x = (images.float() - mean) / std
+    return x.contiguous(memory_format=memory_format)
+
+
+def augment(images, generator, pad=4):
+    """Random crop with `pad` zero pixels each side, then random horizontal flip.
+
+    images: (N,C,H,W) uint8 on any device.  All randomness comes from `generator`
+    (a CPU torch.Generator), so the result is a function of its seed alone.
+    """
+    n, c, h, w = images.shape
+    dy = torch.randint(0, 2 * pad + 1, (n,), generator=generator).to(images.device)
+    dx = torch.randint(0, 2 * pad + 1, (n,), generator=generator).to(images.device)
+    flip = (torch.rand(n, generator=generator) < 0.5).to(images.device)
+    padded = F.pad(images, (pad, pad, pad, pad))
+    rows = dy[:, None] + torch.arange(h, device=images.device)          # (N,H)
+    cols = dx[:, None] + torch.arange(w, device=images.device)          # (N,W)
+    cols = torch.where(flip[:, None], cols.flip(1), cols)               # flip = reversed columns
+    n_idx = torch.arange(n, device=images.device)[:, None, None]
+    out = padded[n_idx, :, rows[:, :, None], cols[:, None, :]]          # (N,H,W,C)
+    return out.permute(0, 3, 1, 2).contiguous()
