@@ -75,6 +75,12 @@ def test_training_refuses_to_overwrite_a_checkpoint(tmp_path):
     assert "--resume" in proc.stderr and (tmp_path / "resnet20.pt").read_bytes() == b"x"
 
 
+def test_unavailable_device(tmp_path):
+    assert_one_line_error(cli("eval", "--device", "tpu"))
+    if not torch.cuda.is_available():
+        assert_one_line_error(cli("eval", "--device", "cuda"))
+
+
 def test_bad_option_values():
     for args in (["--epochs", "0"], ["--precision", "fp8"], ["--schedule", "linear"]):
         proc = cli(*args)

@@ -44,10 +44,14 @@ def test_missing_dataset_is_a_clear_error(tmp_path):
         data.load_arrays(tmp_path, download=False)
 
 
-@pytest.mark.parametrize("content", [b"", b"not a zip", None])
+@pytest.mark.parametrize("content", [b"", b"not a zip", "truncated", None])
 def test_corrupt_npz_is_a_clear_error(tmp_path, content):
     path = tmp_path / "cifar10.npz"
-    if content is None:       # a valid npz with the wrong shapes
+    if content == "truncated":
+        good = tmp_path / "good.npz"
+        np.savez_compressed(good, **{k: np.zeros(s, np.uint8) for k, s in data._SHAPES.items()})
+        path.write_bytes(good.read_bytes()[:-200])
+    elif content is None:     # a valid npz with the wrong shapes
         np.savez(path, x_train=np.zeros((5, 32, 32, 3), np.uint8), y_train=np.zeros(5, np.uint8),
                  x_test=np.zeros((5, 32, 32, 3), np.uint8), y_test=np.zeros(5, np.uint8))
     else:

@@ -72,6 +72,8 @@ def test_resume_gives_the_same_weights(tmp_path, data_dir, monkeypatch):
     cfg = Config(**{**TINY, "epochs": 4}, out_dir=str(tmp_path / "b"))
     resumed, history = train(cfg, resume=True, data_dir=data_dir, progress=False, log=quiet)
     assert [row["epoch"] for row in history] == [1, 2, 3, 4]
+    log = (tmp_path / "b" / "resnet20.log.jsonl").read_text().splitlines()
+    assert [json.loads(line)["epoch"] for line in log] == [1, 2, 3, 4]
     a, b = straight.state_dict(), resumed.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
 

@@ -56,7 +56,7 @@ def read_npz(path):
     try:
         with np.load(path, allow_pickle=False) as f:
             arrays = {k: f[k] for k in _SHAPES}
-    except (OSError, ValueError, KeyError, EOFError) as e:
+    except Exception as e:  # truncated zips, bad headers, missing keys: all mean "not readable"
         raise DataError(f"{path} is not a readable CIFAR-10 npz ({type(e).__name__}: {e}); "
                         f"delete it and rerun, or point --data-dir/{ENV_VAR} at a good copy") from None
     for key, shape in _SHAPES.items():

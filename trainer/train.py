@@ -75,9 +75,18 @@ def lr_factor(cfg, steps_per_epoch):
 
 
 def resolve_device(name):
+    """'auto' -> cuda if present, else cpu.  Raises ValueError for unknown or absent devices."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ValueError(f"unknown device {name!r}; use auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {name!r} was asked for, but CUDA is not available here")
+    if device.type not in ("cpu", "cuda"):
+        raise ValueError(f"device {name!r} is not supported; use auto, cpu, cuda or cuda:N")
+    return device
 
 
 def cpu_has_native_bf16():
@@ -150,8 +159,8 @@ def train(cfg, resume=False, data_dir=None, progress=True, log=print):
                 + (" (the run is complete)" if start_epoch >= cfg.epochs else ""))
     elif resume and rank == 0:
         log(f"no checkpoint at {ckpt_path}; starting from scratch")
-    if start_epoch == 0 and rank == 0 and log_path.exists():
-        log_path.unlink()                      # a fresh run starts a fresh log
+    if rank == 0:                              # the log is the checkpoint's metrics, then one row per epoch
+        write_log(log_path, history)
 
     net = model
     if world > 1:
@@ -207,7 +216,7 @@ def train(cfg, resume=False, data_dir=None, progress=True, log=print):
         if rank == 0:
             checkpoint.save(ckpt_path, model=model, optimizer=optimizer, scheduler=scheduler,
                             epoch=epoch + 1, config=dataclasses.asdict(cfg), metrics=history)
-            with open(log_path, "a") as f:
+            with open(log_path, "a") as f:    # a row lost to a crash here is rewritten on resume
                 f.write(json.dumps(row) + "\n")
             log(f"epoch {epoch + 1}/{cfg.epochs}  train loss {row['train_loss']:.4f} "
                 f"acc {row['train_acc']:.4f} | test loss {test_loss:.4f} acc {test_acc:.4f} | "
@@ -215,6 +224,13 @@ def train(cfg, resume=False, data_dir=None, progress=True, log=print):
         if world > 1:
             dist.barrier()
     return model, history
+
+
+def write_log(path, history):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("".join(json.dumps(row) + "\n" for row in history))
+    os.replace(tmp, path)
 
 
 def average_bn_statistics(model, world):
