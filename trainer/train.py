@@ -215,7 +215,8 @@ def train(cfg, resume=False, data_dir=None, progress=True, log=print):
         history.append(row)
         if rank == 0:
             checkpoint.save(ckpt_path, model=model, optimizer=optimizer, scheduler=scheduler,
-                            epoch=epoch + 1, config=dataclasses.asdict(cfg), metrics=history)
+                            epoch=epoch + 1, metrics=history,
+                            config={**dataclasses.asdict(cfg), "precision": precision})
             with open(log_path, "a") as f:    # a row lost to a crash here is rewritten on resume
                 f.write(json.dumps(row) + "\n")
             log(f"epoch {epoch + 1}/{cfg.epochs}  train loss {row['train_loss']:.4f} "
