@@ -6,6 +6,17 @@ import sys
 import torch
 
 from conftest import ROOT
+from trainer.train import batch_slice
+
+
+def test_ranks_split_each_global_batch_into_disjoint_parts():
+    for world in (1, 2, 4):
+        seen = []
+        for step in range(3):
+            parts = [range(1000)[batch_slice(step, r, 64, world)] for r in range(world)]
+            assert all(len(p) == 64 // world for p in parts)
+            seen += [i for p in parts for i in p]
+        assert seen == list(range(3 * 64))        # complete and disjoint, in order
 
 
 def free_port():

@@ -41,7 +41,7 @@ def train_options(f):
         click.option("--nesterov/--no-nesterov", default=_D.nesterov, show_default=True),
         click.option("--label-smoothing", type=click.FloatRange(0, 1), default=_D.label_smoothing,
                      show_default=True),
-        click.option("--seed", type=int, default=_D.seed, show_default=True),
+        click.option("--seed", type=click.IntRange(0, 2**31 - 1), default=_D.seed, show_default=True),
         click.option("--device", default=_D.device, show_default=True, help="auto, cpu, cuda, cuda:1, ..."),
         click.option("--precision", type=click.Choice(PRECISIONS), default=_D.precision, show_default=True,
                      help="bf16 = autocast on CPU and CUDA; auto = bf16 where the hardware has it natively."),
@@ -61,17 +61,31 @@ def train_options(f):
     return f
 
 
+# Options that may change when a run is resumed: where it runs, not what it computes.
+_RESUMABLE = {"device", "out_dir"}
+
+
 def run_train(resume, overwrite, data_dir, progress, **kw):
     cfg = Config(**kw)
     path = Path(cfg.out_dir) / f"{cfg.name}.pt"
     if path.is_file() and not (resume or overwrite):
         _fail(f"{path} exists; pass --resume to continue that run, --overwrite to replace it, "
               f"or --out-dir for a new one")
-    if resume:
-        if path.is_file():
-            saved = checkpoint.load(path)["config"]
-            # The run continues with the config it started with; only where it runs may change.
-            cfg = Config(**{**saved, "device": cfg.device, "out_dir": cfg.out_dir})
+    if resume and path.is_file():
+        saved = checkpoint.load(path)["config"]
+        fields = {f.name for f in dataclasses.fields(Config)}
+        if set(saved) - fields:
+            _fail(f"{path} was written by another trainer version (config keys "
+                  f"{sorted(set(saved) - fields)}); resume it with that version")
+        # The run continues with the config it started with.  Options given on the command
+        # line must agree with it (or be about where it runs).
+        ctx = click.get_current_context()
+        for key, value in kw.items():
+            given = ctx.get_parameter_source(key) == click.core.ParameterSource.COMMANDLINE
+            if given and key not in _RESUMABLE and key in saved and saved[key] != value:
+                _fail(f"--{key.replace('_', '-')} {value} differs from the resumed run's {saved[key]}; "
+                      f"a resumed run keeps its config (start a new run with --out-dir to change it)")
+        cfg = Config(**{**saved, "device": cfg.device, "out_dir": cfg.out_dir})
     try:
         cfg.precision = resolve_precision(cfg.precision, resolve_device(cfg.device))
         rank, _ = init_distributed(cfg.device)
@@ -110,8 +124,8 @@ def train_cmd(**kw):
 def eval_cmd(ckpt, data_dir, limit, seed, batch_size, device, as_json):
     """Evaluate a checkpoint on the CIFAR-10 test set in float32."""
     def run():
-        model, state = evaluate_mod.load_model(ckpt)
         dev = resolve_device(device)
+        model, state = evaluate_mod.load_model(ckpt)
         test = data.load("test", data_dir, limit=limit, seed=seed)
         loss, acc, n = evaluate_mod.evaluate(model.to(dev), test, dev, batch_size=batch_size)
         result = {"checkpoint": str(ckpt), "accuracy": acc, "n": n, "loss": loss,
@@ -130,9 +144,21 @@ def _guard(fn, **kw):
         fn(**kw)
     except (data.DataError, checkpoint.CheckpointError, ValueError) as e:
         _fail(str(e))
+    except OSError as e:                       # unwritable output folder, full disk, ...
+        _fail(f"{e.strerror or e}: {e.filename}" if e.filename else str(e))
     except KeyboardInterrupt:
         _fail("interrupted; rerun with --resume to continue from the last checkpoint")
 
 
+def main():
+    """Run the CLI; usage errors, like every other expected failure, end in one line."""
+    try:
+        cli.main(standalone_mode=False)
+    except click.exceptions.Abort:
+        _fail("aborted")
+    except click.ClickException as e:
+        _fail(e.format_message())
+
+
 if __name__ == "__main__":
-    cli()
+    main()

@@ -36,8 +36,8 @@ def get_rng_state():
              "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)),
                        "pos": int(pos), "has_gauss": int(has_gauss), "cached": float(cached)},
              "python": random.getstate()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state()       # the current device's generator
     return state
 
 
@@ -48,7 +48,7 @@ def set_rng_state(state):
     v, internal, gauss = state["python"]
     random.setstate((v, tuple(internal), gauss))
     if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+        torch.cuda.set_rng_state(state["cuda"])
 
 
 def save(path, *, model, optimizer, scheduler, epoch, config, metrics):

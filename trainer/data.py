@@ -72,8 +72,8 @@ def read_npz(path):
 def _download(root):
     """Fetch with torchvision, then write cifar10.npz beside the download (atomically)."""
     from torchvision.datasets import CIFAR10
-    root.mkdir(parents=True, exist_ok=True)
     try:
+        root.mkdir(parents=True, exist_ok=True)
         train = CIFAR10(str(root), train=True, download=True)
         test = CIFAR10(str(root), train=False, download=True)
     except Exception as e:  # network errors come in many types
@@ -83,7 +83,7 @@ def _download(root):
     arrays = {"x_train": np.asarray(train.data, np.uint8), "y_train": np.asarray(train.targets, np.uint8),
               "x_test": np.asarray(test.data, np.uint8), "y_test": np.asarray(test.targets, np.uint8),
               "classes": np.array(CLASSES)}
-    tmp = root / (NPZ_NAME + ".tmp.npz")
+    tmp = root / f"{NPZ_NAME}.{os.getpid()}.tmp.npz"
     np.savez(tmp, **arrays)
     os.replace(tmp, root / NPZ_NAME)
     return arrays
@@ -92,6 +92,8 @@ def _download(root):
 def load_arrays(data_dir=None, download=True):
     """CIFAR-10 as numpy arrays (HWC uint8), from cifar10.npz or torchvision."""
     root = resolve_data_dir(data_dir)
+    if root.exists() and not root.is_dir():
+        raise DataError(f"{root} is a file, not a folder; pass the folder that holds {NPZ_NAME}")
     npz = root / NPZ_NAME
     if npz.is_file():
         return read_npz(npz)

@@ -86,7 +86,27 @@ def resolve_device(name):
         raise ValueError(f"device {name!r} was asked for, but CUDA is not available here")
     if device.type not in ("cpu", "cuda"):
         raise ValueError(f"device {name!r} is not supported; use auto, cpu, cuda or cuda:N")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise ValueError(f"device {name!r} does not exist: {torch.cuda.device_count()} CUDA device(s) here")
     return device
+
+
+def make_deterministic(device):
+    """Same seed, same weights: on CUDA, pick deterministic cuDNN/cuBLAS kernels (and warn
+    about any op that has none).  CPU kernels are deterministic for a fixed thread count."""
+    if device.type == "cuda":
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.backends.cudnn.deterministic = True
+        torch.backends.cudnn.benchmark = False
+        torch.use_deterministic_algorithms(True, warn_only=True)
+
+
+def batch_slice(step, rank, batch_size, world):
+    """Rows of the epoch's shuffled data that `rank` trains on at `step`: the global batch
+    [step*B, (step+1)*B) split into `world` equal, disjoint parts."""
+    local = batch_size // world
+    lo = step * batch_size + rank * local
+    return slice(lo, lo + local)
 
 
 def cpu_has_native_bf16():
@@ -136,11 +156,16 @@ def train(cfg, resume=False, data_dir=None, progress=True, log=print):
     ckpt_path = out_dir / f"{cfg.name}.pt"
     log_path = out_dir / f"{cfg.name}.log.jsonl"
 
+    make_deterministic(device)
     torch.manual_seed(cfg.seed)
     model = build(cfg.model).to(device, memory_format=fmt)
     optimizer = make_optimizer(model, cfg)
+    if world > 1 and rank != 0:
+        dist.barrier()                         # rank 0 fetches (or downloads) the data first
     train_set = data.load("train", data_dir, limit=cfg.limit, seed=cfg.seed).to(device)
     test_set = data.load("test", data_dir, limit=cfg.test_limit, seed=cfg.seed).to(device)
+    if world > 1 and rank == 0:
+        dist.barrier()
     steps = len(train_set) // cfg.batch_size
     if steps == 0:
         raise ValueError(f"{len(train_set)} training images are fewer than one batch of {cfg.batch_size}")
@@ -169,7 +194,6 @@ def train(cfg, resume=False, data_dir=None, progress=True, log=print):
     criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
     precision = resolve_precision(cfg.precision, device)
     autocast = dict(device_type=device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
-    local_bs = cfg.batch_size // world
 
     for epoch in range(start_epoch, cfg.epochs):
         t0 = time.perf_counter()
@@ -181,15 +205,16 @@ def train(cfg, resume=False, data_dir=None, progress=True, log=print):
         sums = torch.zeros(3, device=device, dtype=torch.float64)   # loss*n, correct, n
         bar = _progress(steps, epoch, cfg.epochs, progress and rank == 0)
         for step in range(steps):
-            lo = step * cfg.batch_size + rank * local_bs
-            x = data.normalize(images[lo:lo + local_bs], fmt)
-            y = labels[lo:lo + local_bs]
+            rows = batch_slice(step, rank, cfg.batch_size, world)
+            x = data.normalize(images[rows], fmt)
+            y = labels[rows]
             with torch.autocast(**autocast):
                 out = net(x)
                 loss = criterion(out.float(), y)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
+            lr = optimizer.param_groups[0]["lr"]
             scheduler.step()
             with torch.no_grad():
                 sums += torch.stack([loss.detach().double() * len(y),
@@ -210,7 +235,7 @@ def train(cfg, resume=False, data_dir=None, progress=True, log=print):
                                                    precision=precision, memory_format=fmt)
         s = sums.tolist()
         row = {"epoch": epoch + 1, "train_loss": s[0] / s[2], "train_acc": s[1] / s[2],
-               "test_loss": test_loss, "test_acc": test_acc, "lr": optimizer.param_groups[0]["lr"],
+               "test_loss": test_loss, "test_acc": test_acc, "lr": lr,
                "seconds": time.perf_counter() - t0, "images_per_s": s[2] / train_seconds}
         history.append(row)
         if rank == 0:
