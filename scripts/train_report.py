@@ -58,6 +58,8 @@ def main(checkpoint, data_dir, out):
     except (checkpoint_mod.CheckpointError, data.DataError) as e:
         raise click.ClickException(str(e)) from None
     cfg, metrics = state["config"], state["metrics"]
+    if not metrics:
+        raise click.ClickException(f"{checkpoint} has no finished epoch to report")
     loss, acc, n = evaluate.evaluate(model, test, torch.device("cpu"))
     hours = sum(m["seconds"] for m in metrics) / 3600
     done = state["epoch"] >= cfg["epochs"]
