@@ -125,9 +125,10 @@ class Cifar10:
         return Cifar10(self.images.to(device), self.labels.to(device))
 
 
-def load(split, data_dir=None, limit=None, seed=0):
-    """Load 'train' or 'test' as a Cifar10 of tensors, optionally a seeded subset."""
-    arrays = load_arrays(data_dir)
+def load(split, data_dir=None, limit=None, seed=0, arrays=None):
+    """Load 'train' or 'test' as a Cifar10 of tensors, optionally a seeded subset.
+    `arrays` (from load_arrays) saves reading the file again for the second split."""
+    arrays = load_arrays(data_dir) if arrays is None else arrays
     x, y = arrays[f"x_{split}"], arrays[f"y_{split}"]
     idx = seeded_subset(len(y), limit, seed)
     images = torch.from_numpy(np.ascontiguousarray(x[idx].transpose(0, 3, 1, 2)))

@@ -162,8 +162,10 @@ def train(cfg, resume=False, data_dir=None, progress=True, log=print):
     optimizer = make_optimizer(model, cfg)
     if world > 1 and rank != 0:
         dist.barrier()                         # rank 0 fetches (or downloads) the data first
-    train_set = data.load("train", data_dir, limit=cfg.limit, seed=cfg.seed).to(device)
-    test_set = data.load("test", data_dir, limit=cfg.test_limit, seed=cfg.seed).to(device)
+    arrays = data.load_arrays(data_dir)
+    train_set = data.load("train", limit=cfg.limit, seed=cfg.seed, arrays=arrays).to(device)
+    test_set = data.load("test", limit=cfg.test_limit, seed=cfg.seed, arrays=arrays).to(device)
+    del arrays
     if world > 1 and rank == 0:
         dist.barrier()
     steps = len(train_set) // cfg.batch_size
