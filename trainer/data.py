@@ -1,72 +1,22 @@
 """CIFAR-10 as whole uint8 tensors, and batched augmentation on tensors.
 
-This file is the one place where the dataset location, its on-disk format and the
-normalization constants are defined.  It is not a torch Dataset: the whole set is
-50,000 + 10,000 images of 3x32x32 bytes (184 MB), so it is kept in memory and batches
-are sliced out of it, as in cifar10-airbench.
-
-Where the data comes from (first match wins):
-  1. `--data-dir DIR` on the command line,
-  2. the environment variable CIFAR10_DIR,
-  3. a cache folder, `$XDG_CACHE_HOME/lowbit-ptq/cifar10` (default `~/.cache/...`).
-If that folder holds `cifar10.npz` (the layout below), it is used.  Otherwise torchvision
-downloads CIFAR-10 into it, and `cifar10.npz` is written beside the download so that
-the torch-free integer engine can read the test set later.
-
-`cifar10.npz` layout: x_train (50000,32,32,3) uint8 HWC RGB, y_train (50000,) uint8,
-x_test (10000,32,32,3) uint8, y_test (10000,) uint8, classes (10,) str.
+It is not a torch Dataset: the whole set is 50,000 + 10,000 images of 3x32x32 bytes
+(184 MB), so it is kept in memory and batches are sliced out of it, as in
+cifar10-airbench.  The dataset location, the `cifar10.npz` layout and the normalization
+constants are defined once, torch-free, in `intengine/cifar10.py`.  If the chosen folder
+holds no `cifar10.npz`, torchvision downloads CIFAR-10 into it, and `cifar10.npz` is
+written beside the download so that the torch-free integer engine can read the test set.
 """
 import os
-from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-# Per-channel mean and std of the CIFAR-10 training set, on a 0..1 scale.  They are
-# saved in every checkpoint and written into every exported file.
-MEAN = (0.49139968, 0.48215841, 0.44653091)
-STD = (0.24703223, 0.24348513, 0.26158784)
-
-CLASSES = ("airplane", "automobile", "bird", "cat", "deer",
-           "dog", "frog", "horse", "ship", "truck")
-NPZ_NAME = "cifar10.npz"
-ENV_VAR = "CIFAR10_DIR"
-_SHAPES = {"x_train": (50000, 32, 32, 3), "y_train": (50000,),
-           "x_test": (10000, 32, 32, 3), "y_test": (10000,)}
-
-
-class DataError(Exception):
-    """The dataset is missing or unreadable; the message says where we looked."""
-
-
-def resolve_data_dir(data_dir=None):
-    """--data-dir, else $CIFAR10_DIR, else the cache folder."""
-    if data_dir:
-        return Path(data_dir).expanduser()
-    if os.environ.get(ENV_VAR):
-        return Path(os.environ[ENV_VAR]).expanduser()
-    cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(cache) / "lowbit-ptq" / "cifar10"
-
-
-def read_npz(path):
-    """Read and validate cifar10.npz -> dict of numpy arrays.  Raises DataError."""
-    path = Path(path)
-    try:
-        with np.load(path, allow_pickle=False) as f:
-            arrays = {k: f[k] for k in _SHAPES}
-    except Exception as e:  # truncated zips, bad headers, missing keys: all mean "not readable"
-        raise DataError(f"{path} is not a readable CIFAR-10 npz ({type(e).__name__}: {e}); "
-                        f"delete it and rerun, or point --data-dir/{ENV_VAR} at a good copy") from None
-    for key, shape in _SHAPES.items():
-        a = arrays[key]
-        if a.shape != shape or a.dtype != np.uint8:
-            raise DataError(f"{path}: {key} has shape {a.shape} dtype {a.dtype}, "
-                            f"expected {shape} uint8; the file is not CIFAR-10 in the expected layout")
-    if arrays["y_train"].max() > 9 or arrays["y_test"].max() > 9:
-        raise DataError(f"{path}: labels outside 0..9")
-    return arrays
+# The torch-free half (location, layout, constants) lives with the engine, which must
+# read the test set without torch.
+from intengine.cifar10 import (CLASSES, ENV_VAR, MEAN, NPZ_NAME, SHAPES as _SHAPES, STD,  # noqa: F401
+                               DataError, read_npz, resolve_data_dir, seeded_subset)
 
 
 def _download(root):
@@ -100,15 +50,6 @@ def load_arrays(data_dir=None, download=True):
     if not download:
         raise DataError(f"no {NPZ_NAME} in {root}; pass --data-dir or set {ENV_VAR}")
     return _download(root)
-
-
-def seeded_subset(n, limit, seed):
-    """Indices of a seeded random subset of range(n) (never the first `limit`)."""
-    if limit is None or limit >= n:
-        return np.arange(n)
-    if limit <= 0:
-        raise ValueError(f"limit must be positive, got {limit}")
-    return np.sort(np.random.default_rng(seed).choice(n, size=limit, replace=False))
 
 
 class Cifar10:

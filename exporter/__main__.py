@@ -1,0 +1,98 @@
+"""`python -m exporter --bits {2,4,8,16}`: checkpoint -> BN folding -> calibration ->
+integer network -> bit-packed model file (docs/format.md).  Floats are allowed here; the
+file holds only what the integer engine needs, plus scales for printing."""
+import sys
+import time
+from pathlib import Path
+
+import click
+import numpy as np
+
+from intengine.fileformat import ACT_BITS, WEIGHT_BITS
+from trainer import data
+from trainer.__main__ import DEFAULT_CHECKPOINT
+from trainer.checkpoint import CheckpointError
+from . import __version__, build, calibrate, fold
+from .quantize import LEVEL_SETS, ExportError
+
+
+def _fail(message):
+    click.echo(f"error: {message}", err=True)
+    sys.exit(2)
+
+
+def export(checkpoint, bits, act_bits, first_last_bits, calib_images, seed, data_dir, out,
+           clip="mse", levels="midrise", progress=True):
+    """The whole export; returns (out path, size in bytes, qnet, float ops)."""
+    model = fold.load_resnet20(checkpoint)
+    points, ops = fold.graph(model)
+    train = data.load_arrays(data_dir)["x_train"]
+    images, _, idx_hash = calibrate.calibration_images(train, calib_images, seed)
+    lo, hi = calibrate.minmax(ops, len(points), images, progress=progress)
+    qnet = build.quantize_graph(points, ops, lo, hi, bits=bits, act_bits=act_bits,
+                                first_last_bits=first_last_bits, levels=levels, clip=clip)
+    meta = {"exporter_version": __version__, "checkpoint_sha256": fold.file_sha256(checkpoint),
+            "bits": bits, "act_bits": act_bits, "first_last_bits": first_last_bits,
+            "weight_clip": clip, "weight_levels": levels,
+            "calibration": {"method": "minmax", "images": calib_images, "seed": seed,
+                            "source": "train", "indices_sha256": idx_hash}}
+    out = Path(out)
+    build.to_file(qnet, out, meta)
+    return out, out.stat().st_size, qnet, ops
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--bits", type=click.Choice([str(b) for b in WEIGHT_BITS]), required=True,
+              help="Weight bits of the inner layers.")
+@click.option("--checkpoint", default=str(DEFAULT_CHECKPOINT), show_default=True,
+              help="Trainer checkpoint or bare ResNet20 state_dict.")
+@click.option("--act-bits", type=click.Choice([str(b) for b in ACT_BITS]), default=None,
+              help="Activation bits  [default: 8, or 16 with --bits 16]")
+@click.option("--first-last-bits", type=click.Choice([str(b) for b in WEIGHT_BITS]), default=None,
+              help="Weight bits of the stem conv and the fc layer  [default: 8 below 8 bits, else --bits]")
+@click.option("--calib-images", type=int, default=1024, show_default=True,
+              help="Unlabeled training images for the activation ranges (seeded sample).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the calibration sample.")
+@click.option("--data-dir", default=None, help="Folder with cifar10.npz  [default: $CIFAR10_DIR, else the cache]")
+@click.option("--weight-clip", type=click.Choice(["mse", "minmax"]), default="mse", show_default=True,
+              help="Per-channel scale: MSE search, or plain min-max round-to-nearest.")
+@click.option("--weight-levels", type=click.Choice(LEVEL_SETS), default="midrise", show_default=True,
+              help="Level set at 2 and 4 bits (docs/quantization.md section 2).")
+@click.option("--out", default=None, help="Output file  [default: exports/resnet20_w{bits}a{act}.npz]")
+@click.option("--progress/--no-progress", default=True, show_default=True)
+def cli(bits, checkpoint, act_bits, first_last_bits, calib_images, seed, data_dir, weight_clip,
+        weight_levels, out, progress):
+    """Export a trained ResNet20 to an integer model file for `python -m intengine`."""
+    bits = int(bits)
+    act_bits = int(act_bits) if act_bits else (16 if bits == 16 else 8)
+    fl = int(first_last_bits) if first_last_bits else (8 if bits < 8 else bits)
+    out = Path(out) if out else Path("exports") / f"resnet20_w{bits}a{act_bits}.npz"
+    t0 = time.perf_counter()
+    try:
+        if out.is_dir():
+            raise ValueError(f"--out {out} is a folder; give a file name")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        path, size, _, _ = export(checkpoint, bits, act_bits, fl, calib_images, seed, data_dir, out,
+                                  clip=weight_clip, levels=weight_levels, progress=progress)
+    except (CheckpointError, data.DataError, ExportError, ValueError) as e:
+        _fail(str(e))
+    except OSError as e:
+        _fail(f"cannot write {out}: {e.strerror or e}")
+    except KeyboardInterrupt:
+        _fail("interrupted; no file was written")
+    click.echo(f"wrote {path}: {size:,} bytes, W{bits}A{act_bits} (first/last layer W{fl}), "
+               f"weights {weight_clip}, {calib_images} calibration images, "
+               f"{time.perf_counter() - t0:.1f} s")
+
+
+def main():
+    try:
+        cli.main(standalone_mode=False)
+    except click.exceptions.Abort:
+        _fail("aborted")
+    except click.ClickException as e:
+        _fail(e.format_message())
+
+
+if __name__ == "__main__":
+    main()

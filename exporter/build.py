@@ -1,0 +1,121 @@
+"""Float graph + calibrated ranges -> the integer network (`qnet`) -> the model file.
+
+`quantize_graph` computes every integer of docs/quantization.md sections 2-8. `to_file`
+lays the qnet out as docs/format.md says and writes it through intengine.fileformat, the
+single definition of the format.
+"""
+import numpy as np
+
+from intengine import fileformat
+from intengine.cifar10 import CLASSES, MEAN, STD
+from .quantize import ExportError, act_qparams, quantize_multiplier, quantize_weights, rnd
+
+ADD_UNIT_BITS = 28                                   # eq. (12): u = max(s_a, s_b) / 2^28
+ACC_BOUND = 1 << 47                                  # section 5
+
+
+def quantize_graph(points, ops, lo, hi, *, bits, act_bits, first_last_bits, levels, clip):
+    """-> qnet: {'points': [{name, shape, bits, scale, zp}], 'ops': [...], 'lut': (3,256)}."""
+    qpts = []
+    for p, l, h in zip(points, lo, hi):
+        s, z = act_qparams(l, h, act_bits)
+        qpts.append({**p, "bits": act_bits, "scale": s, "zp": z})
+    weighted = [op for op in ops if op["op"] in ("conv", "linear")]
+    qops = []
+    for op in ops:
+        q = {k: v for k, v in op.items() if k not in ("weight", "bias")}
+        sx = qpts[op["in"][0] if op["op"] == "add" else op["in"]]["scale"]
+        sy = qpts[op["out"]]["scale"]
+        if op["op"] in ("conv", "linear"):
+            b = first_last_bits if op is weighted[0] or op is weighted[-1] else bits
+            kind = levels if b <= 4 else "twos"                    # section 2 table
+            codes, L, s_w = quantize_weights(op["weight"].numpy(), b, kind, clip)
+            bias_q = rnd(op["bias"].numpy() / (sx * s_w)).astype(np.int64)          # eq. (7)
+            taps = codes[0].size
+            bound = int(np.abs(bias_q).max()) + taps * int(np.abs(L).max()) * ((1 << act_bits) - 1)
+            if bound >= ACC_BOUND:
+                raise ExportError(f"{op['name']}: accumulator bound {bound} exceeds 2^47 (section 5)")
+            mq = [quantize_multiplier(sx * s / sy, f"{op['name']} channel {c}") for c, s in enumerate(s_w)]
+            q.update(bits_w=b, levels=kind, codes=codes, L=L, w_int=L[codes], w_scale=s_w,
+                     bias_q=bias_q, m0=np.array([m for m, _ in mq], np.int64),
+                     n=np.array([n for _, n in mq], np.int64))
+        elif op["op"] == "add":
+            sa, sb = qpts[op["in"][0]]["scale"], qpts[op["in"][1]]["scale"]
+            u = max(sa, sb) / 2.0 ** ADD_UNIT_BITS
+            m0, n = quantize_multiplier(u / sy, op["name"])                         # eq. (14)
+            q.update(ka=int(rnd(sa / u)), kb=int(rnd(sb / u)), m0=m0, n=n)         # eq. (12)
+        else:  # pool
+            h, w, _ = qpts[op["in"]]["shape"]
+            m0, n = quantize_multiplier(sx / (h * w * sy), op["name"])            # eq. (16)
+            q.update(m0=m0, n=n)
+        qops.append(q)
+    return {"points": qpts, "ops": qops, "lut": input_lut(qpts[0])}
+
+
+def input_lut(p):
+    """eq. (5): LUT[ch, pixel] for the 3 x 256 possible inputs."""
+    x = (np.arange(256)[None, :] / 255.0 - np.array(MEAN)[:, None]) / np.array(STD)[:, None]
+    return np.clip(rnd(x / p["scale"]) + p["zp"], 0, (1 << p["bits"]) - 1).astype(np.int64)
+
+
+def to_file(qnet, path, meta):
+    """Lay out the qnet as docs/format.md and write it atomically."""
+    weights, codebook, mult, shift, bias, wscale, factors = [], [], [], [], [], [], []
+    nbytes = ncb = nch = 0
+    ops = []
+    for q in qnet["ops"]:
+        spec = {k: q[k] for k in ("op", "name", "in", "out") if k in q}
+        spec["offset"] = nch
+        if q["op"] in ("conv", "linear"):
+            b = q["bits_w"]
+            codes = q["codes"]
+            if q["op"] == "conv":
+                codes = codes.transpose(0, 2, 3, 1)                 # (Co,Ci,3,3) -> (Co,3,3,Ci)
+            stored = codes if b <= 4 else q["L"][codes]            # 8/16 bits: the level itself
+            packed = fileformat.pack_codes(stored, b)
+            spec.update(cin=q["cin"], cout=q["cout"], relu=q["relu"], bits_w=b, levels=q["levels"],
+                        w_offset=nbytes, w_nbytes=len(packed), cb_offset=ncb if b <= 4 else -1)
+            if q["op"] == "conv":
+                spec["stride"] = q["stride"]
+            weights.append(packed)
+            nbytes += len(packed)
+            if b <= 4:
+                codebook.append(q["L"])
+                ncb += len(q["L"])
+            mult.append(q["m0"])
+            shift.append(q["n"])
+            bias.append(q["bias_q"])
+            wscale.append(q["w_scale"])
+            nch += q["cout"]
+        else:
+            if q["op"] == "add":
+                spec.update(stride=q["stride"], pad=q["pad"], relu=True, factor_offset=len(factors))
+                factors += [q["ka"], q["kb"]]
+            mult.append([q["m0"]])
+            shift.append([q["n"]])
+            bias.append([0])
+            wscale.append([0.0])
+            nch += 1
+        ops.append(spec)
+    pts = qnet["points"]
+    all_bias = np.concatenate(bias).astype(np.int64)
+    small = max(p["bits"] for p in pts) <= 8 and all(q.get("bits_w", 0) <= 8 for q in qnet["ops"])
+    fits32 = np.abs(all_bias).max() < 2 ** 31
+    arrays = {
+        "weights": np.concatenate(weights).astype(np.uint8),
+        "codebook": np.concatenate(codebook or [np.zeros(0)]).astype(np.int16),
+        "bias": all_bias.astype(np.int32 if small and fits32 else np.int64),
+        "multiplier": np.concatenate([np.asarray(m, np.int64) for m in mult]).astype(np.int32),
+        "shift": np.concatenate([np.asarray(s, np.int64) for s in shift]).astype(np.int8),
+        "add_factor": np.array(factors, np.int64),
+        "weight_scale": np.concatenate(wscale).astype(np.float32),
+        "lut": qnet["lut"].astype(np.int32),
+        "act_zero_point": np.array([p["zp"] for p in pts], np.int32),
+        "act_bits": np.array([p["bits"] for p in pts], np.int8),
+        "act_scale": np.array([p["scale"] for p in pts], np.float64),
+    }
+    header = {"arch": "resnet20", "classes": list(CLASSES),
+              "normalization": {"mean": list(MEAN), "std": list(STD)},
+              "points": [{"name": p["name"], "shape": list(p["shape"])} for p in pts],
+              "ops": ops, "meta": meta}
+    fileformat.write(path, header, arrays)

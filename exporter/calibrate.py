@@ -1,0 +1,45 @@
+"""Activation ranges from calibration images, docs/quantization.md section 3 (`minmax`).
+
+The float, BN-folded graph runs in float64 on N unlabeled training images, a seeded random
+sample with no augmentation. The smallest and largest value seen at each point are kept.
+"""
+import hashlib
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from intengine.cifar10 import MEAN, STD, seeded_subset
+from .simulate import forward
+
+
+def calibration_images(train_images, n, seed):
+    """(images (n,32,32,3) uint8, indices, sha256 of the int64 indices)."""
+    if not 1 <= n <= len(train_images):
+        raise ValueError(f"--calib-images must be in [1, {len(train_images)}], got {n}")
+    idx = seeded_subset(len(train_images), n, seed)
+    return train_images[idx], idx, hashlib.sha256(idx.astype("<i8").tobytes()).hexdigest()
+
+
+def normalize64(images):
+    """uint8 NHWC -> float64 NCHW, (p/255 - mean) / std."""
+    x = torch.as_tensor(np.asarray(images)).permute(0, 3, 1, 2).double() / 255.0
+    return (x - torch.tensor(MEAN, dtype=torch.float64).view(1, 3, 1, 1)) / \
+        torch.tensor(STD, dtype=torch.float64).view(1, 3, 1, 1)
+
+
+@torch.no_grad()
+def minmax(ops, n_points, images, batch_size=128, progress=True):
+    """-> (lo, hi) float arrays over the points, from the float graph on `images`."""
+    lo = np.full(n_points, np.inf)
+    hi = np.full(n_points, -np.inf)
+
+    def observe(i, t):
+        lo[i] = min(lo[i], float(t.min()))
+        hi[i] = max(hi[i], float(t.max()))
+        return t
+
+    for s in tqdm(range(0, len(images), batch_size), desc="calibrating", unit="batch",
+                  disable=not progress, leave=False):
+        forward(ops, normalize64(images[s:s + batch_size]), observe)
+    return lo, hi

@@ -1,0 +1,97 @@
+"""Load a trained ResNet20 and fold BatchNorm into its convolutions, eq. (2).
+
+The result is a *graph*: a list of points (the activation tensors that get quantized,
+docs/quantization.md section 3) and a list of ops that read and write them, with float64
+weights.  Calibration, quantization and both simulations walk this same graph, and the
+model file stores its integer form.
+"""
+import hashlib
+from pathlib import Path
+
+import torch
+
+from trainer.checkpoint import CheckpointError, FORMAT as CKPT_FORMAT
+from trainer.model import ResNet20, ShortcutA
+
+
+def file_sha256(path):
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def load_resnet20(path):
+    """A trainer checkpoint or a bare ResNet20 state_dict -> ResNet20 in eval mode."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"no checkpoint at {path}; train one with `python -m trainer` or pass --checkpoint")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # truncated files and foreign pickles raise many types
+        raise CheckpointError(f"{path} is not a readable checkpoint ({type(e).__name__})") from None
+    if isinstance(state, dict) and state.get("format") == CKPT_FORMAT:
+        state = state.get("model")
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise CheckpointError(f"{path} holds neither a trainer checkpoint nor a state_dict")
+    model = ResNet20()
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as e:
+        raise CheckpointError(f"{path} is not a ResNet20 checkpoint ({str(e).splitlines()[0]})") from None
+    bad = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if bad:
+        raise CheckpointError(f"{path}: non-finite values (NaN/inf) in {bad[0]}" +
+                              (f" and {len(bad) - 1} more tensors" if len(bad) > 1 else ""))
+    return model.eval()
+
+
+@torch.no_grad()
+def fold_bn(conv, bn):
+    """Conv (no bias) + eval-mode BN -> float64 (weight, bias), eq. (2)."""
+    g = bn.weight.double() / torch.sqrt(bn.running_var.double() + bn.eps)
+    w = conv.weight.detach().double() * g[:, None, None, None]
+    b = bn.bias.detach().double() - bn.running_mean.double() * g
+    return w, b
+
+
+@torch.no_grad()
+def graph(model):
+    """ResNet20 -> (points, ops).  points: [{name, shape (H,W,C) or (C,)}]; ops as in format.md."""
+    points = [{"name": "input", "shape": [32, 32, 3]}]
+    ops = []
+
+    def point(name, shape):
+        points.append({"name": name, "shape": list(shape)})
+        return len(points) - 1
+
+    def conv(name, c, bn, src, relu, hw):
+        w, b = fold_bn(c, bn)
+        out = point(name, (hw, hw, w.shape[0]))
+        ops.append({"op": "conv", "name": name, "in": src, "out": out, "cin": w.shape[1],
+                    "cout": w.shape[0], "stride": c.stride[0], "relu": relu, "weight": w, "bias": b})
+        return out
+
+    x, hw = conv("stem", model.conv1, model.bn1, 0, True, 32), 32
+    for s, stage in enumerate((model.layer1, model.layer2, model.layer3), 1):
+        for j, blk in enumerate(stage):
+            name = f"layer{s}.{j}"
+            stride = blk.conv1.stride[0]
+            hw = (hw - 1) // stride + 1
+            a = conv(f"{name}.conv1", blk.conv1, blk.bn1, x, True, hw)
+            a = conv(f"{name}.conv2", blk.conv2, blk.bn2, a, False, hw)
+            pad = blk.shortcut.pad if isinstance(blk.shortcut, ShortcutA) else 0
+            out = point(f"{name}.out", (hw, hw, blk.conv2.out_channels))
+            ops.append({"op": "add", "name": f"{name}.add", "in": [a, x], "out": out,
+                        "stride": stride, "pad": pad, "relu": True})
+            x = out
+    c = points[x]["shape"][2]
+    pooled = point("pool", (c,))
+    ops.append({"op": "pool", "name": "pool", "in": x, "out": pooled})
+    fc = model.fc
+    logits = point("logits", (fc.out_features,))
+    ops.append({"op": "linear", "name": "fc", "in": pooled, "out": logits, "cin": fc.in_features,
+                "cout": fc.out_features, "relu": False, "weight": fc.weight.detach().double(),
+                "bias": fc.bias.detach().double()})
+    return points, ops

@@ -1,0 +1,52 @@
+"""Fixed-point helpers: the requantization of docs/quantization.md section 6.
+
+Each helper has a one-line contract. `requant` is the scalar form used inside the Numba
+kernels; `requant_array` is the NumPy form used by the reference. They are the same
+formula, eq. (11), and tests/test_fixedpoint.py checks both against Python's unbounded
+integers, eq. (10). Nothing here uses floats.
+"""
+import numpy as np
+from numba import njit
+
+M0_MIN, M0_MAX = 1 << 30, (1 << 31) - 1     # eq. (9): 2^30 <= M0 < 2^31 (or M0 == 0)
+SHIFT_MIN, SHIFT_MAX = 31, 62               # eq. (9): n in [31, 62]
+ACC_LIMIT = 1 << 62                          # eq. (11) is exact for |acc| < 2^62
+LOW31 = (1 << 31) - 1
+
+
+@njit(cache=True, inline="always")
+def requant(acc, m0, n):
+    """floor((acc*m0 + 2^(n-1)) / 2^n) exactly, for int64 |acc| < 2^62, eq. (11).  Round half up."""
+    acc = np.int64(acc)
+    h = acc >> 31                            # floor(acc / 2^31), |h| <= 2^31
+    l = acc & LOW31                          # 0 <= l < 2^31
+    a = h * np.int64(m0)
+    b = l * np.int64(m0)
+    if n >= 32:
+        a += np.int64(1) << (n - 32)
+    else:
+        b += np.int64(1) << 30
+    return (a + (b >> 31)) >> (n - 31)
+
+
+@njit(cache=True, inline="always")
+def clamp(x, lo, hi):
+    """min(max(x, lo), hi)."""
+    return lo if x < lo else (hi if x > hi else x)
+
+
+def requant_array(acc, m0, n):
+    """eq. (11) on int64 arrays (m0, n broadcast against acc)."""
+    acc = np.asarray(acc, dtype=np.int64)
+    m0 = np.asarray(m0, dtype=np.int64)
+    n = np.asarray(n, dtype=np.int64)
+    h = acc >> 31
+    l = acc & LOW31
+    a = h * m0 + np.where(n >= 32, np.left_shift(1, np.maximum(n - 32, 0)), 0)
+    b = l * m0 + np.where(n >= 32, 0, 1 << 30)
+    return (a + (b >> 31)) >> (n - 31)
+
+
+def requant_exact(acc, m0, n):
+    """eq. (10) with Python ints: the definition that eq. (11) must equal."""
+    return (int(acc) * int(m0) + (1 << (int(n) - 1))) >> int(n)
