@@ -1,13 +1,12 @@
 """`python -m exporter --bits {2,4,8,16}`: checkpoint -> BN folding -> calibration ->
 integer network -> bit-packed model file (docs/format.md).  Floats are allowed here; the
 file holds only what the integer engine needs, plus scales for printing."""
-import sys
 import time
 from pathlib import Path
 
 import click
-import numpy as np
 
+from intengine.cli import fail as _fail, run as run_cli
 from intengine.fileformat import ACT_BITS, WEIGHT_BITS
 from trainer import data
 from trainer.__main__ import DEFAULT_CHECKPOINT
@@ -16,9 +15,6 @@ from . import __version__, build, calibrate, fold
 from .quantize import LEVEL_SETS, ExportError
 
 
-def _fail(message):
-    click.echo(f"error: {message}", err=True)
-    sys.exit(2)
 
 
 def export(checkpoint, bits, act_bits, first_last_bits, calib_images, seed, data_dir, out,
@@ -86,12 +82,7 @@ def cli(bits, checkpoint, act_bits, first_last_bits, calib_images, seed, data_di
 
 
 def main():
-    try:
-        cli.main(standalone_mode=False)
-    except click.exceptions.Abort:
-        _fail("aborted")
-    except click.ClickException as e:
-        _fail(e.format_message())
+    run_cli(cli)
 
 
 if __name__ == "__main__":

@@ -19,3 +19,56 @@ def data_dir():
     if not (Path(d) / "cifar10.npz").is_file():
         pytest.fail(f"CIFAR10_DIR={d} holds no cifar10.npz")
     return d
+
+
+SHIPPED = ROOT / "checkpoints" / "resnet20.pt"
+CALIB = 128          # calibration images for the test exports (the default is 1024)
+
+
+@pytest.fixture(scope="session")
+def shipped(tmp_path_factory):
+    """A snapshot of the shipped checkpoint (a training run may be rewriting the original)."""
+    import shutil
+    copy = tmp_path_factory.mktemp("shipped") / "resnet20.pt"
+    shutil.copyfile(SHIPPED, copy)
+    return copy
+
+
+@pytest.fixture(scope="session")
+def exported(data_dir, shipped, tmp_path_factory):
+    """The shipped checkpoint exported at every width: bits -> (path, qnet, float ops)."""
+    from exporter.__main__ import export
+    out = {}
+    folder = tmp_path_factory.mktemp("exports")
+    for bits in (2, 4, 8, 16):
+        act = 16 if bits == 16 else 8
+        path, _, qnet, ops = export(shipped, bits, act, 8 if bits < 8 else bits, CALIB, 0,
+                                    data_dir, folder / f"w{bits}a{act}.npz", progress=False)
+        out[bits] = (path, qnet, ops)
+    return out
+
+
+@pytest.fixture(scope="session")
+def test_images(data_dir):
+    """64 seeded test images and labels, uint8 NHWC."""
+    from intengine.cifar10 import load_test, seeded_subset
+    x, y = load_test(data_dir)
+    idx = seeded_subset(len(y), 64, 1)
+    return x[idx], y[idx]
+
+
+def run_cli(module, *args, env=None):
+    """python -m module args -> CompletedProcess (text)."""
+    import subprocess
+    import sys
+    e = dict(os.environ, **(env or {}))
+    return subprocess.run([sys.executable, "-m", module, *map(str, args)], capture_output=True,
+                          text=True, env=e, cwd=ROOT, timeout=600)
+
+
+def one_line_error(r, match):
+    assert r.returncode == 2, r.stderr + r.stdout
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), r.stderr
+    assert "Traceback" not in r.stderr
+    assert match in lines[0], lines[0]

@@ -4,11 +4,12 @@ Multi-GPU or multi-process: `torchrun --nproc_per_node N -m trainer [OPTIONS]`.
 """
 import dataclasses
 import json
-import sys
 from pathlib import Path
 
 import click
 import torch
+
+from intengine.cli import fail as _fail, run as run_cli
 
 from . import checkpoint, data, evaluate as evaluate_mod
 from .train import (PRECISIONS, SCHEDULES, Config, init_distributed, resolve_device,
@@ -21,9 +22,6 @@ DEFAULT_CHECKPOINT = next((p for p in _SHIPPED if p.is_file()), _SHIPPED[0])
 _D = Config()
 
 
-def _fail(message):
-    click.echo(f"error: {message}", err=True)
-    sys.exit(2)
 
 
 def train_options(f):
@@ -151,13 +149,7 @@ def _guard(fn, **kw):
 
 
 def main():
-    """Run the CLI; usage errors, like every other expected failure, end in one line."""
-    try:
-        cli.main(standalone_mode=False)
-    except click.exceptions.Abort:
-        _fail("aborted")
-    except click.ClickException as e:
-        _fail(e.format_message())
+    run_cli(cli)
 
 
 if __name__ == "__main__":

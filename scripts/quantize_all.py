@@ -1,0 +1,131 @@
+"""Export the shipped model at every width, evaluate each file with the integer engine, and
+print the table beside FP32.  This is the README's main job.
+
+    CIFAR10_DIR=../shared/data python scripts/quantize_all.py [--limit N] [--bits 16,8,4,2]
+
+Each step runs as the user would run it (`python -m exporter`, `python -m intengine eval
+--json`) in a subprocess. FP32 is the shipped checkpoint in float32 torch on the same
+images. Writes results/quantize_all.json and results/quantize_all.md: accuracy, the
+difference to FP32, top-1 agreement with FP32, the file size and the engine's images/s,
+with the commands, the machine, the versions and the seeds. Nothing is typed by hand.
+"""
+import datetime
+import json
+import os
+import platform
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import click
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "scripts"))
+
+from train_report import cpu_name  # noqa: E402
+
+
+def run(cmd, env):
+    """Run a command from the repo root, echo it, return stdout; exit on failure."""
+    click.echo("$ " + " ".join(shlex.quote(c) for c in cmd), err=True)
+    r = subprocess.run([sys.executable if c == "python" else c for c in cmd], cwd=ROOT, env=env,
+                       stdout=subprocess.PIPE, text=True)
+    if r.returncode:
+        raise click.ClickException(f"`{' '.join(cmd)}` failed with exit status {r.returncode}")
+    return r.stdout
+
+
+def fp32_predictions(checkpoint, data_dir, limit, seed):
+    import torch
+    from trainer import data, evaluate
+    model, _ = evaluate.load_model(checkpoint)
+    test = data.load("test", data_dir, limit=limit, seed=seed)
+    with torch.no_grad():
+        logits = torch.cat([model(data.normalize(test.images[i:i + 500])) for i in range(0, len(test), 500)])
+    return logits.argmax(1).numpy(), test.labels.numpy()
+
+
+@click.command()
+@click.option("--bits", default="16,8,4,2", show_default=True, help="Weight widths to export.")
+@click.option("--checkpoint", default=str(ROOT / "checkpoints" / "resnet20.pt"), show_default=True)
+@click.option("--data-dir", default=None, help="Folder with cifar10.npz [default: $CIFAR10_DIR]")
+@click.option("--limit", type=click.IntRange(1), default=None, help="Seeded test subset (default: all 10,000).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Calibration and --limit seed.")
+@click.option("--out-dir", default=str(ROOT / "exports"), show_default=True, help="Where the .npz files go.")
+@click.option("--results", default=str(ROOT / "results"), show_default=True)
+def main(bits, checkpoint, data_dir, limit, seed, out_dir, results):
+    env = dict(os.environ)
+    if data_dir:
+        env["CIFAR10_DIR"] = str(Path(data_dir).resolve())
+    widths = [int(b) for b in bits.split(",")]
+    t0 = time.perf_counter()
+    fp32_pred, labels = fp32_predictions(checkpoint, env.get("CIFAR10_DIR"), limit, seed)
+    fp32_acc = float((fp32_pred == labels).mean())
+    rows, commands = [], []
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
+    for b in widths:
+        a = 16 if b == 16 else 8
+        npz = Path(out_dir) / f"resnet20_w{b}a{a}.npz"
+        pred_file = Path(out_dir) / f"resnet20_w{b}a{a}.pred.npy"
+        export = ["python", "-m", "exporter", "--bits", str(b), "--checkpoint", checkpoint,
+                  "--seed", str(seed), "--no-progress", "--out", str(npz)]
+        evaluate = ["python", "-m", "intengine", "eval", str(npz), "--json", "--no-progress",
+                    "--seed", str(seed), "--predictions", str(pred_file)] + \
+                   (["--limit", str(limit)] if limit else [])
+        summary = run(export, env).strip().splitlines()[-1]
+        click.echo(summary, err=True)
+        r = json.loads(run(evaluate, env).strip().splitlines()[-1])
+        pred = np.load(pred_file)
+        fl = 8 if b < 8 else b
+        rows.append({"name": f"intengine W{b}A{a}", "bits_w": b, "bits_a": a, "first_last_bits": fl,
+                     "accuracy": r["accuracy"], "delta_pp": 100 * (r["accuracy"] - fp32_acc),
+                     "agreement_fp32": float((pred == fp32_pred).mean()), "n": r["n"],
+                     "size_bytes": npz.stat().st_size, "images_per_s": r["images_per_s"],
+                     "first_result_s": r["first_result_s"]})
+        commands += [" ".join(export), " ".join(evaluate)]
+    report = {
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "command": " ".join(["python", "scripts/quantize_all.py"] + sys.argv[1:]),
+        "steps": commands, "seed": seed, "limit": limit, "checkpoint": checkpoint,
+        "machine": {"cpu": cpu_name(), "cores": os.cpu_count(), "python": platform.python_version()},
+        "versions": _versions(), "fp32": {"accuracy": fp32_acc, "n": len(labels),
+                                          "size_bytes": Path(checkpoint).stat().st_size},
+        "rows": rows, "total_s": time.perf_counter() - t0}
+    Path(results).mkdir(parents=True, exist_ok=True)
+    (Path(results) / "quantize_all.json").write_text(json.dumps(report, indent=1) + "\n")
+    table = markdown(report)
+    (Path(results) / "quantize_all.md").write_text(table)
+    click.echo(table)
+
+
+def _versions():
+    import numba
+    import torch
+    return {"numpy": np.__version__, "numba": numba.__version__, "torch": torch.__version__}
+
+
+def markdown(r):
+    n = r["fp32"]["n"]
+    lines = [f"# Integer engine vs FP32 ({'all' if n == 10000 else 'a seeded subset of'} {n:,} test images)", "",
+             "| model | first/last W | top-1 | Δ vs FP32 (pp) | agreement with FP32 | size (bytes) | images/s |",
+             "|---|---|---|---|---|---|---|",
+             f"| FP32 (torch, checkpoint) | 32 | {r['fp32']['accuracy']:.4f} | 0 | 1.0000 | "
+             f"{r['fp32']['size_bytes']:,} | |"]
+    for row in r["rows"]:
+        lines.append(f"| {row['name']} | {row['first_last_bits']} | {row['accuracy']:.4f} | {row['delta_pp']:+.2f} | "
+                     f"{row['agreement_fp32']:.4f} | {row['size_bytes']:,} | {row['images_per_s']:.0f} |")
+    v = r["versions"]
+    lines += ["", f"Command: `{r['command']}` ({r['total_s']:.0f} s). Machine: {r['machine']['cpu']}, "
+              f"{r['machine']['cores']} cores. Python {r['machine']['python']}, numpy {v['numpy']}, "
+              f"numba {v['numba']}, torch {v['torch']}. Seed {r['seed']} (calibration sample and subset). "
+              f"images/s: the engine at batch 256 after the first batch; the FP32 size is the "
+              f"training checkpoint (with optimizer state). Date {r['date']}.", ""]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()

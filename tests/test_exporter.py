@@ -1,0 +1,112 @@
+"""Exporter: BN folding, sizes, determinism, and engine == reference == exact simulation."""
+import numpy as np
+import pytest
+import torch
+
+import intengine
+from conftest import CALIB, one_line_error, run_cli
+from exporter import calibrate, fold
+from exporter.simulate import FakeQuantNet, forward, run_exact
+
+MAX_SIZE = {2: 90_000, 4: 160_000, 8: 300_000}
+
+
+def test_fold_matches_the_float_model(test_images, shipped):
+    model = fold.load_resnet20(shipped)
+    _, ops = fold.graph(model)
+    x = calibrate.normalize64(test_images[0][:16])
+    with torch.no_grad():
+        want = model(x.float()).double()
+        got = forward(ops, x)
+    assert torch.allclose(got, want, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("bits", [2, 4, 8])
+def test_file_size(exported, bits):
+    size = exported[bits][0].stat().st_size
+    assert size <= MAX_SIZE[bits], size
+
+
+@pytest.mark.parametrize("bits", [2, 4, 8, 16])
+def test_engine_equals_reference_and_simulation_at_every_point(exported, test_images, bits):
+    path, qnet, _ = exported[bits]
+    model = intengine.load(path)
+    x = test_images[0][:16]
+    fast = model.run(x, keep=True)
+    ref = model.run(x, reference_ops=True, keep=True)
+    sim = run_exact(qnet, x)
+    assert len(fast) == len(ref) == len(sim) == len(model.points) == 31
+    for name, a, b, c in zip(model.points, fast, ref, sim):
+        assert np.array_equal(a, b), f"kernels != reference at {name}"
+        assert np.array_equal(a, c.numpy()), f"engine != exact simulation at {name}"
+    assert len(np.unique(fast[-1])) > 5              # real logits, not a constant
+
+
+def test_exports_are_byte_identical(exported, data_dir, shipped, tmp_path):
+    from exporter.__main__ import export
+    path, _, _, _ = export(shipped, 4, 8, 8, CALIB, 0, data_dir, tmp_path / "again.npz", progress=False)
+    assert path.read_bytes() == exported[4][0].read_bytes()
+
+
+def test_file_records_its_provenance(exported, shipped):
+    meta = intengine.load(exported[2][0]).header["meta"]
+    assert meta["checkpoint_sha256"] == fold.file_sha256(shipped)
+    cal = meta["calibration"]
+    assert (cal["images"], cal["seed"], cal["method"]) == (CALIB, 0, "minmax")
+    assert len(cal["indices_sha256"]) == 64
+    info = intengine.load(exported[2][0])
+    bits = [op.spec["bits_w"] for op in info.ops if op.kind in ("conv", "linear")]
+    assert bits[0] == bits[-1] == 8 and set(bits[1:-1]) == {2}     # --first-last-bits default
+
+
+def test_fake_quant_mode_is_differentiable_and_close(exported, test_images):
+    _, qnet, ops = exported[8]
+    net = FakeQuantNet(qnet, ops)
+    x = calibrate.normalize64(test_images[0]).float()
+    out = net(x)
+    out.logsumexp(1).sum().backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in net.params)
+    exact = run_exact(qnet, test_images[0])[-1].numpy()
+    agree = (out.detach().numpy().argmax(1) == exact.argmax(1)).mean()
+    assert agree >= 0.9, agree
+
+
+def test_bits_3_is_refused():
+    one_line_error(run_cli("exporter", "--bits", "3"), "'3' is not one of")
+
+
+def test_missing_checkpoint(tmp_path):
+    r = run_cli("exporter", "--bits", "4", "--checkpoint", tmp_path / "none.pt", "--out", tmp_path / "o.npz")
+    one_line_error(r, "no checkpoint")
+    assert not (tmp_path / "o.npz").exists()
+
+
+def test_nan_and_foreign_checkpoints(tmp_path, shipped):
+    sd = fold.load_resnet20(shipped).state_dict()
+    sd["layer2.1.conv1.weight"][0, 0, 0, 0] = float("nan")
+    torch.save(sd, tmp_path / "nan.pt")
+    one_line_error(run_cli("exporter", "--bits", "4", "--checkpoint", tmp_path / "nan.pt",
+                           "--out", tmp_path / "o.npz"), "NaN")
+    torch.save({"weight": torch.zeros(3)}, tmp_path / "foreign.pt")
+    one_line_error(run_cli("exporter", "--bits", "4", "--checkpoint", tmp_path / "foreign.pt",
+                           "--out", tmp_path / "o.npz"), "not a ResNet20")
+    assert {p.name for p in tmp_path.iterdir()} == {"nan.pt", "foreign.pt"}     # no partial output
+
+
+def test_unwritable_out_leaves_nothing(tmp_path, data_dir):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    r = run_cli("exporter", "--bits", "8", "--calib-images", "8", "--out", blocker / "o.npz",
+                env={"CIFAR10_DIR": data_dir})
+    one_line_error(r, "file")
+    assert {p.name for p in tmp_path.iterdir()} == {"file"}
+
+
+def test_cli_export_summary_line(tmp_path, data_dir):
+    out = tmp_path / "w8.npz"
+    r = run_cli("exporter", "--bits", "8", "--calib-images", "16", "--no-progress", "--out", out,
+                env={"CIFAR10_DIR": data_dir})
+    assert r.returncode == 0, r.stderr
+    line = r.stdout.strip().splitlines()[-1]
+    assert line.startswith(f"wrote {out}") and "W8A8" in line and "bytes" in line
+    assert {p.name for p in tmp_path.iterdir()} == {"w8.npz"}

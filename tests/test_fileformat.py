@@ -1,0 +1,112 @@
+"""docs/format.md: packing order, and bad files get one clear line before any kernel runs."""
+import zipfile
+
+import numpy as np
+import pytest
+
+import intengine
+from conftest import one_line_error, run_cli
+from intengine import fileformat
+from intengine.fileformat import FormatError
+
+
+@pytest.mark.parametrize("bits", [2, 4, 8, 16])
+def test_pack_round_trip(bits):
+    rng = np.random.default_rng(bits)
+    lo, hi = (0, 1 << bits) if bits <= 4 else (-(1 << (bits - 1)), 1 << (bits - 1))
+    codes = rng.integers(lo, hi, size=1001)
+    packed = fileformat.pack_codes(codes, bits)
+    assert packed.dtype == np.uint8 and len(packed) == fileformat.packed_nbytes(1001, bits)
+    assert np.array_equal(fileformat.unpack_codes(packed, bits, 1001), codes)
+
+
+def test_bit_order_by_hand():
+    assert fileformat.pack_codes([1, 2, 3, 0], 2).tolist() == [0b00111001]   # first code, low bits
+    assert fileformat.pack_codes([0xA, 0x5, 0x3], 4).tolist() == [0x5A, 0x03]
+    assert fileformat.pack_codes([-2, 1], 16).tolist() == [0xFE, 0xFF, 0x01, 0x00]
+
+
+def rewrite(good, tmp_path, mutate):
+    header, arrays = fileformat.read(good)
+    arrays = {k: v for k, v in arrays.items() if k not in ("magic", "version", "header")}
+    mutate(header, arrays)
+    out = tmp_path / "bad.npz"
+    fileformat.write(out, header, arrays)
+    return out
+
+
+def _set(name, fn):
+    def mutate(header, arrays):
+        arrays[name] = fn(arrays[name].copy())
+    return mutate
+
+
+def _op(i, key, value):
+    def mutate(header, arrays):
+        header["ops"][i][key] = value
+    return mutate
+
+
+BAD = {
+    "multiplier": (_set("multiplier", lambda a: np.where(np.arange(len(a)) == 3, 5, a).astype(np.int32)), "multiplier"),
+    "shift": (_set("shift", lambda a: np.where(np.arange(len(a)) == 0, 70, a).astype(np.int8)), "shift"),
+    "zero point": (_set("act_zero_point", lambda a: a + 1000), "zero point"),
+    "lut": (_set("lut", lambda a: a[:2]), "LUT"),
+    "codebook": (_set("codebook", lambda a: (a * 100).astype(np.int16)), "codebook"),
+    "bias dtype": (_set("bias", lambda a: a.astype(np.float32)), "dtype"),
+    "cin": (_op(1, "cin", 17), "shapes"),
+    "stride": (_op(4, "stride", 2), "conv"),
+    "reads later point": (_op(0, "in", 5), "before it is computed"),
+    "weight bytes": (_op(2, "w_nbytes", 7), "weight bytes"),
+    "unknown op": (_op(3, "op", "softmax"), "unknown op"),
+    "bits": (_op(2, "bits_w", 3), "weight bits"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD))
+def test_invalid_fields_are_refused(exported, tmp_path, case):
+    mutate, match = BAD[case]
+    bad = rewrite(exported[4][0], tmp_path, mutate)
+    with pytest.raises(FormatError, match=match):
+        intengine.load(bad)
+
+
+def test_wrong_version_magic_and_members(exported, tmp_path):
+    good = exported[8][0]
+    with np.load(good, allow_pickle=False) as f:
+        arrays = {k: f[k] for k in f.files}
+    cases = {"version": dict(arrays, version=np.array(2, np.int32)),
+             "magic": dict(arrays, magic=np.frombuffer(b"NOTOURS!", np.uint8)),
+             "missing": {k: v for k, v in arrays.items() if k != "bias"},
+             "header": dict(arrays, header=np.frombuffer(b"{not json", np.uint8))}
+    for name, match in [("version", "format version 2"), ("magic", "wrong magic"),
+                        ("missing", "missing arrays ['bias']"), ("header", "not valid JSON")]:
+        np.savez(tmp_path / f"{name}.npz", **cases[name])
+        with pytest.raises(FormatError, match=match.replace("[", r"\[").replace("]", r"\]")):
+            intengine.load(tmp_path / f"{name}.npz")
+        assert "re-export" in str(pytest.raises(FormatError, intengine.load, tmp_path / f"{name}.npz").value)
+
+
+def test_cli_one_line_errors(exported, tmp_path):
+    good = exported[2][0]
+    trunc = tmp_path / "trunc.npz"
+    trunc.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    one_line_error(run_cli("intengine", "info", trunc), "not a readable .npz")
+    one_line_error(run_cli("intengine", "eval", tmp_path / "none.npz"), "no such file")
+    text = tmp_path / "text.npz"
+    text.write_text("hello")
+    one_line_error(run_cli("intengine", "eval", text), "not a readable")
+    pickled = tmp_path / "pickle.npz"
+    with np.load(good, allow_pickle=False) as f:
+        arrays = {k: f[k] for k in f.files}
+    np.savez(pickled, **dict(arrays, header=np.array([{"ops": []}], dtype=object)))
+    one_line_error(run_cli("intengine", "info", pickled), "pickle")
+    bad = rewrite(good, tmp_path, BAD["multiplier"][0])
+    one_line_error(run_cli("intengine", "eval", bad), "multiplier")
+
+
+def test_zip_members_in_order_without_dates(exported):
+    with zipfile.ZipFile(exported[4][0]) as z:
+        infos = z.infolist()
+    assert [i.filename[:-4] for i in infos] == list(fileformat.MEMBERS)
+    assert {i.date_time for i in infos} == {(1980, 1, 1, 0, 0, 0)}

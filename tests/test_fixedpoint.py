@@ -1,0 +1,57 @@
+"""eq. (9)-(11): the int64 split requantize equals Python's unbounded integers."""
+import random
+
+import numpy as np
+import pytest
+
+from intengine.fixedpoint import requant, requant_array, requant_exact
+from exporter.quantize import ExportError, quantize_multiplier
+
+EDGE_ACC = [0, 1, -1, 2, -2, (1 << 31) - 1, -(1 << 31), 1 << 31, (1 << 40) + 12345,
+            -(1 << 47), (1 << 47) - 1, (1 << 62) - 1, -(1 << 62) + 1]
+EDGE_M0 = [0, 1 << 30, (1 << 31) - 1, 1518500250]
+EDGE_N = [31, 32, 33, 40, 61, 62]
+
+
+def cases():
+    out = [(a, m, n) for a in EDGE_ACC for m in EDGE_M0 for n in EDGE_N]
+    rng = random.Random(0)
+    for _ in range(3000):
+        out.append((rng.randrange(-(1 << 62) + 1, 1 << 62), rng.randrange(1 << 30, 1 << 31),
+                    rng.randrange(31, 63)))
+    return out
+
+
+def test_requant_matches_unbounded_integers():
+    c = cases()
+    acc, m0, n = (np.array(col, np.int64) for col in zip(*c))
+    vec = requant_array(acc, m0, n)
+    for i, (a, m, s) in enumerate(c):
+        want = requant_exact(a, m, s)
+        assert requant(a, m, s) == want, (a, m, s)
+        assert vec[i] == want, (a, m, s)
+
+
+def test_round_half_up_by_hand():
+    half = 1 << 30          # M = 2^30 / 2^31 = 1/2
+    assert [requant(a, half, 31) for a in (-3, -2, -1, 0, 1, 2, 3)] == [-1, -1, 0, 0, 1, 1, 2]
+    assert requant(5, half, 32) == 1                 # 5/4 = 1.25 -> 1
+    assert requant(6, half, 32) == 2                 # 6/4 = 1.5 -> 2 (half up)
+    assert requant(-6, half, 32) == -1               # -1.5 -> -1 (half up, toward +inf)
+
+
+@pytest.mark.parametrize("m", [2.0 ** -32, 1e-9, 0.001234, 0.25, 0.5, 0.7071, 1 - 2.0 ** -20])
+def test_quantize_multiplier(m):
+    m0, n = quantize_multiplier(m, "t")
+    assert (1 << 30) <= m0 < (1 << 31) and 31 <= n <= 62
+    assert abs(m0 / 2.0 ** n - m) <= 2.0 ** -(n + 1) * 1.0000001
+
+
+def test_quantize_multiplier_limits():
+    assert quantize_multiplier(2.0 ** -33, "t") == (0, 62)
+    with pytest.raises(ExportError, match=">= 1"):
+        quantize_multiplier(1.0, "t")
+    with pytest.raises(ExportError, match="rounds to 1"):
+        quantize_multiplier(1 - 2.0 ** -40, "t")
+    with pytest.raises(ExportError):
+        quantize_multiplier(float("nan"), "t")

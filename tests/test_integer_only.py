@@ -1,0 +1,50 @@
+"""No float instruction in any compiled kernel signature (docs/quantization.md, engine rule).
+
+Numba cannot show the IR of code loaded from its cache, so this compiles the kernels in a
+fresh process with an empty cache folder and scans inspect_llvm() of every signature, the
+parallel (gufunc) bodies included.  The same scan must find floats in a float function.
+"""
+import json
+import subprocess
+import sys
+
+from conftest import ROOT
+
+FLOAT_OPS = r"\b(fadd|fsub|fmul|fdiv|frem|fneg|fptosi|fptoui|sitofp|uitofp|fcmp|fpext|fptrunc)\b"
+
+SCAN = """
+import json, re, sys
+import numpy as np
+from numba import njit
+import intengine
+from intengine import kernels
+pat = re.compile(r"%s")
+for path in sys.argv[1:]:
+    intengine.load(path).run(np.zeros((2, 32, 32, 3), np.uint8))
+found = {}
+for name in ("input_lut", "conv3x3", "add", "avgpool", "linear"):
+    k = getattr(kernels, name)
+    for sig in k.signatures:
+        ir = k.inspect_llvm(sig)
+        assert "define" in ir, "no IR (cached code?)"
+        found[f"{name}{sig}"] = sorted(set(pat.findall(ir)))
+@njit
+def f(x):
+    return x * 0.5 + 1.0
+f(3)
+control = sorted(set(pat.findall(f.inspect_llvm(f.signatures[0]))))
+print(json.dumps({"kernels": found, "control": control}))
+""" % FLOAT_OPS
+
+
+def test_no_float_instructions(exported, tmp_path):
+    paths = [str(exported[b][0]) for b in (4, 16)]       # int32 and int64 accumulators, int8/int16 weights
+    env = {"NUMBA_CACHE_DIR": str(tmp_path / "numba-cache"), "PATH": "/usr/bin:/bin"}
+    r = subprocess.run([sys.executable, "-c", SCAN, *paths], capture_output=True, text=True, cwd=ROOT,
+                       env=env, timeout=600)
+    assert r.returncode == 0, r.stderr
+    result = json.loads(r.stdout.strip().splitlines()[-1])
+    assert result["control"], "the scan finds nothing even in float code"
+    assert len(result["kernels"]) >= 7
+    offenders = {k: v for k, v in result["kernels"].items() if v}
+    assert not offenders, offenders
