@@ -18,23 +18,31 @@ from .quantize import LEVEL_SETS, ExportError
 
 
 def export(checkpoint, bits, act_bits, first_last_bits, calib_images, seed, data_dir, out,
-           clip="mse", levels="midrise", progress=True):
+           clip="mse", levels="midrise", bias_correction=None, progress=True):
     """The whole export; returns (out path, size in bytes, qnet, float ops)."""
     model = fold.load_resnet20(checkpoint)
     points, ops = fold.graph(model)
     train = data.load_arrays(data_dir)["x_train"]
     images, _, idx_hash = calibrate.calibration_images(train, calib_images, seed)
     lo, hi = calibrate.minmax(ops, len(points), images, progress=progress)
-    qnet = build.quantize_graph(points, ops, lo, hi, bits=bits, act_bits=act_bits,
-                                first_last_bits=first_last_bits, levels=levels, clip=clip)
+    weights = build.quantize_weights_all(ops, bits=bits, first_last_bits=first_last_bits,
+                                         levels=levels, clip=clip)
+    if bias_correction is None:
+        bias_correction = bits <= 4
+    shift = calibrate.bias_shift(ops, images, build.dequantized(weights)) if bias_correction else None
+    qnet = build.quantize_graph(points, ops, lo, hi, weights, act_bits=act_bits, bias_shift=shift)
     meta = {"exporter_version": __version__, "checkpoint_sha256": fold.file_sha256(checkpoint),
             "bits": bits, "act_bits": act_bits, "first_last_bits": first_last_bits,
-            "weight_clip": clip, "weight_levels": levels,
+            "weight_clip": clip, "weight_levels": levels, "bias_correction": bias_correction,
             "calibration": {"method": "minmax", "images": calib_images, "seed": seed,
                             "source": "train", "indices_sha256": idx_hash}}
     out = Path(out)
     build.to_file(qnet, out, meta)
     return out, out.stat().st_size, qnet, ops
+
+
+def meta_bc(flag, bits):
+    return bits <= 4 if flag is None else flag
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -54,10 +62,12 @@ def export(checkpoint, bits, act_bits, first_last_bits, calib_images, seed, data
               help="Per-channel scale: MSE search, or plain min-max round-to-nearest.")
 @click.option("--weight-levels", type=click.Choice(LEVEL_SETS), default="midrise", show_default=True,
               help="Level set at 2 and 4 bits (docs/quantization.md section 2).")
+@click.option("--bias-correction/--no-bias-correction", default=None,
+              help="Empirical bias correction from the calibration images  [default: on at 4 bits and below]")
 @click.option("--out", default=None, help="Output file  [default: exports/resnet20_w{bits}a{act}.npz]")
 @click.option("--progress/--no-progress", default=True, show_default=True)
 def cli(bits, checkpoint, act_bits, first_last_bits, calib_images, seed, data_dir, weight_clip,
-        weight_levels, out, progress):
+        weight_levels, bias_correction, out, progress):
     """Export a trained ResNet20 to an integer model file for `python -m intengine`."""
     bits = int(bits)
     act_bits = int(act_bits) if act_bits else (16 if bits == 16 else 8)
@@ -69,7 +79,8 @@ def cli(bits, checkpoint, act_bits, first_last_bits, calib_images, seed, data_di
             raise ValueError(f"--out {out} is a folder; give a file name")
         out.parent.mkdir(parents=True, exist_ok=True)
         path, size, _, _ = export(checkpoint, bits, act_bits, fl, calib_images, seed, data_dir, out,
-                                  clip=weight_clip, levels=weight_levels, progress=progress)
+                                  clip=weight_clip, levels=weight_levels,
+                                  bias_correction=bias_correction, progress=progress)
     except (CheckpointError, data.DataError, ExportError, ValueError) as e:
         _fail(str(e))
     except OSError as e:
@@ -77,7 +88,8 @@ def cli(bits, checkpoint, act_bits, first_last_bits, calib_images, seed, data_di
     except KeyboardInterrupt:
         _fail("interrupted; no file was written")
     click.echo(f"wrote {path}: {size:,} bytes, W{bits}A{act_bits} (first/last layer W{fl}), "
-               f"weights {weight_clip}, {calib_images} calibration images, "
+               f"weights {weight_clip}{' + bias correction' if meta_bc(bias_correction, bits) else ''}, "
+               f"{calib_images} calibration images, "
                f"{time.perf_counter() - t0:.1f} s")
 
 

@@ -14,23 +14,42 @@ ADD_UNIT_BITS = 28                                   # eq. (12): u = max(s_a, s_
 ACC_BOUND = 1 << 47                                  # section 5
 
 
-def quantize_graph(points, ops, lo, hi, *, bits, act_bits, first_last_bits, levels, clip):
-    """-> qnet: {'points': [{name, shape, bits, scale, zp}], 'ops': [...], 'lut': (3,256)}."""
+def quantize_weights_all(ops, *, bits, first_last_bits, levels, clip):
+    """Every conv/linear weight -> {name: (bits, level set, codes, L, s_w)}, section 2."""
+    weighted = [op for op in ops if op["op"] in ("conv", "linear")]
+    out = {}
+    for op in weighted:
+        b = first_last_bits if op is weighted[0] or op is weighted[-1] else bits
+        kind = levels if b <= 4 else "twos"                        # section 2 table
+        out[op["name"]] = (b, kind, *quantize_weights(op["weight"].numpy(), b, kind, clip))
+    return out
+
+
+def dequantized(weights):
+    """{name: s_w * L[codes]} as float64 tensors, eq. (3)."""
+    import torch
+    return {k: torch.from_numpy(L[codes] * s_w.reshape(-1, *([1] * (codes.ndim - 1))))
+            for k, (_, _, codes, L, s_w) in weights.items()}
+
+
+def quantize_graph(points, ops, lo, hi, weights, *, act_bits, bias_shift=None):
+    """-> qnet: {'points': [{name, shape, bits, scale, zp}], 'ops': [...], 'lut': (3,256)}.
+
+    `weights` from quantize_weights_all; `bias_shift` {name: (Co,)} is added to the
+    folded bias before eq. (7) (bias correction, section 2)."""
     qpts = []
     for p, l, h in zip(points, lo, hi):
         s, z = act_qparams(l, h, act_bits)
         qpts.append({**p, "bits": act_bits, "scale": s, "zp": z})
-    weighted = [op for op in ops if op["op"] in ("conv", "linear")]
     qops = []
     for op in ops:
         q = {k: v for k, v in op.items() if k not in ("weight", "bias")}
         sx = qpts[op["in"][0] if op["op"] == "add" else op["in"]]["scale"]
         sy = qpts[op["out"]]["scale"]
         if op["op"] in ("conv", "linear"):
-            b = first_last_bits if op is weighted[0] or op is weighted[-1] else bits
-            kind = levels if b <= 4 else "twos"                    # section 2 table
-            codes, L, s_w = quantize_weights(op["weight"].numpy(), b, kind, clip)
-            bias_q = rnd(op["bias"].numpy() / (sx * s_w)).astype(np.int64)          # eq. (7)
+            b, kind, codes, L, s_w = weights[op["name"]]
+            bias = op["bias"].numpy() + (bias_shift[op["name"]] if bias_shift else 0.0)
+            bias_q = rnd(bias / (sx * s_w)).astype(np.int64)                         # eq. (7)
             taps = codes[0].size
             bound = int(np.abs(bias_q).max()) + taps * int(np.abs(L).max()) * ((1 << act_bits) - 1)
             if bound >= ACC_BOUND:

@@ -7,6 +7,7 @@ import hashlib
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from tqdm import tqdm
 
 from intengine.cifar10 import MEAN, STD, seeded_subset
@@ -43,3 +44,23 @@ def minmax(ops, n_points, images, batch_size=128, progress=True):
                   disable=not progress, leave=False):
         forward(ops, normalize64(images[s:s + batch_size]), observe)
     return lo, hi
+
+
+@torch.no_grad()
+def bias_shift(ops, images, dequant, batch_size=64):
+    """Empirical bias correction: E[(W - W_q) x] per output channel of every weighted op,
+    over the calibration images, with x the float input of that op (section 2)."""
+    sums, count = {}, {}
+    for s in range(0, len(images), batch_size):
+        seen = {}
+        forward(ops, normalize64(images[s:s + batch_size]), lambda i, t: seen.setdefault(i, t))
+        for op in ops:
+            if op["name"] not in dequant:
+                continue
+            dw = op["weight"] - dequant[op["name"]]
+            x = seen[op["in"]]
+            y = F.conv2d(x, dw, None, op["stride"], 1) if op["op"] == "conv" else F.linear(x, dw)
+            dims = (0, 2, 3) if y.dim() == 4 else (0,)
+            sums[op["name"]] = sums.get(op["name"], 0) + y.sum(dims)
+            count[op["name"]] = count.get(op["name"], 0) + y.numel() // y.shape[1]
+    return {k: (v / count[k]).numpy() for k, v in sums.items()}

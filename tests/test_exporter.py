@@ -54,6 +54,7 @@ def test_file_records_its_provenance(exported, shipped):
     cal = meta["calibration"]
     assert (cal["images"], cal["seed"], cal["method"]) == (CALIB, 0, "minmax")
     assert len(cal["indices_sha256"]) == 64
+    assert meta["bias_correction"] is True and meta["weight_clip"] == "mse"      # defaults at 2 bits
     info = intengine.load(exported[2][0])
     bits = [op.spec["bits_w"] for op in info.ops if op.kind in ("conv", "linear")]
     assert bits[0] == bits[-1] == 8 and set(bits[1:-1]) == {2}     # --first-last-bits default
@@ -110,3 +111,19 @@ def test_cli_export_summary_line(tmp_path, data_dir):
     line = r.stdout.strip().splitlines()[-1]
     assert line.startswith(f"wrote {out}") and "W8A8" in line and "bytes" in line
     assert {p.name for p in tmp_path.iterdir()} == {"w8.npz"}
+
+
+def test_bias_correction_is_the_mean_output_shift(shipped, test_images):
+    """eq. (3a) on the linear layer: the shift is (W - W_q) @ E[pooled input]."""
+    _, ops = fold.graph(fold.load_resnet20(shipped))
+    fc = ops[-1]
+    dq = {"fc": fc["weight"] + 0.01 * torch.arange(10, dtype=torch.float64)[:, None]}
+    shift = calibrate.bias_shift(ops, test_images[0][:32], dq)["fc"]
+    seen = {}
+    with torch.no_grad():
+        forward(ops, calibrate.normalize64(test_images[0][:32]), lambda i, t: seen.setdefault(i, t))
+    want = (-0.01 * torch.arange(10, dtype=torch.float64)) * seen[fc["in"]].mean(0).sum()
+    assert np.allclose(shift, want.numpy(), atol=1e-9)
+    assert not np.allclose(shift, 0)
+    zero = calibrate.bias_shift(ops, test_images[0][:8], {"fc": fc["weight"]})["fc"]
+    assert np.abs(zero).max() == 0
