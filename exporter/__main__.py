@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from intengine.cli import fail as _fail, run as run_cli
+from intengine import fileformat
 from intengine.fileformat import ACT_BITS, WEIGHT_BITS
 from trainer import data
 from trainer.__main__ import DEFAULT_CHECKPOINT
@@ -18,31 +19,37 @@ from .quantize import LEVEL_SETS, ExportError
 
 
 def export(checkpoint, bits, act_bits, first_last_bits, calib_images, seed, data_dir, out,
-           clip="mse", levels="midrise", bias_correction=None, progress=True):
+           clip="mse", levels="midrise", bias_correction=None, progress=True, params_from="ours"):
     """The whole export; returns (out path, size in bytes, qnet, float ops)."""
     model = fold.load_resnet20(checkpoint)
     points, ops = fold.graph(model)
     train = data.load_arrays(data_dir)["x_train"]
     images, _, idx_hash = calibrate.calibration_images(train, calib_images, seed)
-    lo, hi = calibrate.minmax(ops, len(points), images, progress=progress)
-    weights = build.quantize_weights_all(ops, bits=bits, first_last_bits=first_last_bits,
-                                         levels=levels, clip=clip)
     if bias_correction is None:
-        bias_correction = bits <= 4
-    shift = calibrate.bias_shift(ops, images, build.dequantized(weights)) if bias_correction else None
-    qnet = build.quantize_graph(points, ops, lo, hi, weights, act_bits=act_bits, bias_shift=shift)
+        bias_correction = bits <= 4 and params_from == "ours"
+    if params_from == "torchao":          # a calibrated full-range torch.ao int8 model, rewritten
+        if (bits, act_bits, first_last_bits) != (8, 8, 8):
+            raise ValueError("--params-from torchao reads a W8A8 torch.ao model: use --bits 8 "
+                             "with 8-bit activations and first/last layers")
+        from . import torchao
+        qnet = torchao.to_qnet(torchao.static_int8(model, images, "full"), points, ops)
+        clip, levels, bias_correction = "torchao PerChannelMinMaxObserver", "twos", False
+    else:
+        lo, hi = calibrate.minmax(ops, len(points), images, progress=progress)
+        weights = build.quantize_weights_all(ops, bits=bits, first_last_bits=first_last_bits,
+                                             levels=levels, clip=clip)
+        shift = calibrate.bias_shift(ops, images, build.dequantized(weights)) if bias_correction else None
+        qnet = build.quantize_graph(points, ops, lo, hi, weights, act_bits=act_bits, bias_shift=shift)
     meta = {"exporter_version": __version__, "checkpoint_sha256": fold.file_sha256(checkpoint),
             "bits": bits, "act_bits": act_bits, "first_last_bits": first_last_bits,
             "weight_clip": clip, "weight_levels": levels, "bias_correction": bias_correction,
-            "calibration": {"method": "minmax", "images": calib_images, "seed": seed,
+            "params_from": params_from,
+            "calibration": {"method": "minmax" if params_from == "ours" else "torchao HistogramObserver",
+                            "images": calib_images, "seed": seed,
                             "source": "train", "indices_sha256": idx_hash}}
     out = Path(out)
     build.to_file(qnet, out, meta)
     return out, out.stat().st_size, qnet, ops
-
-
-def meta_bc(flag, bits):
-    return bits <= 4 if flag is None else flag
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -64,15 +71,19 @@ def meta_bc(flag, bits):
               help="Level set at 2 and 4 bits (docs/quantization.md section 2).")
 @click.option("--bias-correction/--no-bias-correction", default=None,
               help="Empirical bias correction from the calibration images  [default: on at 4 bits and below]")
+@click.option("--params-from", type=click.Choice(["ours", "torchao"]), default="ours", show_default=True,
+              help="torchao: take every scale, zero point and weight from a calibrated full-range "
+                   "torch.ao int8 model (the cross-check; --bits 8 only).")
 @click.option("--out", default=None, help="Output file  [default: exports/resnet20_w{bits}a{act}.npz]")
 @click.option("--progress/--no-progress", default=True, show_default=True)
 def cli(bits, checkpoint, act_bits, first_last_bits, calib_images, seed, data_dir, weight_clip,
-        weight_levels, bias_correction, out, progress):
+        weight_levels, bias_correction, params_from, out, progress):
     """Export a trained ResNet20 to an integer model file for `python -m intengine`."""
     bits = int(bits)
     act_bits = int(act_bits) if act_bits else (16 if bits == 16 else 8)
     fl = int(first_last_bits) if first_last_bits else (8 if bits < 8 else bits)
-    out = Path(out) if out else Path("exports") / f"resnet20_w{bits}a{act_bits}.npz"
+    suffix = "_torchao" if params_from == "torchao" else ""
+    out = Path(out) if out else Path("exports") / f"resnet20_w{bits}a{act_bits}{suffix}.npz"
     t0 = time.perf_counter()
     try:
         if out.is_dir():
@@ -80,17 +91,19 @@ def cli(bits, checkpoint, act_bits, first_last_bits, calib_images, seed, data_di
         out.parent.mkdir(parents=True, exist_ok=True)
         path, size, _, _ = export(checkpoint, bits, act_bits, fl, calib_images, seed, data_dir, out,
                                   clip=weight_clip, levels=weight_levels,
-                                  bias_correction=bias_correction, progress=progress)
+                                  bias_correction=bias_correction, progress=progress,
+                                  params_from=params_from)
     except (CheckpointError, data.DataError, ExportError, ValueError) as e:
         _fail(str(e))
     except OSError as e:
         _fail(f"cannot write {out}: {e.strerror or e}")
     except KeyboardInterrupt:
         _fail("interrupted; no file was written")
-    click.echo(f"wrote {path}: {size:,} bytes, W{bits}A{act_bits} (first/last layer W{fl}), "
-               f"weights {weight_clip}{' + bias correction' if meta_bc(bias_correction, bits) else ''}, "
-               f"{calib_images} calibration images, "
-               f"{time.perf_counter() - t0:.1f} s")
+    meta = fileformat.read(path)[0]["meta"]                  # read back what was written
+    extra = " + bias correction" if meta["bias_correction"] else ""
+    source = "torch.ao int8 (full range)" if meta["params_from"] == "torchao" else f"weights {meta['weight_clip']}{extra}"
+    click.echo(f"wrote {path}: {size:,} bytes, W{bits}A{act_bits} (first/last layer W{fl}), {source}, "
+               f"{calib_images} calibration images, {time.perf_counter() - t0:.1f} s")
 
 
 def main():

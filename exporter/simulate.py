@@ -54,6 +54,15 @@ def requant(acc, m0, n):
     return (a + (b >> 31)) >> (n - 31)
 
 
+def requant_even(acc, m0, n):
+    """eq. (16a): eq. (10), but an exact tie goes to the even integer."""
+    n = torch.as_tensor(n, dtype=torch.int64)
+    num = acc * torch.as_tensor(m0, dtype=torch.int64)           # < 2^62 for the pool's acc
+    r = requant(acc, m0, n)
+    tie = ((num + (torch.ones_like(n) << (n - 1))) & ((torch.ones_like(n) << n) - 1)) == 0
+    return r - (tie & (r % 2 == 1)).long()
+
+
 @torch.no_grad()
 def run_exact(qnet, images):
     """images (N,32,32,3) uint8 -> list of int64 tensors, one per point, NHWC (section 10)."""
@@ -80,9 +89,9 @@ def run_exact(qnet, images):
             b = acts[op["in"][1]] - pts[op["in"][1]]["zp"]                      # real 0 == 0 here
             b = _shortcut(b.permute(0, 3, 1, 2), op["stride"], op["pad"]).permute(0, 2, 3, 1)
             y = zy + requant(op["ka"] * a + op["kb"] * b, op["m0"], op["n"])     # eq. (13)-(14)
-        else:  # pool, eq. (15)-(16)
+        else:  # pool, eq. (15)-(16a)
             acc = (acts[op["in"]] - pts[op["in"]]["zp"]).sum((1, 2))
-            y = zy + requant(acc, op["m0"], op["n"])
+            y = zy + requant_even(acc, op["m0"], op["n"])
         acts[out] = y.clamp(lo, hi)
     return acts
 

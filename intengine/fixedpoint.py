@@ -30,6 +30,26 @@ def requant(acc, m0, n):
 
 
 @njit(cache=True, inline="always")
+def requant_even(acc, m0, n):
+    """Like requant, but an exact tie rounds to the even integer, eq. (16a)."""
+    acc = np.int64(acc)
+    h = acc >> 31
+    l = acc & LOW31
+    a = h * np.int64(m0)
+    b = l * np.int64(m0)
+    if n >= 32:
+        a += np.int64(1) << (n - 32)
+    else:
+        b += np.int64(1) << 30
+    t = a + (b >> 31)
+    r = t >> (n - 31)
+    # acc*m0 + 2^(n-1) == t*2^31 + (b mod 2^31) is a multiple of 2^n exactly at a tie
+    if (b & LOW31) == 0 and (t & ((np.int64(1) << (n - 31)) - 1)) == 0 and (r & 1) == 1:
+        r -= 1
+    return r
+
+
+@njit(cache=True, inline="always")
 def clamp(x, lo, hi):
     """min(max(x, lo), hi)."""
     return lo if x < lo else (hi if x > hi else x)
@@ -45,6 +65,28 @@ def requant_array(acc, m0, n):
     a = h * m0 + np.where(n >= 32, np.left_shift(1, np.maximum(n - 32, 0)), 0)
     b = l * m0 + np.where(n >= 32, 0, 1 << 30)
     return (a + (b >> 31)) >> (n - 31)
+
+
+def requant_even_array(acc, m0, n):
+    """eq. (16a) on int64 arrays."""
+    acc = np.asarray(acc, dtype=np.int64)
+    m0 = np.asarray(m0, dtype=np.int64)
+    n = np.asarray(n, dtype=np.int64)
+    h = acc >> 31
+    l = acc & LOW31
+    a = h * m0 + np.where(n >= 32, np.left_shift(1, np.maximum(n - 32, 0)), 0)
+    b = l * m0 + np.where(n >= 32, 0, 1 << 30)
+    t = a + (b >> 31)
+    r = t >> (n - 31)
+    tie = ((b & LOW31) == 0) & ((t & ((np.int64(1) << (n - 31)) - 1)) == 0) & ((r & 1) == 1)
+    return r - tie
+
+
+def requant_even_exact(acc, m0, n):
+    """eq. (16a) with Python ints: round(acc*m0 / 2^n), ties to even."""
+    q, rem = divmod(int(acc) * int(m0), 1 << int(n))
+    twice = 2 * rem
+    return q + 1 if twice > (1 << int(n)) else (q + (q & 1) if twice == (1 << int(n)) else q)
 
 
 def requant_exact(acc, m0, n):

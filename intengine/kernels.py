@@ -8,7 +8,7 @@ tests/test_integer_only.py scans the LLVM IR of every compiled signature for flo
 import numpy as np
 from numba import njit, prange
 
-from .fixedpoint import clamp, requant
+from .fixedpoint import clamp, requant, requant_even
 
 
 @njit(cache=True, parallel=True)
@@ -77,7 +77,7 @@ def add(a, za, b, zb, ka, kb, stride, pad, m0, n, zy, lo, hi):
 
 @njit(cache=True, parallel=True)
 def avgpool(x, zx, m0, n, zy, lo, hi):
-    """x (N,H,W,C) -> (N,C), eq. (15)-(16)."""
+    """x (N,H,W,C) -> (N,C), eq. (15)-(16a)."""
     N, H, W, C = x.shape
     out = np.empty((N, C), np.int32)
     for i in prange(N):
@@ -86,7 +86,7 @@ def avgpool(x, zx, m0, n, zy, lo, hi):
             for y in range(H):
                 for xx in range(W):
                     acc += x[i, y, xx, c] - zx
-            out[i, c] = clamp(zy + requant(acc, m0, n), lo, hi)
+            out[i, c] = clamp(zy + requant_even(acc, m0, n), lo, hi)
     return out
 
 

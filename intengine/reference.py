@@ -5,12 +5,12 @@ arithmetic is int64; there are no floats.  Activations are NHWC int32 arrays.
 """
 import numpy as np
 
-from .fixedpoint import requant_array
+from .fixedpoint import requant_array, requant_even_array
 
 
-def _finish(acc, m0, n, zy, lo, hi):
-    """The requantize tail shared by every op: eq. (8), (14), (16)."""
-    return np.clip(zy + requant_array(acc, m0, n), lo, hi).astype(np.int32)
+def _finish(acc, m0, n, zy, lo, hi, rounding=requant_array):
+    """The requantize tail shared by every op: eq. (8), (14), (16a)."""
+    return np.clip(zy + rounding(acc, m0, n), lo, hi).astype(np.int32)
 
 
 def input_lut(images, lut):
@@ -45,9 +45,9 @@ def add(a, za, b, zb, ka, kb, stride, pad, m0, n, zy, lo, hi):
 
 
 def avgpool(x, zx, m0, n, zy, lo, hi):
-    """x (N,H,W,C) -> (N,C), eq. (15)-(16)."""
+    """x (N,H,W,C) -> (N,C), eq. (15)-(16a): ties to even."""
     acc = (x.astype(np.int64) - zx).sum(axis=(1, 2))
-    return _finish(acc, m0, n, zy, lo, hi)
+    return _finish(acc, m0, n, zy, lo, hi, requant_even_array)
 
 
 def linear(x, zx, w, bias, m0, n, zy, lo, hi):

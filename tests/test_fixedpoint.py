@@ -4,7 +4,8 @@ import random
 import numpy as np
 import pytest
 
-from intengine.fixedpoint import requant, requant_array, requant_exact
+from intengine.fixedpoint import (requant, requant_array, requant_even, requant_even_array,
+                                  requant_even_exact, requant_exact)
 from exporter.quantize import ExportError, quantize_multiplier
 
 EDGE_ACC = [0, 1, -1, 2, -2, (1 << 31) - 1, -(1 << 31), 1 << 31, (1 << 40) + 12345,
@@ -30,6 +31,21 @@ def test_requant_matches_unbounded_integers():
         want = requant_exact(a, m, s)
         assert requant(a, m, s) == want, (a, m, s)
         assert vec[i] == want, (a, m, s)
+
+
+def test_requant_even_matches_unbounded_integers():
+    c = cases()
+    rng = random.Random(1)
+    for _ in range(500):                              # exact ties: acc*m0 = (2k+1) * 2^(n-1)
+        n = rng.randrange(31, 40)
+        c.append((((2 * rng.randrange(-1000, 1000) + 1) << (n - 1 - 30)), 1 << 30, n))
+    acc, m0, n = (np.array(col, np.int64) for col in zip(*c))
+    vec = requant_even_array(acc, m0, n)
+    for i, (a, m, s) in enumerate(c):
+        want = requant_even_exact(a, m, s)
+        assert requant_even(a, m, s) == want, (a, m, s)
+        assert vec[i] == want, (a, m, s)
+    assert [requant_even(v, 1 << 30, 36) for v in (32, 96, 160, 224, -32, -96)] == [0, 2, 2, 4, 0, -2]
 
 
 def test_round_half_up_by_hand():

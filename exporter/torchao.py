@@ -1,0 +1,248 @@
+"""PyTorch's own quantization of the shipped ResNet20 (torch.ao.quantization, eager mode),
+and the reading of a calibrated torch.ao int8 model into our integer network.
+
+How the option-A shortcut runs quantized: `x[:, :, ::2, ::2]` is a strided view of a
+quantized tensor, and `F.pad` on a quantized tensor (aten::constant_pad_nd) fills the new
+channels with the zero point, i.e. the real 0. No float round trip and no projection conv
+are involved. The residual add is `FloatFunctional.add_relu`, which becomes
+`quantized::add_relu` with its own output scale and zero point.
+
+The baselines (docs/quantization.md, "Kinds of quantization"):
+  best      x86 backend, fused conv+BN(+ReLU), per-channel symmetric qint8 weights, the
+            backend's default observers (HistogramObserver with reduce_range=True: W8A7)
+  full      the same with reduce_range=False: a true W8A8, the cross-check partner
+  original  the original work's settings: MinMaxObserver per tensor, quint8 activations
+            observed on [0, 2^b-1], qint8 weights restricted to [-2^(b-1), 2^(b-1)-1],
+            10 calibration images, fused
+  fp16      the float model in half precision
+  int16sim  FakeQuantize at 16 bits (weights per channel, activations per tensor): simulated
+  dynamic   quantize_dynamic: only the final linear layer has a dynamic kernel
+"""
+import copy
+import warnings
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch.ao import quantization as tq
+
+from intengine.cifar10 import MEAN, STD
+from trainer.model import ShortcutA
+from .build import ADD_UNIT_BITS
+from .quantize import quantize_multiplier, rnd
+
+warnings.filterwarnings("ignore", message=".*deprecated.*")     # eager torch.ao, see the docs
+
+
+class QBlock(nn.Module):
+    """A BasicBlock with module ReLUs and a quantizable add (same weights)."""
+
+    def __init__(self, blk):
+        super().__init__()
+        self.conv1, self.bn1, self.relu1 = blk.conv1, blk.bn1, nn.ReLU()
+        self.conv2, self.bn2 = blk.conv2, blk.bn2
+        self.stride = blk.conv1.stride[0]
+        self.pad = blk.shortcut.pad if isinstance(blk.shortcut, ShortcutA) else 0
+        self.add = torch.ao.nn.quantized.FloatFunctional()
+
+    def forward(self, x):
+        out = self.relu1(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        sc = F.pad(x[:, :, ::2, ::2], (0, 0, 0, 0, self.pad, self.pad)) if self.stride > 1 else x
+        return self.add.add_relu(out, sc)
+
+
+class QResNet20(nn.Module):
+    """The trainer's ResNet20, rewired for eager-mode quantization: input normalized NCHW."""
+
+    def __init__(self, model):
+        super().__init__()
+        m = copy.deepcopy(model).eval()
+        self.quant, self.dequant = tq.QuantStub(), tq.DeQuantStub()
+        self.conv1, self.bn1, self.relu = m.conv1, m.bn1, nn.ReLU()
+        self.layer1, self.layer2, self.layer3 = (nn.Sequential(*[QBlock(b) for b in s])
+                                                 for s in (m.layer1, m.layer2, m.layer3))
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = m.fc
+
+    def forward(self, x):
+        x = self.relu(self.bn1(self.conv1(self.quant(x))))
+        x = self.layer3(self.layer2(self.layer1(x)))
+        return self.dequant(self.fc(self.pool(x).flatten(1)))
+
+    def blocks(self):
+        return [(f"layer{s}.{j}", b) for s, layer in enumerate((self.layer1, self.layer2, self.layer3), 1)
+                for j, b in enumerate(layer)]
+
+    def fuse(self, qat=False):
+        groups = [["conv1", "bn1", "relu"]]
+        for name, _ in self.blocks():
+            groups += [[f"{name}.conv1", f"{name}.bn1", f"{name}.relu1"], [f"{name}.conv2", f"{name}.bn2"]]
+        (tq.fuse_modules_qat if qat else tq.fuse_modules)(self, groups, inplace=True)
+        return self
+
+
+def qconfig(kind, bits=8):
+    if kind == "best":
+        return tq.get_default_qconfig("x86")
+    if kind == "full":
+        return tq.QConfig(activation=tq.HistogramObserver.with_args(reduce_range=False),
+                          weight=tq.PerChannelMinMaxObserver.with_args(
+                              dtype=torch.qint8, qscheme=torch.per_channel_symmetric))
+    if kind == "original":
+        return tq.QConfig(activation=tq.MinMaxObserver.with_args(dtype=torch.quint8, quant_min=0,
+                                                                 quant_max=(1 << bits) - 1),
+                          weight=tq.MinMaxObserver.with_args(dtype=torch.qint8, qscheme=torch.per_tensor_symmetric,
+                                                             quant_min=-(1 << (bits - 1)),
+                                                             quant_max=(1 << (bits - 1)) - 1))
+    if kind == "int16sim":
+        return tq.QConfig(
+            activation=tq.FakeQuantize.with_args(observer=tq.MinMaxObserver, quant_min=0, quant_max=65535,
+                                                 dtype=torch.qint32, qscheme=torch.per_tensor_affine),
+            weight=tq.FakeQuantize.with_args(observer=tq.PerChannelMinMaxObserver, quant_min=-32768,
+                                             quant_max=32767, dtype=torch.qint32,
+                                             qscheme=torch.per_channel_symmetric, ch_axis=0))
+    raise ValueError(f"unknown torch.ao configuration {kind!r}")
+
+
+def normalize(images_nhwc_uint8):
+    """uint8 NHWC -> float32 NCHW normalized, exactly as trainer.data.normalize does it."""
+    x = torch.as_tensor(np.asarray(images_nhwc_uint8)).permute(0, 3, 1, 2)
+    mean = torch.tensor(MEAN).view(1, 3, 1, 1) * 255
+    std = torch.tensor(STD).view(1, 3, 1, 1) * 255
+    return (x.float() - mean) / std
+
+
+@torch.no_grad()
+def static_int8(model, calib_images, kind, bits=8, batch_size=256):
+    """Eager static PTQ: fuse, prepare, calibrate on uint8 NHWC images, convert."""
+    torch.backends.quantized.engine = "x86"
+    q = QResNet20(model).eval().fuse()
+    q.qconfig = qconfig(kind, bits)
+    tq.prepare(q, inplace=True)
+    for s in range(0, len(calib_images), batch_size):
+        q(normalize(calib_images[s:s + batch_size]))
+    return tq.convert(q, inplace=True)
+
+
+@torch.no_grad()
+def int16_simulated(model, calib_images, batch_size=256):
+    """FakeQuantize at 16 bits: observers calibrate, then every point is rounded (float math)."""
+    q = QResNet20(model).train().fuse(qat=True)
+    q.qconfig = qconfig("int16sim")
+    tq.prepare_qat(q, inplace=True)
+    q.eval()
+    q.apply(tq.disable_fake_quant)
+    q.apply(tq.enable_observer)
+    for s in range(0, len(calib_images), batch_size):
+        q(normalize(calib_images[s:s + batch_size]))
+    q.apply(tq.disable_observer)
+    q.apply(tq.enable_fake_quant)
+    return q
+
+
+def dynamic_int8(model):
+    return tq.quantize_dynamic(copy.deepcopy(model).eval(), {nn.Linear}, dtype=torch.qint8)
+
+
+# ---- reading a converted (full-range) torch.ao model into our integer network ----------
+
+def _qparams(module):
+    return float(module.scale), int(module.zero_point)
+
+
+def points_qparams(qmodel):
+    """Scale and zero point at each point of fold.graph's order, from the converted model."""
+    out = {"input": _qparams(qmodel.quant), "stem": _qparams(qmodel.conv1)}
+    for name, b in qmodel.blocks():
+        out[f"{name}.conv1"] = _qparams(b.conv1)
+        out[f"{name}.conv2"] = _qparams(b.conv2)
+        out[f"{name}.out"] = _qparams(b.add)
+    out["pool"] = out[f"{qmodel.blocks()[-1][0]}.out"]     # quantized avg pool keeps its input's
+    out["logits"] = _qparams(qmodel.fc)
+    return out
+
+
+def weighted_modules(qmodel):
+    mods = {"stem": qmodel.conv1, "fc": qmodel.fc}
+    for name, b in qmodel.blocks():
+        mods[f"{name}.conv1"], mods[f"{name}.conv2"] = b.conv1, b.conv2
+    return mods
+
+
+def to_qnet(qmodel, points, ops):
+    """The converted torch.ao model's integers in our qnet layout (build.quantize_graph's).
+
+    Weights: int_repr (may hold -128).  Every scale/zero point: torch's.  Bias: float bias
+    rounded to int32 at s_in*s_w (the one declared divergence).  LUT: torch's own
+    normalization + QuantStub on the 256 values of each channel."""
+    qp = points_qparams(qmodel)
+    mods = weighted_modules(qmodel)
+    qpts = [{**p, "bits": 8, "scale": qp[p["name"]][0], "zp": qp[p["name"]][1]} for p in points]
+    L = np.arange(-128, 128, dtype=np.int64)
+    qops = []
+    for op in ops:
+        q = {k: v for k, v in op.items() if k not in ("weight", "bias")}
+        sx = qpts[op["in"][0] if op["op"] == "add" else op["in"]]["scale"]
+        sy = qpts[op["out"]]["scale"]
+        if op["op"] in ("conv", "linear"):
+            m = mods[op["name"]]
+            w = m.weight()
+            if w.qscheme() not in (torch.per_channel_affine, torch.per_channel_symmetric) or \
+                    (w.q_per_channel_zero_points() != 0).any():
+                raise ValueError(f"{op['name']}: expected per-channel weights with zero point 0")
+            w_int = w.int_repr().numpy().astype(np.int64)
+            s_w = w.q_per_channel_scales().numpy().astype(np.float64)
+            bias = m.bias().detach().numpy().astype(np.float64)
+            bias_q = rnd(bias / (sx * s_w)).astype(np.int64)
+            mq = [quantize_multiplier(sx * s / sy, f"{op['name']} channel {c}") for c, s in enumerate(s_w)]
+            q.update(bits_w=8, levels="twos", codes=w_int + 128, L=L, w_int=w_int, w_scale=s_w,
+                     bias_q=bias_q, m0=np.array([a for a, _ in mq], np.int64),
+                     n=np.array([b for _, b in mq], np.int64))
+        elif op["op"] == "add":
+            sa, sb = qpts[op["in"][0]]["scale"], qpts[op["in"][1]]["scale"]
+            u = max(sa, sb) / 2.0 ** ADD_UNIT_BITS
+            m0, n = quantize_multiplier(u / sy, op["name"])
+            q.update(ka=int(rnd(sa / u)), kb=int(rnd(sb / u)), m0=m0, n=n)
+        else:
+            h, w_, _ = qpts[op["in"]]["shape"]
+            m0, n = quantize_multiplier(sx / (h * w_ * sy), op["name"])
+            q.update(m0=m0, n=n)
+        qops.append(q)
+    return {"points": qpts, "ops": qops, "lut": torch_lut(qmodel)}
+
+
+@torch.no_grad()
+def torch_lut(qmodel):
+    """LUT[ch, p]: torch's normalization then the QuantStub's quantize, for p = 0..255."""
+    pix = np.broadcast_to(np.arange(256, dtype=np.uint8)[None, :, None, None], (1, 256, 1, 3))
+    x = qmodel.quant(normalize(np.ascontiguousarray(pix).reshape(1, 256, 1, 3)))   # (1,3,256,1)
+    return x.int_repr().numpy()[0, :, :, 0].astype(np.int64)
+
+
+@torch.no_grad()
+def capture(qmodel, images):
+    """int_repr at every point (fold.graph names, NHWC int64) for uint8 NHWC images."""
+    got = {}
+
+    def hook(name):
+        return lambda mod, inp, out: got.__setitem__(name, out)
+    handles = [qmodel.quant.register_forward_hook(hook("input")),
+               qmodel.conv1.register_forward_hook(hook("stem")),
+               qmodel.pool.register_forward_hook(hook("pool")),
+               qmodel.fc.register_forward_hook(hook("logits"))]
+    for name, b in qmodel.blocks():
+        handles += [b.conv1.register_forward_hook(hook(f"{name}.conv1")),
+                    b.conv2.register_forward_hook(hook(f"{name}.conv2")),
+                    b.register_forward_hook(hook(f"{name}.out"))]
+    try:
+        qmodel(normalize(images))
+    finally:
+        for h in handles:
+            h.remove()
+    out = {}
+    for k, t in got.items():
+        r = t.int_repr().long()
+        out[k] = r.flatten(1) if k == "pool" else (r.permute(0, 2, 3, 1) if r.dim() == 4 else r)
+    return out
