@@ -1,0 +1,262 @@
+"""The comparison report: FP32, PyTorch's own quantization and the integer engine, side by
+side, on this machine, in one run.
+
+    CIFAR10_DIR=../shared/data python scripts/compare.py [--quick]
+
+Writes results/results.json (a stable `rows` list), RESULTS.md (generated, never typed)
+and results/accuracy_vs_bits.png.  Every row is measured here: top-1 on the test images,
+the difference to FP32 in pp, top-1 agreement with FP32, the size on disk, and images/s at
+batch 256 for the same region (uint8 NHWC images in, logits out), with the ratio to
+torch.ao int8.  It also runs the cross-check of the engine against torch.ao (op by op,
+free-running, top-1 agreement) and records which kernels torch.ao ran.
+"""
+import datetime
+import io
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import click
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "scripts"))
+
+import intengine  # noqa: E402
+from exporter import crosscheck, fold, torchao  # noqa: E402
+from exporter.__main__ import export  # noqa: E402
+from intengine.cifar10 import load_test, seeded_subset  # noqa: E402
+from train_report import cpu_name  # noqa: E402
+from trainer import data  # noqa: E402
+
+BATCH = 256
+
+
+def timed_predict(fn, images):
+    """Class predictions and images/s of fn(uint8 NHWC batch) -> logits; one warm-up batch
+    first, then the whole set timed at batch 256."""
+    fn(images[:BATCH])
+    preds = []
+    t0 = time.perf_counter()
+    for s in range(0, len(images), BATCH):
+        out = fn(images[s:s + BATCH])
+        preds.append(np.asarray(out).argmax(1))
+    return np.concatenate(preds), len(images) / (time.perf_counter() - t0)
+
+
+def torch_fn(model, half=False):
+    def fn(x):
+        with torch.no_grad():
+            t = torchao.normalize(x)
+            return model(t.half() if half else t).float().numpy()
+    return fn
+
+
+def state_size(model):
+    buf = io.BytesIO()
+    torch.save(model.state_dict(), buf)
+    return buf.getbuffer().nbytes
+
+
+def kernel_probe():
+    """Which library ran torch.ao's int8 convs (ONEDNN_VERBOSE in a child), and how its
+    quantized average pool rounds ties."""
+    code = ("import torch, numpy as np, warnings; warnings.simplefilter('ignore');"
+            "from exporter import torchao, fold; from trainer.model import ResNet20;"
+            "m = ResNet20().eval(); q = torchao.static_int8(m, np.zeros((8,32,32,3), np.uint8), 'full');"
+            "q(torchao.normalize(np.zeros((2,32,32,3), np.uint8)))")
+    env = dict(os.environ, ONEDNN_VERBOSE="1", DNNL_VERBOSE="1")
+    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True)
+    lines = [l for l in r.stdout.splitlines() if "verbose" in l and ",exec," in l]
+    conv = [l for l in lines if "convolution" in l]
+    ties = {}
+    for v in (0.5, 1.5, 2.5, 3.5):
+        s = int(v * 64)
+        vals = torch.full((64,), s // 64, dtype=torch.int64)
+        vals[: s % 64] += 1
+        q = torch._make_per_tensor_quantized_tensor((vals + 5).to(torch.uint8).view(1, 1, 8, 8), 0.1, 5)
+        ties[str(v)] = int(torch.nn.functional.adaptive_avg_pool2d(q, 1).int_repr().item()) - 5
+    return {"quantized_engine": torch.backends.quantized.engine,
+            "conv_library": ("oneDNN" if conv else "fbgemm (no oneDNN convolution in the verbose log)"),
+            "onednn_conv_calls": len(conv), "onednn_example": conv[0][:200] if conv else None,
+            "adaptive_avg_pool_ties": ties}
+
+
+@click.command()
+@click.option("--checkpoint", default=str(ROOT / "checkpoints" / "resnet20.pt"), show_default=True)
+@click.option("--data-dir", default=None, help="Folder with cifar10.npz [default: $CIFAR10_DIR]")
+@click.option("--quick", is_flag=True, help="1,000 seeded test images and 256 calibration images (for tests).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--results", default=str(ROOT / "results"), show_default=True)
+@click.option("--markdown", "md_path", default=str(ROOT / "RESULTS.md"), show_default=True)
+def main(checkpoint, data_dir, quick, seed, results, md_path):
+    t_start = time.perf_counter()
+    torch.backends.quantized.engine = "x86"
+    x, y = load_test(data_dir)
+    if quick:
+        idx = seeded_subset(len(y), 1000, seed)
+        x, y = x[idx], y[idx]
+    y = y.astype(np.int64)
+    calib_n = 256 if quick else 1024
+    train = data.load_arrays(data_dir)["x_train"]
+    calib = train[seeded_subset(len(train), calib_n, seed)]
+    calib10 = train[seeded_subset(len(train), 10, seed)]
+    model = fold.load_resnet20(checkpoint)
+    rows, fp32_pred = [], None
+    tmp = Path(tempfile.mkdtemp(prefix="compare-"))
+
+    def add(name, method, bits_w, bits_a, fn, size, note="", simulated=False):
+        nonlocal fp32_pred
+        pred, speed = timed_predict(fn, x)
+        if fp32_pred is None:
+            fp32_pred = pred
+        rows.append({"name": name, "method": method, "bits_w": bits_w, "bits_a": bits_a,
+                     "accuracy": float((pred == y).mean()), "agreement_fp32": float((pred == fp32_pred).mean()),
+                     "size_bytes": size, "images_per_s": speed, "simulated": simulated, "note": note})
+        click.echo(f"{name}: top-1 {rows[-1]['accuracy']:.4f}, {speed:.0f} images/s", err=True)
+        return pred
+
+    add("FP32 (torch)", "fp32", 32, 32, torch_fn(model), state_size(model))
+    best = torchao.static_int8(model, calib, "best")
+    add("torch.ao int8 best practice (x86, W8A7)", "torch.ao best", 8, 7, torch_fn(best), state_size(best),
+        "HistogramObserver reduce_range=True: activations use 7 bits")
+    full = torchao.static_int8(model, calib, "full")
+    full_pred = add("torch.ao int8 full range (W8A8)", "torch.ao full", 8, 8, torch_fn(full), state_size(full))
+    for b in (8, 4, 2):
+        q = torchao.static_int8(model, calib10, "original", bits=b)
+        add(f"torch.ao original settings, weights {b}-bit", "torch.ao original", b, 8, torch_fn(q), state_size(q),
+            f"MinMax per tensor, 10 images; activations observed on [0, {2**b - 1}] but stored as quint8")
+    half = fold.load_resnet20(checkpoint).half()
+    add("torch fp16", "fp16", 16, 16, torch_fn(half, half=True), state_size(half))
+    sim16 = torchao.int16_simulated(model, calib)
+    add("torch.ao int16 (simulated, FakeQuantize)", "torch.ao int16 sim", 16, 16, torch_fn(sim16), None,
+        "float kernels with 16-bit fake quantization; no int16 kernels exist in torch", simulated=True)
+    dyn = torchao.dynamic_int8(model)
+    add("torch.ao dynamic int8 (fc only)", "torch.ao dynamic", 8, 32, torch_fn(dyn), state_size(dyn),
+        "quantize_dynamic only has a kernel for the final linear layer")
+    files = {}
+    for b in (16, 8, 4, 2):
+        a = 16 if b == 16 else 8
+        path, size, _, _ = export(checkpoint, b, a, 8 if b < 8 else b, calib_n, seed, data_dir,
+                                  tmp / f"w{b}.npz", progress=False)
+        m = intengine.load(path)
+        files[b] = m
+        add(f"intengine W{b}A{a}", "intengine", b, a, m.run, size,
+            "first/last layer 8-bit" if b < 8 else "")
+    path, size, _, _ = export(checkpoint, 8, 8, 8, calib_n, seed, data_dir, tmp / "tao.npz",
+                              progress=False, params_from="torchao")
+    tao = intengine.load(path)
+    tao_pred = add("intengine W8A8, torch.ao parameters", "intengine (torch.ao params)", 8, 8, tao.run, size,
+                   "the cross-check file: torch.ao's weights, scales and zero points")
+    ref = next(r for r in rows if r["method"] == "torch.ao best")["images_per_s"]
+    for r in rows:
+        r["delta_pp"] = 100 * (r["accuracy"] - rows[0]["accuracy"])
+        r["speed_vs_torchao_int8"] = r["images_per_s"] / ref
+
+    # `full` is calibrated on the same images as the file's parameters (HistogramObserver is
+    # deterministic), so it is the model the file was read from
+    pts = torchao.capture(full, x[:256])
+    tf = crosscheck.teacher_forced(tao, pts)
+    fr = crosscheck.free_running(tao, x[:256], pts)
+    ours8_pred = np.concatenate([files[8].run(x[s:s + BATCH]).argmax(1) for s in range(0, len(y), BATCH)])
+    cross = {"teacher_forced": tf, "free_running": fr, "n_layerwise": 256,
+             "top1_agreement_engine_vs_torchao": float((tao_pred == full_pred).mean()),
+             "top1_agreement_our_w8a8_vs_torchao": float((ours8_pred == full_pred).mean()),
+             "kernels": kernel_probe()}
+    report = {
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "command": " ".join(["python", "scripts/compare.py"] + sys.argv[1:]),
+        "n_test": len(y), "calibration_images": calib_n, "seed": seed, "batch_size": BATCH,
+        "checkpoint": str(checkpoint), "checkpoint_sha256": fold.file_sha256(checkpoint),
+        "machine": {"cpu": cpu_name(), "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+                    "numba_threads": int(__import__("numba").config.NUMBA_NUM_THREADS)},
+        "versions": {"python": platform.python_version(), "torch": torch.__version__,
+                     "numpy": np.__version__, "numba": __import__("numba").__version__},
+        "rows": rows, "crosscheck": cross, "total_s": time.perf_counter() - t_start}
+    out = Path(results)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps(report, indent=1) + "\n")
+    plot(rows, out / "accuracy_vs_bits.png")
+    text = markdown(report, os.path.relpath(out / "accuracy_vs_bits.png", Path(md_path).parent))
+    Path(md_path).write_text(text)
+    readme = ROOT / "README.md"                       # the README shows the same generated table
+    if Path(md_path).resolve() == (ROOT / "RESULTS.md").resolve() and readme.is_file():
+        start, end = "<!-- results:start -->", "<!-- results:end -->"
+        body = readme.read_text()
+        if start in body and end in body:
+            head, rest = body.split(start, 1)
+            readme.write_text(head + start + "\n" + text.split("\n", 2)[2].replace(
+                f"]({plot_rel})", "](results/accuracy_vs_bits.png)") + end + rest.split(end, 1)[1])
+    click.echo(text)
+
+
+def plot(rows, path):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    groups = {}
+    for r in rows[1:]:
+        groups.setdefault((r["method"], r["bits_a"]), []).append(r)
+    for (method, a), rs in sorted(groups.items()):
+        rs = sorted(rs, key=lambda r: r["bits_w"])
+        ax.plot([r["bits_w"] for r in rs], [100 * r["accuracy"] for r in rs], "o-",
+                label=f"{method}, A{a}{' (sim)' if rs[0]['simulated'] else ''}")
+    ax.axhline(100 * rows[0]["accuracy"], color="k", ls="--", lw=1, label="FP32")
+    ax.set_xscale("log", base=2)
+    ax.set_xticks([2, 4, 8, 16], ["2", "4", "8", "16"])
+    ax.set_xlabel("weight bits")
+    ax.set_ylabel("top-1 (%)")
+    ax.set_title("ResNet20 / CIFAR-10: accuracy against weight bits")
+    ax.legend(fontsize=7, loc="lower right")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def markdown(r, plot_rel):
+    lines = ["# Results", "",
+             f"Generated by `{r['command']}` on {r['date']} ({r['total_s']:.0f} s). "
+             f"{r['n_test']:,} test images, {r['calibration_images']} calibration images, seed {r['seed']}. "
+             f"Machine: {r['machine']['cpu']}, {r['machine']['cores']} cores "
+             f"(torch {r['machine']['torch_threads']} threads, numba {r['machine']['numba_threads']}). "
+             f"Python {r['versions']['python']}, torch {r['versions']['torch']}, numpy {r['versions']['numpy']}, "
+             f"numba {r['versions']['numba']}. Checkpoint sha256 {r['checkpoint_sha256'][:16]}.", "",
+             "| row | W | A | top-1 | Δ FP32 (pp) | agree FP32 | size (bytes) | images/s | × torch.ao int8 | note |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for row in r["rows"]:
+        size = f"{row['size_bytes']:,}" if row["size_bytes"] else "n/a (simulated)"
+        lines.append(f"| {row['name']} | {row['bits_w']} | {row['bits_a']} | {row['accuracy']:.4f} | "
+                     f"{row['delta_pp']:+.2f} | {row['agreement_fp32']:.4f} | {size} | "
+                     f"{row['images_per_s']:.0f} | {row['speed_vs_torchao_int8']:.2f} | {row['note']} |")
+    c = r["crosscheck"]
+    tf = c["teacher_forced"]
+    worst = min(tf, key=lambda t: t["identical_active"])
+    k = c["kernels"]
+    lines += ["", f"![accuracy against weight bits]({plot_rel})", "",
+              "## Cross-check: the engine against torch.ao int8 (full range)", "",
+              f"- Top-1 agreement on {r['n_test']:,} images, engine (torch.ao parameters) vs torch.ao: "
+              f"**{c['top1_agreement_engine_vs_torchao']:.4f}**. Our own W8A8 vs torch.ao: "
+              f"{c['top1_agreement_our_w8a8_vs_torchao']:.4f}.",
+              f"- Op by op (teacher-forced, {c['n_layerwise']} images): max difference "
+              f"{max(t['max_abs_diff'] for t in tf)} LSB; the lowest share of identical active elements is "
+              f"{worst['identical_active']:.4f} ({worst['op']}).",
+              f"- torch.ao engine `{k['quantized_engine']}`; int8 convs ran in {k['conv_library']} "
+              f"({k['onednn_conv_calls']} oneDNN convolution calls for one batch). Its quantized adaptive "
+              f"average pool rounds ties {k['adaptive_avg_pool_ties']} (ties to even).", "",
+              "Free-running mismatch, layer by layer (share of elements that differ from torch.ao):", "",
+              "| point | max diff (LSB) | differing |", "|---|---|---|"]
+    lines += [f"| {p['point']} | {p['max_abs_diff']} | {1 - p['identical_all']:.4f} |" for p in c["free_running"]]
+    lines.append("")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()
