@@ -100,6 +100,9 @@ def check(header, arrays, path):
         if not isinstance(op.get("relu"), bool) and kind != "pool":
             _fail(path, f"op {op['name']!r}: relu must be true or false")
         _check_op(path, kind, op, ins, out, shapes, bits, arrays, nch)
+    classes = header.get("classes")
+    if not isinstance(classes, list) or not classes or not all(isinstance(c, str) for c in classes):
+        _fail(path, "header 'classes' must be a non-empty list of names")
     if not made[-1] or shapes[-1] != (len(header.get("classes", [])),):
         _fail(path, f"the last point must be the logits, shape ({len(header.get('classes', []))},)")
 

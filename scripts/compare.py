@@ -55,7 +55,9 @@ def torch_fn(model, half=False):
     def fn(x):
         with torch.no_grad():
             t = torchao.normalize(x)
-            return model(t.half() if half else t).float().numpy()
+            if half:                                  # channels_last: ~5x faster fp16 on this CPU
+                t = t.half().contiguous(memory_format=torch.channels_last)
+            return model(t).float().numpy()
     return fn
 
 
@@ -133,8 +135,9 @@ def main(checkpoint, data_dir, quick, seed, results, md_path):
         q = torchao.static_int8(model, calib10, "original", bits=b)
         add(f"torch.ao original settings, weights {b}-bit", "torch.ao original", b, 8, torch_fn(q), state_size(q),
             f"MinMax per tensor, 10 images; activations observed on [0, {2**b - 1}] but stored as quint8")
-    half = fold.load_resnet20(checkpoint).half()
-    add("torch fp16", "fp16", 16, 16, torch_fn(half, half=True), state_size(half))
+    half = fold.load_resnet20(checkpoint).half().to(memory_format=torch.channels_last)
+    add("torch fp16", "fp16", 16, 16, torch_fn(half, half=True), state_size(half),
+        "float16 weights and activations, channels_last")
     sim16 = torchao.int16_simulated(model, calib)
     add("torch.ao int16 (simulated, FakeQuantize)", "torch.ao int16 sim", 16, 16, torch_fn(sim16), None,
         "float kernels with 16-bit fake quantization; no int16 kernels exist in torch", simulated=True)
