@@ -3,7 +3,7 @@
 - `forward(ops, x, act, weight)`: the float network; `act(point, t)` sees every point
   (calibration observes there, fake-quant rounds there).
 - `run_exact(qnet, images)`: the integers of docs/quantization.md, in int64/float64
-  tensors, section 10.  It never calls intengine: eq. (11) is written again below, so
+  tensors, section 11.  It never calls intengine: eq. (11) is written again below, so
   the engine and this file check each other (tests/test_simulate.py, tolerance 0).
 - `FakeQuantNet`: the differentiable mode (straight-through rounding) for later
   AdaRound/BRECQ/QAT work.
@@ -65,7 +65,7 @@ def requant_even(acc, m0, n):
 
 @torch.no_grad()
 def run_exact(qnet, images):
-    """images (N,32,32,3) uint8 -> list of int64 tensors, one per point, NHWC (section 10)."""
+    """images (N,32,32,3) uint8 -> list of int64 tensors, one per point, NHWC (section 11)."""
     pts = qnet["points"]
     x = torch.as_tensor(np.asarray(images)).long()
     acts = [None] * len(pts)

@@ -71,13 +71,14 @@ def kernel_probe():
     """Which library ran torch.ao's int8 convs (ONEDNN_VERBOSE in a child), and how its
     quantized average pool rounds ties."""
     code = ("import torch, numpy as np, warnings; warnings.simplefilter('ignore');"
-            "from exporter import torchao, fold; from trainer.model import ResNet20;"
-            "m = ResNet20().eval(); q = torchao.static_int8(m, np.zeros((8,32,32,3), np.uint8), 'full');"
-            "q(torchao.normalize(np.zeros((2,32,32,3), np.uint8)))")
-    env = dict(os.environ, ONEDNN_VERBOSE="1", DNNL_VERBOSE="1")
-    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True)
+            "from exporter import torchao; from trainer.model import ResNet20;"
+            "q = torchao.static_int8(ResNet20().eval(), np.zeros((8,32,32,3), np.uint8), 'full');"
+            "x = torchao.normalize(np.zeros((2,32,32,3), np.uint8));"
+            "ctx = torch.backends.mkldnn.verbose(torch.backends.mkldnn.VERBOSE_ON);"
+            "ctx.__enter__(); q(x); ctx.__exit__(None, None, None)")
+    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
     lines = [l for l in r.stdout.splitlines() if "verbose" in l and ",exec," in l]
-    conv = [l for l in lines if "convolution" in l]
+    conv = [l for l in lines if "convolution" in l and ("s8" in l or "u8" in l)]   # int8 convs only
     ties = {}
     for v in (0.5, 1.5, 2.5, 3.5):
         s = int(v * 64)
@@ -86,8 +87,8 @@ def kernel_probe():
         q = torch._make_per_tensor_quantized_tensor((vals + 5).to(torch.uint8).view(1, 1, 8, 8), 0.1, 5)
         ties[str(v)] = int(torch.nn.functional.adaptive_avg_pool2d(q, 1).int_repr().item()) - 5
     return {"quantized_engine": torch.backends.quantized.engine,
-            "conv_library": ("oneDNN" if conv else "fbgemm (no oneDNN convolution in the verbose log)"),
-            "onednn_conv_calls": len(conv), "onednn_example": conv[0][:200] if conv else None,
+            "conv_library": ("oneDNN" if conv else "fbgemm (no int8 oneDNN convolution in the verbose log)"),
+            "onednn_conv_calls": len(conv), "onednn_example": conv[0][:240] if conv else None,
             "adaptive_avg_pool_ties": ties}
 
 

@@ -5,7 +5,7 @@
 *exact* carries the engine's integers (it equals the engine with tolerance 0, which a test
 checks). *fake-quant* is the differentiable float model that rounds weights and every
 activation point, but has no integer bias, no fixed-point multipliers and no input LUT
-(docs/quantization.md section 10). For each width this prints the top-1 of both, the top-1
+(docs/quantization.md section 11). For each width this prints the top-1 of both, the top-1
 agreement, and how far the logits differ, in units of the logits' quantization step (LSB).
 It writes results/sim_gap.md and results/sim_gap.json.
 """
