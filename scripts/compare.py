@@ -17,7 +17,6 @@ import os
 import platform
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -32,7 +31,10 @@ sys.path.insert(0, str(ROOT / "scripts"))
 import intengine  # noqa: E402
 from exporter import crosscheck, fold, torchao  # noqa: E402
 from exporter.__main__ import export  # noqa: E402
-from intengine.cifar10 import load_test, seeded_subset  # noqa: E402
+from exporter.quantize import ExportError  # noqa: E402
+from intengine.cifar10 import DataError, load_test, seeded_subset  # noqa: E402
+from intengine.fileformat import FormatError  # noqa: E402
+from trainer.checkpoint import CheckpointError  # noqa: E402
 from train_report import cpu_name  # noqa: E402
 from trainer import data  # noqa: E402
 
@@ -99,7 +101,15 @@ def kernel_probe():
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--results", default=str(ROOT / "results"), show_default=True)
 @click.option("--markdown", "md_path", default=str(ROOT / "RESULTS.md"), show_default=True)
-def main(checkpoint, data_dir, quick, seed, results, md_path):
+@click.option("--out-dir", default=str(ROOT / "exports"), show_default=True, help="Where the .npz files go.")
+def main(checkpoint, data_dir, quick, seed, results, md_path, out_dir):
+    try:
+        report(checkpoint, data_dir, quick, seed, results, md_path, Path(out_dir))
+    except (DataError, CheckpointError, FormatError, ExportError, ValueError, OSError) as e:
+        raise click.ClickException(str(e)) from None
+
+
+def report(checkpoint, data_dir, quick, seed, results, md_path, out_dir):
     t_start = time.perf_counter()
     torch.backends.quantized.engine = "x86"
     x, y = load_test(data_dir)
@@ -113,7 +123,7 @@ def main(checkpoint, data_dir, quick, seed, results, md_path):
     calib10 = train[seeded_subset(len(train), 10, seed)]
     model = fold.load_resnet20(checkpoint)
     rows, fp32_pred = [], None
-    tmp = Path(tempfile.mkdtemp(prefix="compare-"))
+    out_dir.mkdir(parents=True, exist_ok=True)
 
     def add(name, method, bits_w, bits_a, fn, size, note="", simulated=False):
         nonlocal fp32_pred
@@ -149,12 +159,12 @@ def main(checkpoint, data_dir, quick, seed, results, md_path):
     for b in (16, 8, 4, 2):
         a = 16 if b == 16 else 8
         path, size, _, _ = export(checkpoint, b, a, 8 if b < 8 else b, calib_n, seed, data_dir,
-                                  tmp / f"w{b}.npz", progress=False)
+                                  out_dir / f"resnet20_w{b}a{a}.npz", progress=False)
         m = intengine.load(path)
         files[b] = m
         add(f"intengine W{b}A{a}", "intengine", b, a, m.run, size,
             "first/last layer 8-bit" if b < 8 else "")
-    path, size, _, _ = export(checkpoint, 8, 8, 8, calib_n, seed, data_dir, tmp / "tao.npz",
+    path, size, _, _ = export(checkpoint, 8, 8, 8, calib_n, seed, data_dir, out_dir / "resnet20_w8a8_torchao.npz",
                               progress=False, params_from="torchao")
     tao = intengine.load(path)
     tao_pred = add("intengine W8A8, torch.ao parameters", "intengine (torch.ao params)", 8, 8, tao.run, size,

@@ -63,7 +63,10 @@ def main(bits, checkpoint, data_dir, limit, seed, out_dir, results):
         env["CIFAR10_DIR"] = str(Path(data_dir).resolve())
     widths = [int(b) for b in bits.split(",")]
     t0 = time.perf_counter()
-    fp32_pred, labels = fp32_predictions(checkpoint, env.get("CIFAR10_DIR"), limit, seed)
+    try:
+        fp32_pred, labels = fp32_predictions(checkpoint, env.get("CIFAR10_DIR"), limit, seed)
+    except Exception as e:                      # DataError, CheckpointError: one line
+        raise click.ClickException(str(e)) from None
     fp32_acc = float((fp32_pred == labels).mean())
     rows, commands = [], []
     Path(out_dir).mkdir(parents=True, exist_ok=True)
