@@ -164,11 +164,15 @@ def report(checkpoint, data_dir, quick, seed, results, md_path, out_dir):
         files[b] = m
         add(f"intengine W{b}A{a}", "intengine", b, a, m.run, size,
             "first/last layer 8-bit" if b < 8 else "")
+        rows[-1]["cli"] = (f"python -m exporter --bits {b} --calib-images {calib_n} --seed {seed} --out {path} && "
+                           f"python -m intengine eval {path} --json")
     path, size, _, _ = export(checkpoint, 8, 8, 8, calib_n, seed, data_dir, out_dir / "resnet20_w8a8_torchao.npz",
                               progress=False, params_from="torchao")
     tao = intengine.load(path)
     tao_pred = add("intengine W8A8, torch.ao parameters", "intengine (torch.ao params)", 8, 8, tao.run, size,
                    "the cross-check file: torch.ao's weights, scales and zero points")
+    rows[-1]["cli"] = (f"python -m exporter --bits 8 --params-from torchao --calib-images {calib_n} "
+                       f"--seed {seed} --out {path}")
     ref = next(r for r in rows if r["method"] == "torch.ao best")["images_per_s"]
     for r in rows:
         r["delta_pp"] = 100 * (r["accuracy"] - rows[0]["accuracy"])
