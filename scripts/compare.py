@@ -102,7 +102,13 @@ def kernel_probe():
 @click.option("--results", default=str(ROOT / "results"), show_default=True)
 @click.option("--markdown", "md_path", default=str(ROOT / "RESULTS.md"), show_default=True)
 @click.option("--out-dir", default=str(ROOT / "exports"), show_default=True, help="Where the .npz files go.")
-def main(checkpoint, data_dir, quick, seed, results, md_path, out_dir):
+@click.option("--render-only", is_flag=True,
+              help="Measure nothing: redraw the plot, RESULTS.md and the README table from results.json.")
+def main(checkpoint, data_dir, quick, seed, results, md_path, out_dir, render_only):
+    if render_only:
+        report = json.loads((Path(results) / "results.json").read_text())
+        click.echo(write_outputs(report, Path(results), md_path))
+        return
     try:
         report(checkpoint, data_dir, quick, seed, results, md_path, Path(out_dir))
     except (DataError, CheckpointError, FormatError, ExportError, ValueError, OSError) as e:
@@ -201,8 +207,14 @@ def report(checkpoint, data_dir, quick, seed, results, md_path, out_dir):
     out = Path(results)
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(report, indent=1) + "\n")
-    plot(rows, out / "accuracy_vs_bits.png")
-    text = markdown(report, os.path.relpath(out / "accuracy_vs_bits.png", Path(md_path).parent))
+    click.echo(write_outputs(report, out, md_path))
+
+
+def write_outputs(report, out, md_path):
+    """The plot, RESULTS.md and the README's table, all from the measured `report`."""
+    plot(report["rows"], out / "accuracy_vs_bits.png")
+    plot_rel = os.path.relpath(out / "accuracy_vs_bits.png", Path(md_path).parent)
+    text = markdown(report, plot_rel)
     Path(md_path).write_text(text)
     readme = ROOT / "README.md"                       # the README shows the same generated table
     if Path(md_path).resolve() == (ROOT / "RESULTS.md").resolve() and readme.is_file():
@@ -212,7 +224,7 @@ def report(checkpoint, data_dir, quick, seed, results, md_path, out_dir):
             head, rest = body.split(start, 1)
             readme.write_text(head + start + "\n" + text.split("\n", 2)[2].replace(
                 f"]({plot_rel})", "](results/accuracy_vs_bits.png)") + end + rest.split(end, 1)[1])
-    click.echo(text)
+    return text
 
 
 def plot(rows, path):
