@@ -43,32 +43,44 @@ def quantize_graph(points, ops, lo, hi, weights, *, act_bits, bias_shift=None):
         qpts.append({**p, "bits": act_bits, "scale": s, "zp": z})
     qops = []
     for op in ops:
-        q = {k: v for k, v in op.items() if k not in ("weight", "bias")}
-        sx = qpts[op["in"][0] if op["op"] == "add" else op["in"]]["scale"]
-        sy = qpts[op["out"]]["scale"]
         if op["op"] in ("conv", "linear"):
             b, kind, codes, L, s_w = weights[op["name"]]
             bias = op["bias"].numpy() + (bias_shift[op["name"]] if bias_shift else 0.0)
-            bias_q = rnd(bias / (sx * s_w)).astype(np.int64)                         # eq. (7)
-            taps = codes[0].size
-            bound = int(np.abs(bias_q).max()) + taps * int(np.abs(L).max()) * ((1 << act_bits) - 1)
-            if bound >= ACC_BOUND:
-                raise ExportError(f"{op['name']}: accumulator bound {bound} exceeds 2^47 (section 5)")
-            mq = [quantize_multiplier(sx * s / sy, f"{op['name']} channel {c}") for c, s in enumerate(s_w)]
-            q.update(bits_w=b, levels=kind, codes=codes, L=L, w_int=L[codes], w_scale=s_w,
-                     bias_q=bias_q, m0=np.array([m for m, _ in mq], np.int64),
-                     n=np.array([n for _, n in mq], np.int64))
-        elif op["op"] == "add":
-            sa, sb = qpts[op["in"][0]]["scale"], qpts[op["in"][1]]["scale"]
-            u = max(sa, sb) / 2.0 ** ADD_UNIT_BITS
-            m0, n = quantize_multiplier(u / sy, op["name"])                         # eq. (14)
-            q.update(ka=int(rnd(sa / u)), kb=int(rnd(sb / u)), m0=m0, n=n)         # eq. (12)
-        else:  # pool
-            h, w, _ = qpts[op["in"]]["shape"]
-            m0, n = quantize_multiplier(sx / (h * w * sy), op["name"])            # eq. (16)
-            q.update(m0=m0, n=n)
-        qops.append(q)
+            qops.append(weighted_integers(op, qpts, b, kind, codes, L, s_w, bias))
+        else:
+            qops.append(unweighted_integers(op, qpts))
     return {"points": qpts, "ops": qops, "lut": input_lut(qpts[0])}
+
+
+def weighted_integers(op, qpts, bits, kind, codes, L, s_w, bias):
+    """A conv/linear op with its weight codes (levels L, scales s_w) and float bias: eq. (7)-(9)."""
+    sx, sy = qpts[op["in"]]["scale"], qpts[op["out"]]["scale"]
+    bias_q = rnd(bias / (sx * s_w)).astype(np.int64)                                 # eq. (7)
+    taps = codes[0].size
+    bound = int(np.abs(bias_q).max()) + taps * int(np.abs(L).max()) * ((1 << qpts[op["in"]]["bits"]) - 1)
+    if bound >= ACC_BOUND:
+        raise ExportError(f"{op['name']}: accumulator bound {bound} exceeds 2^47 (section 5)")
+    mq = [quantize_multiplier(sx * s / sy, f"{op['name']} channel {c}") for c, s in enumerate(s_w)]
+    q = {k: v for k, v in op.items() if k not in ("weight", "bias")}
+    q.update(bits_w=bits, levels=kind, codes=codes, L=L, w_int=L[codes], w_scale=s_w, bias_q=bias_q,
+             m0=np.array([m for m, _ in mq], np.int64), n=np.array([n for _, n in mq], np.int64))
+    return q
+
+
+def unweighted_integers(op, qpts):
+    """An add (eq. 12-14) or the pool (eq. 16): factors, multiplier and shift."""
+    q = {k: v for k, v in op.items() if k not in ("weight", "bias")}
+    sy = qpts[op["out"]]["scale"]
+    if op["op"] == "add":
+        sa, sb = qpts[op["in"][0]]["scale"], qpts[op["in"][1]]["scale"]
+        u = max(sa, sb) / 2.0 ** ADD_UNIT_BITS
+        m0, n = quantize_multiplier(u / sy, op["name"])                             # eq. (14)
+        q.update(ka=int(rnd(sa / u)), kb=int(rnd(sb / u)), m0=m0, n=n)             # eq. (12)
+    else:
+        h, w, _ = qpts[op["in"]]["shape"]
+        m0, n = quantize_multiplier(qpts[op["in"]]["scale"] / (h * w * sy), op["name"])   # eq. (16)
+        q.update(m0=m0, n=n)
+    return q
 
 
 def input_lut(p):

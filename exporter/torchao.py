@@ -29,8 +29,7 @@ from torch.ao import quantization as tq
 
 from intengine.cifar10 import MEAN, STD
 from trainer.model import ShortcutA
-from .build import ADD_UNIT_BITS
-from .quantize import quantize_multiplier, rnd
+from . import build
 
 warnings.filterwarnings("ignore", message=".*deprecated.*")     # eager torch.ao, see the docs
 
@@ -183,33 +182,18 @@ def to_qnet(qmodel, points, ops):
     L = np.arange(-128, 128, dtype=np.int64)
     qops = []
     for op in ops:
-        q = {k: v for k, v in op.items() if k not in ("weight", "bias")}
-        sx = qpts[op["in"][0] if op["op"] == "add" else op["in"]]["scale"]
-        sy = qpts[op["out"]]["scale"]
-        if op["op"] in ("conv", "linear"):
-            m = mods[op["name"]]
-            w = m.weight()
-            if w.qscheme() not in (torch.per_channel_affine, torch.per_channel_symmetric) or \
-                    (w.q_per_channel_zero_points() != 0).any():
-                raise ValueError(f"{op['name']}: expected per-channel weights with zero point 0")
-            w_int = w.int_repr().numpy().astype(np.int64)
-            s_w = w.q_per_channel_scales().numpy().astype(np.float64)
-            bias = m.bias().detach().numpy().astype(np.float64)
-            bias_q = rnd(bias / (sx * s_w)).astype(np.int64)
-            mq = [quantize_multiplier(sx * s / sy, f"{op['name']} channel {c}") for c, s in enumerate(s_w)]
-            q.update(bits_w=8, levels="twos", codes=w_int + 128, L=L, w_int=w_int, w_scale=s_w,
-                     bias_q=bias_q, m0=np.array([a for a, _ in mq], np.int64),
-                     n=np.array([b for _, b in mq], np.int64))
-        elif op["op"] == "add":
-            sa, sb = qpts[op["in"][0]]["scale"], qpts[op["in"][1]]["scale"]
-            u = max(sa, sb) / 2.0 ** ADD_UNIT_BITS
-            m0, n = quantize_multiplier(u / sy, op["name"])
-            q.update(ka=int(rnd(sa / u)), kb=int(rnd(sb / u)), m0=m0, n=n)
-        else:
-            h, w_, _ = qpts[op["in"]]["shape"]
-            m0, n = quantize_multiplier(sx / (h * w_ * sy), op["name"])
-            q.update(m0=m0, n=n)
-        qops.append(q)
+        if op["op"] not in ("conv", "linear"):
+            qops.append(build.unweighted_integers(op, qpts))
+            continue
+        m = mods[op["name"]]
+        w = m.weight()
+        if w.qscheme() not in (torch.per_channel_affine, torch.per_channel_symmetric) or \
+                (w.q_per_channel_zero_points() != 0).any():
+            raise ValueError(f"{op['name']}: expected per-channel weights with zero point 0")
+        w_int = w.int_repr().numpy().astype(np.int64)
+        s_w = w.q_per_channel_scales().numpy().astype(np.float64)
+        bias = m.bias().detach().numpy().astype(np.float64)
+        qops.append(build.weighted_integers(op, qpts, 8, "twos", w_int + 128, L, s_w, bias))
     return {"points": qpts, "ops": qops, "lut": torch_lut(qmodel)}
 
 

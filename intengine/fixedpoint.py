@@ -15,38 +15,34 @@ LOW31 = (1 << 31) - 1
 
 
 @njit(cache=True, inline="always")
-def requant(acc, m0, n):
-    """floor((acc*m0 + 2^(n-1)) / 2^n) exactly, for int64 |acc| < 2^62, eq. (11).  Round half up."""
+def _split(acc, m0, n):
+    """(t, r) with acc*m0 + 2^(n-1) == t*2^31 + r, 0 <= r < 2^31, for |acc| < 2^62, eq. (11)."""
     acc = np.int64(acc)
-    h = acc >> 31                            # floor(acc / 2^31), |h| <= 2^31
-    l = acc & LOW31                          # 0 <= l < 2^31
-    a = h * np.int64(m0)
-    b = l * np.int64(m0)
+    a = (acc >> 31) * np.int64(m0)          # h*M0, |h| <= 2^31
+    b = (acc & LOW31) * np.int64(m0)        # l*M0, 0 <= l < 2^31
     if n >= 32:
         a += np.int64(1) << (n - 32)
     else:
         b += np.int64(1) << 30
-    return (a + (b >> 31)) >> (n - 31)
+    return a + (b >> 31), b & LOW31
+
+
+@njit(cache=True, inline="always")
+def requant(acc, m0, n):
+    """floor((acc*m0 + 2^(n-1)) / 2^n) exactly, for int64 |acc| < 2^62, eq. (11).  Round half up."""
+    t, _ = _split(acc, m0, n)
+    return t >> (n - 31)
 
 
 @njit(cache=True, inline="always")
 def requant_even(acc, m0, n):
     """Like requant, but an exact tie rounds to the even integer, eq. (16a)."""
-    acc = np.int64(acc)
-    h = acc >> 31
-    l = acc & LOW31
-    a = h * np.int64(m0)
-    b = l * np.int64(m0)
-    if n >= 32:
-        a += np.int64(1) << (n - 32)
-    else:
-        b += np.int64(1) << 30
-    t = a + (b >> 31)
-    r = t >> (n - 31)
-    # acc*m0 + 2^(n-1) == t*2^31 + (b mod 2^31) is a multiple of 2^n exactly at a tie
-    if (b & LOW31) == 0 and (t & ((np.int64(1) << (n - 31)) - 1)) == 0 and (r & 1) == 1:
-        r -= 1
-    return r
+    t, r = _split(acc, m0, n)
+    q = t >> (n - 31)
+    # a tie is exactly when t*2^31 + r is a multiple of 2^n
+    if r == 0 and (t & ((np.int64(1) << (n - 31)) - 1)) == 0 and (q & 1) == 1:
+        q -= 1
+    return q
 
 
 @njit(cache=True, inline="always")
@@ -55,31 +51,28 @@ def clamp(x, lo, hi):
     return lo if x < lo else (hi if x > hi else x)
 
 
-def requant_array(acc, m0, n):
-    """eq. (11) on int64 arrays (m0, n broadcast against acc)."""
+def _split_array(acc, m0, n):
+    """_split on int64 arrays (m0, n broadcast against acc)."""
     acc = np.asarray(acc, dtype=np.int64)
     m0 = np.asarray(m0, dtype=np.int64)
     n = np.asarray(n, dtype=np.int64)
-    h = acc >> 31
-    l = acc & LOW31
-    a = h * m0 + np.where(n >= 32, np.left_shift(1, np.maximum(n - 32, 0)), 0)
-    b = l * m0 + np.where(n >= 32, 0, 1 << 30)
-    return (a + (b >> 31)) >> (n - 31)
+    a = (acc >> 31) * m0 + np.where(n >= 32, np.left_shift(1, np.maximum(n - 32, 0)), 0)
+    b = (acc & LOW31) * m0 + np.where(n >= 32, 0, 1 << 30)
+    return a + (b >> 31), b & LOW31, n
+
+
+def requant_array(acc, m0, n):
+    """eq. (11) on int64 arrays."""
+    t, _, n = _split_array(acc, m0, n)
+    return t >> (n - 31)
 
 
 def requant_even_array(acc, m0, n):
     """eq. (16a) on int64 arrays."""
-    acc = np.asarray(acc, dtype=np.int64)
-    m0 = np.asarray(m0, dtype=np.int64)
-    n = np.asarray(n, dtype=np.int64)
-    h = acc >> 31
-    l = acc & LOW31
-    a = h * m0 + np.where(n >= 32, np.left_shift(1, np.maximum(n - 32, 0)), 0)
-    b = l * m0 + np.where(n >= 32, 0, 1 << 30)
-    t = a + (b >> 31)
-    r = t >> (n - 31)
-    tie = ((b & LOW31) == 0) & ((t & ((np.int64(1) << (n - 31)) - 1)) == 0) & ((r & 1) == 1)
-    return r - tie
+    t, r, n = _split_array(acc, m0, n)
+    q = t >> (n - 31)
+    tie = (r == 0) & ((t & ((np.int64(1) << (n - 31)) - 1)) == 0) & ((q & 1) == 1)
+    return q - tie
 
 
 def requant_even_exact(acc, m0, n):

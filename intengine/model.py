@@ -77,6 +77,8 @@ class Model:
         self.act_scale = arrays["act_scale"]                 # for printing only
         self.weight_scale = arrays["weight_scale"]           # for `info` only
         self.ops = [Op(spec, header, arrays) for spec in header["ops"]]
+        last = {i: k for k, op in enumerate(self.ops) for i in op.ins}    # last op reading each point
+        self.free_after = [[i for i in op.ins if last[i] == k] for k, op in enumerate(self.ops)]
 
     def run(self, images, reference_ops=False, keep=False):
         """images (N,32,32,3) uint8 -> integer logits (N,C), or every point if keep."""
@@ -84,12 +86,11 @@ class Model:
         ops = reference if reference_ops else kernels
         acts = [None] * len(self.points)
         acts[0] = ops.input_lut(images, self.lut)
-        for op in self.ops:
+        for op, done in zip(self.ops, self.free_after):
             acts[op.out] = op.run(acts, ops)
             if not keep:                                     # free what no later op reads
-                for i in op.ins:
-                    if not any(i in later.ins for later in self.ops[self.ops.index(op) + 1:]):
-                        acts[i] = None
+                for i in done:
+                    acts[i] = None
         return acts if keep else acts[-1]
 
     def predict(self, images, batch_size=256):
