@@ -63,6 +63,7 @@ def weighted_integers(op, qpts, bits, kind, codes, L, s_w, bias):
     mq = [quantize_multiplier(sx * s / sy, f"{op['name']} channel {c}") for c, s in enumerate(s_w)]
     q = {k: v for k, v in op.items() if k not in ("weight", "bias")}
     q.update(bits_w=bits, levels=kind, codes=codes, L=L, w_int=L[codes], w_scale=s_w, bias_q=bias_q,
+             bias_float=np.asarray(bias, np.float64),                   # b'' of eq. (3a), for fake-quant
              m0=np.array([m for m, _ in mq], np.int64), n=np.array([n for _, n in mq], np.int64))
     return q
 

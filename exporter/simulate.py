@@ -111,7 +111,7 @@ class FakeQuantNet(nn.Module):
         for op, q in zip(self.ops, qnet["ops"]):
             if op["op"] in ("conv", "linear"):
                 op["weight"] = nn.Parameter(op["weight"].float().clone())
-                op["bias"] = op["bias"].float()
+                op["bias"] = torch.as_tensor(q["bias_float"]).float()     # b'' (bias correction included)
                 op["L"], op["s_w"] = torch.as_tensor(q["L"]).float(), torch.as_tensor(q["w_scale"]).float()
                 self.params.append(op["weight"])
         self.points = qnet["points"]
