@@ -37,7 +37,7 @@ def cli():
 
 def evaluate(model, images, labels, batch_size, progress=True):
     """-> dict with accuracy, n, images_per_s (after the first batch) and first_result_s (JIT)."""
-    n, correct, t_first, preds = len(labels), 0, None, []
+    n, t_first, preds = len(labels), None, []
     t0 = time.perf_counter()
     with tqdm(total=n, unit="img", desc="intengine eval", disable=not progress, leave=False) as bar:
         for s in range(0, n, batch_size):
