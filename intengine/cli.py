@@ -18,5 +18,8 @@ def run(command):
         command.main(standalone_mode=False)
     except click.exceptions.Abort:
         fail("aborted")
+    except click.UsageError as e:              # keep click's pointer to the help
+        hint = f" (try '{e.ctx.command_path} --help')" if e.ctx is not None else ""
+        fail(e.format_message() + hint)
     except click.ClickException as e:
         fail(e.format_message())

@@ -1,10 +1,11 @@
 """The comparison report: FP32, PyTorch's own quantization and the integer engine, side by
 side, on this machine, in one run.
 
-    CIFAR10_DIR=../shared/data python scripts/compare.py [--quick]
+    CIFAR10_DIR=../shared/data python scripts/compare.py [--quick] [--out reports] [--publish]
 
-Writes results/results.json (a stable `rows` list), RESULTS.md (generated, never typed)
-and results/accuracy_vs_bits.png.  Every row is measured here: top-1 on the test images,
+Writes results.json (a stable `rows` list), RESULTS.md (generated, never typed) and
+accuracy_vs_bits.png into --out (default reports/, untracked); --publish also replaces the
+committed RESULTS.md, results/ and the README's table.  Every row is measured here: top-1 on the test images,
 the difference to FP32 in pp, top-1 agreement with FP32, the size on disk, and images/s at
 batch 256 for the same region (uint8 NHWC images in, logits out), with the ratio to
 torch.ao int8.  It also runs the cross-check of the engine against torch.ao (op by op,
@@ -94,36 +95,69 @@ def kernel_probe():
             "adaptive_avg_pool_ties": ties}
 
 
-@click.command()
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--checkpoint", default=str(ROOT / "checkpoints" / "resnet20.pt"), show_default=True)
 @click.option("--data-dir", default=None, help="Folder with cifar10.npz [default: $CIFAR10_DIR]")
-@click.option("--quick", is_flag=True, help="1,000 seeded test images and 256 calibration images (for tests).")
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--results", default=str(ROOT / "results"), show_default=True)
-@click.option("--markdown", "md_path", default=str(ROOT / "RESULTS.md"), show_default=True)
-@click.option("--out-dir", default=str(ROOT / "exports"), show_default=True, help="Where the .npz files go.")
-@click.option("--render-only", is_flag=True,
-              help="Measure nothing: redraw the plot, RESULTS.md and the README table from results.json.")
-def main(checkpoint, data_dir, quick, seed, results, md_path, out_dir, render_only):
-    if render_only:
-        report = json.loads((Path(results) / "results.json").read_text())
-        click.echo(write_outputs(report, Path(results), md_path))
-        return
+@click.option("--quick", is_flag=True, help="1,000 seeded test images and 256 calibration images.")
+@click.option("--limit", type=click.IntRange(1), default=None,
+              help="Seeded test subset of this many images (default: all 10,000; 1,000 with --quick).")
+@click.option("--calib-images", type=click.IntRange(1, 1024), default=None,
+              help="Calibration images (default: 1024; 256 with --quick).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Calibration and --limit seed.")
+@click.option("--out", "out", default=str(ROOT / "reports"), show_default=True, type=click.Path(file_okay=False),
+              help="Report folder: results.json, RESULTS.md and accuracy_vs_bits.png.")
+@click.option("--exports-dir", default=str(ROOT / "exports"), show_default=True, type=click.Path(file_okay=False),
+              help="Where the .npz files go.")
+@click.option("--publish", is_flag=True,
+              help="Also replace the committed figures: RESULTS.md, results/ and the README table.")
+@click.option("--render-only", "render_from", default=None, metavar="RESULTS.json",
+              help="Measure nothing: redraw the report from a results.json (e.g. results/results.json).")
+def main(checkpoint, data_dir, quick, limit, calib_images, seed, out, exports_dir, publish, render_from):
+    """The comparison report: FP32, torch.ao's quantization and the integer engine at every
+    bit width, side by side on this machine: accuracy, size and speed, plus the cross-check of
+    the engine against torch.ao.
+
+    Writes the report into --out (default reports/, not tracked by git). The committed figures
+    (RESULTS.md, results/results.json, the plot and the README table) change only with --publish.
+    """
     try:
-        report(checkpoint, data_dir, quick, seed, results, md_path, Path(out_dir))
+        if render_from:
+            rep = json.loads(Path(render_from).read_text())
+        else:
+            n = limit or (1000 if quick else None)
+            calib = calib_images or (256 if quick else 1024)
+            rep = measure(checkpoint, data_dir, n, calib, seed, Path(exports_dir))
+        click.echo(write_report(rep, Path(out)))
+        if publish:
+            write_report(rep, ROOT / "results", ROOT / "RESULTS.md", readme=ROOT / "README.md")
+            click.echo(f"published: {ROOT / 'RESULTS.md'}, {ROOT / 'results'}, README table", err=True)
+        else:
+            click.echo(f"wrote {Path(out) / 'RESULTS.md'} and {Path(out) / 'results.json'}", err=True)
     except (DataError, CheckpointError, FormatError, ExportError, ValueError, OSError) as e:
         raise click.ClickException(str(e)) from None
 
 
-def report(checkpoint, data_dir, quick, seed, results, md_path, out_dir):
+class Progress:
+    """One line per stage on stderr, with the time since the start."""
+
+    def __init__(self):
+        self.t0 = time.perf_counter()
+
+    def __call__(self, msg):
+        click.echo(f"[{time.perf_counter() - self.t0:7.1f} s] {msg}", err=True)
+
+
+def measure(checkpoint, data_dir, n_test, calib_n, seed, out_dir):
+    """Run every row and the cross-check; return the report dict (what results.json holds)."""
     t_start = time.perf_counter()
+    say = Progress()
     torch.backends.quantized.engine = "x86"
+    say("loading CIFAR-10 and the checkpoint")
     x, y = load_test(data_dir)
-    if quick:
-        idx = seeded_subset(len(y), 1000, seed)
+    if n_test and n_test < len(y):
+        idx = seeded_subset(len(y), n_test, seed)
         x, y = x[idx], y[idx]
     y = y.astype(np.int64)
-    calib_n = 256 if quick else 1024
     train = data.load_arrays(data_dir)["x_train"]
     calib = train[seeded_subset(len(train), calib_n, seed)]
     calib10 = train[seeded_subset(len(train), 10, seed)]
@@ -139,7 +173,7 @@ def report(checkpoint, data_dir, quick, seed, results, md_path, out_dir):
         rows.append({"name": name, "method": method, "bits_w": bits_w, "bits_a": bits_a,
                      "accuracy": float((pred == y).mean()), "agreement_fp32": float((pred == fp32_pred).mean()),
                      "size_bytes": size, "images_per_s": speed, "simulated": simulated, "note": note})
-        click.echo(f"{name}: top-1 {rows[-1]['accuracy']:.4f}, {speed:.0f} images/s", err=True)
+        say(f"{name}: top-1 {rows[-1]['accuracy']:.4f}, {speed:.0f} images/s")
         return pred
 
     add("FP32 (torch)", "fp32", 32, 32, torch_fn(model), state_size(model))
@@ -163,6 +197,7 @@ def report(checkpoint, data_dir, quick, seed, results, md_path, out_dir):
         "quantize_dynamic only has a kernel for the final linear layer")
     files = {}
     for b in (16, 8, 4, 2):
+        say(f"exporting W{b} ({calib_n} calibration images)")
         a = 16 if b == 16 else 8
         path, size, _, _ = export(checkpoint, b, a, 8 if b < 8 else b, calib_n, seed, data_dir,
                                   out_dir / f"resnet20_w{b}a{a}.npz", progress=False)
@@ -172,6 +207,7 @@ def report(checkpoint, data_dir, quick, seed, results, md_path, out_dir):
             "first/last layer 8-bit" if b < 8 else "")
         rows[-1]["cli"] = (f"python -m exporter --bits {b} --calib-images {calib_n} --seed {seed} --out {path} && "
                            f"python -m intengine eval {path} --json")
+    say("exporting W8A8 with torch.ao's parameters")
     path, size, _, _ = export(checkpoint, 8, 8, 8, calib_n, seed, data_dir, out_dir / "resnet20_w8a8_torchao.npz",
                               progress=False, params_from="torchao")
     tao = intengine.load(path)
@@ -186,6 +222,7 @@ def report(checkpoint, data_dir, quick, seed, results, md_path, out_dir):
 
     # `full` is calibrated on the same images as the file's parameters (HistogramObserver is
     # deterministic), so it is the model the file was read from
+    say("cross-check against torch.ao: op by op and free-running")
     pts = torchao.capture(full, x[:256])
     tf = crosscheck.teacher_forced(tao, pts)
     fr = crosscheck.free_running(tao, x[:256], pts)
@@ -193,8 +230,11 @@ def report(checkpoint, data_dir, quick, seed, results, md_path, out_dir):
     cross = {"teacher_forced": tf, "free_running": fr, "n_layerwise": 256,
              "top1_agreement_engine_vs_torchao": float((tao_pred == full_pred).mean()),
              "top1_agreement_our_w8a8_vs_torchao": float((ours8_pred == full_pred).mean()),
-             "kernels": kernel_probe()}
-    report = {
+             "kernels": None}
+    say("probing torch.ao's kernels")
+    cross["kernels"] = kernel_probe()
+    say("done measuring")
+    return {
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "command": " ".join(["python", "scripts/compare.py"] + sys.argv[1:]),
         "n_test": len(y), "calibration_images": calib_n, "seed": seed, "batch_size": BATCH,
@@ -204,25 +244,35 @@ def report(checkpoint, data_dir, quick, seed, results, md_path, out_dir):
         "versions": {"python": platform.python_version(), "torch": torch.__version__,
                      "numpy": np.__version__, "numba": __import__("numba").__version__},
         "rows": rows, "crosscheck": cross, "total_s": time.perf_counter() - t_start}
-    out = Path(results)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "results.json").write_text(json.dumps(report, indent=1) + "\n")
-    click.echo(write_outputs(report, out, md_path))
 
 
-def write_outputs(report, out, md_path):
-    """The plot, RESULTS.md and the README's table, all from the measured `report`."""
-    plot(report["rows"], out / "accuracy_vs_bits.png")
-    plot_rel = os.path.relpath(out / "accuracy_vs_bits.png", Path(md_path).parent)
-    text = markdown(report, plot_rel)
-    Path(md_path).write_text(text)
-    readme = ROOT / "README.md"                       # the README shows the same generated table
-    if Path(md_path).resolve() == (ROOT / "RESULTS.md").resolve() and readme.is_file():
+def write_atomic(path, data):
+    """Write bytes or text to path through a temporary file, so no half-written file is left."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    (tmp.write_bytes if isinstance(data, bytes) else tmp.write_text)(data)
+    os.replace(tmp, path)
+
+
+def write_report(rep, folder, md_path=None, readme=None):
+    """results.json, the plot and RESULTS.md (in `folder` unless md_path is given), and with
+    `readme` the README's generated table, all from the measured report `rep`."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    md_path = Path(md_path) if md_path else folder / "RESULTS.md"
+    write_atomic(folder / "results.json", json.dumps(rep, indent=1) + "\n")
+    png = io.BytesIO()
+    plot(rep["rows"], png)
+    write_atomic(folder / "accuracy_vs_bits.png", png.getvalue())
+    plot_rel = os.path.relpath(folder / "accuracy_vs_bits.png", md_path.parent)
+    text = markdown(rep, plot_rel)
+    write_atomic(md_path, text)
+    if readme is not None and readme.is_file():        # the README shows the same generated table
         start, end = "<!-- results:start -->", "<!-- results:end -->"
         body = readme.read_text()
         if start in body and end in body:
             head, rest = body.split(start, 1)
-            readme.write_text(head + start + "\n" + text.split("\n", 2)[2].replace(
+            write_atomic(readme, head + start + "\n" + text.split("\n", 2)[2].replace(
                 f"]({plot_rel})", "](results/accuracy_vs_bits.png)") + end + rest.split(end, 1)[1])
     return text
 
@@ -248,7 +298,8 @@ def plot(rows, path):
     ax.legend(fontsize=7, loc="lower right")
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=120, format="png")
+    plt.close(fig)
 
 
 def markdown(r, plot_rel):
@@ -289,4 +340,5 @@ def markdown(r, plot_rel):
 
 
 if __name__ == "__main__":
-    main()
+    from intengine.cli import run as run_cli
+    run_cli(main)

@@ -1,11 +1,11 @@
 """Export the shipped model at every width, evaluate each file with the integer engine, and
-print the table beside FP32.  This is the README's main job.
+print the table beside FP32: the light path through the command-line tools alone.
 
     CIFAR10_DIR=../shared/data python scripts/quantize_all.py [--limit N] [--bits 16,8,4,2]
 
 Each step runs as the user would run it (`python -m exporter`, `python -m intengine eval
 --json`) in a subprocess. FP32 is the shipped checkpoint in float32 torch on the same
-images. Writes results/quantize_all.json and results/quantize_all.md: accuracy, the
+images. Writes reports/quantize_all.json and reports/quantize_all.md (--results sets the folder): accuracy, the
 difference to FP32, top-1 agreement with FP32, the file size and the engine's images/s,
 with the commands, the machine, the versions and the seeds. Nothing is typed by hand.
 """
@@ -49,19 +49,27 @@ def fp32_predictions(checkpoint, data_dir, limit, seed):
     return logits.argmax(1).numpy(), test.labels.numpy()
 
 
-@click.command()
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--bits", default="16,8,4,2", show_default=True, help="Weight widths to export.")
 @click.option("--checkpoint", default=str(ROOT / "checkpoints" / "resnet20.pt"), show_default=True)
 @click.option("--data-dir", default=None, help="Folder with cifar10.npz [default: $CIFAR10_DIR]")
 @click.option("--limit", type=click.IntRange(1), default=None, help="Seeded test subset (default: all 10,000).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Calibration and --limit seed.")
 @click.option("--out-dir", default=str(ROOT / "exports"), show_default=True, help="Where the .npz files go.")
-@click.option("--results", default=str(ROOT / "results"), show_default=True)
-def main(bits, checkpoint, data_dir, limit, seed, out_dir, results):
+@click.option("--results", default=str(ROOT / "reports"), show_default=True,
+              help="Where quantize_all.json and quantize_all.md go.")
+@click.option("--calib-images", type=click.IntRange(1, 1024), default=1024, show_default=True,
+              help="Calibration images for each export.")
+def main(bits, checkpoint, data_dir, limit, seed, out_dir, results, calib_images):
+    """Export the shipped model at each width with `python -m exporter`, evaluate each file
+    with `python -m intengine eval`, and print the table beside FP32."""
     env = dict(os.environ)
     if data_dir:
         env["CIFAR10_DIR"] = str(Path(data_dir).resolve())
-    widths = [int(b) for b in bits.split(",")]
+    widths = [b.strip() for b in bits.split(",")]
+    if not widths or any(b not in ("2", "4", "8", "16") for b in widths):
+        raise click.BadParameter(f"{bits!r}: a comma-separated list of 2, 4, 8 and 16", param_hint="--bits")
+    widths = [int(b) for b in widths]
     t0 = time.perf_counter()
     try:
         fp32_pred, labels = fp32_predictions(checkpoint, env.get("CIFAR10_DIR"), limit, seed)
@@ -75,7 +83,7 @@ def main(bits, checkpoint, data_dir, limit, seed, out_dir, results):
         npz = Path(out_dir) / f"resnet20_w{b}a{a}.npz"
         pred_file = Path(out_dir) / f"resnet20_w{b}a{a}.pred.npy"
         export = ["python", "-m", "exporter", "--bits", str(b), "--checkpoint", checkpoint,
-                  "--seed", str(seed), "--no-progress", "--out", str(npz)]
+                  "--seed", str(seed), "--calib-images", str(calib_images), "--no-progress", "--out", str(npz)]
         evaluate = ["python", "-m", "intengine", "eval", str(npz), "--json", "--no-progress",
                     "--seed", str(seed), "--predictions", str(pred_file)] + \
                    (["--limit", str(limit)] if limit else [])
@@ -131,4 +139,5 @@ def markdown(r):
 
 
 if __name__ == "__main__":
-    main()
+    from intengine.cli import run as run_cli
+    run_cli(main)

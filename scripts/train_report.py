@@ -1,6 +1,11 @@
-"""Write checkpoints/resnet20.report.md: how the shipped checkpoint was trained and what it scores.
+"""The training report of a checkpoint: how it was trained and what it scores.
 
     python scripts/train_report.py [--checkpoint checkpoints/resnet20.pt] [--data-dir DIR]
+                                   [--out FILE | --publish]
+
+By default the report goes to reports/<name>.report.md (untracked).  --publish writes it
+beside the checkpoint (checkpoints/resnet20.report.md) and refreshes the README's
+shipped-accuracy line.
 
 Everything in the report is read from the checkpoint (its resolved config, per-epoch
 metrics and versions) or measured now (the float32 test accuracy, with the machine that
@@ -47,14 +52,18 @@ def cpu_name():
     return platform.processor() or platform.machine()
 
 
-@click.command()
-@click.option("--checkpoint", default=str(ROOT / "checkpoints" / "resnet20.pt"))
-@click.option("--data-dir", default=None)
-@click.option("--out", default=None, help="Default: beside the checkpoint, .report.md")
-def main(checkpoint, data_dir, out):
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--checkpoint", default=str(ROOT / "checkpoints" / "resnet20.pt"), show_default=True)
+@click.option("--data-dir", default=None, help="Folder with cifar10.npz [default: $CIFAR10_DIR]")
+@click.option("--limit", type=click.IntRange(1), default=None, help="Seeded test subset (default: all 10,000).")
+@click.option("--out", default=None, help="Report file [default: reports/<checkpoint name>.report.md].")
+@click.option("--publish", is_flag=True,
+              help="Write the report beside the checkpoint and refresh the README's shipped-accuracy line.")
+def main(checkpoint, data_dir, limit, out, publish):
+    """Write the training report of a checkpoint: config, command, wall time, accuracy."""
     try:
         model, state = evaluate.load_model(checkpoint)
-        test = data.load("test", data_dir)
+        test = data.load("test", data_dir, limit=limit)
     except (checkpoint_mod.CheckpointError, data.DataError) as e:
         raise click.ClickException(str(e)) from None
     cfg, metrics = state["config"], state["metrics"]
@@ -89,14 +98,18 @@ def main(checkpoint, data_dir, out):
             lines.append(f"| {m['epoch']} | {m['train_loss']:.4f} | {m['train_acc']:.4f} | "
                          f"{m['test_loss']:.4f} | {m['test_acc']:.4f} | {m['lr']:.4f} | {m['seconds']:.1f} |")
     text = "\n".join(lines) + "\n"
-    out = Path(out) if out else Path(checkpoint).with_suffix(".report.md")
+    name = Path(checkpoint).with_suffix(".report.md").name
+    out = Path(out) if out else (Path(checkpoint).with_suffix(".report.md") if publish else ROOT / "reports" / name)
+    out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp")
     tmp.write_text(text)
     os.replace(tmp, out)
+    click.echo(f"wrote {out}", err=True)
     shipped = (ROOT / "checkpoints" / "resnet20.pt").resolve()
     readme = ROOT / "README.md"
     start, end = "<!-- shipped:start -->", "<!-- shipped:end -->"
-    if Path(checkpoint).resolve() == shipped and readme.is_file() and start in readme.read_text():
+    if (publish and limit is None and Path(checkpoint).resolve() == shipped and readme.is_file()
+            and start in readme.read_text()):
         head, rest = readme.read_text().split(start, 1)
         line = (f"Measured by `python -m trainer eval` (float32, all {n:,} test images): "
                 f"**{acc:.4f}** top-1 at epoch {state['epoch']} of {cfg['epochs']}"
@@ -106,4 +119,5 @@ def main(checkpoint, data_dir, out):
 
 
 if __name__ == "__main__":
-    main()
+    from intengine.cli import run as run_cli
+    run_cli(main)

@@ -84,6 +84,17 @@ def run_train(resume, overwrite, data_dir, progress, **kw):
                 _fail(f"--{key.replace('_', '-')} {value} differs from the resumed run's {saved[key]}; "
                       f"a resumed run keeps its config (start a new run with --out-dir to change it)")
         cfg = Config(**{**saved, "device": cfg.device, "out_dir": cfg.out_dir})
+    elif cfg.warmup_epochs > cfg.epochs / 2:
+        # A warmup as long as the run never reaches the peak learning rate: cap the default
+        # at half the run, and warn about an explicit one.
+        ctx = click.get_current_context()
+        if ctx.get_parameter_source("warmup_epochs") == click.core.ParameterSource.COMMANDLINE:
+            click.echo(f"warning: --warmup-epochs {cfg.warmup_epochs:g} is more than half of --epochs "
+                       f"{cfg.epochs}; the peak learning rate is reached late or never", err=True)
+        else:
+            click.echo(f"note: warmup capped at {cfg.epochs / 2:g} epochs (half of --epochs {cfg.epochs}) "
+                       f"so the run reaches its peak learning rate; --warmup-epochs sets it", err=True)
+            cfg.warmup_epochs = cfg.epochs / 2
     try:
         cfg.precision = resolve_precision(cfg.precision, resolve_device(cfg.device))
         rank, _ = init_distributed(cfg.device)
@@ -91,10 +102,19 @@ def run_train(resume, overwrite, data_dir, progress, **kw):
         _fail(str(e))
     if rank == 0:
         click.echo("config " + json.dumps(dataclasses.asdict(cfg)))
-    train(cfg, resume=resume, data_dir=data_dir, progress=progress)
+    before = path.stat().st_mtime_ns if path.is_file() else None
+    try:
+        train(cfg, resume=resume, data_dir=data_dir, progress=progress)
+    except KeyboardInterrupt:
+        if not path.is_file() or (not resume and path.stat().st_mtime_ns == before):
+            _fail("interrupted before the first epoch finished; no checkpoint was written, "
+                  "so rerun the same command to start again")
+        done = checkpoint.load(path)["epoch"]
+        _fail(f"interrupted; {path} holds epoch {done} of {cfg.epochs}: rerun the same command "
+              f"with --resume to continue from there")
 
 
-@click.group(invoke_without_command=True)
+@click.group(invoke_without_command=True, context_settings={"help_option_names": ["-h", "--help"]})
 @train_options
 @click.pass_context
 def cli(ctx, **kw):
@@ -145,7 +165,7 @@ def _guard(fn, **kw):
     except OSError as e:                       # unwritable output folder, full disk, ...
         _fail(f"{e.strerror or e}: {e.filename}" if e.filename else str(e))
     except KeyboardInterrupt:
-        _fail("interrupted; rerun with --resume to continue from the last checkpoint")
+        _fail("interrupted")
 
 
 def main():
