@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from trainer.checkpoint import CheckpointError, FORMAT as CKPT_FORMAT
+from trainer.checkpoint import CheckpointError, FORMAT as CKPT_FORMAT, read_file
 from trainer.model import ResNet20, ShortcutA
 
 
@@ -25,25 +25,31 @@ def file_sha256(path):
 def load_resnet20(path):
     """A trainer checkpoint or a bare ResNet20 state_dict -> ResNet20 in eval mode."""
     path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"no checkpoint at {path}; train one with `python -m trainer` or pass --checkpoint")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # truncated files and foreign pickles raise many types
-        raise CheckpointError(f"{path} is not a readable checkpoint ({type(e).__name__})") from None
+    state = read_file(path)                   # weights_only=True; one line per kind of bad file
     if isinstance(state, dict) and state.get("format") == CKPT_FORMAT:
         state = state.get("model")
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+    if not isinstance(state, dict) or not state or \
+            not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise CheckpointError(f"{path} holds neither a trainer checkpoint nor a state_dict")
     model = ResNet20()
-    try:
-        model.load_state_dict(state)
-    except RuntimeError as e:
-        raise CheckpointError(f"{path} is not a ResNet20 checkpoint ({str(e).splitlines()[0]})") from None
+    want = model.state_dict()
+    missing, extra = [k for k in want if k not in state], [k for k in state if k not in want]
+    shapes = [f"{k} is {tuple(state[k].shape)}, not {tuple(v.shape)}" for k, v in want.items()
+              if k in state and state[k].shape != v.shape]
+    if missing or extra or shapes:
+        def first(what, keys):
+            return keys and f"{what} {keys[0]}" + (f" and {len(keys) - 1} more" if len(keys) > 1 else "")
+        why = ", ".join(filter(None, [first("missing", missing), first("unexpected", extra),
+                                      first("shape:", shapes)]))
+        raise CheckpointError(f"{path} is not a ResNet20 checkpoint: {why}")
+    model.load_state_dict(state)
     bad = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
     if bad:
         raise CheckpointError(f"{path}: non-finite values (NaN/inf) in {bad[0]}" +
                               (f" and {len(bad) - 1} more tensors" if len(bad) > 1 else ""))
+    neg = [k for k, v in state.items() if k.endswith("running_var") and (v < 0).any()]
+    if neg:
+        raise CheckpointError(f"{path}: negative BatchNorm variance in {neg[0]}")
     return model.eval()
 
 

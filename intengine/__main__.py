@@ -1,4 +1,4 @@
-"""`python -m intengine eval|predict|info MODEL.npz`: the integer engine's command line.
+"""`python -m intengine eval|predict|info|verify MODEL.npz`: the integer engine's command line.
 
 Torch-free: the test set comes from cifar10.npz (intengine/cifar10.py), images from
 Pillow.  Expected failures end in one `error:` line and exit status 2.
@@ -6,6 +6,8 @@ Pillow.  Expected failures end in one `error:` line and exit status 2.
 import json
 import os
 import time
+import warnings
+from pathlib import Path
 
 import click
 import numpy as np
@@ -13,10 +15,11 @@ from tqdm import tqdm
 
 from . import cifar10
 from .cli import fail as _fail, run as run_cli
-from .fileformat import FormatError
+from .fileformat import VERSION, FormatError
 from .model import load
 
-
+MAX_PIXELS = 4096 * 4096            # an image declaring more is refused before it is decoded
+IMAGE_FORMATS = ["PNG", "JPEG", "BMP", "GIF", "TIFF", "WEBP", "PPM"]   # no plugin that runs tools
 
 
 def _guard(fn):
@@ -24,6 +27,8 @@ def _guard(fn):
         fn()
     except (FormatError, cifar10.DataError, ValueError) as e:
         _fail(str(e))
+    except MemoryError:
+        _fail("out of memory; try a smaller --batch-size")
     except OSError as e:
         _fail(f"{e.strerror or e}: {e.filename}" if e.filename else str(e))
     except KeyboardInterrupt:
@@ -55,7 +60,7 @@ def evaluate(model, images, labels, batch_size, progress=True):
             "first_result_s": t_first - t0, "total_s": t_end - t0}, pred
 
 
-@cli.command("eval")
+@cli.command("eval", short_help="Accuracy and speed on the CIFAR-10 test set.")
 @click.argument("model_path", metavar="MODEL.npz")
 @click.option("--data-dir", default=None, help="Folder with cifar10.npz  [default: $CIFAR10_DIR, else the cache]")
 @click.option("--batch-size", type=click.IntRange(1), default=256, show_default=True)
@@ -87,39 +92,128 @@ def eval_cmd(model_path, data_dir, batch_size, limit, seed, progress, as_json, p
     _guard(run)
 
 
+class ImageError(ValueError):
+    """An image that cannot be used; the message names the file and the reason."""
+
+
+def _to_rgb(im):
+    """A decoded Pillow image -> (RGB image, what was converted or None).  Documented in README."""
+    mode = im.mode
+    if mode == "RGB":
+        return im, None
+    if mode.startswith("I"):                       # 16-bit (or 32-bit) grayscale: keep the top 8 bits
+        a = np.asarray(im).astype(np.int64)
+        from PIL import Image
+        g = (np.clip(a, 0, 65535) >> 8).astype(np.uint8)
+        return Image.fromarray(np.stack([g] * 3, axis=-1)), f"{mode} (16-bit grayscale) scaled to 8 bits and converted to RGB"
+    if mode == "F":
+        raise ImageError(f"{getattr(im, 'filename', '')}: floating-point pixels; save it as 8-bit RGB")
+    if mode in ("P", "PA"):                        # palette: through RGBA so transparency is read
+        return im.convert("RGBA").convert("RGB"), f"palette ({mode}) converted to RGB, alpha dropped"
+    what = {"L": "grayscale", "1": "black-and-white", "LA": "grayscale with alpha", "RGBA": "RGBA",
+            "CMYK": "CMYK (Pillow's formula, no colour profile)"}.get(mode, mode)
+    return im.convert("RGB"), f"{what} converted to RGB" + (", alpha dropped" if "A" in mode else "")
+
+
 def read_image(path, resize):
-    """A PNG/JPEG/... file -> (32,32,3) uint8 RGB.  Other sizes: an error, or --resize."""
+    """An image file -> ((32,32,3) uint8 RGB, a note on what was converted, or None).
+
+    Any colour mode is converted to RGB (and said so).  Other sizes are an error unless
+    `resize` (bilinear).  Sizes are checked from the file header before decoding."""
     from PIL import Image, UnidentifiedImageError
+    p = Path(path)
+    if p.is_dir():
+        raise ImageError(f"{path}: is a folder, not an image")
+    if not p.is_file():
+        raise ImageError(f"{path}: no such file")
+    if p.stat().st_size == 0:
+        raise ImageError(f"{path}: empty file, not an image")
     try:
-        with Image.open(path) as im:
-            if resize:
-                im = im.convert("RGB").resize((32, 32), Image.BILINEAR)
-            elif im.size != (32, 32) or im.mode != "RGB":
-                raise ValueError(f"{path}: {im.size[0]}x{im.size[1]} {im.mode}, expected 32x32 RGB "
-                                 f"(pass --resize to convert and resize bilinearly)")
-            return np.asarray(im, np.uint8)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(p, formats=IMAGE_FORMATS) as im:
+                w, h = im.size
+                if w * h > MAX_PIXELS:
+                    raise ImageError(f"{path}: declares {w}x{h} pixels, more than {MAX_PIXELS:,}; "
+                                     f"refused before decoding")
+                if (w, h) != (32, 32) and not resize:
+                    raise ImageError(f"{path}: {w}x{h} {im.mode}, expected 32x32 RGB (pass --resize "
+                                     f"to resize bilinearly)")
+                im.load()
+                rgb, note = _to_rgb(im)
+                if (w, h) != (32, 32):
+                    rgb = rgb.resize((32, 32), Image.BILINEAR)
+                    note = ", ".join(filter(None, [note, f"resized {w}x{h} to 32x32"]))
+                return np.asarray(rgb, np.uint8), note
+    except ImageError:
+        raise
     except UnidentifiedImageError:
-        raise ValueError(f"{path}: not an image file") from None
+        raise ImageError(f"{path}: not an image file (or not one of {', '.join(IMAGE_FORMATS)})") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise ImageError(f"{path}: declares too many pixels (decompression bomb); refused") from None
+    except Exception as e:  # Pillow raises OSError, SyntaxError, ... for damaged data
+        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise ImageError(f"{path}: truncated or damaged image ({msg})") from None
 
 
-@cli.command("predict")
+@cli.command("predict", short_help="Class of each image file (PNG, JPEG, ...).")
 @click.argument("model_path", metavar="MODEL.npz")
 @click.argument("images", nargs=-1, required=True, metavar="IMAGE...")
-@click.option("--resize", is_flag=True, help="Convert to RGB and resize to 32x32 (bilinear) instead of failing.")
-def predict_cmd(model_path, images, resize):
-    """Class and score of each image (32x32 RGB, e.g. PNG)."""
+@click.option("--resize", is_flag=True, help="Resize other sizes to 32x32 (bilinear) instead of failing.")
+@click.option("--top-k", type=click.IntRange(1), default=1, show_default=True,
+              help="Also list the K most probable classes.")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print one JSON object: per image the class, logit, integer logit, probability, top-k.")
+def predict_cmd(model_path, images, resize, top_k, as_json):
+    """Class and probability of each image.  32x32 images in any colour mode are converted
+    to RGB (a note on stderr says so); other sizes need --resize."""
     def run():
         model = load(model_path)
-        x = np.stack([read_image(p, resize) for p in images])
+        read = [read_image(p, resize) for p in images]
+        for p, (_, note) in zip(images, read):
+            if note:
+                click.echo(f"note: {p}: {note}", err=True)
+        x = np.stack([a for a, _ in read])
         q = model.predict(x)
-        real = model.dequantize_logits(q)            # printing only: the one float step
-        for p, qi, ri in zip(images, q, real):
-            k = int(qi.argmax())
-            click.echo(f"{p}: {model.classes[k]} (logit {ri[k]:.3f}, integer {int(qi[k])})")
+        real = model.dequantize_logits(q)            # after the integer network: the float steps
+        proba = model.softmax(real)
+        k = min(top_k, len(model.classes))
+        rows = []
+        for p, qi, ri, pi, (_, note) in zip(images, q, real, proba, read):
+            best = np.argsort(-pi, kind="stable")[:k]      # ties: lowest class first, like argmax
+            c = int(best[0])
+            rows.append({"file": str(p), "class": model.classes[c], "index": c, "logit": float(ri[c]),
+                         "integer": int(qi[c]), "probability": float(pi[c]), "converted": note,
+                         "top_k": [{"class": model.classes[j], "index": int(j),
+                                    "probability": float(pi[j]), "logit": float(ri[j])} for j in best]})
+        if as_json:
+            click.echo(json.dumps({"model": str(model_path), "top_k": k, "predictions": rows}))
+            return
+        for r in rows:
+            top = "" if k == 1 else f"; top {k}: " + ", ".join(f"{t['class']} {t['probability']:.3f}"
+                                                             for t in r["top_k"])
+            click.echo(f"{r['file']}: {r['class']} (logit {r['logit']:.3f}, integer {r['integer']}, "
+                       f"p {r['probability']:.3f}){top}")
     _guard(run)
 
 
-@cli.command("info")
+@cli.command("verify", short_help="Check model files: digest and every format rule.")
+@click.argument("model_paths", nargs=-1, required=True, metavar="MODEL.npz...")
+def verify_cmd(model_paths):
+    """Check each file's sha256 content digest and every rule of docs/format.md, and unpack
+    it, without running it.  One line per file; exit status 2 at the first bad one."""
+    def run():
+        for p in model_paths:
+            m = load(p)
+            meta = m.header.get("meta", {})
+            n = sum(op.kind in ("conv", "linear") for op in m.ops)
+            click.echo(f"{p}: ok, format version {VERSION}, W{meta.get('bits')}A{meta.get('act_bits')}, "
+                       f"{n} weighted layers, {os.path.getsize(p):,} bytes, content sha256 "
+                       f"{m.header['content_sha256'][:16]}")
+    _guard(run)
+
+
+@cli.command("info", short_help="Layers, bits, scales and sizes of a model file.")
 @click.argument("model_path", metavar="MODEL.npz")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object with a `layers` list.")
 def info_cmd(model_path, as_json):

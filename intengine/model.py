@@ -8,7 +8,7 @@ runs; 2- and 4-bit codes are unpacked through their codebook to int8 here, once.
 """
 import numpy as np
 
-from . import fileformat, kernels, reference, validate
+from . import cpu, fileformat, kernels, reference, validate
 from .fileformat import FormatError
 
 
@@ -67,7 +67,7 @@ class Op:
 
 
 class Model:
-    def __init__(self, header, arrays, path):
+    def __init__(self, header, arrays, path, kernel=None):
         self.header, self.path = header, str(path)
         self.classes = list(header["classes"])
         self.points = [p["name"] for p in header["points"]]
@@ -79,10 +79,23 @@ class Model:
         self.ops = [Op(spec, header, arrays) for spec in header["ops"]]
         last = {i: k for k, op in enumerate(self.ops) for i in op.ins}    # last op reading each point
         self.free_after = [[i for i in op.ins if last[i] == k] for k, op in enumerate(self.ops)]
+        self.set_kernel(kernel)
+
+    def set_kernel(self, kernel=None):
+        """Pick the path that `run` takes (cpu.py): 'vnni', 'portable' or 'scalar'; None means
+        $INTENGINE_KERNEL, else auto.  The fast paths pack the weights here, once."""
+        from . import graph
+        self.kernel = cpu.choose(graph.eligible(self), kernel)
+        try:
+            self.graph = graph.Graph(self, self.kernel) if self.kernel != "scalar" else None
+        except graph.NotEligible:                    # a bound past int32; not in ResNet20 files
+            self.kernel, self.graph = "scalar", None
 
     def run(self, images, reference_ops=False, keep=False):
         """images (N,32,32,3) uint8 -> integer logits (N,C), or every point if keep."""
         images = check_images(images)
+        if self.graph is not None and not (reference_ops or keep):
+            return self.graph.run(images)            # the whole network in one call, graph.py
         ops = reference if reference_ops else kernels
         acts = [None] * len(self.points)
         acts[0] = ops.input_lut(images, self.lut)
@@ -94,7 +107,9 @@ class Model:
         return acts if keep else acts[-1]
 
     def predict(self, images, batch_size=256):
-        """uint8 (N,32,32,3) -> int32 logits (N,C), in batches of `batch_size`."""
+        """uint8 (N,32,32,3), or one (32,32,3) image as a batch of one -> int32 quantized
+        logits (N,C), in batches of `batch_size`.  They carry the logits' zero point: compare
+        them with each other (argmax), or turn them into real numbers with dequantize_logits."""
         images = check_images(images)
         if len(images) == 0:
             return np.zeros((0, len(self.classes)), np.int32)
@@ -102,23 +117,51 @@ class Model:
                                for i in range(0, len(images), batch_size)])
 
     def dequantize_logits(self, q):
-        """Real-valued logits s*(q - z) for printing (the only float step), eq. (1)."""
-        return self.act_scale[-1] * (q.astype(np.int64) - self.zero_points[-1])
+        """Quantized logits -> real logits s*(q - z), float64, eq. (1).  A float step after the
+        integer network, for printing and probabilities only; argmax is unchanged."""
+        return self.act_scale[-1] * (np.asarray(q).astype(np.int64) - self.zero_points[-1])
+
+    def predict_logits(self, images, batch_size=256):
+        """Like predict, but real-valued logits (float64, N x C)."""
+        return self.dequantize_logits(self.predict(images, batch_size))
+
+    @staticmethod
+    def softmax(logits):
+        """Real logits (N,C) -> probabilities (float64), rows summing to 1."""
+        z = np.asarray(logits, np.float64)
+        e = np.exp(z - z.max(axis=-1, keepdims=True))
+        return e / e.sum(axis=-1, keepdims=True)
+
+    def predict_proba(self, images, batch_size=256):
+        """Class probabilities (float64, N x C): softmax of the real logits."""
+        return self.softmax(self.predict_logits(images, batch_size))
+
+    def top_k(self, images, k=5, batch_size=256):
+        """-> (classes (N,k) int64, probabilities (N,k)), most probable first (ties: lower class)."""
+        p = self.predict_proba(images, batch_size)
+        idx = np.argsort(-p, axis=1, kind="stable")[:, :k]
+        return idx, np.take_along_axis(p, idx, axis=1)
 
 
 def check_images(images):
+    """-> a C-contiguous uint8 (N,32,32,3) batch; one (32,32,3) image is a batch of one."""
     images = np.asarray(images)
+    if images.ndim == 3:
+        images = images[None]
     if images.dtype != np.uint8 or images.ndim != 4 or images.shape[1:] != (32, 32, 3):
         raise ValueError(f"images must be uint8 (N, 32, 32, 3) NHWC RGB, got {images.dtype} {images.shape}")
     return np.ascontiguousarray(images)
 
 
-def load(path):
-    """Read, validate and unpack a model file.  Raises FormatError (one line)."""
+def load(path, kernel=None):
+    """Read, validate and unpack a model file.  Raises FormatError (one line).
+
+    kernel: None ($INTENGINE_KERNEL, else auto), 'vnni', 'portable' or 'scalar' (cpu.py)."""
+    cpu.choose(True, kernel)                          # a bad request fails here, in one line
     header, arrays = fileformat.read(path)
     validate.check(header, arrays, path)
     try:
-        return Model(header, arrays, path)
+        return Model(header, arrays, path, kernel)
     except (KeyError, TypeError, ValueError, IndexError) as e:
-        raise FormatError(f"{path}: inconsistent file ({type(e).__name__}: {e}); "
+        raise FormatError(f"{path}: inconsistent file ({type(e).__name__}: {str(e)[:200]}); "
                           f"{fileformat.REGENERATE}") from None

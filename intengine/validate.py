@@ -12,6 +12,9 @@ from .fileformat import ACT_BITS, REGENERATE, WEIGHT_BITS, FormatError, packed_n
 from .fixedpoint import M0_MIN, M0_MAX, SHIFT_MAX, SHIFT_MIN
 
 ACC_BOUND = 1 << 47             # section 5: the exporter refuses larger accumulators
+MAX_OPS = 1024                  # ResNet20 has 31 points and 30 ops
+MAX_POINT_ELEMENTS = 1 << 17    # per image; ResNet20's largest point has 16,384
+MAX_MACS = 1 << 28              # multiply-accumulates per image; ResNet20 needs about 41 million
 FIELDS = {
     "conv": ("name", "in", "out", "cin", "cout", "stride", "relu", "bits_w", "w_offset",
              "w_nbytes", "cb_offset", "offset"),
@@ -33,9 +36,18 @@ def _int(path, op, key, lo, hi):
     return v
 
 
+def _name(path, what, v):
+    if not isinstance(v, str) or not 0 < len(v) <= 200:
+        _fail(path, f"{what} name {str(v)[:40]!r} is not a short string")
+
+
 def check(header, arrays, path):
     pts = header["points"]
     P = len(pts)
+    if not 2 <= P <= MAX_OPS + 1 or len(header["ops"]) > MAX_OPS:
+        _fail(path, f"{P} points and {len(header['ops'])} ops; at most {MAX_OPS} ops")
+    if not isinstance(header.get("meta", {}), dict):
+        _fail(path, "header 'meta' must be an object")
     for name in ("act_zero_point", "act_bits", "act_scale"):
         if arrays[name].shape != (P,):
             _fail(path, f"{name} has shape {arrays[name].shape}, expected ({P},)")
@@ -43,7 +55,11 @@ def check(header, arrays, path):
     for p in pts:
         if not isinstance(p, dict) or not isinstance(p.get("shape"), list) or \
                 not all(isinstance(d, int) and 0 < d <= 4096 for d in p["shape"]):
-            _fail(path, f"point {p!r} has no valid shape")
+            _fail(path, f"point {str(p)[:60]} has no valid shape")
+        _name(path, "point", p.get("name"))
+        if int(np.prod(p["shape"])) > MAX_POINT_ELEMENTS:
+            _fail(path, f"point {p['name']!r} has {int(np.prod(p['shape'])):,} elements "
+                        f"(at most {MAX_POINT_ELEMENTS:,})")
         shapes.append(tuple(p["shape"]))
     bits = arrays["act_bits"].astype(np.int64)
     zps = arrays["act_zero_point"].astype(np.int64)
@@ -69,6 +85,9 @@ def check(header, arrays, path):
         _fail(path, "a multiplier lies outside {0} and [2^30, 2^31) (eq. 9)")
     if ((sh < SHIFT_MIN) | (sh > SHIFT_MAX)).any():
         _fail(path, f"a shift lies outside [{SHIFT_MIN}, {SHIFT_MAX}] (eq. 9)")
+    ws = arrays["weight_scale"]
+    if not (np.isfinite(ws).all() and (ws >= 0).all()):
+        _fail(path, "weight scales must be finite and not negative")
     cb = arrays["codebook"].astype(np.int64)
     if cb.ndim != 1 or (np.abs(cb) > 127).any():
         _fail(path, "codebook entries must be a 1-D list of levels in [-127, 127]")
@@ -80,13 +99,16 @@ def check(header, arrays, path):
     ops = header["ops"]
     if not ops:
         _fail(path, "no ops")
+    used = {"weights": [], "codebook": [], "channels": [], "add_factor": []}   # [start, end) ranges
+    macs = 0
     for op in ops:
         kind = op.get("op") if isinstance(op, dict) else None
         if kind not in FIELDS:
-            _fail(path, f"unknown op {kind!r}")
+            _fail(path, f"unknown op {str(kind)[:40]!r}")
         missing = [k for k in FIELDS[kind] if k not in op]
         if missing:
-            _fail(path, f"op {op.get('name', '?')!r} lacks fields {missing}")
+            _fail(path, f"op {str(op.get('name', '?'))[:40]!r} lacks fields {missing}")
+        _name(path, "op", op["name"])
         ins = op["in"] if kind == "add" else [op["in"]]
         if kind == "add" and (not isinstance(ins, list) or len(ins) != 2):
             _fail(path, f"add {op['name']!r} needs two inputs")
@@ -99,7 +121,21 @@ def check(header, arrays, path):
         made[out] = True
         if not isinstance(op.get("relu"), bool) and kind != "pool":
             _fail(path, f"op {op['name']!r}: relu must be true or false")
-        _check_op(path, kind, op, ins, out, shapes, bits, arrays, nch)
+        macs += _check_op(path, kind, op, ins, out, shapes, bits, arrays, nch, used)
+    if macs > MAX_MACS:
+        _fail(path, f"the ops need {macs:,} multiply-accumulates per image (at most {MAX_MACS:,})")
+    sizes = {"weights": len(arrays["weights"]), "codebook": len(arrays["codebook"]),
+             "channels": nch, "add_factor": len(arrays["add_factor"])}
+    for name, ranges in used.items():        # every entry belongs to exactly one op
+        ranges.sort()
+        covered = 0
+        for lo, hi in ranges:
+            if lo != covered:
+                _fail(path, f"{name} entries {min(lo, covered)}..{max(lo, covered)} are shared by "
+                            f"two ops or belong to none")
+            covered = hi
+        if covered != sizes[name]:
+            _fail(path, f"{name} has {sizes[name]} entries, the ops use {covered}")
     classes = header.get("classes")
     if not isinstance(classes, list) or not classes or not all(isinstance(c, str) for c in classes):
         _fail(path, "header 'classes' must be a non-empty list of names")
@@ -107,7 +143,9 @@ def check(header, arrays, path):
         _fail(path, f"the last point must be the logits, shape ({len(header.get('classes', []))},)")
 
 
-def _check_op(path, kind, op, ins, out, shapes, bits, arrays, nch):
+def _check_op(path, kind, op, ins, out, shapes, bits, arrays, nch, used):
+    """Check one op's fields against the points and arrays; record the array ranges it uses
+    in `used`; return its multiply-accumulates per image."""
     sin, sout = shapes[ins[0]], shapes[out]
     if kind in ("conv", "linear"):
         cin, cout = _int(path, op, "cin", 1, 4096), _int(path, op, "cout", 1, 4096)
@@ -139,6 +177,11 @@ def _check_op(path, kind, op, ins, out, shapes, bits, arrays, nch):
         bound = int(bias) + taps * maxw * ((1 << int(bits[ins[0]])) - 1)
         if bound >= ACC_BOUND:
             _fail(path, f"op {op['name']!r}: accumulator bound {bound} exceeds 2^47")
+        used["weights"].append((off, off + nb))
+        used["channels"].append((o, o + cout))
+        if b <= 4:
+            used["codebook"].append((op["cb_offset"], op["cb_offset"] + (1 << b)))
+        return taps * cout * (sout[0] * sout[1] if kind == "conv" else 1)
     elif kind == "add":
         s = _int(path, op, "stride", 1, 2)
         pad = _int(path, op, "pad", 0, 4096)
@@ -146,11 +189,15 @@ def _check_op(path, kind, op, ins, out, shapes, bits, arrays, nch):
         if len(sin) != 3 or len(sb) != 3 or sout != sin or \
                 ((sb[0] - 1) // s + 1, (sb[1] - 1) // s + 1, sb[2] + 2 * pad) != sin:
             _fail(path, f"add {op['name']!r}: shortcut of {sb} (stride {s}, pad {pad}) does not match {sin}")
-        _int(path, op, "offset", 0, nch - 1)
-        _int(path, op, "factor_offset", 0, len(arrays["add_factor"]) - 2)
+        o = _int(path, op, "offset", 0, nch - 1)
+        f = _int(path, op, "factor_offset", 0, len(arrays["add_factor"]) - 2)
+        used["channels"].append((o, o + 1))
+        used["add_factor"].append((f, f + 2))
     else:  # pool
         if len(sin) != 3 or sout != (sin[2],):
             _fail(path, f"pool {op['name']!r}: {sin} -> {sout}")
         if sin[0] * sin[1] > 1 << 16:
             _fail(path, f"pool {op['name']!r}: too many positions")
-        _int(path, op, "offset", 0, nch - 1)
+        o = _int(path, op, "offset", 0, nch - 1)
+        used["channels"].append((o, o + 1))
+    return 0

@@ -1,4 +1,6 @@
-"""docs/format.md: packing order, and bad files get one clear line before any kernel runs."""
+"""docs/format.md: packing order, the content digest, and bad files get one clear line before
+any kernel runs.  The 200-case fuzz corpus is tests/test_fuzz.py."""
+import json
 import zipfile
 
 import numpy as np
@@ -71,36 +73,81 @@ def test_invalid_fields_are_refused(exported, tmp_path, case):
         intengine.load(bad)
 
 
+def _members(path):
+    with np.load(path, allow_pickle=False) as f:
+        return {k: f[k] for k in f.files}
+
+
 def test_wrong_version_magic_and_members(exported, tmp_path):
     good = exported[8][0]
-    with np.load(good, allow_pickle=False) as f:
-        arrays = {k: f[k] for k in f.files}
-    cases = {"version": dict(arrays, version=np.array(2, np.int32)),
+    arrays = _members(good)
+    cases = {"version": dict(arrays, version=np.array(3, np.int32)),
              "magic": dict(arrays, magic=np.frombuffer(b"NOTOURS!", np.uint8)),
              "missing": {k: v for k, v in arrays.items() if k != "bias"},
              "header": dict(arrays, header=np.frombuffer(b"{not json", np.uint8))}
-    for name, match in [("version", "format version 2"), ("magic", "wrong magic"),
+    for name, match in [("version", "format version 3"), ("magic", "wrong magic"),
                         ("missing", "missing arrays ['bias']"), ("header", "not valid JSON")]:
         np.savez(tmp_path / f"{name}.npz", **cases[name])
         with pytest.raises(FormatError, match=match.replace("[", r"\[").replace("]", r"\]")):
             intengine.load(tmp_path / f"{name}.npz")
-        assert "re-export" in str(pytest.raises(FormatError, intengine.load, tmp_path / f"{name}.npz").value)
+        assert "python -m exporter --bits" in str(pytest.raises(FormatError, intengine.load, tmp_path / f"{name}.npz").value)
+
+
+@pytest.mark.parametrize("member,value", [("weights", 0xFF), ("bias", 2**31 - 1), ("multiplier", 2**31 - 1)])
+def test_digest_refuses_edits_within_valid_ranges(exported, tmp_path, member, value):
+    """The issue's examples: re-saved with numpy, every value still in range -> refused."""
+    arrays = _members(exported[4][0])
+    arrays[member] = np.full_like(arrays[member], value)
+    bad = tmp_path / "edited.npz"
+    np.savez(bad, **arrays)
+    with pytest.raises(FormatError, match="modified or damaged") as e:
+        intengine.load(bad)
+    assert f"python -m exporter --bits 4 --out {bad}" in str(e.value)
+
+
+def test_digest_is_in_the_header_and_covers_the_content(exported):
+    header, arrays = fileformat.read(exported[2][0])
+    assert fileformat.VERSION == 2 and int(arrays["version"]) == 2
+    digest = header[fileformat.DIGEST_KEY]
+    assert len(digest) == 64 and digest == fileformat.content_digest(header, arrays)
+    for name in fileformat.MEMBERS:                   # every member changes the digest
+        if name == "header":
+            changed = dict(header, classes=header["classes"][::-1])
+            assert fileformat.content_digest(changed, arrays) != digest
+            continue
+        a = arrays[name].copy()
+        a.reshape(-1)[0] += 1
+        assert fileformat.content_digest(header, dict(arrays, **{name: a})) != digest, name
+
+
+def test_version_1_files_are_refused_with_the_command(exported, tmp_path):
+    arrays = _members(exported[4][0])
+    header = json.loads(arrays["header"].tobytes())
+    header.pop(fileformat.DIGEST_KEY)
+    v1 = tmp_path / "v1.npz"
+    np.savez(v1, **dict(arrays, version=np.array(1, np.int32),
+                        header=np.frombuffer(json.dumps(header).encode(), np.uint8)))
+    r = run_cli("intengine", "eval", v1)
+    one_line_error(r, "format version 1")
+    assert f"python -m exporter --bits 4 --out {v1}" in r.stderr
 
 
 def test_cli_one_line_errors(exported, tmp_path):
     good = exported[2][0]
     trunc = tmp_path / "trunc.npz"
     trunc.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
-    one_line_error(run_cli("intengine", "info", trunc), "not a readable .npz")
+    one_line_error(run_cli("intengine", "info", trunc), "truncated or damaged")
     one_line_error(run_cli("intengine", "eval", tmp_path / "none.npz"), "no such file")
-    text = tmp_path / "text.npz"
+    text = tmp_path / "text.npz"                       # issue 8 item 5: never suggest allow_pickle
     text.write_text("hello")
-    one_line_error(run_cli("intengine", "eval", text), "not a readable")
+    r = run_cli("intengine", "eval", text)
+    one_line_error(r, "not a model file written by the exporter")
+    assert "pickle" not in r.stderr
     pickled = tmp_path / "pickle.npz"
-    with np.load(good, allow_pickle=False) as f:
-        arrays = {k: f[k] for k in f.files}
-    np.savez(pickled, **dict(arrays, header=np.array([{"ops": []}], dtype=object)))
-    one_line_error(run_cli("intengine", "info", pickled), "pickle")
+    np.savez(pickled, **dict(_members(good), header=np.array([{"ops": []}], dtype=object)))
+    r = run_cli("intengine", "info", pickled)
+    one_line_error(r, "pickle")
+    assert "allow_pickle" not in r.stderr
     bad = rewrite(good, tmp_path, BAD["multiplier"][0])
     one_line_error(run_cli("intengine", "eval", bad), "multiplier")
 

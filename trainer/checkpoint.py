@@ -13,13 +13,16 @@ Keys:
   versions          torch and python versions that wrote it
 """
 import os
+import pickle
 import platform
 import random
+import zipfile
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from intengine.fileformat import KINDS, sniff
 from . import data
 
 FORMAT = "lowbit-ptq/trainer-checkpoint"
@@ -67,17 +70,47 @@ def save(path, *, model, optimizer, scheduler, epoch, config, metrics):
     os.replace(tmp, path)
 
 
+def read_file(path):
+    """torch.load(path, weights_only=True), after finding out what the file is, so that each
+    kind of bad file gets its own one-line CheckpointError (never a pickle that runs code)."""
+    path = Path(path)
+    kind = sniff(path)
+    if kind == "missing":
+        raise CheckpointError(f"no checkpoint at {path}; train one with `python -m trainer` "
+                              f"or pass --checkpoint")
+    if kind == "model":
+        raise CheckpointError(f"{path} is an integer model file written by the exporter, not a "
+                              f"PyTorch checkpoint; run it with `python -m intengine eval {path}`")
+    if kind not in ("pytorch", "pickle"):
+        raise CheckpointError(f"{path}: {KINDS[kind]}, not a PyTorch checkpoint")
+    if kind == "pytorch":               # torch.load does not check the zip CRCs; a flipped bit would load
+        try:
+            with zipfile.ZipFile(path) as z:
+                bad = z.testzip()
+        except Exception as e:
+            raise CheckpointError(f"{path} is a damaged zip archive ({type(e).__name__}: "
+                                  f"{str(e).splitlines()[0] if str(e) else ''})") from None
+        if bad:
+            raise CheckpointError(f"{path} is damaged: member {bad} fails its CRC check "
+                                  f"(corrupted or modified after it was saved)")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        why = next((line.strip().rstrip(".") for line in str(e).splitlines()
+                    if "unsupported" in line.lower()), "")
+        raise CheckpointError(f"{path} holds Python objects other than tensors and plain values"
+                              f"{' (' + why + ')' if why else ''}; refused, loading them could run "
+                              f"code") from None
+    except Exception as e:  # torch raises several types for truncated or damaged files
+        msg = str(e).splitlines()[0] if str(e) else ""
+        raise CheckpointError(f"{path} is truncated or damaged ({type(e).__name__}"
+                              f"{': ' + msg[:160] if msg else ''})") from None
+
+
 def load(path):
     """Load with weights_only=True and check it is one of ours.  Raises CheckpointError."""
     path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"no checkpoint at {path}; train one with `python -m trainer` "
-                              f"or pass --checkpoint")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # torch raises several types for truncated or foreign files
-        raise CheckpointError(f"{path} is not a readable checkpoint ({type(e).__name__}: "
-                              f"{str(e).splitlines()[0] if str(e) else ''})") from None
+    state = read_file(path)
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a {FORMAT} file")
     if state.get("version") != VERSION:
