@@ -1,5 +1,9 @@
 """No float instruction in any compiled kernel signature (docs/quantization.md, engine rule).
 
+The scan covers kernels.py and the fast path (graph.py with its vnni.py micro-kernel, both
+the VNNI and the portable body); where the processor has AVX512-VNNI it also checks that the
+scanned IR does call vpdpbusd, so the fast path really is in what was scanned.
+
 Numba cannot show the IR of code loaded from its cache, so this compiles the kernels in a
 fresh process with an empty cache folder and scans inspect_llvm() of every signature, the
 parallel (gufunc) bodies included.  The same scan must find floats in a float function.
@@ -17,17 +21,29 @@ import json, re, sys
 import numpy as np
 from numba import njit
 import intengine
-from intengine import kernels
+from intengine import cpu, graph, kernels
 pat = re.compile(r"%s")
 for path in sys.argv[1:]:
-    intengine.load(path).run(np.zeros((2, 32, 32, 3), np.uint8))
-found = {}
-for name in ("input_lut", "conv3x3", "add", "avgpool", "linear"):
-    k = getattr(kernels, name)
-    for sig in k.signatures:
-        ir = k.inspect_llvm(sig)
-        assert "define" in ir, "no IR (cached code?)"
-        found[f"{name}{sig}"] = sorted(set(pat.findall(ir)))
+    m = intengine.load(path, kernel="scalar")
+    m.run(np.zeros((2, 32, 32, 3), np.uint8))
+    m.set_kernel(None)                                   # the fast path where the file allows it
+    m.run(np.zeros((2, 32, 32, 3), np.uint8))
+    m.run(np.zeros((1, 32, 32, 3), np.uint8))
+z = np.zeros
+graph.conv3x3(z((1, 4, 4, 3), np.int32), 0, z((3, 3, 3, 16), np.int8), z(16, np.int64),
+              np.full(16, 1 << 30), np.full(16, 40), 0, 0, 255, 1, "portable")
+found, vnni = {}, False
+for mod, names in ((kernels, ("input_lut", "conv3x3", "add", "avgpool", "linear")),
+                   (graph, ("input_lut", "conv_rows", "add_rows", "pool", "linear", "run_op",
+                            "run", "run_one_op"))):
+    for name in names:
+        k = getattr(mod, name)
+        for sig in k.signatures:
+            ir = k.inspect_llvm(sig)
+            assert "define" in ir, "no IR (cached code?)"
+            found[f"{mod.__name__}.{name}{sig}"] = sorted(set(pat.findall(ir)))
+            vnni |= "llvm.x86.avx512.vpdpbusd.512" in ir
+assert vnni == cpu.HAS_VNNI, (vnni, cpu.HAS_VNNI)
 @njit
 def f(x):
     return x * 0.5 + 1.0
@@ -45,6 +61,7 @@ def test_no_float_instructions(exported, tmp_path):
     assert r.returncode == 0, r.stderr
     result = json.loads(r.stdout.strip().splitlines()[-1])
     assert result["control"], "the scan finds nothing even in float code"
-    assert len(result["kernels"]) >= 7
+    assert len(result["kernels"]) >= 7 + 8
+    assert any(k.startswith("intengine.graph.run(") for k in result["kernels"])
     offenders = {k: v for k, v in result["kernels"].items() if v}
     assert not offenders, offenders

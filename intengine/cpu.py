@@ -1,0 +1,57 @@
+"""Which conv kernel runs a file: the dispatch rule, decided when a model is loaded.
+
+    vnni      weights <= 8 bits, activations <= 8 bits, and the processor has AVX512-VNNI
+    portable  weights <= 8 bits, activations <= 8 bits, any processor (generic LLVM vectors)
+    scalar    everything else (16-bit files): kernels.py, int32 or int64 accumulators
+
+The processor's features come from LLVM (llvmlite reports the host's), at run time; nothing
+is assumed.  INTENGINE_KERNEL=portable (or scalar) forces a slower path, for comparison or
+to work around a problem; `vnni` on a processor without it is an error.  docs/engine.md.
+"""
+import os
+
+import llvmlite.binding as llvm
+from numba.core import config
+
+KERNELS = ("vnni", "portable", "scalar")
+ENV = "INTENGINE_KERNEL"
+
+
+def host_features():
+    """{feature: bool} of this processor, as LLVM sees it (e.g. 'avx512vnni', 'amx-int8')."""
+    return {k: bool(v) for k, v in llvm.get_host_cpu_features().items()}
+
+
+def has_vnni():
+    """True when Numba compiles for this host and the host has AVX512-VNNI (vpdpbusd on zmm).
+
+    A NUMBA_CPU_NAME / NUMBA_CPU_FEATURES override (e.g. for portable caches) means Numba
+    may not target this host, so the VNNI instruction is not emitted then."""
+    if config.CPU_NAME not in (None, "host") or config.CPU_FEATURES:
+        return False
+    f = host_features()
+    return f.get("avx512vnni", False) and f.get("avx512bw", False)
+
+
+HAS_VNNI = has_vnni()
+
+
+def cpu_name():
+    return llvm.get_host_cpu_name()
+
+
+def choose(eligible, requested=None):
+    """The kernel for a file: `requested` (or $INTENGINE_KERNEL, or 'auto') and the rule above.
+
+    eligible: whether the file has weights and activations of <= 8 bits (graph.eligible)."""
+    req = (requested or os.environ.get(ENV) or "auto").strip().lower()
+    if req not in ("auto",) + KERNELS:
+        raise ValueError(f"{ENV}={req!r}: expected auto, vnni, portable or scalar")
+    if req == "scalar" or not eligible:
+        return "scalar"
+    if req == "vnni" and not HAS_VNNI:
+        raise ValueError(f"kernel 'vnni' requested but this processor ({cpu_name()}) has no "
+                         f"AVX512-VNNI; use auto or portable")
+    if req == "portable":
+        return "portable"
+    return "vnni" if HAS_VNNI else "portable"

@@ -1,0 +1,120 @@
+"""The conv micro-kernel: 8 output pixels x 16 output channels of int32 sums, in registers.
+
+    acc[p, c] = sum_t sum_j x[off_p + koff[t] + j] * w[wbase + 64 t + 4 c + j]     (j < 4)
+
+x is uint8 (activations of <= 8 bits), w is int8 (weights of <= 8 bits), packed by
+graph.pack_conv: each K-group t of 4 input bytes (4 channels of one tap) has 64 bytes, 4 per
+output channel.  This is the operand layout of AVX512-VNNI's vpdpbusd, which adds the four
+u8 x s8 products of each 32-bit lane to an int32 lane, without saturation.
+
+Two bodies, chosen at run time by `kind` (cpu.py decides which is allowed):
+  1 (vnni)      llvm.x86.avx512.vpdpbusd.512, emitted only when cpu.HAS_VNNI
+  0 (portable)  generic LLVM vectors: bytes widened to i32 pairs, multiplied and pairwise
+                added (x86 lowers this to vpmaddwd on SSE2/AVX2/AVX-512; other CPUs to
+                their own multiply-adds)
+Both are exact: every product |x*w| <= 255*128 < 2^15, and the sum of K of them stays below
+K * 2^15 <= 2^31 for K < 65536 taps (graph.eligible checks it; ResNet20 has K <= 576,
+|acc| < 2^25).  The sums are the integer sum, whatever the order, so both bodies are
+bit-identical.  Written as LLVM IR through llvmlite: no C, no assembly, no floats.
+"""
+from llvmlite import ir
+from numba import types
+from numba.core import cgutils
+from numba.extending import intrinsic
+
+from .cpu import HAS_VNNI
+
+P, CO = 8, 16                      # the tile: 8 output pixels x 16 output channels
+I8, I32, I64 = ir.IntType(8), ir.IntType(32), ir.IntType(64)
+V16 = ir.VectorType(I32, 16)
+
+
+def _load(builder, base, offset, ty):
+    """Load `ty` from byte pointer base + offset (unaligned)."""
+    ptr = builder.gep(base, [offset])
+    return builder.load(builder.bitcast(ptr, ty.as_pointer()), align=1)
+
+
+def _broadcast(builder, scalar, n):
+    vec = builder.insert_element(ir.Constant(ir.VectorType(scalar.type, n), None), scalar,
+                                 ir.Constant(I32, 0))
+    return builder.shuffle_vector(vec, vec, ir.Constant(ir.VectorType(I32, n), [0] * n))
+
+
+def _body(builder, vnni, accs, xptr, offs, kptr, nk, wptr, wbase):
+    """The K loop: accs[p] (alloca'd <16 x i32>) += tile products over nk groups."""
+    if vnni:
+        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(V16, [V16, V16, V16]),
+                                            "llvm.x86.avx512.vpdpbusd.512")
+    with cgutils.for_range(builder, nk) as loop:
+        t = loop.index
+        ko = builder.load(builder.gep(kptr, [t]))
+        wb = builder.add(wbase, builder.mul(t, ir.Constant(I64, 64)))
+        if vnni:
+            wv = _load(builder, wptr, wb, V16)
+            for p in range(P):
+                a = _load(builder, xptr, builder.add(offs[p], ko), I32)
+                acc = builder.load(accs[p])
+                builder.store(builder.call(fn, [acc, _broadcast(builder, a, 16), wv]), accs[p])
+        else:
+            _portable_step(builder, accs, xptr, offs, ko, wptr, wb)
+
+
+def _portable_step(builder, accs, xptr, offs, ko, wptr, wb):
+    """One K-group without VNNI: (u8 pair) . (s8 pair) per i32 lane, twice (vpmaddwd-shaped)."""
+    w8 = _load(builder, wptr, wb, ir.VectorType(I8, 64))
+    wh = []                     # the weight pairs (2h, 2h+1) of each channel, as i32 lanes
+    for h in range(2):
+        idx = [4 * c + 2 * h + j for c in range(CO) for j in range(2)]
+        sel = builder.shuffle_vector(w8, w8, ir.Constant(ir.VectorType(I32, 32), idx))
+        wh.append(builder.sext(sel, ir.VectorType(I32, 32)))
+    even = ir.Constant(ir.VectorType(I32, 16), list(range(0, 32, 2)))
+    odd = ir.Constant(ir.VectorType(I32, 16), list(range(1, 32, 2)))
+    for p in range(P):
+        a4 = _load(builder, xptr, builder.add(offs[p], ko), ir.VectorType(I8, 4))
+        acc = builder.load(accs[p])
+        for h in range(2):
+            pair = builder.shuffle_vector(a4, a4, ir.Constant(ir.VectorType(I32, 32),
+                                                              [2 * h, 2 * h + 1] * 16))
+            prod = builder.mul(builder.zext(pair, ir.VectorType(I32, 32)), wh[h])
+            acc = builder.add(acc, builder.add(builder.shuffle_vector(prod, prod, even),
+                                               builder.shuffle_vector(prod, prod, odd)))
+        builder.store(acc, accs[p])
+
+
+@intrinsic
+def micro(typingctx, kind, x, xoff0, pstride, npix, koff, koff0, nk, w, wbase, acc):
+    """acc[16p + c] (int32, p < 8, c < 16) = the tile sums of the module docstring.
+
+    kind: 1 vnni, 0 portable.  x (bytes,) uint8; pixel p starts at byte
+    xoff0 + min(p, npix-1)*pstride (pixels past npix repeat the last one).  koff (groups,)
+    int64 byte offsets, this tile's K-groups are koff[koff0 : koff0+nk].  w (bytes,) int8."""
+    sig = types.void(types.int64, x, types.int64, types.int64, types.int64, koff, types.int64,
+                     types.int64, w, types.int64, acc)
+
+    def codegen(context, builder, signature, args):
+        tys = signature.args
+        kind, x, xoff0, pstride, npix, koff, koff0, nk, w, wbase, acc = args
+        arr = [context.make_array(tys[i])(context, builder, args[i]) for i in (1, 5, 8, 10)]
+        xptr, kptr, wptr = arr[0].data, builder.gep(arr[1].data, [koff0]), arr[2].data
+        accptr = builder.bitcast(arr[3].data, V16.as_pointer())
+        last = builder.sub(npix, ir.Constant(I64, 1))
+        offs = []
+        for p in range(P):
+            pc = ir.Constant(I64, p)
+            q = builder.select(builder.icmp_signed("<", pc, last), pc, last)
+            offs.append(builder.add(xoff0, builder.mul(q, pstride)))
+        accs = [cgutils.alloca_once(builder, V16) for _ in range(P)]
+        for a in accs:
+            builder.store(ir.Constant(V16, None), a)
+        with builder.if_else(builder.icmp_signed("==", kind, ir.Constant(I64, 1))) as (on, off):
+            with on:
+                _body(builder, HAS_VNNI, accs, xptr, offs, kptr, nk, wptr, wbase)
+            with off:
+                _body(builder, False, accs, xptr, offs, kptr, nk, wptr, wbase)
+        for p in range(P):
+            builder.store(builder.load(accs[p]), builder.gep(accptr, [ir.Constant(I64, p)]),
+                          align=1)
+        return context.get_dummy_value()
+
+    return sig, codegen

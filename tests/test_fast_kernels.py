@@ -1,0 +1,125 @@
+"""The fast paths (graph.py + vnni.py) equal the NumPy reference bit for bit, on every path
+this processor has: 'vnni' where it has AVX512-VNNI (else the tests say why they skip), and
+'portable' everywhere.  Random shapes, every weight width, 8- and 4-bit activations, the
+extreme values, and whole exported models at batch 1 (rows across threads) and batch > threads
+(images across threads)."""
+import numpy as np
+import pytest
+
+import intengine
+from intengine import cpu, graph, reference
+
+rng = np.random.default_rng(11)
+KERNELS = ["vnni", "portable"]
+
+
+def need(kernel):
+    if kernel == "vnni" and not cpu.HAS_VNNI:
+        pytest.skip(f"this processor ({cpu.cpu_name()}) has no AVX512-VNNI: the vnni path "
+                    f"cannot run here; the portable path is tested instead")
+
+
+def weights(shape, bits):
+    if bits <= 4:   # midrise levels
+        L = 2 * np.arange(1 << bits) + 1 - (1 << bits)
+        return L[rng.integers(0, 1 << bits, size=shape)].astype(np.int8)
+    return rng.integers(-128, 128, size=shape).astype(np.int8)
+
+
+def conv_case(n, h, w, ci, co, wbits, abits, stride, relu, zx=None, zy=None):
+    hi = (1 << abits) - 1
+    x = rng.integers(0, hi + 1, size=(n, h, w, ci)).astype(np.int32)
+    zx = int(rng.integers(0, hi + 1)) if zx is None else zx
+    zy = int(rng.integers(0, hi + 1)) if zy is None else zy
+    wt = weights((3, 3, ci, co), wbits)
+    spread = np.sqrt(9 * ci) * np.abs(wt).max() * hi         # typical |acc|
+    bias = rng.integers(-spread, spread + 1, size=co)
+    m0 = rng.integers(1 << 30, 1 << 31, size=co)               # M ~ 2^abits / spread: a full output range
+    sh = np.clip(np.round(30 + np.log2(spread) - abits) + rng.integers(-1, 2, size=co), 31, 62).astype(np.int64)
+    return (x, zx, wt, bias, m0, sh, zy, zy if relu else 0, hi, stride)
+
+
+@pytest.mark.parametrize("kernel", KERNELS)
+@pytest.mark.parametrize("wbits", [2, 4, 8])
+@pytest.mark.parametrize("abits", [8, 4])
+@pytest.mark.parametrize("stride", [1, 2])
+def test_conv_equals_reference(kernel, wbits, abits, stride):
+    need(kernel)
+    seen = set()
+    for n, h, w, ci, co in [(2, 8, 8, 16, 32), (1, 5, 11, 3, 16), (3, 9, 6, 20, 40), (1, 4, 3, 5, 7)]:
+        args = conv_case(n, h, w, ci, co, wbits, abits, stride, relu=bool(rng.integers(2)))
+        want = reference.conv3x3(*args)
+        got = graph.conv3x3(*args, kernel)
+        assert got.dtype == np.int32 and got.shape == want.shape
+        assert np.array_equal(got, want), (n, h, w, ci, co)
+        seen.update(np.unique(want).tolist())
+    assert len(seen) > 5                            # not saturated, trivially equal outputs
+
+
+@pytest.mark.parametrize("kernel", KERNELS)
+@pytest.mark.parametrize("zx", [0, 255])
+def test_conv_extremes(kernel, zx):
+    """All-255 inputs against all -128 weights (the largest |sum|, 9*64*255*128 < 2^25), with
+    z_x = 0 or 255 and z_y = 0, 128 or 255, M0 = 2^31 - 1."""
+    need(kernel)
+    x = np.full((2, 8, 8, 64), 255, np.int32)
+    w = np.full((3, 3, 64, 32), -128, np.int8)
+    bias = rng.integers(-(1 << 20), 1 << 20, size=32)
+    m0 = np.full(32, (1 << 31) - 1)
+    for zy in (0, 128, 255):
+        args = (x, zx, w, bias, m0, np.full(32, 48), zy, 0, 255, 1)
+        want = reference.conv3x3(*args)
+        assert np.array_equal(graph.conv3x3(*args, kernel), want), zy
+        if zy == 128:     # not saturated: corners (4 taps), edges (6) and the interior differ
+            assert len(np.unique(want)) > (3 if zx == 0 else 1)
+
+
+def test_a_wrong_kernel_fails():
+    """The check can fail: a zero point off by one changes the output."""
+    args = conv_case(1, 8, 8, 16, 16, 8, 8, 1, False, zx=10, zy=128)
+    want = reference.conv3x3(*args)
+    bad = (args[0], 11) + args[2:]
+    assert not np.array_equal(graph.conv3x3(*bad, "portable"), want)
+
+
+@pytest.mark.parametrize("stride,pad", [(1, 0), (2, 8)])
+def test_standalone_add(stride, pad):
+    a = rng.integers(0, 256, size=(2, 4, 4, 32)).astype(np.int32)
+    b = rng.integers(0, 256, size=(2, 4 * stride, 4 * stride, 32 - 2 * pad)).astype(np.int32)
+    za, zb, zy = (int(v) for v in rng.integers(0, 255, 3))
+    args = (a, za, b, zb, 1 << 28, int(rng.integers(1 << 26, 1 << 28)), stride, pad,
+            int(rng.integers(1 << 30, 1 << 31)), 60, zy, zy, 255)
+    assert np.array_equal(graph.add(*args), reference.add(*args))
+
+
+@pytest.mark.parametrize("kernel", KERNELS)
+@pytest.mark.parametrize("bits", [8, 4, 2])
+def test_model_equals_reference(kernel, bits, exported, test_images):
+    """Whole networks (fused conv+add, pool, linear): logits equal the reference path."""
+    need(kernel)
+    model = intengine.load(exported[bits][0], kernel=kernel)
+    assert model.kernel == kernel and model.graph is not None
+    x = test_images[0][:9]
+    want = model.run(x, reference_ops=True)
+    assert np.array_equal(model.run(x), want)                     # images across threads
+    assert np.array_equal(model.run(x[:1]), want[:1])             # rows across threads (batch 1)
+    assert np.array_equal(model.predict(x, batch_size=4), want)   # arenas reused, ragged batches
+
+
+def test_dispatch(exported, monkeypatch):
+    monkeypatch.delenv(cpu.ENV, raising=False)
+    assert intengine.load(exported[16][0]).kernel == "scalar"     # 16-bit: the int64 kernels
+    auto = intengine.load(exported[8][0]).kernel
+    assert auto == ("vnni" if cpu.HAS_VNNI else "portable")
+    monkeypatch.setenv(cpu.ENV, "portable")
+    assert intengine.load(exported[8][0]).kernel == "portable"
+    monkeypatch.setenv(cpu.ENV, "scalar")
+    m = intengine.load(exported[8][0])
+    assert m.kernel == "scalar" and m.graph is None
+    monkeypatch.setenv(cpu.ENV, "fastest")
+    with pytest.raises(ValueError, match="INTENGINE_KERNEL"):
+        intengine.load(exported[8][0])
+    monkeypatch.setattr(cpu, "HAS_VNNI", False)
+    with pytest.raises(ValueError, match="no AVX512-VNNI"):
+        cpu.choose(True, "vnni")
+    assert cpu.choose(True, "auto") == "portable"
