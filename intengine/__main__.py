@@ -16,6 +16,7 @@ from tqdm import tqdm
 from . import cifar10
 from .cli import fail as _fail, run as run_cli
 from .fileformat import VERSION, FormatError
+from . import cpu
 from .model import load
 
 MAX_PIXELS = 4096 * 4096            # an image declaring more is refused before it is decoded
@@ -83,9 +84,9 @@ def eval_cmd(model_path, data_dir, batch_size, limit, seed, progress, as_json, p
             os.replace(tmp, predictions)
         meta = model.header.get("meta", {})
         r.update(model=str(model_path), bits=meta.get("bits"), act_bits=meta.get("act_bits"),
-                 batch_size=batch_size, limit=limit, seed=seed)
+                 batch_size=batch_size, limit=limit, seed=seed, kernel=model.kernel)
         click.echo(f"{model_path}: accuracy {r['accuracy']:.4f} ({r['correct']}/{r['n']}), "
-                   f"{r['images_per_s']:.0f} images/s at batch {batch_size}, "
+                   f"{r['images_per_s']:.0f} images/s at batch {batch_size} ({model.kernel} kernel), "
                    f"first result after {r['first_result_s']:.2f} s (JIT or cache load)")
         if as_json:
             click.echo(json.dumps(r))
@@ -232,19 +233,29 @@ def info_cmd(model_path, as_json):
                            weight_scale_max=float(ws.max()))
             layers.append(row)
         info = {"file": str(model_path), "size_bytes": os.path.getsize(model_path),
-                "meta": model.header.get("meta", {}), "layers": layers}
+                "meta": model.header.get("meta", {}), "kernel": model.kernel,
+                "cpu": kernel_cpu(), "layers": layers}
         if as_json:
             click.echo(json.dumps(info))
             return
         m = info["meta"]
         click.echo(f"{model_path}: {info['size_bytes']:,} bytes, W{m.get('bits')}A{m.get('act_bits')}, "
                    f"exporter {m.get('exporter_version')}, checkpoint sha256 {str(m.get('checkpoint_sha256'))[:12]}")
+        click.echo(f"kernel: {info['kernel']} (processor {info['cpu']['name']}, avx512vnni "
+                   f"{info['cpu']['avx512vnni']}; {cpu.ENV}=portable|scalar forces a slower path)")
         click.echo(f"{'layer':18} {'op':6} {'W':>3} {'A':>3} {'weight bytes':>12}  {'weight scale':>21}  out scale / zp")
         for r in layers:
             ws = f"{r['weight_scale_min']:.3g}..{r['weight_scale_max']:.3g}" if "shape" in r else ""
             click.echo(f"{r['name']:18} {r['op']:6} {r['bits_w'] or '':>3} {r['bits_a']:>3} "
                        f"{r.get('weight_bytes', ''):>12}  {ws:>21}  {r['out_scale']:.4g} / {r['out_zero_point']}")
     _guard(run)
+
+
+def kernel_cpu():
+    """The processor facts behind the kernel choice (cpu.py)."""
+    f = cpu.host_features()
+    return {"name": cpu.cpu_name(), "avx512vnni": f.get("avx512vnni", False),
+            "amx-int8": f.get("amx-int8", False)}
 
 
 def main():

@@ -3,6 +3,8 @@ this processor has: 'vnni' where it has AVX512-VNNI (else the tests say why they
 'portable' everywhere.  Random shapes, every weight width, 8- and 4-bit activations, the
 extreme values, and whole exported models at batch 1 (rows across threads) and batch > threads
 (images across threads)."""
+import json
+
 import numpy as np
 import pytest
 
@@ -123,3 +125,20 @@ def test_dispatch(exported, monkeypatch):
     with pytest.raises(ValueError, match="no AVX512-VNNI"):
         cpu.choose(True, "vnni")
     assert cpu.choose(True, "auto") == "portable"
+
+
+def test_cli_says_which_kernel_ran(exported, data_dir):
+    from conftest import run_cli
+    r = run_cli("intengine", "info", exported[8][0], "--json")
+    assert r.returncode == 0, r.stderr
+    info = json.loads(r.stdout.strip().splitlines()[-1])
+    assert info["kernel"] == ("vnni" if cpu.HAS_VNNI else "portable")
+    assert info["cpu"]["avx512vnni"] == cpu.host_features().get("avx512vnni", False)
+    r = run_cli("intengine", "eval", exported[8][0], "--limit", "20", "--json", "--no-progress",
+                env={"CIFAR10_DIR": data_dir, cpu.ENV: "portable"})
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout.strip().splitlines()[-1])["kernel"] == "portable"
+    r = run_cli("intengine", "info", exported[16][0])
+    assert r.returncode == 0 and "kernel: scalar" in r.stdout
+    r = run_cli("intengine", "info", exported[8][0], env={cpu.ENV: "fastest"})
+    assert r.returncode == 2 and r.stderr.startswith("error: INTENGINE_KERNEL='fastest'"), r.stderr
