@@ -12,21 +12,28 @@ from intengine.fileformat import ACT_BITS, WEIGHT_BITS
 from trainer import data
 from trainer.__main__ import DEFAULT_CHECKPOINT
 from trainer.checkpoint import CheckpointError
-from . import __version__, build, calibrate, fold
-from .quantize import LEVEL_SETS, ExportError
+from . import __version__, build, calibrate, fold, reconstruct
+from .quantize import LEVEL_SETS, ExportError, act_qparams
 
 
 
 
 def export(checkpoint, bits, act_bits, first_last_bits, calib_images, seed, data_dir, out,
-           clip="mse", levels="midrise", bias_correction=None, progress=True, params_from="ours"):
-    """The whole export; returns (out path, size in bytes, qnet, float ops)."""
+           clip="mse", levels="midrise", bias_correction=None, progress=True, params_from="ours",
+           rounding="nearest", recon=None, log=None):
+    """The whole export; returns (out path, size in bytes, qnet, float ops).
+
+    rounding: 'nearest', or 'adaround'/'brecq' with `recon` {iters, batch, lr, reg, qdrop}
+    (exporter/reconstruct.py, docs section 13)."""
     model = fold.load_resnet20(checkpoint)
     points, ops = fold.graph(model)
     train = data.load_arrays(data_dir)["x_train"]
     images, _, idx_hash = calibrate.calibration_images(train, calib_images, seed)
+    if rounding not in reconstruct.METHODS:
+        raise ValueError(f"unknown rounding {rounding!r}; choose from {reconstruct.METHODS}")
     if bias_correction is None:
-        bias_correction = bits <= 4 and params_from == "ours"
+        bias_correction = bits <= 4 and params_from == "ours" and rounding == "nearest"
+    recon_report = None
     if params_from == "torchao":          # a calibrated full-range torch.ao int8 model, rewritten
         if (bits, act_bits, first_last_bits) != (8, 8, 8):
             raise ValueError("--params-from torchao reads a W8A8 torch.ao model: use --bits 8 "
@@ -38,15 +45,25 @@ def export(checkpoint, bits, act_bits, first_last_bits, calib_images, seed, data
         lo, hi = calibrate.minmax(ops, len(points), images, progress=progress)
         weights = build.quantize_weights_all(ops, bits=bits, first_last_bits=first_last_bits,
                                              levels=levels, clip=clip)
+        if rounding != "nearest":
+            if params_from != "ours":
+                raise ValueError("--rounding needs --params-from ours")
+            qpts = [{**p, "bits": act_bits, **dict(zip(("scale", "zp"), act_qparams(l, h, act_bits)))}
+                    for p, l, h in zip(points, lo, hi)]
+            weights, recon_report = reconstruct.reconstruct(ops, qpts, images, weights, method=rounding,
+                                                            seed=seed, progress=progress, log=log,
+                                                            **(recon or {}))
         shift = calibrate.bias_shift(ops, images, build.dequantized(weights)) if bias_correction else None
         qnet = build.quantize_graph(points, ops, lo, hi, weights, act_bits=act_bits, bias_shift=shift)
     meta = {"exporter_version": __version__, "checkpoint_sha256": fold.file_sha256(checkpoint),
             "bits": bits, "act_bits": act_bits, "first_last_bits": first_last_bits,
             "weight_clip": clip, "weight_levels": levels, "bias_correction": bias_correction,
-            "params_from": params_from,
+            "params_from": params_from, "rounding": rounding,
             "calibration": {"method": "minmax" if params_from == "ours" else "torchao HistogramObserver",
                             "images": calib_images, "seed": seed,
                             "source": "train", "indices_sha256": idx_hash}}
+    if recon_report is not None:
+        meta["reconstruction"] = {k: recon_report[k] for k in ("method", "seed", "config")}
     out = Path(out)
     build.to_file(qnet, out, meta)
     return out, out.stat().st_size, qnet, ops
@@ -74,10 +91,25 @@ def export(checkpoint, bits, act_bits, first_last_bits, calib_images, seed, data
 @click.option("--params-from", type=click.Choice(["ours", "torchao"]), default="ours", show_default=True,
               help="torchao: take every scale, zero point and weight from a calibrated full-range "
                    "torch.ao int8 model (the cross-check; --bits 8 only).")
+@click.option("--rounding", type=click.Choice(reconstruct.METHODS), default="nearest", show_default=True,
+              help="Weight rounding: nearest, or learned by reconstruction per layer (adaround) "
+                   "or per residual block (brecq), docs/quantization.md section 13.")
+@click.option("--iters", type=click.IntRange(0), default=None,
+              help=f"Reconstruction steps per layer/block  [default: {reconstruct.DEFAULTS['iters']}]")
+@click.option("--recon-batch", type=click.IntRange(1), default=None,
+              help=f"Images per reconstruction step  [default: {reconstruct.DEFAULTS['batch']}]")
+@click.option("--lr", type=click.FloatRange(0, min_open=True), default=None,
+              help=f"Adam learning rate of the rounding variables  [default: {reconstruct.DEFAULTS['lr']}]")
+@click.option("--reg", type=click.FloatRange(0), default=None,
+              help=f"Weight of the rounding regularizer, eq. (19)  [default: {reconstruct.DEFAULTS['reg']}]")
+@click.option("--qdrop", type=click.FloatRange(0, 1), default=None,
+              help=f"QDrop probability of keeping an activation in float, eq. (20)  "
+                   f"[default: {reconstruct.DEFAULTS['qdrop']}]")
 @click.option("--out", default=None, help="Output file  [default: exports/resnet20_w{bits}a{act}.npz]")
 @click.option("--progress/--no-progress", default=True, show_default=True)
 def cli(bits, checkpoint, act_bits, first_last_bits, calib_images, seed, data_dir, weight_clip,
-        weight_levels, bias_correction, params_from, out, progress):
+        weight_levels, bias_correction, params_from, rounding, iters, recon_batch, lr, reg, qdrop, out,
+        progress):
     """Export a trained ResNet20 to an integer model file for `python -m intengine`."""
     bits = int(bits)
     act_bits = int(act_bits) if act_bits else (16 if bits == 16 else 8)
@@ -92,7 +124,10 @@ def cli(bits, checkpoint, act_bits, first_last_bits, calib_images, seed, data_di
         path, size, _, _ = export(checkpoint, bits, act_bits, fl, calib_images, seed, data_dir, out,
                                   clip=weight_clip, levels=weight_levels,
                                   bias_correction=bias_correction, progress=progress,
-                                  params_from=params_from)
+                                  params_from=params_from, rounding=rounding,
+                                  recon={"iters": iters, "batch": recon_batch, "lr": lr, "reg": reg,
+                                         "qdrop": qdrop},
+                                  log=lambda m: click.echo(m, err=True))
     except (CheckpointError, data.DataError, ExportError, ValueError) as e:
         _fail(str(e))
     except OSError as e:
@@ -101,6 +136,8 @@ def cli(bits, checkpoint, act_bits, first_last_bits, calib_images, seed, data_di
         _fail("interrupted; no file was written")
     meta = fileformat.read(path)[0]["meta"]                  # read back what was written
     extra = " + bias correction" if meta["bias_correction"] else ""
+    if meta.get("rounding", "nearest") != "nearest":
+        extra += f", {meta['rounding']} rounding"
     source = "torch.ao int8 (full range)" if meta["params_from"] == "torchao" else f"weights {meta['weight_clip']}{extra}"
     click.echo(f"wrote {path}: {size:,} bytes, W{bits}A{act_bits} (first/last layer W{fl}), {source}, "
                f"{calib_images} calibration images, {time.perf_counter() - t0:.1f} s")

@@ -64,3 +64,16 @@ def bias_shift(ops, images, dequant, batch_size=64):
             sums[op["name"]] = sums.get(op["name"], 0) + y.sum(dims)
             count[op["name"]] = count.get(op["name"], 0) + y.numel() // y.shape[1]
     return {k: (v / count[k]).numpy() for k, v in sums.items()}
+
+
+HELDOUT_SEED = 10_000
+
+
+def heldout_indices(n_train, n=5000, calib_images=1024, calib_seeds=(0, 1, 2)):
+    """Training-image indices for choosing hyperparameters: a seeded sample of `n` that
+    shares no image with the calibration samples of `calib_seeds` (section 13)."""
+    used = np.zeros(n_train, bool)
+    for s in calib_seeds:
+        used[seeded_subset(n_train, calib_images, s)] = True
+    free = np.flatnonzero(~used)
+    return np.sort(free[np.random.default_rng(HELDOUT_SEED).choice(len(free), n, replace=False)])

@@ -25,22 +25,25 @@ def forward(ops, x, act=lambda i, t: t, weight=lambda op: op["weight"]):
     """Float walk.  x: normalized (N,3,32,32); returns the logits (N, classes)."""
     acts = {0: act(0, x)}
     for op in ops:
-        kind = op["op"]
-        if kind == "conv":
-            w = weight(op)
-            y = F.conv2d(acts[op["in"]], w, op["bias"].to(w.dtype), op["stride"], 1)
-        elif kind == "add":
-            a, b = acts[op["in"][0]], acts[op["in"][1]]
-            y = a + _shortcut(b, op["stride"], op["pad"])
-        elif kind == "pool":
-            y = acts[op["in"]].mean((2, 3))
-        else:
-            w = weight(op)
-            y = F.linear(acts[op["in"]], w, op["bias"].to(w.dtype))
-        if op.get("relu"):
-            y = F.relu(y)
-        acts[op["out"]] = act(op["out"], y)
+        acts[op["out"]] = act(op["out"], apply(op, acts, weight))
     return acts[ops[-1]["out"]]
+
+
+def apply(op, acts, weight):
+    """One op of the float walk on acts {point: tensor} -> its output, before `act`."""
+    kind = op["op"]
+    if kind == "conv":
+        w = weight(op)
+        y = F.conv2d(acts[op["in"]], w, op["bias"].to(w.dtype), op["stride"], 1)
+    elif kind == "add":
+        a, b = acts[op["in"][0]], acts[op["in"][1]]
+        y = a + _shortcut(b, op["stride"], op["pad"])
+    elif kind == "pool":
+        y = acts[op["in"]].mean((2, 3))
+    else:
+        w = weight(op)
+        y = F.linear(acts[op["in"]], w, op["bias"].to(w.dtype))
+    return F.relu(y) if op.get("relu") else y
 
 
 def requant(acc, m0, n):

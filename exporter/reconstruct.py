@@ -1,0 +1,269 @@
+"""Learned weight rounding by reconstruction: AdaRound per layer, BRECQ per residual block,
+with QDrop (docs/quantization.md section 13).  Offline, floats allowed.
+
+The network is cut into *units*: one weighted layer (`adaround`) or one residual block,
+the stem and the head (`brecq`).  For each unit in order, a rounding variable V per weight
+chooses between the two levels around w/s_w (eq. 17), and Adam minimizes the unit's output
+error against the FP32 model plus the annealed rounding regularizer (eq. 18-19).  The unit's
+input is the output of the already-rounded units before it (fake-quantized as the engine
+will quantize it), mixed element-wise with the FP32 input by QDrop (eq. 20).  Only the
+rounding decisions change; scales come from the usual MSE clipping and min/max calibration,
+and the float weights and biases stay the folded FP32 ones.
+
+`reconstruct(...)` returns codes in the form of build.quantize_weights_all, so the file is
+written by the ordinary path and the engine runs it unchanged.
+"""
+import math
+import time
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from .calibrate import normalize64
+from .simulate import _ste, apply
+
+ZETA, GAMMA = 1.1, -0.1                     # eq. (17): the rectified sigmoid's stretch
+METHODS = ("nearest", "adaround", "brecq")
+
+DEFAULTS = {                                # one flat block of the defaults (section 13)
+    "iters": 1000,          # Adam steps per unit
+    "batch": 32,            # images per step
+    "lr": 1e-3,             # Adam on V
+    "reg": 0.01,            # lambda of eq. (19)
+    "beta": (20.0, 2.0),    # eq. (19) annealing, start -> end
+    "warmup": 0.2,          # share of the steps with no regularizer
+    "qdrop": 0.5,           # eq. (20): probability of keeping an activation in float
+}
+
+
+class Rounding:
+    """The rounding variables of one weighted layer, eq. (17).
+
+    w (Co, ...) float, s (Co,), L the levels (uniform step).  base[c, ...] is the index of
+    the level at or below w/s (clamped so that base + 1 exists); V chooses base or base + 1."""
+
+    def __init__(self, w, s, L):
+        L = np.asarray(L, np.int64)
+        self.L, self.step = L, int(L[1] - L[0])
+        shape = (-1,) + (1,) * (w.dim() - 1)
+        self.s = torch.as_tensor(s, dtype=torch.float32).view(shape)
+        u = (w.double() / torch.as_tensor(s, dtype=torch.float64).view(shape) - int(L[0])) / self.step
+        self.base = u.floor().clamp(0, len(L) - 2).long()
+        frac = (u - self.base).clamp(0, 1).float()
+        p = (frac - GAMMA) / (ZETA - GAMMA)                      # h(V) = frac at the start
+        self.V = torch.nn.Parameter(torch.log(p / (1 - p)))
+        self.nearest = (self.base + (frac >= 0.5).long()).numpy()   # round-to-nearest, ties up
+        self.lo = (int(L[0]) + self.step * self.base).float()
+
+    def h(self):
+        return torch.clamp(torch.sigmoid(self.V) * (ZETA - GAMMA) + GAMMA, 0, 1)
+
+    def weight(self, hard):
+        r = (self.V >= 0).float() if hard else self.h()
+        return self.s * (self.lo + self.step * r)
+
+    def reg(self, beta):
+        """eq. (19): zero only when every h is 0 or 1."""
+        return (1 - (2 * self.h() - 1).abs().pow(beta)).sum()
+
+    def codes(self):
+        return (self.base + (self.V.detach() >= 0).long()).numpy()
+
+
+class DropMasks:
+    """Bernoulli(p) masks for eq. (20).  Drawing a fresh mask per element costs more than the
+    convolutions on this CPU, so each image draws one of BANK masks made once per shape."""
+    BANK = 256
+
+    def __init__(self, p, gen):
+        self.p, self.gen, self.bank = p, gen, {}
+
+    def draw(self, shape):
+        key = tuple(shape[1:])
+        if key not in self.bank:
+            self.bank[key] = torch.rand((self.BANK,) + key, generator=self.gen) < self.p
+        return self.bank[key][torch.randint(0, self.BANK, (shape[0],), generator=self.gen)]
+
+
+def units(ops, method):
+    """Split the graph into lists of ops: per weighted layer, or per block/stem/head."""
+    groups, cur = [], []
+    for op in ops:
+        if method == "adaround":
+            cur.append(op)
+            if op["op"] in ("conv", "linear", "add"):
+                groups.append(cur)
+                cur = []
+            continue
+        cur.append(op)
+        if op["op"] == "add" or op["name"] in ("stem", "fc"):
+            groups.append(cur)
+            cur = []
+    if cur:
+        groups.append(cur)
+    return groups
+
+
+def _inputs(unit):
+    made = {op["out"] for op in unit}
+    ins = []
+    for op in unit:
+        for i in (op["in"] if isinstance(op["in"], list) else [op["in"]]):
+            if i not in made and i not in ins:
+                ins.append(i)
+    return ins
+
+
+class Quantizer:
+    """Activation fake-quant at each point, eq. (1)+(4), with straight-through rounding."""
+
+    def __init__(self, points):
+        self.s = [float(p["scale"]) for p in points]
+        self.z = [float(p["zp"]) for p in points]
+        self.hi = [float((1 << p["bits"]) - 1) for p in points]
+
+    def __call__(self, i, t):
+        q = torch.clamp(torch.floor(t / self.s[i] + 0.5) + self.z[i], 0, self.hi[i])
+        return _ste(t, (q - self.z[i]) * self.s[i])
+
+
+def run_unit(unit, acts, weight, act):
+    """simulate.forward restricted to one unit; acts {point: tensor} -> with the unit's points."""
+    acts = dict(acts)
+    for op in unit:
+        acts[op["out"]] = act(op["out"], apply(op, acts, weight))
+    return acts
+
+
+def _beta(t, iters, cfg):
+    """eq. (19) schedule: None during warmup, then beta falls linearly start -> end."""
+    w = int(cfg["warmup"] * iters)
+    if t < w:
+        return None
+    b0, b1 = cfg["beta"]
+    return b1 + (b0 - b1) * (1 - (t - w) / max(1, iters - w))
+
+
+def _batched(fn, n, bs=256):
+    return [fn(slice(s, s + bs)) for s in range(0, n, bs)]
+
+
+def reconstruct(ops, qpoints, images, weights, *, method="brecq", seed=0, progress=True, log=None,
+                **cfg):
+    """-> (weights with learned codes, report).  `weights` from build.quantize_weights_all
+    (its scales and levels are kept), `qpoints` the calibrated points (scale, zp, bits),
+    `images` the unlabeled calibration images (N,32,32,3) uint8."""
+    cfg = {**DEFAULTS, **{k: v for k, v in cfg.items() if v is not None}}
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)            # small steps: one thread is many times faster on a busy CPU
+    try:
+        return _reconstruct(ops, qpoints, images, weights, method, seed, progress, log, cfg)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _reconstruct(ops, qpoints, images, weights, method, seed, progress, log, cfg):
+    gen = torch.Generator().manual_seed(seed)
+    quant = Quantizer(qpoints)
+    ops = [dict(op) for op in ops]
+    rounding = {}
+    for op in ops:
+        if op["op"] in ("conv", "linear"):
+            op["w32"] = op["weight"].float()
+            op["bias"] = op["bias"].float()
+            _, _, _, L, s_w = weights[op["name"]]
+            rounding[op["name"]] = Rounding(op["weight"], s_w, L)
+    fp_w = lambda op: op["w32"]
+    ident = lambda i, t: t
+    x = normalize64(images).float()
+    n = len(x)
+    fp = {0: x}
+    q = {0: torch.cat(_batched(lambda sl: quant(0, x[sl]), n))}
+    groups = units(ops, method)
+    last_use = {}
+    for k, unit in enumerate(groups):
+        for i in _inputs(unit):
+            last_use[i] = k
+    report = {"method": method, "seed": seed, "config": {k: list(v) if isinstance(v, tuple) else v
+                                                          for k, v in cfg.items()}, "units": []}
+    t_all = time.perf_counter()
+    for k, unit in enumerate(groups):
+        ins = _inputs(unit)
+        target = unit[-1]["out"]
+        with torch.no_grad():
+            fp_out = {}
+            for part in _batched(lambda sl: run_unit(unit, {i: fp[i][sl] for i in ins}, fp_w, ident), n):
+                for p, t in part.items():
+                    fp_out.setdefault(p, []).append(t)
+            fp_out = {p: torch.cat(v) for p, v in fp_out.items() if p not in ins}
+        params = [rounding[op["name"]] for op in unit if op["name"] in rounding]
+        t0 = time.perf_counter()
+        entry = {"unit": unit[-1]["name"].rsplit(".", 1)[0] if method == "brecq" else unit[-1]["name"],
+                 "weights": sum(r.V.numel() for r in params)}
+        if params and cfg["iters"] > 0:
+            opt = torch.optim.Adam([r.V for r in params], lr=cfg["lr"])
+            by_name = {op["name"]: r for op, r in ((op, rounding.get(op["name"])) for op in unit) if r}
+            soft = lambda op: by_name[op["name"]].weight(hard=False)
+            internal = {op["out"] for op in unit[:-1]}
+            p_drop = cfg["qdrop"]
+            masks = DropMasks(p_drop, gen)
+
+            def drop_act(i, t):                         # eq. (20) on points read inside the unit
+                tq = quant(i, t)
+                if i in internal and p_drop > 0:
+                    return torch.where(masks.draw(tq.shape), t, tq)
+                return tq
+
+            bar = tqdm(range(cfg["iters"]), desc=f"{k + 1}/{len(groups)} {entry['unit']}", leave=False,
+                       disable=not progress, unit="it", mininterval=1.0)
+            for t in bar:
+                idx = torch.randint(0, n, (cfg["batch"],), generator=gen)
+                inp = {}
+                for i in ins:
+                    xq, xf = q[i][idx], fp[i][idx]
+                    if p_drop > 0:
+                        inp[i] = torch.where(masks.draw(xq.shape), xf, xq)
+                    else:
+                        inp[i] = xq
+                out = run_unit(unit, inp, soft, drop_act)[target]
+                err = out - fp_out[target][idx]
+                rec = err.pow(2).sum(1).mean()                               # eq. (18)
+                beta = _beta(t, cfg["iters"], cfg)
+                reg = sum(r.reg(beta) for r in params) if beta is not None else torch.zeros(())
+                loss = rec + cfg["reg"] * reg
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                if t % 20 == 0 or t == cfg["iters"] - 1:
+                    bar.set_postfix(rec=f"{rec.item():.4g}", reg=f"{float(reg.detach()):.3g}",
+                                    beta=f"{beta:.1f}" if beta else "-")
+            bar.close()
+        with torch.no_grad():
+            hard = lambda op: rounding[op["name"]].weight(hard=True) if op["name"] in rounding else None
+            outs = {}
+            for sl_part in _batched(lambda sl: (sl, run_unit(unit, {i: q[i][sl] for i in ins}, hard, quant)), n):
+                sl, part = sl_part
+                for p, t in part.items():
+                    if p not in ins:
+                        outs.setdefault(p, []).append(t)
+            outs = {p: torch.cat(v) for p, v in outs.items()}
+            entry["mse"] = float((outs[target] - fp_out[target]).pow(2).sum(1).mean())
+            if params:
+                entry["changed_vs_nearest"] = sum(int((r.codes() != r.nearest).sum()) for r in params)
+        entry["seconds"] = round(time.perf_counter() - t0, 2)
+        report["units"].append(entry)
+        if log:
+            log(f"{entry['unit']}: output MSE {entry['mse']:.5g}, {entry.get('changed_vs_nearest', 0)} of "
+                f"{entry['weights']} roundings differ from nearest, {entry['seconds']} s")
+        fp.update(fp_out)
+        q.update(outs)
+        for i in [i for i in fp if last_use.get(i, -1) <= k]:      # no later unit reads it
+            fp.pop(i)
+            q.pop(i, None)
+    report["seconds"] = round(time.perf_counter() - t_all, 2)
+    out = {}
+    for name, (b, kind, codes, L, s_w) in weights.items():
+        out[name] = (b, kind, rounding[name].codes().reshape(codes.shape), L, s_w)
+    return out, report
+

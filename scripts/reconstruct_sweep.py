@@ -1,0 +1,280 @@
+"""Learned rounding (docs/quantization.md section 13): the held-out sweep, the committed
+exports, and their evaluation.  Every figure it writes comes from a run it made.
+
+    CIFAR10_DIR=../shared/data python scripts/reconstruct_sweep.py sweep --set iters=500,qdrop=0.5 [...]
+    CIFAR10_DIR=../shared/data python scripts/reconstruct_sweep.py export [--only NAME] [--write]
+    CIFAR10_DIR=../shared/data python scripts/reconstruct_sweep.py evaluate [--write]
+
+- `sweep` exports W{bits}A{act} at calibration seed 0 with each setting and scores the file
+  with the engine on 5,000 *training* images held out from every calibration sample
+  (exporter.calibrate.heldout_indices): accuracy and top-1 agreement with FP32.  The test
+  set is never read.  One JSON line per run is appended to results/lowbit/sweep.jsonl.
+- `export` makes the files of EXPORTS (the chosen settings) with `python -m exporter` in a
+  subprocess, timing each and recording the load average; with --write into models/ and
+  results/lowbit/exports.json, else into exports/lowbit/ (untracked).
+- `evaluate` runs the engine and the fake-quant simulation on all 10,000 test images for
+  every file in the export record, and writes results/lowbit/eval.json and
+  results/lowbit/README.md (3-seed mean, std and worst seed) with --write, else prints.
+"""
+import datetime
+import json
+import os
+import platform
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import click
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "scripts"))
+
+RESULTS = ROOT / "results" / "lowbit"
+
+# The committed exports: name -> exporter options.  The settings are the held-out choice
+# (results/lowbit/sweep.jsonl, section 13); seeds 0-2 differ in calibration images and
+# reconstruction randomness.
+W2 = ["--rounding", "brecq", "--iters", "500", "--qdrop", "0.5"]
+W4 = ["--rounding", "brecq", "--iters", "200", "--qdrop", "0.5"]
+EXPORTS = {}
+for _s in (0, 1, 2):
+    EXPORTS[f"w4a8_brecq_s{_s}"] = ["--bits", "4", *W4, "--seed", str(_s)]
+    EXPORTS[f"w2a8_brecq_s{_s}"] = ["--bits", "2", *W2, "--seed", str(_s)]
+EXPORTS["w2a8_all2_brecq_s0"] = ["--bits", "2", "--first-last-bits", "2", *W2, "--seed", "0"]
+EXPORTS["w4a4_brecq_s0"] = ["--bits", "4", "--act-bits", "4", *W4, "--seed", "0"]
+EXPORTS["w2a4_brecq_s0"] = ["--bits", "2", "--act-bits", "4", *W2, "--seed", "0"]
+# round-to-nearest at the same widths (the exporter's defaults: MSE clipping + bias correction)
+for _n, _o in (("w2a8_all2_nearest_s0", ["--bits", "2", "--first-last-bits", "2"]),
+               ("w4a4_nearest_s0", ["--bits", "4", "--act-bits", "4"]),
+               ("w2a4_nearest_s0", ["--bits", "2", "--act-bits", "4"])):
+    EXPORTS[_n] = [*_o, "--seed", "0"]
+
+
+def machine():
+    import torch
+    from train_report import cpu_name
+    return {"cpu": cpu_name(), "cores": os.cpu_count(), "python": platform.python_version(),
+            "torch": torch.__version__, "numpy": np.__version__}
+
+
+def load1():
+    return round(os.getloadavg()[0], 2)
+
+
+def export_cmd(opts, out):
+    return ["python", "-m", "exporter", *opts, "--no-progress", "--out", str(out)]
+
+
+def run_export(opts, out, data_dir):
+    """-> (seconds, load before, load after, stderr log).  Exit on failure."""
+    env = {**os.environ, **({"CIFAR10_DIR": data_dir} if data_dir else {})}
+    cmd = export_cmd(opts, out)
+    click.echo("$ " + " ".join(shlex.quote(c) for c in cmd), err=True)
+    l0, t0 = load1(), time.perf_counter()
+    r = subprocess.run([sys.executable if c == "python" else c for c in cmd], cwd=ROOT, env=env,
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    dt = time.perf_counter() - t0
+    if r.returncode:
+        raise click.ClickException(f"export failed ({r.returncode}): {r.stderr.strip().splitlines()[-1]}")
+    return round(dt, 1), l0, load1(), r.stderr
+
+
+def engine_top1(path, images, labels, ref):
+    import intengine
+    m = intengine.load(path)
+    pred = np.concatenate([m.predict(images[s:s + 256]).argmax(1) for s in range(0, len(images), 256)])
+    return float((pred == labels).mean()), float((pred == ref).mean())
+
+
+def fp32_pred(images):
+    import torch
+    from exporter import calibrate, fold
+    model = fold.load_resnet20(ROOT / "checkpoints" / "resnet20.pt")
+    with torch.no_grad():
+        return np.concatenate([model(calibrate.normalize64(images[s:s + 500]).float()).argmax(1).numpy()
+                               for s in range(0, len(images), 500)])
+
+
+@click.group()
+def cli():
+    pass
+
+
+@cli.command()
+@click.option("--set", "sets", multiple=True, required=True,
+              help="Comma-separated key=value exporter options, e.g. iters=500,qdrop=0.5,bits=2.")
+@click.option("--data-dir", default=None)
+def sweep(sets, data_dir):
+    """Score settings on the 5,000 held-out training images (never the test set)."""
+    from exporter import calibrate
+    from trainer import data
+    arr = data.load_arrays(data_dir)
+    idx = calibrate.heldout_indices(len(arr["x_train"]))
+    x, y = arr["x_train"][idx], np.asarray(arr["y_train"][idx]).astype(np.int64)
+    ref = fp32_pred(x)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    tmp = ROOT / "exports" / "sweep"
+    tmp.mkdir(parents=True, exist_ok=True)
+    for spec in sets:
+        kv = dict(item.split("=", 1) for item in spec.split(","))
+        kv.setdefault("bits", "2")
+        kv.setdefault("rounding", "brecq")
+        opts = []
+        for k, v in kv.items():
+            opts += [f"--{k.replace('_', '-')}", v]
+        out = tmp / ("_".join(f"{k}{v}" for k, v in kv.items()) + ".npz")
+        secs, l0, l1, _ = run_export(opts, out, data_dir)
+        acc, agree = engine_top1(out, x, y, ref)
+        rec = {"setting": kv, "command": " ".join(export_cmd(opts, out.relative_to(ROOT))),
+               "heldout_images": len(idx), "heldout_accuracy": acc, "heldout_agree_fp32": agree,
+               "fp32_heldout_accuracy": float((ref == y).mean()), "export_seconds": secs,
+               "load1_before": l0, "load1_after": l1, "calibration_seed": 0,
+               "when": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+               "machine": machine()}
+        click.echo(json.dumps({k: rec[k] for k in ("setting", "heldout_accuracy", "heldout_agree_fp32",
+                                                    "export_seconds", "load1_before")}))
+        with open(RESULTS / "sweep.jsonl", "a") as f:
+            f.write(json.dumps(rec) + "\n")
+
+
+@cli.command()
+@click.option("--only", multiple=True, help="Names from EXPORTS (default: all).")
+@click.option("--write", is_flag=True, help="Write models/ and results/lowbit/exports.json (tracked).")
+@click.option("--data-dir", default=None)
+def export(only, write, data_dir):
+    """Make the committed exports, timing each."""
+    names = list(only) or list(EXPORTS)
+    bad = [n for n in names if n not in EXPORTS]
+    if bad:
+        raise click.UsageError(f"unknown export {bad[0]!r}; choose from {', '.join(EXPORTS)}")
+    folder = ROOT / ("models" if write else "exports/lowbit")
+    folder.mkdir(parents=True, exist_ok=True)
+    record_path = (RESULTS if write else folder) / "exports.json"
+    record = json.loads(record_path.read_text()) if record_path.is_file() else {}
+    for name in names:
+        out = folder / f"resnet20_{name}.npz"
+        secs, l0, l1, log = run_export(EXPORTS[name], out, data_dir)
+        record[name] = {"file": str(out.relative_to(ROOT)),
+                        "command": " ".join(export_cmd(EXPORTS[name], out.relative_to(ROOT))),
+                        "export_seconds": secs, "load1_before": l0, "load1_after": l1,
+                        "bytes": out.stat().st_size, "log": log.strip().splitlines()[-14:],
+                        "when": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+                        "machine": machine()}
+        click.echo(f"{name}: {secs} s (load {l0} -> {l1}), {out.stat().st_size:,} bytes")
+        record_path.parent.mkdir(parents=True, exist_ok=True)
+        record_path.write_text(json.dumps(record, indent=1) + "\n")
+
+
+def fakequant_top1(path, images, labels, checkpoint):
+    """Top-1 of the fake-quant simulation (section 11) rebuilt from the file's own integers."""
+    import torch
+    from exporter import calibrate, fold
+    from exporter.simulate import FakeQuantNet
+    from intengine import fileformat
+    header, arrays = fileformat.read(path)
+    _, ops = fold.graph(fold.load_resnet20(checkpoint))
+    qnet = qnet_from_file(header, arrays)
+    for op, q in zip(ops, qnet["ops"]):       # the file's weights: nearest() gives back its codes
+        if "codes" in q:
+            w = q["L"][q["codes"]] * q["w_scale"].reshape(-1, *([1] * (q["codes"].ndim - 1)))
+            op["weight"] = torch.from_numpy(w)
+    net = FakeQuantNet(qnet, ops)
+    with torch.no_grad():
+        pred = np.concatenate([net(calibrate.normalize64(images[s:s + 500]).float()).argmax(1).numpy()
+                               for s in range(0, len(images), 500)])
+    return float((pred == labels).mean())
+
+
+def qnet_from_file(header, arrays):
+    """The points and weighted-op levels/scales/bias of a file, as FakeQuantNet reads them."""
+    from intengine import fileformat
+    pts = [{"scale": float(s), "zp": int(z), "bits": int(b)} for s, z, b in
+           zip(arrays["act_scale"], arrays["act_zero_point"], arrays["act_bits"])]
+    ops = []
+    for spec in header["ops"]:
+        q = dict(spec)
+        if spec["op"] in ("conv", "linear"):
+            o, co, b = spec["offset"], spec["cout"], spec["bits_w"]
+            taps = 9 if spec["op"] == "conv" else 1
+            raw = arrays["weights"][spec["w_offset"]:spec["w_offset"] + spec["w_nbytes"]]
+            codes = fileformat.unpack_codes(raw, b, co * taps * spec["cin"])
+            if b <= 4:
+                L = arrays["codebook"][spec["cb_offset"]:spec["cb_offset"] + (1 << b)].astype(np.int64)
+            else:
+                L = np.arange(-(1 << (b - 1)), 1 << (b - 1))
+                codes = codes - L[0]
+            codes = codes.reshape((co, 3, 3, spec["cin"]) if taps == 9 else (co, spec["cin"]))
+            if taps == 9:
+                codes = codes.transpose(0, 3, 1, 2)                 # file (Co,3,3,Ci) -> (Co,Ci,3,3)
+            s_w = arrays["weight_scale"][o:o + co].astype(np.float64)
+            sx = pts[spec["in"]]["scale"]
+            q.update(L=L, w_scale=s_w, bias_float=arrays["bias"][o:o + co] * sx * s_w, codes=codes)
+        ops.append(q)
+    return {"points": pts, "ops": ops}
+
+
+@cli.command()
+@click.option("--write", is_flag=True, help="Write results/lowbit/eval.json and README.md (tracked).")
+@click.option("--only", multiple=True, help="Names from the export record (default: all).")
+@click.option("--data-dir", default=None)
+def evaluate(write, only, data_dir):
+    """Engine and fake-quant top-1 on all 10,000 test images, once per file."""
+    from intengine.cifar10 import load_test
+    record = json.loads((RESULTS / "exports.json").read_text())
+    images, labels = load_test(data_dir)
+    labels = np.asarray(labels).astype(np.int64)
+    ref = fp32_pred(images)
+    fp32 = float((ref == labels).mean())
+    ev_path = RESULTS / "eval.json"
+    ev = json.loads(ev_path.read_text()) if ev_path.is_file() else {}
+    for name, r in record.items():
+        if only and name not in only:
+            continue
+        path = ROOT / r["file"]
+        t0 = time.perf_counter()
+        acc, agree = engine_top1(path, images, labels, ref)
+        sim = fakequant_top1(path, images, labels, ROOT / "checkpoints" / "resnet20.pt")
+        ev[name] = {"engine_top1": acc, "agree_fp32": agree, "fakequant_top1": sim,
+                    "fp32_top1": fp32, "test_images": len(labels), "eval_seconds": round(time.perf_counter() - t0, 1)}
+        click.echo(f"{name}: engine {acc:.4f}, fake-quant {sim:.4f}, agreement {agree:.4f}")
+        if write:
+            ev_path.write_text(json.dumps(ev, indent=1) + "\n")
+    if write:
+        (RESULTS / "README.md").write_text(render(record, ev) + "\n")
+    else:
+        click.echo(render(record, ev))
+
+
+def render(record, ev):
+    import torch
+    lines = ["# Learned rounding (BRECQ + QDrop), engine on all 10,000 test images", "",
+             "Generated by `python scripts/reconstruct_sweep.py evaluate --write` from "
+             "results/lowbit/exports.json and eval.json. FP32: "
+             f"{next(iter(ev.values()))['fp32_top1']:.4f}. Torch {torch.__version__}.", "",
+             "| file | engine top-1 | fake-quant top-1 | agree FP32 | export s | load1 | command |",
+             "|---|---|---|---|---|---|---|"]
+    for name, r in record.items():
+        if name not in ev:
+            continue
+        e = ev[name]
+        lines.append(f"| {r['file']} | {e['engine_top1']:.4f} | {e['fakequant_top1']:.4f} | "
+                     f"{e['agree_fp32']:.4f} | {r['export_seconds']} | {r['load1_before']} | `{r['command']}` |")
+    lines += ["", "| setting | seeds | mean | std | worst | Δ FP32 (pp, mean) | mean export s |", "|---|---|---|---|---|---|---|"]
+    groups = {}
+    for name in ev:
+        if name in record and "_s" in name:
+            groups.setdefault(name.rsplit("_s", 1)[0], []).append(name)
+    for g, names in groups.items():
+        a = np.array([ev[n]["engine_top1"] for n in names])
+        t = np.mean([record[n]["export_seconds"] for n in names])
+        lines.append(f"| {g} | {len(a)} | {a.mean():.4f} | {a.std(ddof=1) if len(a) > 1 else 0:.4f} | "
+                     f"{a.min():.4f} | {100 * (a.mean() - ev[names[0]]['fp32_top1']):+.2f} | {t:.0f} |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    cli()
