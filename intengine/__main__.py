@@ -157,7 +157,7 @@ def read_image(path, resize):
         raise ImageError(f"{path}: truncated or damaged image ({msg})") from None
 
 
-@cli.command("predict", short_help="Class of each image file (PNG, JPEG, ...).")
+@cli.command("predict", short_help="Class and probability of each image file.")
 @click.argument("model_path", metavar="MODEL.npz")
 @click.argument("images", nargs=-1, required=True, metavar="IMAGE...")
 @click.option("--resize", is_flag=True, help="Resize other sizes to 32x32 (bilinear) instead of failing.")
