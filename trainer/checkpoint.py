@@ -55,7 +55,7 @@ def set_rng_state(state):
 
 
 def save(path, *, model, optimizer, scheduler, epoch, config, metrics):
-    """Write atomically: a temporary file in the same folder, then os.replace."""
+    """Write atomically: a temporary file in the same folder, fsync, then os.replace."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     state = {"format": FORMAT, "version": VERSION,
@@ -66,7 +66,10 @@ def save(path, *, model, optimizer, scheduler, epoch, config, metrics):
              "rng": get_rng_state(),
              "versions": {"torch": str(torch.__version__), "python": platform.python_version()}}
     tmp = path.with_name(path.name + ".tmp")
-    torch.save(state, tmp)
+    with open(tmp, "wb") as f:
+        torch.save(state, f)
+        f.flush()
+        os.fsync(f.fileno())                  # on disk before it replaces the last good one
     os.replace(tmp, path)
 
 
