@@ -5,8 +5,11 @@ then input LUT -> conv/add/pool/linear kernels -> integer logits).  kernels.py (
 bit-identical to reference.py (NumPy), which is docs/quantization.md in code.
 
     import intengine
-    model = intengine.load("exports/resnet20_w4a8.npz")
-    logits = model.predict(images)        # uint8 (N,32,32,3) -> int32 (N,10)
+    model = intengine.load("exports/resnet20_w4a8.npz")   # digest and format checked first
+    logits = model.predict(images)        # uint8 (N,32,32,3) or (32,32,3) -> int32 (N,10), quantized
+    real = model.dequantize_logits(logits)                # float64 s*(q - z); predict_logits does both
+    proba = model.predict_proba(images)   # softmax of the real logits, (N,10)
+    classes, p = model.top_k(images, k=3)
 """
 from .fileformat import FormatError
 from .model import Model, load

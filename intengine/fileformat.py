@@ -18,7 +18,7 @@ import numpy as np
 MAGIC = b"LBPTQINT"
 VERSION = 2
 DIGEST_KEY = "content_sha256"        # header key holding the digest of the content (format.md)
-REGENERATE = "re-export it with `python -m exporter --bits B`"
+REGENERATE = "re-export it with `python -m exporter --bits B`"   # see regenerate(path) for one with --out
 MAX_FILE_BYTES = 64 << 20            # the shipped files are 75-550 KB
 MAX_MEMBER_BYTES = 32 << 20          # uncompressed, checked before anything is read
 
@@ -186,7 +186,8 @@ def sniff(path):
     return "other"
 
 
-def _regenerate(path, bits="B"):
+def regenerate(path, bits="B"):
+    """The hint that ends most errors: the command that writes this file again."""
     return f"regenerate it with `python -m exporter --bits {bits} --out {path}`"
 
 
@@ -214,7 +215,7 @@ def _zip_members(path):
         raise FormatError(f"{path} is a PyTorch checkpoint, not an integer model file; export it "
                           f"first: `python -m exporter --bits 4 --checkpoint {path}`")
     if kind == "truncated-zip":
-        raise FormatError(f"{path}: {KINDS[kind]}; {_regenerate(path)}")
+        raise FormatError(f"{path}: {KINDS[kind]}; {regenerate(path)}")
     if kind not in ("model", "zip"):
         raise FormatError(f"{path}: {KINDS[kind]}, not a model file written by the exporter "
                           f"(`python -m exporter --bits B --out FILE` writes one)")
@@ -224,18 +225,18 @@ def _zip_members(path):
             names = [i.filename for i in infos]
             dup = sorted({n for n in names if names.count(n) > 1})
             if dup:
-                raise FormatError(f"{path}: members {dup} appear more than once; {_regenerate(path)}")
+                raise FormatError(f"{path}: members {dup} appear more than once; {regenerate(path)}")
             missing = [k for k in MEMBERS if k + ".npy" not in names]
             if missing:
                 raise FormatError(f"{path}: missing arrays {missing}; not a model file written "
-                                  f"by the exporter; {_regenerate(path)}")
+                                  f"by the exporter; {regenerate(path)}")
             extra = sorted(set(names) - {k + ".npy" for k in MEMBERS})
             if extra:
                 raise FormatError(f"{path}: unexpected members {extra[:5]}; not a model file "
-                                  f"written by the exporter; {_regenerate(path)}")
+                                  f"written by the exporter; {regenerate(path)}")
             if sum(i.file_size for i in infos) > MAX_FILE_BYTES:
                 raise FormatError(f"{path}: members declare {sum(i.file_size for i in infos):,} bytes "
-                                  f"uncompressed (at most {MAX_FILE_BYTES:,}); {_regenerate(path)}")
+                                  f"uncompressed (at most {MAX_FILE_BYTES:,}); {regenerate(path)}")
             for i in infos:
                 if i.flag_bits & 0x1 or i.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
                     raise FormatError(f"{path}: member {i.filename!r} is encrypted or uses compression "
@@ -243,14 +244,14 @@ def _zip_members(path):
                 if i.file_size > MAX_MEMBER_BYTES:           # checked before anything is inflated
                     raise FormatError(f"{path}: member {i.filename!r} declares {i.file_size:,} bytes "
                                       f"uncompressed (at most {MAX_MEMBER_BYTES:,}); damaged or "
-                                      f"not a model file; {_regenerate(path)}")
+                                      f"not a model file; {regenerate(path)}")
             raw = {}
             for i in infos:
                 with z.open(i) as f:             # never inflates past the declared size
                     data = f.read(i.file_size + 1)
                 if len(data) != i.file_size:
                     raise FormatError(f"{path}: member {i.filename!r} holds {len(data):,} bytes, "
-                                      f"declared {i.file_size:,}; damaged; {_regenerate(path)}")
+                                      f"declared {i.file_size:,}; damaged; {regenerate(path)}")
                 raw[i.filename[:-4]] = data
             return raw
     except FormatError:
@@ -258,7 +259,7 @@ def _zip_members(path):
     except Exception as e:  # zipfile, zlib and EOF errors: a damaged or truncated archive
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise FormatError(f"{path} is damaged or truncated ({type(e).__name__}: {msg}); "
-                          f"{_regenerate(path)}") from None
+                          f"{regenerate(path)}") from None
 
 
 def _array(path, name, data):
@@ -275,7 +276,7 @@ def _array(path, name, data):
     except Exception as e:  # numpy raises ValueError, SyntaxError, ... for a bad header
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise FormatError(f"{path}: member {name!r} has no valid .npy header ({msg}); "
-                          f"{_regenerate(path)}") from None
+                          f"{regenerate(path)}") from None
     if dtype.hasobject:
         raise FormatError(f"{path}: member {name!r} is an object array, which would need pickle "
                           f"to load; refused (model files hold numbers only)")
@@ -284,7 +285,7 @@ def _array(path, name, data):
         nbytes *= d
     if any(d < 0 for d in shape) or nbytes != len(data) - fp.tell():
         raise FormatError(f"{path}: member {name!r} declares shape {shape} ({nbytes:,} bytes) "
-                          f"but holds {len(data) - fp.tell():,} bytes; damaged; {_regenerate(path)}")
+                          f"but holds {len(data) - fp.tell():,} bytes; damaged; {regenerate(path)}")
     return np.lib.format.read_array(io.BytesIO(data), allow_pickle=False)
 
 
@@ -297,30 +298,30 @@ def read(path):
     path = Path(path)
     arrays = {k: _array(path, k, v) for k, v in _zip_members(path).items()}
     if arrays["magic"].dtype != np.uint8 or arrays["magic"].tobytes() != MAGIC:
-        raise FormatError(f"{path}: wrong magic, this is not a lowbit-ptq model file; {_regenerate(path)}")
+        raise FormatError(f"{path}: wrong magic, this is not a lowbit-ptq model file; {regenerate(path)}")
     v = arrays["version"]
     version = int(v) if v.shape == () and v.dtype == np.int32 else None
     if version == 1:
         raise FormatError(f"{path}: format version 1 has no content digest and is no longer read; "
-                          f"{_regenerate(path, _bits(arrays))}")
+                          f"{regenerate(path, _bits(arrays))}")
     if version != VERSION:
         raise FormatError(f"{path}: format version {version if version is not None else v.dtype.name + str(v.shape)}, "
-                          f"this engine reads version {VERSION}; {_regenerate(path)}")
+                          f"this engine reads version {VERSION}; {regenerate(path)}")
     for name, dtypes in MEMBERS.items():
         a = arrays[name]
         if a.dtype not in [np.dtype(d) for d in dtypes]:
             raise FormatError(f"{path}: array {name!r} has dtype {a.dtype}, expected "
-                              f"{' or '.join(np.dtype(d).name for d in dtypes)}; {_regenerate(path)}")
+                              f"{' or '.join(np.dtype(d).name for d in dtypes)}; {regenerate(path)}")
     try:
         header = json.loads(arrays["header"].tobytes().decode())
     except (UnicodeDecodeError, ValueError, RecursionError) as e:
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise FormatError(f"{path}: header is not valid JSON ({msg}); {_regenerate(path)}") from None
+        raise FormatError(f"{path}: header is not valid JSON ({msg}); {regenerate(path)}") from None
     if not isinstance(header, dict) or not isinstance(header.get("ops"), list) \
             or not isinstance(header.get("points"), list):
-        raise FormatError(f"{path}: header lacks the 'ops' and 'points' lists; {_regenerate(path)}")
+        raise FormatError(f"{path}: header lacks the 'ops' and 'points' lists; {regenerate(path)}")
     digest = header.get(DIGEST_KEY)
     if not isinstance(digest, str) or digest != content_digest(header, arrays):
         raise FormatError(f"{path}: content does not match its sha256 digest, so the file was "
-                          f"modified or damaged after export; {_regenerate(path, _bits(arrays))}")
+                          f"modified or damaged after export; {regenerate(path, _bits(arrays))}")
     return header, arrays

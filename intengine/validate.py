@@ -8,7 +8,7 @@ accumulator bound of docs/quantization.md section 5.  Raises FormatError.
 """
 import numpy as np
 
-from .fileformat import ACT_BITS, REGENERATE, WEIGHT_BITS, FormatError, packed_nbytes
+from .fileformat import ACT_BITS, WEIGHT_BITS, FormatError, packed_nbytes, regenerate
 from .fixedpoint import M0_MIN, M0_MAX, SHIFT_MAX, SHIFT_MIN
 
 ACC_BOUND = 1 << 47             # section 5: the exporter refuses larger accumulators
@@ -26,7 +26,7 @@ FIELDS = {
 
 
 def _fail(path, msg):
-    raise FormatError(f"{path}: {msg}; {REGENERATE}")
+    raise FormatError(f"{path}: {msg}; {regenerate(path)}")
 
 
 def _int(path, op, key, lo, hi):
