@@ -475,7 +475,7 @@ def check(folder, data_dir):
         return h == good_header and all(np.array_equal(a[k], good_arrays[k]) and a[k].dtype == good_arrays[k].dtype
                                         for k in MEMBERS if k != "header")
 
-    results, tried, passed = [], 0, 0
+    results, tried, passed, slowest = [], 0, 0, 0.0
     for case in index["cases"]:
         path = folder / case["file"]
         problems = []
@@ -483,6 +483,7 @@ def check(folder, data_dir):
             if pred.exists():
                 pred.unlink()
             code, out, err, s = invoke(main, argv)
+            slowest = max(slowest, s)
 
             def same():
                 return normal(cmd, out) == want[cmd] and proven_intact(path)
@@ -501,7 +502,8 @@ def check(folder, data_dir):
     (folder / "results.json").write_text(json.dumps({"tried": tried, "passed": passed, "counts": counts,
                                                      "max_rss_mb": rss, "results": results}, indent=1))
     print(f"fuzz: tried {tried}, passed {passed} ({counts['semantic']} semantic, {counts['intact']} "
-          f"intact, {counts['byte']} byte-level; 3 commands each; peak RSS {rss} MB)")
+          f"intact, {counts['byte']} byte-level; 3 commands each; slowest command {slowest:.2f} s; "
+          f"peak RSS {rss} MB)")
     return tried, passed
 
 
