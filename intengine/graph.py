@@ -25,7 +25,7 @@ tests/test_integer_only.py scans this module's IR too.
 import numpy as np
 from numba import get_num_threads, njit, prange
 
-from .fixedpoint import clamp, requant, requant_even
+from .fixedpoint import LOW31, clamp, requant, requant_even
 from .vnni import CO as TILE_CO, P as TILE_P, micro
 
 CONV, ADD, POOL, LINEAR = 1, 2, 3, 4
@@ -64,37 +64,56 @@ def conv_rows(kind, P, ar, koffs, wpk, bias, m0, n, rnd, acc, r0, r1):
     """Output rows r0..r1 of one conv on one image's arena `ar`, eq. (6)-(8).
 
     acc: (128,) int32 scratch.  bias (folded), m0, n, rnd = 2^(n-1): per output channel,
-    COT*16 entries from P[CH]."""
+    COT*16 entries from P[CH].  The epilogue loops run over 16 channels with every per-op
+    value in a local, so that LLVM vectorizes them."""
     s, iwp, icp, nk = P[STRIDE], P[I_WP], P[I_CP], P[NK]
     wo, owp, ocp, ch = P[WO], P[O_WP], P[O_CP], P[CH]
-    zy, lo, hi = P[ZY], P[LO], P[HI]
+    zy, lo, hi, ioff, ooff, woff = P[ZY], P[LO], P[HI], P[I_OFF], P[O_OFF], P[WOFF]
+    fuse = P[FUSE]
+    # the fused residual add, eq. (12)-(14): its constants, and eq. (11)'s rounding terms
+    ka, kb, zb, pad, bc, ast = P[KA], P[KB], P[ZB], P[PAD], P[B_C], P[A_STRIDE]
+    boff, bwp, bcp = P[B_OFF], P[B_WP], P[B_CP]
+    am0, an, azy, alo, ahi = P[A_M0], P[A_N], P[A_ZY], P[A_LO], P[A_HI]
+    aoff, awp, acp = P[A_OFF], P[A_WP], P[A_CP]
+    ra = (np.int64(1) << (an - 32)) if an >= 32 else np.int64(0)
+    rb = np.int64(0) if an >= 32 else np.int64(1) << 30
+    ash = an - 31
     q = np.empty(TILE_CO, np.int64)
     for oy in range(r0, r1):
         for cot in range(P[COT]):
-            wbase = P[WOFF] + cot * nk * 64
+            wbase = woff + cot * nk * 64
             cb = ch + cot * TILE_CO
+            co0 = cot * TILE_CO
+            c0, c1 = max(0, pad - co0), min(TILE_CO, bc + pad - co0)   # lanes with a b channel
             for ox0 in range(0, wo, TILE_P):
                 npix = min(TILE_P, wo - ox0)
-                micro(kind, ar, P[I_OFF] + (oy * s * iwp + ox0 * s) * icp, s * icp, npix,
+                micro(kind, ar, ioff + (oy * s * iwp + ox0 * s) * icp, s * icp, npix,
                       koffs, P[KOFF], nk, wpk, wbase, acc)
                 for p in range(npix):
-                    # eq. (8); |acc + bias| < 2^31 (eligible), so acc*M0 + 2^(n-1) < 2^63
-                    # and this one multiply is eq. (10) exactly
+                    # eq. (8); |acc + bias| < 2^31 (Builder.conv checks it), so
+                    # acc*M0 + 2^(n-1) < 2^63 and this one multiply is eq. (10) exactly
                     for c in range(TILE_CO):
                         v = np.int64(acc[p * TILE_CO + c]) + bias[cb + c]
                         t = (v * m0[cb + c] + rnd[cb + c]) >> n[cb + c]
                         q[c] = min(max(zy + t, lo), hi)
                     ox = ox0 + p
-                    if P[FUSE] == 0:
-                        o = P[O_OFF] + ((oy + 1) * owp + ox + 1) * ocp + cot * TILE_CO
+                    if fuse == 0:
+                        o = ooff + ((oy + 1) * owp + ox + 1) * ocp + co0
                         for c in range(TILE_CO):
                             ar[o + c] = np.uint8(q[c])
-                    else:
-                        o = P[A_OFF] + ((oy + 1) * P[A_WP] + ox + 1) * P[A_CP]
-                        for c in range(TILE_CO):
-                            co = cot * TILE_CO + c
-                            if co < P[CO]:
-                                ar[o + co] = np.uint8(_add_value(P, ar, q[c], zy, oy, ox, co))
+                        continue
+                    # residual add: |acc| < 2^38 at <= 8 bits (section 7); eq. (11) split
+                    for c in range(TILE_CO):
+                        q[c] = ka * (q[c] - zy)
+                    bb = boff + ((oy * ast + 1) * bwp + ox * ast + 1) * bcp + co0 - pad
+                    for c in range(c0, c1):        # padded channels hold z_b: add nothing
+                        q[c] += kb * (np.int64(ar[bb + c]) - zb)
+                    o = aoff + ((oy + 1) * awp + ox + 1) * acp + co0
+                    for c in range(TILE_CO):
+                        a = (q[c] >> 31) * am0 + ra
+                        b = (q[c] & LOW31) * am0 + rb
+                        t = (a + (b >> 31)) >> ash
+                        ar[o + c] = np.uint8(min(max(azy + t, alo), ahi))
 
 
 @njit(cache=True)
