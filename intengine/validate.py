@@ -37,8 +37,8 @@ def _int(path, op, key, lo, hi):
 
 
 def _name(path, what, v):
-    if not isinstance(v, str) or not 0 < len(v) <= 200:
-        _fail(path, f"{what} name {str(v)[:40]!r} is not a short string")
+    if not isinstance(v, str) or not 0 < len(v) <= 200 or not (v.isascii() and v.isprintable()):
+        _fail(path, f"{what} name {str(v)[:40]!r} is not a short printable ASCII string")
 
 
 def check(header, arrays, path):
@@ -139,6 +139,8 @@ def check(header, arrays, path):
     classes = header.get("classes")
     if not isinstance(classes, list) or not classes or not all(isinstance(c, str) for c in classes):
         _fail(path, "header 'classes' must be a non-empty list of names")
+    for c in classes:
+        _name(path, "class", c)
     if not made[-1] or shapes[-1] != (len(header.get("classes", [])),):
         _fail(path, f"the last point must be the logits, shape ({len(header.get('classes', []))},)")
 

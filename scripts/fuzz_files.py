@@ -208,6 +208,8 @@ def model_cases(good, seed):
     semantic("unknown-op", "unknown op", set_op(3, "op", "softmax"))
     semantic("op-missing-field", "lacks fields", set_op(4, "cin", KeyError))
     semantic("op-name-object", "name", set_op(5, "name", {"a": 1}))
+    semantic("op-name-newline", "name", set_op(5, "name", "conv\nerror: fake"))
+    semantic("class-name-escape", "name", lambda h, a: h["classes"].__setitem__(3, "cat\x1b[2J"))
     semantic("op-not-object", "unknown op", lambda h, a: h["ops"].__setitem__(6, [1, 2]))
     semantic("no-ops", "no ops", lambda h, a: h.__setitem__("ops", []))
 

@@ -48,9 +48,12 @@ SAMPLE = ["bias-all-max-unsigned", "weights-all-max-unsigned", "shift-one-63", "
           "intact-stored"]
 
 
-def test_a_sample_in_separate_processes(corpus, exported):
+def test_a_sample_in_separate_processes(corpus, exported, data_dir):
     folder, index = corpus
     want = json.loads(run_cli("intengine", "info", exported[4][0], "--json").stdout)
+    r = run_cli("intengine", "eval", exported[4][0], "--limit", "8", "--json", "--no-progress",
+                env={"CIFAR10_DIR": data_dir})
+    want_correct = json.loads(r.stdout.splitlines()[-1])["correct"]
     by_name = {c["name"]: c for c in index}
     for name in SAMPLE + [next(c["name"] for c in index if c["name"].startswith("truncated-at-6"))]:
         case = by_name[name]
@@ -61,6 +64,13 @@ def test_a_sample_in_separate_processes(corpus, exported):
                 {k: v for k, v in want.items() if k not in ("file", "size_bytes")}
         else:
             one_line_error(r, case["keyword"] or "")
+    for name in ("intact-stored", "shift-one-63"):                    # and eval --limit 8
+        r = run_cli("intengine", "eval", folder / by_name[name]["file"], "--limit", "8", "--json",
+                    "--no-progress", env={"CIFAR10_DIR": data_dir})
+        if name == "shift-one-63":
+            one_line_error(r, "shift")
+        else:
+            assert r.returncode == 0 and json.loads(r.stdout.splitlines()[-1])["correct"] == want_correct
 
 
 def test_the_oracle_can_fail():
