@@ -551,6 +551,10 @@ def checkpoint_cases(good_pt, good_npz, marker, seed):
         infos = [i for i in z.infolist() if "/data/" in i.filename and i.file_size > 64]
     for off in sorted({10, 1000, len(raw) // 3, len(raw) // 2, len(raw) - 1, len(raw) - 22, len(raw) - 100, 100000}):
         add(f"truncated-at-{off}", "truncated", lambda p, off=off: Path(p).write_bytes(raw[:off]))
+    legacy = io.BytesIO()                        # the pre-zip torch format: a bare pickle stream
+    torch.save(sd, legacy, _use_new_zipfile_serialization=False)
+    for off in (100, len(legacy.getvalue()) // 2):
+        add(f"legacy-truncated-at-{off}", "truncated", lambda p, off=off: Path(p).write_bytes(legacy.getvalue()[:off]))
     for k in range(5):
         info = rng.choice(infos)
         with zipfile.ZipFile(good_pt) as z:

@@ -99,6 +99,8 @@ def read_file(path):
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
+        if "weights only" not in str(e).lower():      # a truncated pickle, not a refused one
+            raise CheckpointError(f"{path} is truncated or damaged ({str(e).splitlines()[0][:160]})") from None
         why = next((line.strip().rstrip(".") for line in str(e).splitlines()
                     if "unsupported" in line.lower()), "")
         raise CheckpointError(f"{path} holds Python objects other than tensors and plain values"
