@@ -98,14 +98,14 @@ class ImageError(ValueError):
 
 
 def _to_rgb(im):
-    """A decoded Pillow image -> (RGB image, what was converted or None).  Documented in README."""
+    """A decoded Pillow image -> (RGB image, what was converted or None).  The conversions
+    are listed in docs/reliability.md, section 7."""
+    from PIL import Image
     mode = im.mode
     if mode == "RGB":
         return im, None
     if mode.startswith("I"):                       # 16-bit (or 32-bit) grayscale: keep the top 8 bits
-        a = np.asarray(im).astype(np.int64)
-        from PIL import Image
-        g = (np.clip(a, 0, 65535) >> 8).astype(np.uint8)
+        g = (np.clip(np.asarray(im).astype(np.int64), 0, 65535) >> 8).astype(np.uint8)
         return Image.fromarray(np.stack([g] * 3, axis=-1)), f"{mode} (16-bit grayscale) scaled to 8 bits and converted to RGB"
     if mode == "F":
         raise ImageError(f"{getattr(im, 'filename', '')}: floating-point pixels; save it as 8-bit RGB")
