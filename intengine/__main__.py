@@ -84,7 +84,8 @@ def eval_cmd(model_path, data_dir, batch_size, limit, seed, progress, as_json, p
             os.replace(tmp, predictions)
         meta = model.header.get("meta", {})
         r.update(model=str(model_path), bits=meta.get("bits"), act_bits=meta.get("act_bits"),
-                 batch_size=batch_size, limit=limit, seed=seed, kernel=model.kernel)
+                 batch_size=batch_size, limit=limit, seed=seed, kernel=model.kernel,
+                 content_sha256=model.header["content_sha256"])
         click.echo(f"{model_path}: accuracy {r['accuracy']:.4f} ({r['correct']}/{r['n']}), "
                    f"{r['images_per_s']:.0f} images/s at batch {batch_size} ({model.kernel} kernel), "
                    f"first result after {r['first_result_s']:.2f} s (JIT or cache load)")
@@ -232,7 +233,8 @@ def info_cmd(model_path, as_json):
                            levels=spec.get("levels"), weight_scale_min=float(ws.min()),
                            weight_scale_max=float(ws.max()))
             layers.append(row)
-        info = {"file": str(model_path), "size_bytes": os.path.getsize(model_path),
+        info = {"file": str(model_path), "size_bytes": os.path.getsize(model_path), "format_version": VERSION,
+                "content_sha256": model.header["content_sha256"],
                 "meta": model.header.get("meta", {}), "kernel": model.kernel,
                 "cpu": kernel_cpu(), "layers": layers}
         if as_json:
@@ -240,7 +242,8 @@ def info_cmd(model_path, as_json):
             return
         m = info["meta"]
         click.echo(f"{model_path}: {info['size_bytes']:,} bytes, W{m.get('bits')}A{m.get('act_bits')}, "
-                   f"exporter {m.get('exporter_version')}, checkpoint sha256 {str(m.get('checkpoint_sha256'))[:12]}")
+                   f"exporter {m.get('exporter_version')}, checkpoint sha256 {str(m.get('checkpoint_sha256'))[:12]}, "
+                   f"format {VERSION}, content sha256 {info['content_sha256'][:12]} (checked)")
         click.echo(f"kernel: {info['kernel']} (processor {info['cpu']['name']}, avx512vnni "
                    f"{info['cpu']['avx512vnni']}; {cpu.ENV}=portable|scalar forces a slower path)")
         click.echo(f"{'layer':18} {'op':6} {'W':>3} {'A':>3} {'weight bytes':>12}  {'weight scale':>21}  out scale / zp")

@@ -70,7 +70,9 @@ def test_a_sample_in_separate_processes(corpus, exported, data_dir):
         if name == "shift-one-63":
             one_line_error(r, "shift")
         else:
-            assert r.returncode == 0 and json.loads(r.stdout.splitlines()[-1])["correct"] == want_correct
+            got = json.loads(r.stdout.splitlines()[-1])
+            assert r.returncode == 0 and got["correct"] == want_correct
+            assert got["content_sha256"] == want["content_sha256"]     # the same content, re-zipped
 
 
 def test_the_oracle_can_fail():

@@ -1,5 +1,6 @@
 """docs/reliability.md: killed processes lose nothing, swapped file types are named, and
 `intengine verify` checks a file for scripts and CI (issue 10; issue 8 item 6)."""
+import json
 import os
 import shutil
 import signal
@@ -108,6 +109,8 @@ def test_verify_command(exported, tmp_path):
     assert r.returncode == 0, r.stderr
     lines = r.stdout.strip().splitlines()
     assert len(lines) == 2 and lines[0].startswith(f"{good[0]}: ok, format version 2, W2A8, 20 weighted layers")
+    info = json.loads(run_cli("intengine", "info", good[0], "--json").stdout)
+    assert info["format_version"] == 2 and lines[0].endswith(info["content_sha256"][:16])
     with np.load(good[0], allow_pickle=False) as f:
         arrays = {k: f[k] for k in f.files}
     arrays["bias"] = np.full_like(arrays["bias"], 2**31 - 1)
