@@ -223,6 +223,9 @@ def _zip_members(path):
         with zipfile.ZipFile(path) as z:
             infos = z.infolist()
             names = [i.filename for i in infos]
+            if len(names) > 2 * len(MEMBERS):
+                raise FormatError(f"{path}: {len(names):,} members, a model file has {len(MEMBERS)}; "
+                                  f"not a model file written by the exporter")
             dup = sorted({n for n in names if names.count(n) > 1})
             if dup:
                 raise FormatError(f"{path}: members {dup} appear more than once; {regenerate(path)}")

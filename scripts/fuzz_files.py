@@ -311,6 +311,8 @@ def model_cases(good, seed):
     add("zip-declares-too-small", "semantic", "error", "damaged", lying_size_writer(1000))
     zip_case("zip-lzma", "compression method", base, method=zipfile.ZIP_LZMA)
     zip_case("zip-empty", "missing arrays", [])
+    zip_case("zip-100000-members", "members", [(f"m{k}.npy", b"") for k in range(100_000)],
+             method=zipfile.ZIP_STORED)
     zip_case("zip-other-files", "missing arrays", [("readme.txt", b"hello"), ("a.npy", npy(np.zeros(3)))])
     zip_case("zip-pytorch-like", "PyTorch", [("archive/data.pkl", b"\x80\x02}q\x00."), ("archive/version", b"3")])
 
