@@ -583,6 +583,15 @@ def checkpoint_cases(good_pt, good_npz, marker, seed):
     add("trainer-format-no-model", "neither", save({"format": state["format"], "version": 1}))
     add("other-architecture", "not a ResNet20", save(torch.nn.Linear(3, 2).state_dict()))
     add("zip-of-other-files", "zip archive", lambda p: write_zip(p, [("a.txt", b"hi")]))
+
+    def bomb(p):                                 # a torch-like zip whose one member inflates to 272 MiB
+        with zipfile.ZipFile(p, "w", zipfile.ZIP_DEFLATED) as z:
+            z.writestr("archive/data.pkl", b"\x80\x02}q\x00.")
+            with z.open("archive/data/0", "w", force_zip64=True) as f:
+                block = bytes(1 << 24)
+                for _ in range(17):
+                    f.write(block)
+    add("zip-bomb-272MiB", "declares", bomb)
     add("folder", "folder", lambda p: Path(p).mkdir())
     add("gzip", "not a PyTorch checkpoint", lambda p: Path(p).write_bytes(b"\x1f\x8b\x08\x00" + raw[:100]))
     return cases

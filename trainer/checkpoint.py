@@ -27,6 +27,7 @@ from . import data
 
 FORMAT = "lowbit-ptq/trainer-checkpoint"
 VERSION = 1
+MAX_BYTES = 256 << 20              # uncompressed; the shipped checkpoint holds 2.2 MB
 
 
 class CheckpointError(Exception):
@@ -89,7 +90,13 @@ def read_file(path):
     if kind == "pytorch":               # torch.load does not check the zip CRCs; a flipped bit would load
         try:
             with zipfile.ZipFile(path) as z:
+                size = sum(i.file_size for i in z.infolist())
+                if size > MAX_BYTES:                # a zip bomb would take minutes to check
+                    raise CheckpointError(f"{path} declares {size:,} bytes uncompressed, more than "
+                                          f"{MAX_BYTES:,}; not a ResNet20 checkpoint")
                 bad = z.testzip()
+        except CheckpointError:
+            raise
         except Exception as e:
             raise CheckpointError(f"{path} is a damaged zip archive ({type(e).__name__}: "
                                   f"{str(e).splitlines()[0] if str(e) else ''})") from None
