@@ -27,13 +27,13 @@ ZETA, GAMMA = 1.1, -0.1                     # eq. (17): the rectified sigmoid's 
 METHODS = ("nearest", "adaround", "brecq")
 
 DEFAULTS = {                                # one flat block of the defaults (section 13)
-    "iters": 1000,          # Adam steps per unit
-    "batch": 32,            # images per step
-    "lr": 1e-3,             # Adam on V
+    "iters": 300,           # Adam steps per unit
+    "batch": 16,            # images per step
+    "lr": 0.1,              # Adam on V
     "reg": 0.01,            # lambda of eq. (19)
     "beta": (20.0, 2.0),    # eq. (19) annealing, start -> end
     "warmup": 0.2,          # share of the steps with no regularizer
-    "qdrop": 0.5,           # eq. (20): probability of keeping an activation in float
+    "qdrop": 0.0,           # eq. (20): probability of keeping an activation in float
 }
 
 
