@@ -15,20 +15,20 @@ describes it; in short:
   a block) also does that add in its epilogue (eq. 12-14) and never stores its own point.
 - The input LUT (eq. 5), add, pool (eq. 15-16a) and linear layer are plain Numba loops with
   the fixedpoint.py helpers, as in kernels.py.
-- `run` works on N images: with N >= workers, each worker runs whole images on its own
-  arena (no synchronisation at all); with fewer images (batch 1), the rows of each op are
-  spread over the threads instead.  Arenas are kept between calls.
+- `run` works on N images: each worker thread runs whole images on its own arena, with no
+  synchronisation at all; batch 1 runs on one thread.  Arenas are kept between calls.
 
 Every result equals reference.py bit for bit (tests/test_fast_kernels.py).  Integer-only:
 tests/test_integer_only.py scans this module's IR too.
 """
 import numpy as np
-from numba import get_num_threads, njit, prange
+from numba import config, get_thread_id, njit, prange, set_parallel_chunksize
 
 from .fixedpoint import LOW31, clamp, requant, requant_even
 from .vnni import CO as TILE_CO, P as TILE_P, micro
 
 CONV, ADD, POOL, LINEAR = 1, 2, 3, 4
+CHUNK = 2                          # images per hand-out to a thread (dynamic scheduling)
 KINDS = {"portable": 0, "vnni": 1}
 # Fields of one op's row in the op table (int64).  Output point, then the main input.
 (KIND, O_OFF, O_WP, O_CP, HO, WO, CO, ZY, LO, HI, CH,
@@ -78,12 +78,18 @@ def conv_rows(kind, P, ar, koffs, wpk, bias, m0, n, rnd, acc, r0, r1):
     ra = (np.int64(1) << (an - 32)) if an >= 32 else np.int64(0)
     rb = np.int64(0) if an >= 32 else np.int64(1) << 30
     ash = an - 31
+    # K_a, K_b <= 2^28 + 1 and M0 < 2^31 fit int32: 32x32->64 multiplies below
+    ka32, kb32, zb32 = np.int64(np.int32(ka)), np.int64(np.int32(kb)), np.int32(zb)
+    am0 = np.int64(np.int32(am0))
     q = np.empty(TILE_CO, np.int64)
     for oy in range(r0, r1):
         for cot in range(P[COT]):
             wbase = woff + cot * nk * 64
-            cb = ch + cot * TILE_CO
             co0 = cot * TILE_CO
+            # this tile's per-channel values as views: loops below then index from 0, with
+            # no negative-index fix-up, so LLVM vectorizes them instead of gathering
+            bl, ml = bias[ch + co0:ch + co0 + TILE_CO], m0[ch + co0:ch + co0 + TILE_CO]
+            nl, rl = n[ch + co0:ch + co0 + TILE_CO], rnd[ch + co0:ch + co0 + TILE_CO]
             c0, c1 = max(0, pad - co0), min(TILE_CO, bc + pad - co0)   # lanes with a b channel
             for ox0 in range(0, wo, TILE_P):
                 npix = min(TILE_P, wo - ox0)
@@ -91,29 +97,34 @@ def conv_rows(kind, P, ar, koffs, wpk, bias, m0, n, rnd, acc, r0, r1):
                       koffs, P[KOFF], nk, wpk, wbase, acc)
                 for p in range(npix):
                     # eq. (8); |acc + bias| < 2^31 (Builder.conv checks it), so
-                    # acc*M0 + 2^(n-1) < 2^63 and this one multiply is eq. (10) exactly
+                    # acc*M0 + 2^(n-1) < 2^63 and this one multiply is eq. (10) exactly.
+                    # int32 operands (they fit) let LLVM use a 32x32->64 multiply.
                     for c in range(TILE_CO):
-                        v = np.int64(acc[p * TILE_CO + c]) + bias[cb + c]
-                        t = (v * m0[cb + c] + rnd[cb + c]) >> n[cb + c]
+                        v = np.int32(acc[p * TILE_CO + c] + np.int32(bl[c]))
+                        t = (np.int64(v) * np.int64(np.int32(ml[c])) + rl[c]) >> nl[c]
                         q[c] = min(max(zy + t, lo), hi)
                     ox = ox0 + p
                     if fuse == 0:
                         o = ooff + ((oy + 1) * owp + ox + 1) * ocp + co0
+                        dst = ar[o:o + TILE_CO]
                         for c in range(TILE_CO):
-                            ar[o + c] = np.uint8(q[c])
+                            dst[c] = np.uint8(q[c])
                         continue
                     # residual add: |acc| < 2^38 at <= 8 bits (section 7); eq. (11) split
                     for c in range(TILE_CO):
-                        q[c] = ka * (q[c] - zy)
-                    bb = boff + ((oy * ast + 1) * bwp + ox * ast + 1) * bcp + co0 - pad
-                    for c in range(c0, c1):        # padded channels hold z_b: add nothing
-                        q[c] += kb * (np.int64(ar[bb + c]) - zb)
+                        q[c] = np.int64(np.int32(q[c] - zy)) * ka32
+                    if c1 > c0:                    # padded channels hold z_b: add nothing
+                        bb = boff + ((oy * ast + 1) * bwp + ox * ast + 1) * bcp + co0 - pad
+                        src = ar[bb + c0:bb + c1]
+                        for c in range(c1 - c0):
+                            q[c0 + c] += np.int64(np.int32(np.int32(src[c]) - zb32)) * kb32
                     o = aoff + ((oy + 1) * awp + ox + 1) * acp + co0
+                    dst = ar[o:o + TILE_CO]
                     for c in range(TILE_CO):
-                        a = (q[c] >> 31) * am0 + ra
-                        b = (q[c] & LOW31) * am0 + rb
+                        a = np.int64(np.int32(q[c] >> 31)) * am0 + ra
+                        b = np.int64(np.int32(q[c] & LOW31)) * am0 + rb
                         t = (a + (b >> 31)) >> ash
-                        ar[o + c] = np.uint8(min(max(azy + t, alo), ahi))
+                        dst[c] = np.uint8(min(max(azy + t, alo), ahi))
 
 
 @njit(cache=True)
@@ -173,37 +184,33 @@ def run_op(kind, P, ar, koffs, wpk, bias, m0, n, rnd, acc, out, r0, r1):
         linear(P, ar, wpk, bias, m0, n, out)
 
 
+@njit(cache=True)
+def run_image(kind, img, lut, inp, ops, koffs, wpk, bias, m0, n, rnd, ar, acc, out):
+    """One image (H,W,3) uint8 through every op on arena `ar` -> out (C,) int32."""
+    input_lut(img, lut, ar, inp[0], inp[1], inp[2])
+    for k in range(ops.shape[0]):
+        run_op(kind, ops[k], ar, koffs, wpk, bias, m0, n, rnd, acc, out, 0, ops[k, HO])
+
+
 @njit(cache=True, parallel=True)
 def run(kind, images, lut, inp, ops, koffs, wpk, bias, m0, n, rnd, arenas, logits):
     """images (N,H,W,3) uint8 -> logits (N,C) int32, written in place.
 
     inp = (offset, padded width, padded channels) of the input point; ops (ops, NFIELDS);
-    arenas (workers, bytes), initialised by Graph.  kind 1 vnni, 0 portable."""
-    N, T = images.shape[0], arenas.shape[0]
-    nops = ops.shape[0]
-    if N >= T:                              # whole images per worker
-        for t in prange(T):
-            acc = np.empty(TILE_P * TILE_CO, np.int32)
-            ar = arenas[t]
-            for i in range(t, N, T):
-                input_lut(images[i], lut, ar, inp[0], inp[1], inp[2])
-                for k in range(nops):
-                    run_op(kind, ops[k], ar, koffs, wpk, bias, m0, n, rnd, acc, logits[i],
-                           0, ops[k, HO])
-    else:                                   # few images: rows of each op across threads
-        ar = arenas[0]
+    arenas (threads, bytes), one per Numba thread id, initialised by Graph.  kind 1 vnni,
+    0 portable.  Images are handed out to the threads in chunks of 2 (dynamically, so that a
+    thread that the OS pauses does not hold the others up); each thread uses its own arena.
+    One image runs on the calling thread: splitting each op's rows over threads costs a
+    barrier per op, which on a shared 2-core machine measured slower (docs/engine.md)."""
+    N = images.shape[0]
+    if N == 1:
+        run_image(kind, images[0], lut, inp, ops, koffs, wpk, bias, m0, n, rnd, arenas[0],
+                  np.empty(TILE_P * TILE_CO, np.int32), logits[0])
+        return
+    for i in prange(N):                     # Graph.run sets the chunk size
         acc = np.empty(TILE_P * TILE_CO, np.int32)
-        for i in range(N):
-            input_lut(images[i], lut, ar, inp[0], inp[1], inp[2])
-            for k in range(nops):
-                if ops[k, KIND] == CONV or ops[k, KIND] == ADD:
-                    for r in prange(ops[k, HO]):
-                        acc_r = np.empty(TILE_P * TILE_CO, np.int32)
-                        run_op(kind, ops[k], ar, koffs, wpk, bias, m0, n, rnd, acc_r, logits[i],
-                               r, r + 1)
-                else:
-                    run_op(kind, ops[k], ar, koffs, wpk, bias, m0, n, rnd, acc, logits[i],
-                           0, 1)
+        run_image(kind, images[i], lut, inp, ops, koffs, wpk, bias, m0, n, rnd,
+                  arenas[get_thread_id()], acc, logits[i])
 
 
 @njit(cache=True, parallel=True)
@@ -390,18 +397,21 @@ class Graph:
                 op.spec["pad"], int(op.m0[0]), int(op.n[0]), op.zy, op.lo, op.hi)
 
     def arenas(self):
-        """One arena per worker thread, made once and kept (borders hold the zero points)."""
-        t = get_num_threads()
-        if self._arenas is None or self._arenas.shape[0] != t:
-            self._arenas = np.tile(self.arena_template, (t, 1))
+        """One arena per Numba thread id, made once and kept (borders hold the zero points)."""
+        if self._arenas is None:
+            self._arenas = np.tile(self.arena_template, (config.NUMBA_NUM_THREADS, 1))
         return self._arenas
 
     def run(self, images):
         """images (N,32,32,3) uint8 C-contiguous -> (N, classes) int32 logits."""
         logits = np.empty((len(images), self.classes), np.int32)
         if len(images):
-            run(self.kind, images, self.lut, self.inp, self.ops, self.koffs, self.wpk, self.bias,
-                self.m0, self.n, self.rnd, self.arenas(), logits)
+            old = set_parallel_chunksize(CHUNK)
+            try:
+                run(self.kind, images, self.lut, self.inp, self.ops, self.koffs, self.wpk,
+                    self.bias, self.m0, self.n, self.rnd, self.arenas(), logits)
+            finally:
+                set_parallel_chunksize(old)
         return logits
 
 

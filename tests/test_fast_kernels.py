@@ -1,7 +1,7 @@
 """The fast paths (graph.py + vnni.py) equal the NumPy reference bit for bit, on every path
 this processor has: 'vnni' where it has AVX512-VNNI (else the tests say why they skip), and
 'portable' everywhere.  Random shapes, every weight width, 8- and 4-bit activations, the
-extreme values, and whole exported models at batch 1 (rows across threads) and batch > threads
+extreme values, and whole exported models at batch 1 (one thread) and batch > threads
 (images across threads)."""
 import json
 
@@ -104,7 +104,7 @@ def test_model_equals_reference(kernel, bits, exported, test_images):
     x = test_images[0][:9]
     want = model.run(x, reference_ops=True)
     assert np.array_equal(model.run(x), want)                     # images across threads
-    assert np.array_equal(model.run(x[:1]), want[:1])             # rows across threads (batch 1)
+    assert np.array_equal(model.run(x[:1]), want[:1])             # batch 1: one thread
     assert np.array_equal(model.predict(x, batch_size=4), want)   # arenas reused, ragged batches
 
 

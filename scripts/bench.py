@@ -1,0 +1,320 @@
+"""Engine speed, side by side: intengine's kernel paths against torch.ao int8, onnxruntime
+int8 and FP32 torch, on this machine, in one process (issue 11; docs/engine.md).
+
+    CIFAR10_DIR=../shared/data python scripts/bench.py [--quick] [--threads 2] [--out DIR] [--publish]
+
+Every contender gets the same threads, the same images and the same timed region: uint8
+NHWC pixels in, logits out.  Figures:
+- images/s at batch 256 over the test images: the median of --passes passes after a warm-up,
+  the contenders taking turns pass by pass, so that a busy neighbour slows them all alike;
+- batch-1 latency p50 / p99 over --latency-images images (taking turns every 100 images);
+- in a fresh process each (a child of this script): the time from process start to the
+  first logits with a warm cache, the same with an empty Numba cache (intengine's compile),
+  and the peak resident memory after a batch of 256.
+Ratios to torch.ao int8 are the headline: absolute figures move between machines and runs.
+The report records the processor, its VNNI/AMX flags, the versions and the load average.
+It also checks that each intengine fast path returns exactly the logits of the scalar
+kernels (kernels.py, bit-identical to reference.py) on the first images.
+
+Writes bench.json and bench.md into --out (default reports/bench, untracked); --publish
+writes results/bench.json and results/bench.md instead.  --quick (256 images, W8A8 only,
+64 calibration images, no cold-compile child) is the smoke run that the tests use; a peer
+whose package is missing (onnxruntime: the `peers` extra) is skipped with a printed note.
+"""
+import datetime
+import json
+import os
+
+# The contenders' thread pools sleep when idle instead of spinning, so that one contender's
+# idle threads do not take the cores from the next one (both torch and Numba use OpenMP).
+# Measured here: spinning pools cut torch.ao int8 to a sixth of its speed in this process.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import click
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+CHILD = "--child"
+
+
+def child_main(argv):
+    """In a fresh process: load one contender, first logits, then a batch of 256.
+
+    argv: kind path threads.  Prints one JSON line; the parent subtracts its own start."""
+    kind, path, threads = argv[0], argv[1], int(argv[2])
+    x = np.load(argv[3])
+    if kind.startswith("intengine:"):
+        import intengine
+        fn = intengine.load(path, kernel=kind.split(":")[1]).run
+    elif kind == "onnx":
+        from exporter import onnxrt
+        fn = onnxrt.predictor(path, threads)
+    else:
+        import torch
+        torch.set_num_threads(threads)
+        m = torch.jit.load(path)
+
+        def fn(a):
+            with torch.inference_mode():
+                return m(torch.from_numpy(a)).numpy()
+    fn(x[:1])
+    first = time.time()
+    fn(x)
+    # VmHWM, not getrusage: Linux carries ru_maxrss over exec from the parent
+    hwm = [l for l in open("/proc/self/status") if l.startswith("VmHWM:")]
+    rss = int(hwm[0].split()[1]) * 1024 if hwm else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    print(json.dumps({"first_logits_at": first, "peak_rss_bytes": rss}))
+
+
+if len(sys.argv) > 1 and sys.argv[1] == CHILD:      # before the heavy imports below
+    child_main(sys.argv[2:])
+    sys.exit(0)
+
+import numba  # noqa: E402
+import torch  # noqa: E402
+
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "scripts"))
+import intengine  # noqa: E402
+from compare import Progress  # noqa: E402
+from exporter import fold, onnxrt, torchao  # noqa: E402
+from exporter.__main__ import export  # noqa: E402
+from intengine import cpu  # noqa: E402
+from intengine.cifar10 import load_test, seeded_subset  # noqa: E402
+from train_report import cpu_name  # noqa: E402
+from trainer import data  # noqa: E402
+
+BATCH = 256
+
+
+def torch_contender(model):
+    wrapped = onnxrt.uint8_input(model)
+
+    def fn(x):
+        with torch.inference_mode():
+            return wrapped(torch.from_numpy(x)).numpy()
+    return fn, wrapped
+
+
+def throughput(fns, x, passes, say):
+    """{name: median images/s} at batch 256, the contenders taking turns pass by pass."""
+    speeds = {k: [] for k in fns}
+    for f in fns.values():
+        f(x[:BATCH])                                   # warm-up
+    for p in range(passes):
+        for k, f in fns.items():
+            t = time.perf_counter()
+            for s in range(0, len(x), BATCH):
+                f(x[s:s + BATCH])
+            speeds[k].append(len(x) / (time.perf_counter() - t))
+        say(f"throughput pass {p + 1}/{passes}: " + ", ".join(f"{k} {v[-1]:.0f}" for k, v in speeds.items()))
+    return {k: float(np.median(v)) for k, v in speeds.items()}, speeds
+
+
+def latency(fns, x, n):
+    """{name: (p50 s, p99 s)} of batch-1 calls over n images, turns every 100 images."""
+    times = {k: [] for k in fns}
+    for f in fns.values():
+        f(x[:1])
+    for s in range(0, n, 100):
+        for k, f in fns.items():
+            for i in range(s, min(s + 100, n)):
+                t = time.perf_counter()
+                f(x[i:i + 1])
+                times[k].append(time.perf_counter() - t)
+    return {k: (float(np.percentile(v, 50)), float(np.percentile(v, 99))) for k, v in times.items()}
+
+
+def in_child(kind, path, threads, images_path, env=None):
+    """-> (seconds from process start to first logits, peak RSS bytes) in a fresh process."""
+    e = dict(os.environ, NUMBA_NUM_THREADS=str(threads), OMP_NUM_THREADS=str(threads), **(env or {}))
+    t0 = time.time()
+    r = subprocess.run([sys.executable, __file__, CHILD, kind, str(path), str(threads), str(images_path)],
+                       capture_output=True, text=True, env=e, cwd=ROOT, timeout=900)
+    if r.returncode != 0:
+        raise RuntimeError(f"child {kind} failed: {r.stderr.strip().splitlines()[-1:]}")
+    res = json.loads(r.stdout.strip().splitlines()[-1])
+    return res["first_logits_at"] - t0, res["peak_rss_bytes"]
+
+
+def machine(threads):
+    f = cpu.host_features()
+    versions = {"python": platform.python_version(), "numpy": np.__version__, "numba": numba.__version__,
+                "torch": torch.__version__}
+    for mod in ("llvmlite", "onnxruntime", "onnx"):
+        try:
+            versions[mod] = __import__(mod).__version__
+        except ImportError:
+            versions[mod] = None
+    return {"cpu": cpu_name(), "llvm_cpu": cpu.cpu_name(), "cores": os.cpu_count(), "threads": threads,
+            "flags": {k: f.get(k, False) for k in ("avx512vnni", "avxvnni", "amx-int8", "avx512bw", "avx2")},
+            "versions": versions, "torch_quantized_engine": torch.backends.quantized.engine}
+
+
+def measure(checkpoint, data_dir, quick, threads, n_images, passes, n_latency, calib_n, seed, work, say):
+    torch.set_num_threads(threads)
+    numba.set_num_threads(threads)
+    load_before = os.getloadavg()
+    t_start = time.perf_counter()
+    x, y = load_test(data_dir)
+    idx = seeded_subset(len(y), n_images, seed)
+    x, y = np.ascontiguousarray(x[idx]), y[idx].astype(np.int64)
+    train = data.load_arrays(data_dir)["x_train"]
+    calib = train[seeded_subset(len(train), calib_n, seed)]
+    model = fold.load_resnet20(checkpoint)
+    fns, files, notes, peers = {}, {}, [], {}
+
+    say("torch.ao int8 (x86, fused, full range) and FP32")
+    fns["torch.ao int8"], tq = torch_contender(torchao.static_int8(model, calib, "full"))
+    fns["FP32 torch"], tf = torch_contender(model)
+    for name, m in (() if quick else (("torch.ao int8", tq), ("FP32 torch", tf))):
+        files[name] = ("torchscript", work / f"{name.split()[0]}.pt")
+        with torch.inference_mode():
+            torch.jit.save(torch.jit.trace(m, torch.from_numpy(x[:2])), str(files[name][1]))
+    why = onnxrt.available()
+    if why:
+        notes.append(f"onnxruntime int8 skipped: {why}")
+        say(notes[-1])
+    else:
+        say("onnxruntime int8 (static QDQ, per-channel, MinMax)")
+        path = onnxrt.quantize_int8(model, calib, work / "onnx")
+        fns["onnxruntime int8"] = onnxrt.predictor(path, threads)
+        files["onnxruntime int8"] = ("onnx", path)
+    fast = "vnni" if cpu.HAS_VNNI else "portable"
+    identical = {}
+    for bits in ((8,) if quick else (8, 4, 2)):
+        say(f"exporting W{bits}A8 ({calib_n} calibration images)")
+        path = export(checkpoint, bits, 8, 8, calib_n, seed, data_dir, work / f"w{bits}a8.npz", progress=False)[0]
+        ref = intengine.load(path, kernel="scalar").run(x[:64 if quick else BATCH])
+        for kernel in dict.fromkeys((fast, "portable")):
+            name = f"intengine W{bits}A8 {kernel}"
+            m = intengine.load(path, kernel=kernel)
+            fns[name] = m.run
+            files[name] = (f"intengine:{kernel}", path)
+            identical[name] = bool(np.array_equal(m.run(x[:len(ref)]), ref))
+    preds = {k: np.asarray(f(x[:BATCH])).argmax(1) for k, f in fns.items()}
+    say(f"throughput at batch {BATCH}: {len(x)} images x {passes} passes, {threads} threads")
+    speed, all_speeds = throughput(fns, x, passes, say)
+    say(f"batch-1 latency over {n_latency} images")
+    lat = latency(fns, x, n_latency)
+    np.save(work / "images.npy", x[:BATCH])
+    start, cold = {}, {}
+    for name, (kind, path) in files.items():
+        if quick and kind == "torchscript":
+            continue
+        say(f"fresh process: {name}")
+        start[name] = in_child(kind, path, threads, work / "images.npy")
+        if kind.startswith("intengine") and not quick and name.startswith("intengine W8A8"):
+            with tempfile.TemporaryDirectory() as cache:
+                cold[name] = in_child(kind, path, threads, work / "images.npy", {"NUMBA_CACHE_DIR": cache})[0]
+    ref_name = "torch.ao int8"
+    rows = []
+    for k in fns:
+        r = {"name": k, "images_per_s": speed[k], "passes": all_speeds[k],
+             "x_torchao": speed[k] / speed[ref_name], "p50_ms": lat[k][0] * 1e3, "p99_ms": lat[k][1] * 1e3,
+             "p50_x_torchao": lat[k][0] / lat[ref_name][0],
+             "top1_first_batch": float((preds[k] == y[:BATCH]).mean())}
+        if "onnxruntime int8" in lat:
+            r["p50_x_onnxruntime"] = lat[k][0] / lat["onnxruntime int8"][0]
+        if k in start:
+            r["start_to_first_logits_s"], r["peak_rss_bytes"] = start[k]
+        if k in cold:
+            r["cold_cache_first_logits_s"] = cold[k]
+        if k in identical:
+            r["bit_identical_to_scalar"] = identical[k]
+        rows.append(r)
+    return {"generated": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "command": "python scripts/bench.py" + (" --quick" if quick else ""),
+            "seconds": time.perf_counter() - t_start, "images": len(x), "passes": passes,
+            "latency_images": n_latency, "calibration_images": calib_n, "seed": seed, "batch": BATCH,
+            "machine": machine(threads), "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
+            "load_average": {"before": load_before, "after": os.getloadavg()},
+            "fast_kernel": fast, "notes": notes, "rows": rows, "targets": targets(rows, fast)}
+
+
+def targets(rows, fast):
+    """The issue's bars, measured: (figure, bar, measured, holds)."""
+    r = {x["name"]: x for x in rows}
+    out = []
+    w8, port = r.get(f"intengine W8A8 {fast}"), r.get("intengine W8A8 portable")
+    if w8:
+        out.append(["W8A8 batch-256 throughput, x torch.ao int8", ">= 0.5", w8["x_torchao"], w8["x_torchao"] >= 0.5])
+        out.append(["W8A8 batch-1 p50, x torch.ao int8", "<= 0.5", w8["p50_x_torchao"], w8["p50_x_torchao"] <= 0.5])
+        if "p50_x_onnxruntime" in w8:
+            out.append(["W8A8 batch-1 p50, x onnxruntime int8 (goal)", "<= 1.0", w8["p50_x_onnxruntime"],
+                        w8["p50_x_onnxruntime"] <= 1.0])
+        if "start_to_first_logits_s" in w8:
+            s = w8["start_to_first_logits_s"]
+            out.append(["W8A8 warm cache, process start to first logits (s)", "<= 3", s, s <= 3])
+    if port:
+        out.append(["portable path batch-256 throughput, x torch.ao int8", ">= 0.15", port["x_torchao"],
+                    port["x_torchao"] >= 0.15])
+    return out
+
+
+def markdown(rep):
+    m = rep["machine"]
+    la = rep["load_average"]
+    lines = [f"Generated by `{rep['command']}` on {rep['generated']} ({rep['seconds']:.0f} s). "
+             f"Machine: {m['cpu']} (LLVM: {m['llvm_cpu']}), {m['cores']} cores, {m['threads']} threads for "
+             f"every contender; avx512vnni {m['flags']['avx512vnni']}, amx-int8 {m['flags']['amx-int8']}. "
+             f"Load average {la['before'][0]:.1f} before, {la['after'][0]:.1f} after (other jobs share "
+             f"this machine: compare ratios, not absolute figures). OMP_WAIT_POLICY={rep['omp_wait_policy']}. "
+             + ", ".join(f"{k} {v}" for k, v in m["versions"].items() if v) + ".",
+             "",
+             f"Throughput: {rep['images']} test images at batch {rep['batch']}, median of {rep['passes']} passes. "
+             f"Latency: batch 1 over {rep['latency_images']} images. Timed region: uint8 NHWC in, logits out.",
+             "",
+             "| contender | images/s | × torch.ao int8 | p50 (ms) | p99 (ms) | p50 × torch.ao | p50 × onnxruntime "
+             "| start → first logits (s) | cold cache (s) | peak RSS (MB) | = scalar kernels |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rep["rows"]:
+        f = lambda k, fmt: format(r[k], fmt) if k in r else "n/a"
+        rss = f"{r['peak_rss_bytes'] / 2**20:.0f}" if "peak_rss_bytes" in r else "n/a"
+        same = {True: "yes", False: "**NO**"}.get(r.get("bit_identical_to_scalar"), "")
+        lines.append(f"| {r['name']} | {r['images_per_s']:.0f} | {r['x_torchao']:.2f} | {r['p50_ms']:.3f} | "
+                     f"{r['p99_ms']:.3f} | {r['p50_x_torchao']:.2f} | {f('p50_x_onnxruntime', '.2f')} | "
+                     f"{f('start_to_first_logits_s', '.2f')} | {f('cold_cache_first_logits_s', '.1f')} | {rss} | {same} |")
+    lines += ["", "| target | bar | measured | holds |", "|---|---|---|---|"]
+    lines += [f"| {t} | {b} | {v:.2f} | {'yes' if ok else 'no'} |" for t, b, v, ok in rep["targets"]]
+    lines += [f"- {n}" for n in rep["notes"]]
+    return "\n".join(lines) + "\n"
+
+
+@click.command()
+@click.option("--checkpoint", default=str(ROOT / "checkpoints" / "resnet20.pt"), show_default=True)
+@click.option("--data-dir", default=None, help="Folder with cifar10.npz  [default: $CIFAR10_DIR]")
+@click.option("--quick", is_flag=True, help="Smoke run: 256 images, W8A8 only, 64 calibration images.")
+@click.option("--threads", type=click.IntRange(1), default=2, show_default=True)
+@click.option("--images", "n_images", type=click.IntRange(1), default=None, help="Test images [default: all, quick 256]")
+@click.option("--passes", type=click.IntRange(1), default=None, help="Throughput passes [default: 3, quick 1]")
+@click.option("--latency-images", type=click.IntRange(1), default=None, help="[default: 1000, quick 20]")
+@click.option("--calib-images", type=click.IntRange(1), default=None, help="[default: 1024, quick 64]")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--out", default=str(ROOT / "reports" / "bench"), show_default=True)
+@click.option("--publish", is_flag=True, help="Write results/bench.json and results/bench.md (tracked).")
+def main(checkpoint, data_dir, quick, threads, n_images, passes, latency_images, calib_images, seed, out, publish):
+    """Engine speed against torch.ao int8, onnxruntime int8 and FP32, side by side."""
+    out = ROOT / "results" if publish else Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    say = Progress()
+    with tempfile.TemporaryDirectory() as work:
+        rep = measure(checkpoint, data_dir, quick, threads, n_images or (256 if quick else None),
+                      passes or (1 if quick else 3), latency_images or (20 if quick else 1000),
+                      calib_images or (64 if quick else 1024), seed, Path(work), say)
+    (out / "bench.json").write_text(json.dumps(rep, indent=1) + "\n")
+    (out / "bench.md").write_text(markdown(rep))
+    click.echo(markdown(rep))
+    click.echo(f"wrote {out / 'bench.json'} and {out / 'bench.md'}", err=True)
+
+
+if __name__ == "__main__":
+    from intengine.cli import run as run_cli
+    run_cli(main)

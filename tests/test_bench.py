@@ -1,0 +1,29 @@
+"""`python scripts/bench.py --quick` end to end, as the README shows it, into a temp folder."""
+import json
+import subprocess
+import sys
+
+from conftest import ROOT
+
+
+def test_bench_quick(data_dir, tmp_path):
+    r = subprocess.run([sys.executable, "scripts/bench.py", "--quick", "--out", str(tmp_path)],
+                       capture_output=True, text=True, cwd=ROOT, timeout=600,
+                       env={**__import__("os").environ, "CIFAR10_DIR": data_dir})
+    assert r.returncode == 0, r.stderr[-2000:]
+    rep = json.loads((tmp_path / "bench.json").read_text())
+    rows = {row["name"]: row for row in rep["rows"]}
+    fast = rep["fast_kernel"]
+    assert {"torch.ao int8", "FP32 torch", f"intengine W8A8 {fast}", "intengine W8A8 portable"} <= set(rows)
+    assert ("onnxruntime int8" in rows) != any("onnxruntime" in n for n in rep["notes"])   # run, or said why not
+    for name, row in rows.items():
+        assert row["images_per_s"] > 0 and row["p50_ms"] > 0 and row["p99_ms"] >= row["p50_ms"]
+        if name.startswith("intengine"):
+            assert row["bit_identical_to_scalar"] is True
+            assert row["start_to_first_logits_s"] > 0 and row["peak_rss_bytes"] > 0
+            assert row["top1_first_batch"] > 0.5
+    assert rows["torch.ao int8"]["x_torchao"] == 1.0
+    assert rep["machine"]["threads"] == 2 and "avx512vnni" in rep["machine"]["flags"]
+    md = (tmp_path / "bench.md").read_text()
+    assert "| intengine W8A8 portable |" in md and "× torch.ao int8" in md
+    assert "torch.ao int8" in r.stdout
