@@ -24,7 +24,7 @@ tests/test_integer_only.py scans this module's IR too.
 import numpy as np
 from numba import config, get_thread_id, njit, prange, set_parallel_chunksize
 
-from .fixedpoint import LOW31, clamp, requant, requant_even
+from .fixedpoint import clamp, requant, requant_array, requant_even
 from .vnni import CO as TILE_CO, P as TILE_P, micro
 
 CONV, ADD, POOL, LINEAR = 1, 2, 3, 4
@@ -37,7 +37,7 @@ KINDS = {"portable": 0, "vnni": 1}
  # the residual add (standalone, or fused into the conv before it): input b, factors,
  # requantize, and its own output point
  B_OFF, B_WP, B_CP, B_C, ZB, A_STRIDE, PAD, KA, KB, A_M0, A_N, A_ZY, A_LO, A_HI,
- A_OFF, A_WP, A_CP, NFIELDS) = range(39)
+ A_OFF, A_WP, A_CP, TAB, NFIELDS) = range(40)
 ACC_LIMIT = (1 << 31) - 1      # the micro-kernel's int32 sums and the epilogue's product
 
 
@@ -48,15 +48,9 @@ class NotEligible(ValueError):
 # ----------------------------------------------------------------------------- ops
 
 @njit(cache=True, inline="always")
-def _add_value(P, ar, qa, za, y, x, c):
-    """The residual add at output (y, x, c) given a's value qa: eq. (12)-(14)."""
-    acc = np.int64(P[KA]) * (np.int64(qa) - za)          # |acc| < 2^37 at 8 bits, section 7
-    cb = c - P[PAD]
-    if cb >= 0 and cb < P[B_C]:                           # padded channels hold z_b: add nothing
-        s = P[A_STRIDE]
-        b = ar[P[B_OFF] + ((y * s + 1) * P[B_WP] + x * s + 1) * P[B_CP] + cb]
-        acc += np.int64(P[KB]) * (np.int64(b) - P[ZB])
-    return clamp(P[A_ZY] + requant(acc, P[A_M0], P[A_N]), P[A_LO], P[A_HI])
+def _table(wpk, P):
+    """The residual add of this op as a table (Builder.add): out = T[256 q_a + q_b]."""
+    return wpk[P[TAB]:P[TAB] + 65536]
 
 
 @njit(cache=True)
@@ -70,17 +64,9 @@ def conv_rows(kind, P, ar, koffs, wpk, bias, m0, n, rnd, acc, r0, r1):
     wo, owp, ocp, ch = P[WO], P[O_WP], P[O_CP], P[CH]
     zy, lo, hi, ioff, ooff, woff = P[ZY], P[LO], P[HI], P[I_OFF], P[O_OFF], P[WOFF]
     fuse = P[FUSE]
-    # the fused residual add, eq. (12)-(14): its constants, and eq. (11)'s rounding terms
-    ka, kb, zb, pad, bc, ast = P[KA], P[KB], P[ZB], P[PAD], P[B_C], P[A_STRIDE]
-    boff, bwp, bcp = P[B_OFF], P[B_WP], P[B_CP]
-    am0, an, azy, alo, ahi = P[A_M0], P[A_N], P[A_ZY], P[A_LO], P[A_HI]
-    aoff, awp, acp = P[A_OFF], P[A_WP], P[A_CP]
-    ra = (np.int64(1) << (an - 32)) if an >= 32 else np.int64(0)
-    rb = np.int64(0) if an >= 32 else np.int64(1) << 30
-    ash = an - 31
-    # K_a, K_b <= 2^28 + 1 and M0 < 2^31 fit int32: 32x32->64 multiplies below
-    ka32, kb32, zb32 = np.int64(np.int32(ka)), np.int64(np.int32(kb)), np.int32(zb)
-    am0 = np.int64(np.int32(am0))
+    zb, pad, bc, ast = P[ZB], P[PAD], P[B_C], P[A_STRIDE]     # the fused residual add
+    boff, bwp, bcp, aoff, awp, acp = P[B_OFF], P[B_WP], P[B_CP], P[A_OFF], P[A_WP], P[A_CP]
+    tab = _table(wpk, P) if fuse else wpk[:1]
     q = np.empty(TILE_CO, np.int64)
     for oy in range(r0, r1):
         for cot in range(P[COT]):
@@ -110,32 +96,33 @@ def conv_rows(kind, P, ar, koffs, wpk, bias, m0, n, rnd, acc, r0, r1):
                         for c in range(TILE_CO):
                             dst[c] = np.uint8(q[c])
                         continue
-                    # residual add: |acc| < 2^38 at <= 8 bits (section 7); eq. (11) split
+                    # the residual add, eq. (12)-(14), as the table T[256 q_a + q_b]
                     for c in range(TILE_CO):
-                        q[c] = np.int64(np.int32(q[c] - zy)) * ka32
-                    if c1 > c0:                    # padded channels hold z_b: add nothing
+                        q[c] = q[c] * 256 + zb     # padded channels hold z_b
+                    if c1 > c0:
                         bb = boff + ((oy * ast + 1) * bwp + ox * ast + 1) * bcp + co0 - pad
                         src = ar[bb + c0:bb + c1]
                         for c in range(c1 - c0):
-                            q[c0 + c] += np.int64(np.int32(np.int32(src[c]) - zb32)) * kb32
+                            q[c0 + c] += np.int64(src[c]) - zb
                     o = aoff + ((oy + 1) * awp + ox + 1) * acp + co0
                     dst = ar[o:o + TILE_CO]
                     for c in range(TILE_CO):
-                        a = np.int64(np.int32(q[c] >> 31)) * am0 + ra
-                        b = np.int64(np.int32(q[c] & LOW31)) * am0 + rb
-                        t = (a + (b >> 31)) >> ash
-                        dst[c] = np.uint8(min(max(azy + t, alo), ahi))
+                        dst[c] = np.uint8(np.int32(tab[q[c]]) & 255)
 
 
 @njit(cache=True)
-def add_rows(P, ar, r0, r1):
-    """relu(a + shortcut(b)) for output rows r0..r1, eq. (12)-(14); a is the I_ point."""
+def add_rows(P, ar, wpk, r0, r1):
+    """relu(a + shortcut(b)) for output rows r0..r1, eq. (12)-(14), by table; a is the I_ point."""
+    tab, s_, pad, bc, zb = _table(wpk, P), P[A_STRIDE], P[PAD], P[B_C], P[ZB]
     for y in range(r0, r1):
         for x in range(P[WO]):
             i = P[I_OFF] + ((y + 1) * P[I_WP] + x + 1) * P[I_CP]
             o = P[A_OFF] + ((y + 1) * P[A_WP] + x + 1) * P[A_CP]
+            b = P[B_OFF] + ((y * s_ + 1) * P[B_WP] + x * s_ + 1) * P[B_CP]
             for c in range(P[CO]):
-                ar[o + c] = np.uint8(_add_value(P, ar, ar[i + c], P[ZX], y, x, c))
+                cb = c - pad
+                qb = np.int64(ar[b + cb]) if cb >= 0 and cb < bc else zb   # padding holds z_b
+                ar[o + c] = np.uint8(np.int32(tab[np.int64(ar[i + c]) * 256 + qb]) & 255)
 
 
 @njit(cache=True)
@@ -177,7 +164,7 @@ def run_op(kind, P, ar, koffs, wpk, bias, m0, n, rnd, acc, out, r0, r1):
     if k == CONV:
         conv_rows(kind, P, ar, koffs, wpk, bias, m0, n, rnd, acc, r0, r1)
     elif k == ADD:
-        add_rows(P, ar, r0, r1)
+        add_rows(P, ar, wpk, r0, r1)
     elif k == POOL:
         pool(P, ar, m0, n)
     else:
@@ -288,9 +275,22 @@ class Builder:
         return row
 
     def add(self, row, geo_b, c_b, zb, ka, kb, stride, pad, m0, n, zy, lo, hi, geo_out):
-        """Residual add params into `row` (a conv row to fuse, or a new add row)."""
+        """Residual add params into `row` (a conv row to fuse, or a new add row).
+
+        The add of two <= 8-bit values has at most 256 x 256 results: they are computed here,
+        once, by eq. (12)-(14) with fixedpoint.requant_array (the reference's own integer
+        code), into a table T[256 q_a + q_b] (uint8, stored in the weight bytes).  The kernel
+        then looks its output up: the same integers, by construction."""
+        za = row[ZX] if row[KIND] == ADD else row[ZY]    # a: the add's input, or the conv's output
+        qa, qb = np.meshgrid(np.arange(256, dtype=np.int64), np.arange(256, dtype=np.int64),
+                             indexing="ij")
+        acc = ka * (qa - za) + kb * (qb - zb)
+        table = np.clip(zy + requant_array(acc, m0, n), lo, hi).astype(np.uint8).ravel()
         row[[B_OFF, B_WP, B_CP, B_C, ZB, A_STRIDE, PAD, KA, KB, A_M0, A_N, A_ZY, A_LO, A_HI,
-             A_OFF, A_WP, A_CP]] = [*geo_b, c_b, zb, stride, pad, ka, kb, m0, n, zy, lo, hi, *geo_out]
+             A_OFF, A_WP, A_CP, TAB]] = [*geo_b, c_b, zb, stride, pad, ka, kb, m0, n, zy, lo, hi,
+                                         *geo_out, self.nw]
+        self.w.append(table.view(np.int8))
+        self.nw += table.size
         return row
 
     def add_op(self, geo_a, za, hwc, *args):
