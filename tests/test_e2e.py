@@ -37,7 +37,7 @@ COVERED = {
     "intengine eval": "test_exporter_then_engine",
     "intengine info": "test_exporter_then_engine",
     "intengine predict": "test_exporter_then_engine",
-    "intengine verify": "test_reliability.py::test_verify_subprocess",
+    "intengine verify": "test_reliability.py::test_verify_command",
 }
 SUBCOMMANDS = {"trainer": {"eval", "train"}, "intengine": {"eval", "info", "predict", "verify"}}
 
