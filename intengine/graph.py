@@ -25,10 +25,11 @@ import numpy as np
 from numba import config, get_thread_id, njit, prange, set_parallel_chunksize
 
 from .fixedpoint import clamp, requant, requant_array, requant_even
-from .vnni import CO as TILE_CO, P as TILE_P, micro
+from .vnni import CO as TILE_CO, P as TILE_P, epilogue, micro
 
 CONV, ADD, POOL, LINEAR = 1, 2, 3, 4
 CHUNK = 2                          # images per hand-out to a thread (dynamic scheduling)
+GUARD = 64                         # spare arena bytes at both ends (Builder)
 KINDS = {"portable": 0, "vnni": 1}
 # Fields of one op's row in the op table (int64).  Output point, then the main input.
 (KIND, O_OFF, O_WP, O_CP, HO, WO, CO, ZY, LO, HI, CH,
@@ -58,56 +59,33 @@ def conv_rows(kind, P, ar, koffs, wpk, bias, m0, n, rnd, acc, r0, r1):
     """Output rows r0..r1 of one conv on one image's arena `ar`, eq. (6)-(8).
 
     acc: (128,) int32 scratch.  bias (folded), m0, n, rnd = 2^(n-1): per output channel,
-    COT*16 entries from P[CH].  The epilogue loops run over 16 channels with every per-op
-    value in a local, so that LLVM vectorizes them."""
+    COT*16 entries from P[CH].  vnni.micro sums a tile of 8 pixels x 16 channels, then
+    vnni.epilogue requantizes each pixel's 16 channels (and does the fused add) in vectors."""
     s, iwp, icp, nk = P[STRIDE], P[I_WP], P[I_CP], P[NK]
     wo, owp, ocp, ch = P[WO], P[O_WP], P[O_CP], P[CH]
     zy, lo, hi, ioff, ooff, woff = P[ZY], P[LO], P[HI], P[I_OFF], P[O_OFF], P[WOFF]
     fuse = P[FUSE]
     zb, pad, bc, ast = P[ZB], P[PAD], P[B_C], P[A_STRIDE]     # the fused residual add
     boff, bwp, bcp, aoff, awp, acp = P[B_OFF], P[B_WP], P[B_CP], P[A_OFF], P[A_WP], P[A_CP]
-    tab = _table(wpk, P) if fuse else wpk[:1]
-    q = np.empty(TILE_CO, np.int64)
+    tab = _table(wpk, P) if fuse else wpk
     for oy in range(r0, r1):
         for cot in range(P[COT]):
             wbase = woff + cot * nk * 64
             co0 = cot * TILE_CO
-            # this tile's per-channel values as views: loops below then index from 0, with
-            # no negative-index fix-up, so LLVM vectorizes them instead of gathering
-            bl, ml = bias[ch + co0:ch + co0 + TILE_CO], m0[ch + co0:ch + co0 + TILE_CO]
-            nl, rl = n[ch + co0:ch + co0 + TILE_CO], rnd[ch + co0:ch + co0 + TILE_CO]
             c0, c1 = max(0, pad - co0), min(TILE_CO, bc + pad - co0)   # lanes with a b channel
             for ox0 in range(0, wo, TILE_P):
                 npix = min(TILE_P, wo - ox0)
                 micro(kind, ar, ioff + (oy * s * iwp + ox0 * s) * icp, s * icp, npix,
                       koffs, P[KOFF], nk, wpk, wbase, acc)
-                for p in range(npix):
-                    # eq. (8); |acc + bias| < 2^31 (Builder.conv checks it), so
-                    # acc*M0 + 2^(n-1) < 2^63 and this one multiply is eq. (10) exactly.
-                    # int32 operands (they fit) let LLVM use a 32x32->64 multiply.
-                    for c in range(TILE_CO):
-                        v = np.int32(acc[p * TILE_CO + c] + np.int32(bl[c]))
-                        t = (np.int64(v) * np.int64(np.int32(ml[c])) + rl[c]) >> nl[c]
-                        q[c] = min(max(zy + t, lo), hi)
+                for p in range(npix):             # eq. (8), and the fused add: vnni.epilogue
                     ox = ox0 + p
                     if fuse == 0:
-                        o = ooff + ((oy + 1) * owp + ox + 1) * ocp + co0
-                        dst = ar[o:o + TILE_CO]
-                        for c in range(TILE_CO):
-                            dst[c] = np.uint8(q[c])
-                        continue
-                    # the residual add, eq. (12)-(14), as the table T[256 q_a + q_b]
-                    for c in range(TILE_CO):
-                        q[c] = q[c] * 256 + zb     # padded channels hold z_b
-                    if c1 > c0:
+                        o, bb = ooff + ((oy + 1) * owp + ox + 1) * ocp + co0, 0
+                    else:
+                        o = aoff + ((oy + 1) * awp + ox + 1) * acp + co0
                         bb = boff + ((oy * ast + 1) * bwp + ox * ast + 1) * bcp + co0 - pad
-                        src = ar[bb + c0:bb + c1]
-                        for c in range(c1 - c0):
-                            q[c0 + c] += np.int64(src[c]) - zb
-                    o = aoff + ((oy + 1) * awp + ox + 1) * acp + co0
-                    dst = ar[o:o + TILE_CO]
-                    for c in range(TILE_CO):
-                        dst[c] = np.uint8(np.int32(tab[q[c]]) & 255)
+                    epilogue(acc, p, bias, m0, n, rnd, ch + co0, zy, lo, hi, ar, o, fuse, bb, c0, c1,
+                             zb, tab)
 
 
 @njit(cache=True)
@@ -218,7 +196,9 @@ class Builder:
     """Assigns arena offsets to points and packs each op into the flat tables."""
 
     def __init__(self):
-        self.size, self.fill = 0, []                       # fill: (offset, bytes, zero point)
+        # 64 spare bytes before the first point and after the last: vnni.epilogue reads 16
+        # bytes of the shortcut input at once (and ignores the lanes it does not need)
+        self.size, self.fill = GUARD, []                   # fill: (offset, bytes, zero point)
         self.rows, self.koffs, self.w, self.chan = [], [], [], []
         self.nk = self.nw = self.nch = 0
 
@@ -323,7 +303,7 @@ class Builder:
         cat = lambda parts, dt: np.ascontiguousarray(np.concatenate(parts).astype(dt)) if parts \
             else np.zeros(1, dt)
         chans = [cat(c, np.int64) for c in self.chan] if self.chan else [np.zeros(1, np.int64)] * 4
-        arena = np.zeros(max(self.size, 64), np.uint8)
+        arena = np.zeros(self.size + GUARD, np.uint8)
         for off, nbytes, z in self.fill:
             arena[off:off + nbytes] = z
         return (np.ascontiguousarray(np.stack(self.rows)), cat(self.koffs, np.int64),
