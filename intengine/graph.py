@@ -24,7 +24,7 @@ tests/test_integer_only.py scans this module's IR too.
 import numpy as np
 from numba import config, get_thread_id, njit, prange, set_parallel_chunksize
 
-from .fixedpoint import clamp, requant, requant_array, requant_even
+from .fixedpoint import clamp, requant, requant_even
 from .vnni import CO as TILE_CO, P as TILE_P, epilogue, micro
 
 CONV, ADD, POOL, LINEAR = 1, 2, 3, 4
@@ -38,7 +38,7 @@ KINDS = {"portable": 0, "vnni": 1}
  # the residual add (standalone, or fused into the conv before it): input b, factors,
  # requantize, and its own output point
  B_OFF, B_WP, B_CP, B_C, ZB, A_STRIDE, PAD, KA, KB, A_M0, A_N, A_ZY, A_LO, A_HI,
- A_OFF, A_WP, A_CP, TAB, NFIELDS) = range(40)
+ A_OFF, A_WP, A_CP, NFIELDS) = range(39)
 ACC_LIMIT = (1 << 31) - 1      # the micro-kernel's int32 sums and the epilogue's product
 
 
@@ -49,9 +49,15 @@ class NotEligible(ValueError):
 # ----------------------------------------------------------------------------- ops
 
 @njit(cache=True, inline="always")
-def _table(wpk, P):
-    """The residual add of this op as a table (Builder.add): out = T[256 q_a + q_b]."""
-    return wpk[P[TAB]:P[TAB] + 65536]
+def _add_value(P, ar, qa, za, y, x, c):
+    """The residual add at output (y, x, c) given a's value qa: eq. (12)-(14)."""
+    acc = np.int64(P[KA]) * (np.int64(qa) - za)          # |acc| < 2^37 at 8 bits, section 7
+    cb = c - P[PAD]
+    if cb >= 0 and cb < P[B_C]:                           # padded channels hold z_b: add nothing
+        s = P[A_STRIDE]
+        b = ar[P[B_OFF] + ((y * s + 1) * P[B_WP] + x * s + 1) * P[B_CP] + cb]
+        acc += np.int64(P[KB]) * (np.int64(b) - P[ZB])
+    return clamp(P[A_ZY] + requant(acc, P[A_M0], P[A_N]), P[A_LO], P[A_HI])
 
 
 @njit(cache=True)
@@ -67,7 +73,7 @@ def conv_rows(kind, P, ar, koffs, wpk, bias, m0, n, rnd, acc, r0, r1):
     fuse = P[FUSE]
     zb, pad, bc, ast = P[ZB], P[PAD], P[B_C], P[A_STRIDE]     # the fused residual add
     boff, bwp, bcp, aoff, awp, acp = P[B_OFF], P[B_WP], P[B_CP], P[A_OFF], P[A_WP], P[A_CP]
-    tab = _table(wpk, P) if fuse else wpk
+    addp = P[KA:A_HI + 1]                 # K_a, K_b, M0, n, z, lo, hi of the fused add
     for oy in range(r0, r1):
         for cot in range(P[COT]):
             wbase = woff + cot * nk * 64
@@ -85,22 +91,19 @@ def conv_rows(kind, P, ar, koffs, wpk, bias, m0, n, rnd, acc, r0, r1):
                         o = aoff + ((oy + 1) * awp + ox + 1) * acp + co0
                         bb = boff + ((oy * ast + 1) * bwp + ox * ast + 1) * bcp + co0 - pad
                     epilogue(acc, p, bias, m0, n, rnd, ch + co0, zy, lo, hi, ar, o, fuse, bb, c0, c1,
-                             zb, tab)
+                             zb, addp)
 
 
 @njit(cache=True)
-def add_rows(P, ar, wpk, r0, r1):
-    """relu(a + shortcut(b)) for output rows r0..r1, eq. (12)-(14), by table; a is the I_ point."""
-    tab, s_, pad, bc, zb = _table(wpk, P), P[A_STRIDE], P[PAD], P[B_C], P[ZB]
+def add_rows(P, ar, r0, r1):
+    """relu(a + shortcut(b)) for output rows r0..r1, eq. (12)-(14); a is the I_ point.
+    (ResNet20's adds are all fused into the conv before them; this serves other graphs.)"""
     for y in range(r0, r1):
         for x in range(P[WO]):
             i = P[I_OFF] + ((y + 1) * P[I_WP] + x + 1) * P[I_CP]
             o = P[A_OFF] + ((y + 1) * P[A_WP] + x + 1) * P[A_CP]
-            b = P[B_OFF] + ((y * s_ + 1) * P[B_WP] + x * s_ + 1) * P[B_CP]
             for c in range(P[CO]):
-                cb = c - pad
-                qb = np.int64(ar[b + cb]) if cb >= 0 and cb < bc else zb   # padding holds z_b
-                ar[o + c] = np.uint8(np.int32(tab[np.int64(ar[i + c]) * 256 + qb]) & 255)
+                ar[o + c] = np.uint8(_add_value(P, ar, ar[i + c], P[ZX], y, x, c))
 
 
 @njit(cache=True)
@@ -142,7 +145,7 @@ def run_op(kind, P, ar, koffs, wpk, bias, m0, n, rnd, acc, out, r0, r1):
     if k == CONV:
         conv_rows(kind, P, ar, koffs, wpk, bias, m0, n, rnd, acc, r0, r1)
     elif k == ADD:
-        add_rows(P, ar, wpk, r0, r1)
+        add_rows(P, ar, r0, r1)
     elif k == POOL:
         pool(P, ar, m0, n)
     else:
@@ -255,22 +258,10 @@ class Builder:
         return row
 
     def add(self, row, geo_b, c_b, zb, ka, kb, stride, pad, m0, n, zy, lo, hi, geo_out):
-        """Residual add params into `row` (a conv row to fuse, or a new add row).
-
-        The add of two <= 8-bit values has at most 256 x 256 results: they are computed here,
-        once, by eq. (12)-(14) with fixedpoint.requant_array (the reference's own integer
-        code), into a table T[256 q_a + q_b] (uint8, stored in the weight bytes).  The kernel
-        then looks its output up: the same integers, by construction."""
-        za = row[ZX] if row[KIND] == ADD else row[ZY]    # a: the add's input, or the conv's output
-        qa, qb = np.meshgrid(np.arange(256, dtype=np.int64), np.arange(256, dtype=np.int64),
-                             indexing="ij")
-        acc = ka * (qa - za) + kb * (qb - zb)
-        table = np.clip(zy + requant_array(acc, m0, n), lo, hi).astype(np.uint8).ravel()
+        """Residual add params into `row` (a conv row to fuse, or a new add row).  The fields
+        KA..A_HI are in the order vnni.epilogue reads them."""
         row[[B_OFF, B_WP, B_CP, B_C, ZB, A_STRIDE, PAD, KA, KB, A_M0, A_N, A_ZY, A_LO, A_HI,
-             A_OFF, A_WP, A_CP, TAB]] = [*geo_b, c_b, zb, stride, pad, ka, kb, m0, n, zy, lo, hi,
-                                         *geo_out, self.nw]
-        self.w.append(table.view(np.int8))
-        self.nw += table.size
+             A_OFF, A_WP, A_CP]] = [*geo_b, c_b, zb, stride, pad, ka, kb, m0, n, zy, lo, hi, *geo_out]
         return row
 
     def add_op(self, geo_a, za, hwc, *args):

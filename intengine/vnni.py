@@ -125,38 +125,43 @@ def _vec_load(builder, arr_ptr, index, ty):
     return builder.load(builder.bitcast(builder.gep(arr_ptr, [index]), ty.as_pointer()), align=1)
 
 
+def _fits32(builder, v):
+    """v (<16 x i64>) whose values fit int32, said so to LLVM (x86: vpmuldq, not vpmullq)."""
+    v32 = ir.VectorType(I32, v.type.count)
+    return builder.sext(builder.trunc(v, v32), v.type)
+
+
 def _splat(builder, value, ty):
     return _broadcast(builder, builder.sext(value, ty.element) if value.type != ty.element else value,
                       ty.count)
 
 
 @intrinsic
-def epilogue(typingctx, acc, p, bias, m0, n, rnd, cb, zy, lo, hi, ar, o, fuse, bb, c0, c1, zb, tab):
+def epilogue(typingctx, acc, p, bias, m0, n, rnd, cb, zy, lo, hi, ar, o, fuse, bb, c0, c1, zb, add):
     """Pixel p of a tile: eq. (8) on 16 channels, into the uint8 arena `ar` at byte o.
 
     acc (128,) int32 tile sums; bias (folded), m0, n, rnd = 2^(n-1): int64 per channel, this
     tile's from index cb.  q = clamp(z_y + ((acc + bias)*M0 + 2^(n-1)) >> n, lo, hi): exact,
     because |acc + bias| < 2^31 (graph.Builder.conv checks it), so the product and the sum
-    fit in int64 (eq. 10).  With fuse = 1 the residual add follows, as its table
-    (graph.Builder.add): out = tab[256 q + q_b], q_b = ar[bb + c] for lanes c0 <= c < c1 and
-    z_b elsewhere (padded channels hold z_b).  Generic LLVM vectors: portable."""
+    fit in int64 (eq. 10).  With fuse = 1 the residual add follows (section 7), with
+    add = (K_a, K_b, M0, n, z, lo, hi) of the add (int64): eq. (12)-(14) on q and
+    q_b = ar[bb + c] for lanes c0 <= c < c1, z_b elsewhere (padded channels hold z_b), with
+    eq. (11)'s exact split for the requantize.  Generic LLVM vectors: portable."""
     sig = types.void(acc, types.int64, bias, m0, n, rnd, types.int64, types.int64, types.int64,
                      types.int64, ar, types.int64, types.int64, types.int64, types.int64, types.int64,
-                     types.int64, tab)
+                     types.int64, add)
 
     def codegen(context, builder, signature, args):
         tys = signature.args
-        (acc, p, bias, m0, n, rnd, cb, zy, lo, hi, ar, o, fuse, bb, c0, c1, zb, tab) = args
+        (acc, p, bias, m0, n, rnd, cb, zy, lo, hi, ar, o, fuse, bb, c0, c1, zb, add) = args
         data = {i: context.make_array(tys[i])(context, builder, args[i]).data
                 for i in (0, 2, 3, 4, 5, 10, 17)}
         V64, V16I32, V16I8 = ir.VectorType(I64, 16), ir.VectorType(I32, 16), ir.VectorType(I8, 16)
         a = _vec_load(builder, data[0], builder.mul(p, ir.Constant(I64, CO)), V16I32)
         v = builder.add(builder.sext(a, V64), _vec_load(builder, data[2], cb, V64))
         m = _vec_load(builder, data[3], cb, V64)
-        # both factors fit int32: say so, and x86 multiplies with vpmuldq
-        v = builder.sext(builder.trunc(v, V16I32), V64)
-        m = builder.sext(builder.trunc(m, V16I32), V64)
-        t = builder.ashr(builder.add(builder.mul(v, m), _vec_load(builder, data[5], cb, V64)),
+        # both factors fit int32
+        t = builder.ashr(builder.add(builder.mul(_fits32(builder, v), _fits32(builder, m)), _vec_load(builder, data[5], cb, V64)),
                          _vec_load(builder, data[4], cb, V64))
         t = builder.add(t, _splat(builder, zy, V64))
         lov, hiv = _splat(builder, lo, V64), _splat(builder, hi, V64)
@@ -166,19 +171,37 @@ def epilogue(typingctx, acc, p, bias, m0, n, rnd, cb, zy, lo, hi, ar, o, fuse, b
         with builder.if_else(builder.icmp_signed("==", fuse, ir.Constant(I64, 0))) as (plain, add):
             with plain:
                 builder.store(builder.trunc(q, V16I8), dst, align=1)
-            with add:
+            with add:                     # eq. (12)-(14), with eq. (11) for the requantize
+                ka, kb, am0, an, azy, alo, ahi = (
+                    builder.load(builder.gep(data[17], [ir.Constant(I64, k)])) for k in range(7))
                 qb = builder.zext(_vec_load(builder, data[10], bb, V16I8), V64)
                 lane = ir.Constant(V64, list(range(CO)))
                 inside = builder.and_(builder.icmp_signed(">=", lane, _splat(builder, c0, V64)),
                                       builder.icmp_signed("<", lane, _splat(builder, c1, V64)))
-                qb = builder.select(inside, qb, _splat(builder, zb, V64))
-                idx = builder.add(builder.mul(q, ir.Constant(V64, [256] * CO)), qb)
-                out = ir.Constant(V16I8, None)
-                for c in range(CO):
-                    k = builder.extract_element(idx, ir.Constant(I32, c))
-                    out = builder.insert_element(out, builder.load(builder.gep(data[17], [k])),
-                                                 ir.Constant(I32, c))
-                builder.store(out, dst, align=1)
+                zbv = _splat(builder, zb, V64)
+                db = builder.sub(builder.select(inside, qb, zbv), zbv)     # padding holds z_b
+                da = builder.sub(q, _splat(builder, zy, V64))
+                # |q - z| < 2^8 and K <= 2^28 + 1 fit int32: 32x32->64 multiplies;
+                # |acc| < 2^37 (section 7)
+                acc = builder.add(builder.mul(_fits32(builder, da), _fits32(builder, _splat(builder, ka, V64))),
+                                  builder.mul(_fits32(builder, db), _fits32(builder, _splat(builder, kb, V64))))
+                big = builder.icmp_signed(">=", an, ir.Constant(I64, 32))
+                one = ir.Constant(I64, 1)
+                ra = builder.select(big, builder.shl(one, builder.sub(an, ir.Constant(I64, 32))),
+                                    ir.Constant(I64, 0))
+                rb = builder.select(big, ir.Constant(I64, 0), ir.Constant(I64, 1 << 30))
+                m = _fits32(builder, _splat(builder, am0, V64))
+                hi31 = builder.ashr(acc, ir.Constant(V64, [31] * CO))
+                lo31 = builder.and_(acc, ir.Constant(V64, [(1 << 31) - 1] * CO))
+                a_ = builder.add(builder.mul(_fits32(builder, hi31), m), _splat(builder, ra, V64))
+                b_ = builder.add(builder.mul(_fits32(builder, lo31), m), _splat(builder, rb, V64))
+                t = builder.add(a_, builder.ashr(b_, ir.Constant(V64, [31] * CO)))
+                t = builder.ashr(t, _splat(builder, builder.sub(an, ir.Constant(I64, 31)), V64))
+                t = builder.add(t, _splat(builder, azy, V64))
+                lov, hiv = _splat(builder, alo, V64), _splat(builder, ahi, V64)
+                t = builder.select(builder.icmp_signed("<", t, lov), lov, t)
+                t = builder.select(builder.icmp_signed(">", t, hiv), hiv, t)
+                builder.store(builder.trunc(t, V16I8), dst, align=1)
         return context.get_dummy_value()
 
     return sig, codegen
