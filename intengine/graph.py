@@ -21,6 +21,8 @@ describes it; in short:
 Every result equals reference.py bit for bit (tests/test_fast_kernels.py).  Integer-only:
 tests/test_integer_only.py scans this module's IR too.
 """
+import threading
+
 import numpy as np
 from numba import config, get_thread_id, njit, prange, set_parallel_chunksize
 
@@ -360,6 +362,7 @@ class Graph:
         self.lut = np.ascontiguousarray(model.lut)
         self.classes = len(model.classes)
         self._arenas = None
+        self._lock = threading.Lock()           # the arenas serve one call at a time
 
     @staticmethod
     def _add_args(op, geo, shapes):
@@ -377,12 +380,13 @@ class Graph:
         """images (N,32,32,3) uint8 C-contiguous -> (N, classes) int32 logits."""
         logits = np.empty((len(images), self.classes), np.int32)
         if len(images):
-            old = set_parallel_chunksize(CHUNK)
-            try:
-                run(self.kind, images, self.lut, self.inp, self.ops, self.koffs, self.wpk,
-                    self.bias, self.m0, self.n, self.rnd, self.arenas(), logits)
-            finally:
-                set_parallel_chunksize(old)
+            with self._lock:
+                old = set_parallel_chunksize(CHUNK)
+                try:
+                    run(self.kind, images, self.lut, self.inp, self.ops, self.koffs, self.wpk,
+                        self.bias, self.m0, self.n, self.rnd, self.arenas(), logits)
+                finally:
+                    set_parallel_chunksize(old)
         return logits
 
 

@@ -1,8 +1,11 @@
-"""Every Numba kernel equals the NumPy reference (np.array_equal), at every width."""
+"""Every Numba kernel equals the NumPy reference (np.array_equal), at every width; the conv
+test also runs the fast paths (graph.py) that this processor has, at <= 8 bits."""
 import numpy as np
 import pytest
 
-from intengine import kernels, reference
+from intengine import cpu, graph, kernels, reference
+
+FAST = ["vnni", "portable"] if cpu.HAS_VNNI else ["portable"]
 
 rng = np.random.default_rng(0)
 WIDTHS = {  # (weight bits, act bits, weight dtype, acc dtype)
@@ -44,6 +47,15 @@ def test_conv3x3(width, stride, relu):
     assert got.dtype == np.int32 and want.shape == got.shape
     assert np.array_equal(got, want)
     assert len(np.unique(want)) > 10            # not a saturated, trivially equal output
+    if wb <= 8:
+        for path in FAST:                      # the vnni path where the processor has it
+            assert np.array_equal(graph.conv3x3(x, zx, w, bias, m0, n, zy, lo, hi, stride, path), want), path
+
+
+@pytest.mark.skipif(cpu.HAS_VNNI, reason="this processor has VNNI: test_conv3x3 runs the vnni path")
+def test_vnni_path_missing_is_said():
+    pytest.skip(f"no AVX512-VNNI on this processor ({cpu.cpu_name()}): the vnni path cannot run "
+                f"here; tests/test_fast_kernels.py says so per test, the portable path is tested")
 
 
 @pytest.mark.parametrize("ab", [8, 16])
