@@ -105,7 +105,6 @@ def test_predict_json_top_k_and_notes(exported, tmp_path, test_images):
     bomb = tmp_path / "bomb.png"
     bomb.write_bytes(png_declaring(100_000, 100_000))
     one_line_error(run_cli("intengine", "predict", exported[8][0], files[0], bomb, "--resize"), "pixels")
-    one_line_error(run_cli("intengine", "predict", exported[8][0], tmp_path), "folder")
 
 
 def test_api_single_image_probabilities_and_refusals(exported, test_images):
