@@ -111,12 +111,19 @@ def add_rows(P, ar, r0, r1):
 @njit(cache=True)
 def pool(P, ar, m0, n):
     """Global average of the I_ point (HO x WO x CO) into the flat O_ point, eq. (15)-(16a)."""
-    for c in range(P[CO]):
-        acc = np.int64(0)
-        for y in range(P[HO]):
-            for x in range(P[WO]):
-                acc += np.int64(ar[P[I_OFF] + ((y + 1) * P[I_WP] + x + 1) * P[I_CP] + c]) - P[ZX]
-        ar[P[O_OFF] + c] = np.uint8(clamp(P[ZY] + requant_even(acc, m0[P[CH]], n[P[CH]]), P[LO], P[HI]))
+    C = P[CO]
+    acc = np.zeros(C, np.int64)                           # |acc| <= 64 * 255
+    for y in range(P[HO]):
+        for x in range(P[WO]):
+            b = P[I_OFF] + ((y + 1) * P[I_WP] + x + 1) * P[I_CP]
+            px = ar[b:b + C]                              # a view: the channel loop vectorizes
+            for c in range(C):
+                acc[c] += np.int64(px[c])
+    zx, hw = P[ZX], P[HO] * P[WO]
+    for c in range(C):
+        acc[c] -= hw * zx                                 # eq. (15): sum of (x - z_x)
+        ar[P[O_OFF] + c] = np.uint8(clamp(P[ZY] + requant_even(acc[c], m0[P[CH]], n[P[CH]]),
+                                          P[LO], P[HI]))
 
 
 @njit(cache=True)
