@@ -27,7 +27,7 @@ import numpy as np
 from numba import config, get_thread_id, njit, prange, set_parallel_chunksize
 
 from .fixedpoint import clamp, requant, requant_even
-from .vnni import CO as TILE_CO, P as TILE_P, epilogue, micro
+from .vnni import CO as TILE_CO, P as TILE_P, epilogue, micro, micro2
 
 CONV, ADD, POOL, LINEAR = 1, 2, 3, 4
 CHUNK = 2                          # images per hand-out to a thread (dynamic scheduling)
@@ -66,8 +66,8 @@ def _add_value(P, ar, qa, za, y, x, c):
 def conv_rows(kind, P, ar, koffs, wpk, bias, m0, n, rnd, acc, r0, r1):
     """Output rows r0..r1 of one conv on one image's arena `ar`, eq. (6)-(8).
 
-    acc: (128,) int32 scratch.  bias (folded), m0, n, rnd = 2^(n-1): per output channel,
-    COT*16 entries from P[CH].  vnni.micro sums a tile of 8 pixels x 16 channels, then
+    acc: (256,) int32 scratch.  bias (folded), m0, n, rnd = 2^(n-1): per output channel,
+    COT*16 entries from P[CH].  vnni.micro2 (or micro) sums 8 pixels x 32 (or 16) channels;
     vnni.epilogue requantizes each pixel's 16 channels (and does the fused add) in vectors."""
     s, iwp, icp, nk = P[STRIDE], P[I_WP], P[I_CP], P[NK]
     wo, owp, ocp, ch = P[WO], P[O_WP], P[O_CP], P[CH]
@@ -77,23 +77,30 @@ def conv_rows(kind, P, ar, koffs, wpk, bias, m0, n, rnd, acc, r0, r1):
     boff, bwp, bcp, aoff, awp, acp = P[B_OFF], P[B_WP], P[B_CP], P[A_OFF], P[A_WP], P[A_CP]
     addp = P[KA:A_HI + 1]                 # K_a, K_b, M0, n, z, lo, hi of the fused add
     for oy in range(r0, r1):
-        for cot in range(P[COT]):
+        cot = 0
+        while cot < P[COT]:
+            tiles = 2 if cot + 1 < P[COT] else 1        # two channel tiles share each broadcast
             wbase = woff + cot * nk * 64
-            co0 = cot * TILE_CO
-            c0, c1 = max(0, pad - co0), min(TILE_CO, bc + pad - co0)   # lanes with a b channel
             for ox0 in range(0, wo, TILE_P):
                 npix = min(TILE_P, wo - ox0)
-                micro(kind, ar, ioff + (oy * s * iwp + ox0 * s) * icp, s * icp, npix,
-                      koffs, P[KOFF], nk, wpk, wbase, acc)
-                for p in range(npix):             # eq. (8), and the fused add: vnni.epilogue
-                    ox = ox0 + p
-                    if fuse == 0:
-                        o, bb = ooff + ((oy + 1) * owp + ox + 1) * ocp + co0, 0
-                    else:
-                        o = aoff + ((oy + 1) * awp + ox + 1) * acp + co0
-                        bb = boff + ((oy * ast + 1) * bwp + ox * ast + 1) * bcp + co0 - pad
-                    epilogue(acc, p, bias, m0, n, rnd, ch + co0, zy, lo, hi, ar, o, fuse, bb, c0, c1,
-                             zb, addp)
+                xoff = ioff + (oy * s * iwp + ox0 * s) * icp
+                if tiles == 2:
+                    micro2(kind, ar, xoff, s * icp, npix, koffs, P[KOFF], nk, wpk, wbase, acc)
+                else:
+                    micro(kind, ar, xoff, s * icp, npix, koffs, P[KOFF], nk, wpk, wbase, acc)
+                for j in range(tiles):
+                    co0 = (cot + j) * TILE_CO
+                    c0, c1 = max(0, pad - co0), min(TILE_CO, bc + pad - co0)   # lanes with b
+                    for p in range(npix):     # eq. (8), and the fused add: vnni.epilogue
+                        ox = ox0 + p
+                        if fuse == 0:
+                            o, bb = ooff + ((oy + 1) * owp + ox + 1) * ocp + co0, 0
+                        else:
+                            o = aoff + ((oy + 1) * awp + ox + 1) * acp + co0
+                            bb = boff + ((oy * ast + 1) * bwp + ox * ast + 1) * bcp + co0 - pad
+                        epilogue(acc, j * TILE_P + p, bias, m0, n, rnd, ch + co0, zy, lo, hi, ar,
+                                 o, fuse, bb, c0, c1, zb, addp)
+            cot += tiles
 
 
 @njit(cache=True)
@@ -182,10 +189,10 @@ def run(kind, images, lut, inp, ops, koffs, wpk, bias, m0, n, rnd, arenas, logit
     N = images.shape[0]
     if N == 1:
         run_image(kind, images[0], lut, inp, ops, koffs, wpk, bias, m0, n, rnd, arenas[0],
-                  np.empty(TILE_P * TILE_CO, np.int32), logits[0])
+                  np.empty(2 * TILE_P * TILE_CO, np.int32), logits[0])
         return
     for i in prange(N):                     # Graph.run sets the chunk size
-        acc = np.empty(TILE_P * TILE_CO, np.int32)
+        acc = np.empty(2 * TILE_P * TILE_CO, np.int32)
         run_image(kind, images[i], lut, inp, ops, koffs, wpk, bias, m0, n, rnd,
                   arenas[get_thread_id()], acc, logits[i])
 
@@ -194,7 +201,7 @@ def run(kind, images, lut, inp, ops, koffs, wpk, bias, m0, n, rnd, arenas, logit
 def run_one_op(kind, P, arenas, koffs, wpk, bias, m0, n, rnd, out):
     """One op on each image's own arena (arenas (N, bytes)): the op-level test entry."""
     for i in prange(arenas.shape[0]):
-        acc = np.empty(TILE_P * TILE_CO, np.int32)
+        acc = np.empty(2 * TILE_P * TILE_CO, np.int32)
         run_op(kind, P, arenas[i], koffs, wpk, bias, m0, n, rnd, acc, out[i], 0, P[HO])
 
 

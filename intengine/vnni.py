@@ -41,23 +41,25 @@ def _broadcast(builder, scalar, n):
     return builder.shuffle_vector(vec, vec, ir.Constant(ir.VectorType(I32, n), [0] * n))
 
 
-def _body(builder, vnni, accs, xptr, offs, kptr, nk, wptr, wbase):
-    """The K loop: accs[p] (alloca'd <16 x i32>) += tile products over nk groups."""
+def _body(builder, vnni, accs, xptr, offs, kptr, nk, wptr, wbases):
+    """The K loop: accs[j][p] (alloca'd <16 x i32>) += the products of channel tile j, whose
+    weights start at byte wbases[j], over nk groups."""
     if vnni:
         fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(V16, [V16, V16, V16]),
                                             "llvm.x86.avx512.vpdpbusd.512")
     with cgutils.for_range(builder, nk) as loop:
         t = loop.index
         ko = builder.load(builder.gep(kptr, [t]))
-        wb = builder.add(wbase, builder.mul(t, ir.Constant(I64, 64)))
+        wbs = [builder.add(wb, builder.mul(t, ir.Constant(I64, 64))) for wb in wbases]
         if vnni:
-            wv = _load(builder, wptr, wb, V16)
+            wv = [_load(builder, wptr, wb, V16) for wb in wbs]
             for p in range(P):
-                a = _load(builder, xptr, builder.add(offs[p], ko), I32)
-                acc = builder.load(accs[p])
-                builder.store(builder.call(fn, [acc, _broadcast(builder, a, 16), wv]), accs[p])
+                a = _broadcast(builder, _load(builder, xptr, builder.add(offs[p], ko), I32), 16)
+                for acc_j, w_j in zip(accs, wv):
+                    builder.store(builder.call(fn, [builder.load(acc_j[p]), a, w_j]), acc_j[p])
         else:
-            _portable_step(builder, accs, xptr, offs, ko, wptr, wb)
+            for acc_j, wb in zip(accs, wbs):
+                _portable_step(builder, acc_j, xptr, offs, ko, wptr, wb)
 
 
 def _portable_step(builder, accs, xptr, offs, ko, wptr, wb):
@@ -82,42 +84,52 @@ def _portable_step(builder, accs, xptr, offs, ko, wptr, wb):
         builder.store(acc, accs[p])
 
 
-@intrinsic
-def micro(typingctx, kind, x, xoff0, pstride, npix, koff, koff0, nk, w, wbase, acc):
-    """acc[16p + c] (int32, p < 8, c < 16) = the tile sums of the module docstring.
+def _make_micro(tiles):
+    def micro(typingctx, kind, x, xoff0, pstride, npix, koff, koff0, nk, w, wbase, acc):
+        sig = types.void(types.int64, x, types.int64, types.int64, types.int64, koff, types.int64,
+                         types.int64, w, types.int64, acc)
+
+        def codegen(context, builder, signature, args):
+            tys = signature.args
+            kind, x, xoff0, pstride, npix, koff, koff0, nk, w, wbase, acc = args
+            arr = [context.make_array(tys[i])(context, builder, args[i]) for i in (1, 5, 8, 10)]
+            xptr, kptr, wptr = arr[0].data, builder.gep(arr[1].data, [koff0]), arr[2].data
+            accptr = builder.bitcast(arr[3].data, V16.as_pointer())
+            last = builder.sub(npix, ir.Constant(I64, 1))
+            offs = []
+            for p in range(P):
+                pc = ir.Constant(I64, p)
+                q = builder.select(builder.icmp_signed("<", pc, last), pc, last)
+                offs.append(builder.add(xoff0, builder.mul(q, pstride)))
+            accs = [[cgutils.alloca_once(builder, V16) for _ in range(P)] for _ in range(tiles)]
+            for a in sum(accs, []):
+                builder.store(ir.Constant(V16, None), a)
+            # channel tile j's weights follow tile j-1's: nk groups of 64 bytes (graph.Builder)
+            wbases = [builder.add(wbase, builder.mul(nk, ir.Constant(I64, 64 * j))) for j in range(tiles)]
+            with builder.if_else(builder.icmp_signed("==", kind, ir.Constant(I64, 1))) as (on, off):
+                with on:
+                    _body(builder, HAS_VNNI, accs, xptr, offs, kptr, nk, wptr, wbases)
+                with off:
+                    _body(builder, False, accs, xptr, offs, kptr, nk, wptr, wbases)
+            for k, a in enumerate(sum(accs, [])):
+                builder.store(builder.load(a), builder.gep(accptr, [ir.Constant(I64, k)]), align=1)
+            return context.get_dummy_value()
+
+        return sig, codegen
+
+    micro.__name__ = micro.__qualname__ = f"micro{tiles}"
+    micro.__doc__ = f"""acc[128 j + 16 p + c] (int32; j < {tiles} channel tiles, p < 8, c < 16) = the tile
+    sums of the module docstring.
 
     kind: 1 vnni, 0 portable.  x (bytes,) uint8; pixel p starts at byte
     xoff0 + min(p, npix-1)*pstride (pixels past npix repeat the last one).  koff (groups,)
-    int64 byte offsets, this tile's K-groups are koff[koff0 : koff0+nk].  w (bytes,) int8."""
-    sig = types.void(types.int64, x, types.int64, types.int64, types.int64, koff, types.int64,
-                     types.int64, w, types.int64, acc)
+    int64 byte offsets, this tile's K-groups are koff[koff0 : koff0+nk].  w (bytes,) int8,
+    channel tile j's weights at wbase + 64 nk j."""
+    return intrinsic(micro)
 
-    def codegen(context, builder, signature, args):
-        tys = signature.args
-        kind, x, xoff0, pstride, npix, koff, koff0, nk, w, wbase, acc = args
-        arr = [context.make_array(tys[i])(context, builder, args[i]) for i in (1, 5, 8, 10)]
-        xptr, kptr, wptr = arr[0].data, builder.gep(arr[1].data, [koff0]), arr[2].data
-        accptr = builder.bitcast(arr[3].data, V16.as_pointer())
-        last = builder.sub(npix, ir.Constant(I64, 1))
-        offs = []
-        for p in range(P):
-            pc = ir.Constant(I64, p)
-            q = builder.select(builder.icmp_signed("<", pc, last), pc, last)
-            offs.append(builder.add(xoff0, builder.mul(q, pstride)))
-        accs = [cgutils.alloca_once(builder, V16) for _ in range(P)]
-        for a in accs:
-            builder.store(ir.Constant(V16, None), a)
-        with builder.if_else(builder.icmp_signed("==", kind, ir.Constant(I64, 1))) as (on, off):
-            with on:
-                _body(builder, HAS_VNNI, accs, xptr, offs, kptr, nk, wptr, wbase)
-            with off:
-                _body(builder, False, accs, xptr, offs, kptr, nk, wptr, wbase)
-        for p in range(P):
-            builder.store(builder.load(accs[p]), builder.gep(accptr, [ir.Constant(I64, p)]),
-                          align=1)
-        return context.get_dummy_value()
 
-    return sig, codegen
+micro = _make_micro(1)      # 8 pixels x 16 channels: 8 zmm accumulators
+micro2 = _make_micro(2)     # 8 pixels x 32 channels: 16 accumulators, one broadcast per 2 vpdpbusd
 
 
 def _vec_load(builder, arr_ptr, index, ty):
