@@ -143,6 +143,34 @@ def sweep(sets, data_dir):
 
 
 @cli.command()
+@click.argument("files", nargs=-1, required=True)
+@click.option("--data-dir", default=None)
+def heldout(files, data_dir):
+    """Score existing calibration-seed-0 files on the held-out images (appends to sweep.jsonl)."""
+    from exporter import calibrate
+    from intengine import fileformat
+    from trainer import data
+    arr = data.load_arrays(data_dir)
+    idx = calibrate.heldout_indices(len(arr["x_train"]))
+    x, y = arr["x_train"][idx], np.asarray(arr["y_train"][idx]).astype(np.int64)
+    ref = fp32_pred(x)
+    for f in files:
+        meta = fileformat.read(f)[0]["meta"]
+        if meta["calibration"]["seed"] != 0:
+            raise click.UsageError(f"{f}: the held-out images are disjoint from seeds 0-2, but the sweep uses seed 0")
+        acc, agree = engine_top1(f, x, y, ref)
+        cfg = (meta.get("reconstruction") or {}).get("config", {})
+        rec = {"setting": {"bits": meta["bits"], "act_bits": meta["act_bits"], "rounding": meta["rounding"], **cfg},
+               "file": f, "heldout_images": len(idx), "heldout_accuracy": acc, "heldout_agree_fp32": agree,
+               "fp32_heldout_accuracy": float((ref == y).mean()), "calibration_seed": 0,
+               "when": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+               "machine": machine()}
+        click.echo(json.dumps({k: rec[k] for k in ("setting", "heldout_accuracy", "heldout_agree_fp32")}))
+        with open(RESULTS / "sweep.jsonl", "a") as fh:
+            fh.write(json.dumps(rec) + "\n")
+
+
+@cli.command()
 @click.option("--only", multiple=True, help="Names from EXPORTS (default: all).")
 @click.option("--write", is_flag=True, help="Write models/ and results/lowbit/exports.json (tracked).")
 @click.option("--data-dir", default=None)
