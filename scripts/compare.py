@@ -30,7 +30,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
 import intengine  # noqa: E402
-from exporter import crosscheck, fold, torchao  # noqa: E402
+from exporter import crosscheck, fold, onnxrt, torchao  # noqa: E402
 from exporter.__main__ import export  # noqa: E402
 from exporter.quantize import ExportError  # noqa: E402
 from intengine.cifar10 import DataError, load_test, seeded_subset  # noqa: E402
@@ -182,6 +182,12 @@ def measure(checkpoint, data_dir, n_test, calib_n, seed, out_dir):
         "HistogramObserver reduce_range=True: activations use 7 bits")
     full = torchao.static_int8(model, calib, "full")
     full_pred = add("torch.ao int8 full range (W8A8)", "torch.ao full", 8, 8, torch_fn(full), state_size(full))
+    if onnxrt.available():
+        say(f"onnxruntime int8 skipped: {onnxrt.available()}")
+    else:
+        fn, size = onnxrt.int8_row(model, calib, out_dir / "onnx", torch.get_num_threads())
+        add("onnxruntime int8 (static QDQ, per-channel)", "onnxruntime int8", 8, 8, fn, size,
+            "onnxruntime quantize_static: MinMax on the same calibration images, uint8 activations")
     for b in (8, 4, 2):
         q = torchao.static_int8(model, calib10, "original", bits=b)
         add(f"torch.ao original settings, weights {b}-bit", "torch.ao original", b, 8, torch_fn(q), state_size(q),
