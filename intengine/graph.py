@@ -340,11 +340,12 @@ class Graph:
                 readers.setdefault(i, []).append(k)
         b = Builder()
         geo = {0: b.point(shapes[0], zp[0], cmul=4)}
-        skip = set()
+        skip, self.names = set(), []                # names: one per row of the op table
         for k, op in enumerate(model.ops):
             if k in skip:
                 continue
             o, sh = op.out, shapes[op.out]
+            self.names.append(op.name)
             if op.kind == "conv":
                 nxt = model.ops[k + 1] if k + 1 < len(model.ops) else None
                 fuse = (nxt is not None and nxt.kind == "add" and nxt.ins[0] == o
@@ -359,6 +360,7 @@ class Graph:
                     row[FUSE] = 1
                     b.add(row, *self._add_args(nxt, geo, shapes), geo[a])
                     skip.add(k + 1)
+                    self.names[-1] += f" + {nxt.name}"
             elif op.kind == "add":
                 geo[o] = b.point(sh, zp[o])
                 b.add_op(geo[op.ins[0]], op.zx[0], sh, *self._add_args(op, geo, shapes), geo[o])
@@ -389,6 +391,29 @@ class Graph:
         if self._arenas is None:
             self._arenas = np.tile(self.arena_template, (config.NUMBA_NUM_THREADS, 1))
         return self._arenas
+
+    def profile(self, images, reps=5):
+        """[(op name, CPU seconds per image)] on one thread, the input LUT first: the median
+        over `reps` runs of each op alone on `images` (N >= 2), minus the LUT's time."""
+        import time
+        from numba import get_num_threads, set_num_threads
+        threads = get_num_threads()
+        set_num_threads(1)
+        try:
+            def cpu(ops):
+                out = np.empty((len(images), self.classes), np.int32)
+                times = []
+                for _ in range(reps):
+                    t = time.process_time()
+                    run(self.kind, images, self.lut, self.inp, ops, self.koffs, self.wpk, self.bias,
+                        self.m0, self.n, self.rnd, self.arenas(), out)
+                    times.append(time.process_time() - t)
+                return float(np.median(times)) / len(images)
+            lut = cpu(self.ops[:0])
+            return [("input LUT", lut)] + [(nm, max(cpu(self.ops[k:k + 1]) - lut, 0.0))
+                                           for k, nm in enumerate(self.names)]
+        finally:
+            set_num_threads(threads)
 
     def run(self, images):
         """images (N,32,32,3) uint8 C-contiguous -> (N, classes) int32 logits."""

@@ -193,7 +193,7 @@ def measure(checkpoint, data_dir, quick, threads, n_images, passes, n_latency, c
         fns["onnxruntime int8"] = onnxrt.predictor(path, threads)
         files["onnxruntime int8"] = ("onnx", path)
     fast = "vnni" if cpu.HAS_VNNI else "portable"
-    identical = {}
+    identical, profile = {}, None
     for bits in ((8,) if quick else (8, 4, 2)):
         say(f"exporting W{bits}A8 ({calib_n} calibration images)")
         path = export(checkpoint, bits, 8, 8, calib_n, seed, data_dir, work / f"w{bits}a8.npz", progress=False)[0]
@@ -204,6 +204,9 @@ def measure(checkpoint, data_dir, quick, threads, n_images, passes, n_latency, c
             fns[name] = m.run
             files[name] = (f"intengine:{kernel}", path)
             identical[name] = bool(np.array_equal(m.run(x[:len(ref)]), ref))
+            if bits == 8 and kernel == fast:
+                say(f"per-op profile of {name} (one thread, CPU time)")
+                profile = {"name": name, "ops": [[k, v * 1e6] for k, v in m.graph.profile(x[:BATCH])]}
     preds = {k: np.asarray(f(x[:BATCH])).argmax(1) for k, f in fns.items()}
     say(f"throughput at batch {BATCH}: {len(x)} images x {passes} passes, {threads} threads")
     speed, all_speeds, per_cpu = throughput(fns, x, passes, say)
@@ -242,7 +245,8 @@ def measure(checkpoint, data_dir, quick, threads, n_images, passes, n_latency, c
             "latency_images": n_latency, "calibration_images": calib_n, "seed": seed, "batch": BATCH,
             "machine": machine(threads), "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
             "load_average": {"before": load_before, "after": os.getloadavg()},
-            "fast_kernel": fast, "notes": notes, "rows": rows, "targets": targets(rows, fast)}
+            "fast_kernel": fast, "notes": notes, "rows": rows, "targets": targets(rows, fast),
+            "profile_us_per_image": profile}
 
 
 def targets(rows, fast):
@@ -292,6 +296,13 @@ def markdown(rep):
     lines += ["", "| target | bar | measured | holds |", "|---|---|---|---|"]
     lines += [f"| {t} | {b} | {v:.2f} | {'yes' if ok else 'no'} |" for t, b, v, ok in rep["targets"]]
     lines += [f"- {n}" for n in rep["notes"]]
+    prof = rep.get("profile_us_per_image")
+    if prof:
+        total = sum(v for _, v in prof["ops"])
+        lines += ["", f"Where the time goes: {prof['name']}, each op alone on one thread, CPU time per "
+                  f"image (median of 5 runs of {rep['batch']} images); {total:.0f} µs in all.", "",
+                  "| op | µs per image | share |", "|---|---|---|"]
+        lines += [f"| {k} | {v:.1f} | {100 * v / total:.1f}% |" for k, v in prof["ops"]]
     return "\n".join(lines) + "\n"
 
 

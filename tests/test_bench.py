@@ -24,6 +24,9 @@ def test_bench_quick(data_dir, tmp_path):
             assert row["top1_first_batch"] > 0.5
     assert rows["torch.ao int8"]["x_torchao"] == 1.0
     assert rep["machine"]["threads"] == 2 and "avx512vnni" in rep["machine"]["flags"]
+    prof = rep["profile_us_per_image"]
+    assert prof["name"] == f"intengine W8A8 {fast}" and prof["ops"][0][0] == "input LUT"
+    assert any("conv2 + " in k for k, _ in prof["ops"]) and all(v >= 0 for _, v in prof["ops"])
     md = (tmp_path / "bench.md").read_text()
     assert "| intengine W8A8 portable |" in md and "× torch.ao int8" in md
     assert "torch.ao int8" in r.stdout
