@@ -213,6 +213,7 @@ def measure(checkpoint, data_dir, n_test, calib_n, seed, out_dir):
             "first/last layer 8-bit" if b < 8 else "")
         rows[-1]["cli"] = (f"python -m exporter --bits {b} --calib-images {calib_n} --seed {seed} --out {path} && "
                            f"python -m intengine eval {path} --json")
+    lowbit_rows(add, rows, say)                     # committed learned-rounding files + AIMET, issue 9
     say("exporting W8A8 with torch.ao's parameters")
     path, size, _, _ = export(checkpoint, 8, 8, 8, calib_n, seed, data_dir, out_dir / "resnet20_w8a8_torchao.npz",
                               progress=False, params_from="torchao")
@@ -224,7 +225,7 @@ def measure(checkpoint, data_dir, n_test, calib_n, seed, out_dir):
     ref = next(r for r in rows if r["method"] == "torch.ao best")["images_per_s"]
     for r in rows:
         r["delta_pp"] = 100 * (r["accuracy"] - rows[0]["accuracy"])
-        r["speed_vs_torchao_int8"] = r["images_per_s"] / ref
+        r["speed_vs_torchao_int8"] = r["images_per_s"] / ref if r["images_per_s"] else None
 
     # `full` is calibrated on the same images as the file's parameters (HistogramObserver is
     # deterministic), so it is the model the file was read from
@@ -250,6 +251,35 @@ def measure(checkpoint, data_dir, n_test, calib_n, seed, out_dir):
         "versions": {"python": platform.python_version(), "torch": torch.__version__,
                      "numpy": np.__version__, "numba": __import__("numba").__version__},
         "rows": rows, "crosscheck": cross, "total_s": time.perf_counter() - t_start}
+
+
+def lowbit_rows(add, rows, say):
+    """The committed learned-rounding files (models/, listed with their export command and
+    time in results/lowbit/exports.json; the engine runs them, nothing is re-optimized) and
+    AIMET AdaRound's committed figures (results/aimet_adaround.json, its own fake-quant sim)."""
+    rec_path = ROOT / "results" / "lowbit" / "exports.json"
+    if rec_path.is_file():
+        for name, r in json.loads(rec_path.read_text()).items():
+            path = ROOT / r["file"]
+            if not path.is_file():
+                continue
+            say(f"committed file {r['file']}")
+            add(f"intengine W{r['bits']}A{r['act_bits']} {r['rounding']} ({name})", f"intengine {r['rounding']}",
+                r["bits"], r["act_bits"], intengine.load(path).run, path.stat().st_size,
+                f"{r['note']}; export {r['export_seconds']:.0f} s, load {r['load1_before']:.1f}-{r['load1_after']:.1f}")
+            rows[-1].update(cli=r["command"], export_s=r["export_seconds"])
+    aimet = ROOT / "results" / "aimet_adaround.json"
+    if aimet.is_file():
+        for key, a in json.loads(aimet.read_text()).items():
+            rows.append({"name": f"AIMET AdaRound W{a['bits']}A8 ({key}), committed figure", "method": "AIMET AdaRound",
+                         "bits_w": a["bits"], "bits_a": 8, "accuracy": a["top1"], "agreement_fp32": a["agree_fp32"],
+                         "size_bytes": None, "images_per_s": None, "simulated": True, "export_s": a["export_seconds"],
+                         "cli": a["command"], "note": f"AIMET's fake-quant sim on {a['test_images']:,} images; "
+                         f"{a['iters_per_layer']} steps/layer, export {a['export_seconds']:.0f} s at load {a['load1_before']:.1f}"})
+
+
+def _num(v, fmt):
+    return "n/a" if v is None else format(v, fmt)
 
 
 def write_atomic(path, data):
@@ -322,7 +352,7 @@ def markdown(r, plot_rel):
         size = f"{row['size_bytes']:,}" if row["size_bytes"] else "n/a (simulated)"
         lines.append(f"| {row['name']} | {row['bits_w']} | {row['bits_a']} | {row['accuracy']:.4f} | "
                      f"{row['delta_pp']:+.2f} | {row['agreement_fp32']:.4f} | {size} | "
-                     f"{row['images_per_s']:.0f} | {row['speed_vs_torchao_int8']:.2f} | {row['note']} |")
+                     f"{_num(row['images_per_s'], '.0f')} | {_num(row['speed_vs_torchao_int8'], '.2f')} | {row['note']} |")
     c = r["crosscheck"]
     tf = c["teacher_forced"]
     worst = min(tf, key=lambda t: t["identical_active"])
