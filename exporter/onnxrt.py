@@ -7,7 +7,7 @@ per-channel int8 weights, uint8 activations, MinMax calibration on the images gi
 benchmark and compare.py pass the same 1,024 calibration images as every other row).
 
 Needs the optional `peers` extra (`pip install -e ".[peers]"`): onnx and onnxruntime are
-never core dependencies.  `available()` says whether they are installed.
+never core dependencies.  `missing()` says why they cannot be used, or None.
 """
 import os
 from pathlib import Path
@@ -19,7 +19,7 @@ from intengine.cifar10 import MEAN, STD
 INPUT = "images"
 
 
-def available():
+def missing():
     """-> None when onnx and onnxruntime import, else the reason (one line)."""
     try:
         import onnx  # noqa: F401

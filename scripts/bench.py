@@ -88,6 +88,7 @@ from exporter import fold, onnxrt, torchao  # noqa: E402
 from exporter.__main__ import export  # noqa: E402
 from intengine import cpu  # noqa: E402
 from intengine.cifar10 import load_test, seeded_subset  # noqa: E402
+from publish import fill_section, write_atomic  # noqa: E402
 from train_report import cpu_name  # noqa: E402
 from trainer import data  # noqa: E402
 
@@ -183,7 +184,7 @@ def measure(checkpoint, data_dir, quick, threads, n_images, passes, n_latency, c
         files[name] = ("torchscript", work / f"{name.split()[0]}.pt")
         with torch.inference_mode():
             torch.jit.save(torch.jit.trace(m, torch.from_numpy(x[:2])), str(files[name][1]))
-    why = onnxrt.available()
+    why = onnxrt.missing()
     if why:
         notes.append(f"onnxruntime int8 skipped: {why}")
         say(notes[-1])
@@ -317,7 +318,8 @@ def markdown(rep):
 @click.option("--calib-images", type=click.IntRange(1), default=None, help="[default: 1024, quick 64]")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--out", default=str(ROOT / "reports" / "bench"), show_default=True)
-@click.option("--publish", is_flag=True, help="Write results/bench.json and results/bench.md (tracked).")
+@click.option("--publish", is_flag=True,
+              help="Write results/bench.json, results/bench.md and the README table (tracked).")
 def main(checkpoint, data_dir, quick, threads, n_images, passes, latency_images, calib_images, seed, out, publish):
     """Engine speed against torch.ao int8, onnxruntime int8 and FP32, side by side."""
     out = ROOT / "results" if publish else Path(out)
@@ -327,10 +329,13 @@ def main(checkpoint, data_dir, quick, threads, n_images, passes, latency_images,
         rep = measure(checkpoint, data_dir, quick, threads, n_images or (256 if quick else None),
                       passes or (1 if quick else 3), latency_images or (20 if quick else 1000),
                       calib_images or (64 if quick else 1024), seed, Path(work), say)
-    (out / "bench.json").write_text(json.dumps(rep, indent=1) + "\n")
-    (out / "bench.md").write_text(markdown(rep))
+    write_atomic(out / "bench.json", json.dumps(rep, indent=1) + "\n")
+    write_atomic(out / "bench.md", markdown(rep))
+    if publish:                                       # the README shows the same generated table
+        fill_section(ROOT / "README.md", "bench", markdown(rep))
     click.echo(markdown(rep))
-    click.echo(f"wrote {out / 'bench.json'} and {out / 'bench.md'}", err=True)
+    click.echo(f"wrote {out / 'bench.json'} and {out / 'bench.md'}" + (" and the README table" if publish else ""),
+               err=True)
 
 
 if __name__ == "__main__":

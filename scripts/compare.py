@@ -11,19 +11,24 @@ batch 256 for the same region (uint8 NHWC images in, logits out), with the ratio
 torch.ao int8.  It also runs the cross-check of the engine against torch.ao (op by op,
 free-running, top-1 agreement) and records which kernels torch.ao ran.
 """
-import datetime
-import io
-import json
 import os
-import platform
-import subprocess
-import sys
-import time
-from pathlib import Path
+# Threads that busy-wait after a parallel region (OpenMP's default) steal the cores from the
+# next contender in this one process; every row runs with passive waiting (set before any
+# library that starts threads is imported).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-import click
-import numpy as np
-import torch
+import datetime  # noqa: E402
+import io  # noqa: E402
+import json  # noqa: E402
+import platform  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import click  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -34,8 +39,10 @@ from exporter import crosscheck, fold, onnxrt, torchao  # noqa: E402
 from exporter.__main__ import export  # noqa: E402
 from exporter.quantize import ExportError  # noqa: E402
 from intengine.cifar10 import DataError, load_test, seeded_subset  # noqa: E402
+from intengine.cpu import host_features  # noqa: E402
 from intengine.fileformat import FormatError  # noqa: E402
 from trainer.checkpoint import CheckpointError  # noqa: E402
+from publish import fill_section, write_atomic  # noqa: E402
 from train_report import cpu_name  # noqa: E402
 from trainer import data  # noqa: E402
 
@@ -149,7 +156,7 @@ class Progress:
 
 def measure(checkpoint, data_dir, n_test, calib_n, seed, out_dir):
     """Run every row and the cross-check; return the report dict (what results.json holds)."""
-    t_start = time.perf_counter()
+    t_start, load_before = time.perf_counter(), os.getloadavg()
     say = Progress()
     torch.backends.quantized.engine = "x86"
     say("loading CIFAR-10 and the checkpoint")
@@ -182,8 +189,9 @@ def measure(checkpoint, data_dir, n_test, calib_n, seed, out_dir):
         "HistogramObserver reduce_range=True: activations use 7 bits")
     full = torchao.static_int8(model, calib, "full")
     full_pred = add("torch.ao int8 full range (W8A8)", "torch.ao full", 8, 8, torch_fn(full), state_size(full))
-    if onnxrt.available():
-        say(f"onnxruntime int8 skipped: {onnxrt.available()}")
+    why = onnxrt.missing()
+    if why:
+        say(f"onnxruntime int8 skipped: {why}")
     else:
         fn, size = onnxrt.int8_row(model, calib, out_dir / "onnx", torch.get_num_threads())
         add("onnxruntime int8 (static QDQ, per-channel)", "onnxruntime int8", 8, 8, fn, size,
@@ -210,7 +218,7 @@ def measure(checkpoint, data_dir, n_test, calib_n, seed, out_dir):
         m = intengine.load(path)
         files[b] = m
         add(f"intengine W{b}A{a}", "intengine", b, a, m.run, size,
-            "first/last layer 8-bit" if b < 8 else "")
+            ("first/last layer 8-bit; " if b < 8 else "") + f"kernel {m.kernel}")
         rows[-1]["cli"] = (f"python -m exporter --bits {b} --calib-images {calib_n} --seed {seed} --out {path} && "
                            f"python -m intengine eval {path} --json")
     lowbit_rows(add, rows, say)                     # committed learned-rounding files + AIMET, issue 9
@@ -219,7 +227,7 @@ def measure(checkpoint, data_dir, n_test, calib_n, seed, out_dir):
                               progress=False, params_from="torchao")
     tao = intengine.load(path)
     tao_pred = add("intengine W8A8, torch.ao parameters", "intengine (torch.ao params)", 8, 8, tao.run, size,
-                   "the cross-check file: torch.ao's weights, scales and zero points")
+                   f"the cross-check file: torch.ao's weights, scales and zero points; kernel {tao.kernel}")
     rows[-1]["cli"] = (f"python -m exporter --bits 8 --params-from torchao --calib-images {calib_n} "
                        f"--seed {seed} --out {path}")
     ref = next(r for r in rows if r["method"] == "torch.ao best")["images_per_s"]
@@ -247,7 +255,10 @@ def measure(checkpoint, data_dir, n_test, calib_n, seed, out_dir):
         "n_test": len(y), "calibration_images": calib_n, "seed": seed, "batch_size": BATCH,
         "checkpoint": str(checkpoint), "checkpoint_sha256": fold.file_sha256(checkpoint),
         "machine": {"cpu": cpu_name(), "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-                    "numba_threads": int(__import__("numba").config.NUMBA_NUM_THREADS)},
+                    "numba_threads": int(__import__("numba").config.NUMBA_NUM_THREADS),
+                    "flags": {k: bool(host_features().get(k)) for k in ("avx512vnni", "amx-int8")},
+                    "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
+                    "load_average": {"before": load_before, "after": os.getloadavg()}},
         "versions": {"python": platform.python_version(), "torch": torch.__version__,
                      "numpy": np.__version__, "numba": __import__("numba").__version__},
         "rows": rows, "crosscheck": cross, "total_s": time.perf_counter() - t_start}
@@ -282,14 +293,6 @@ def _num(v, fmt):
     return "n/a" if v is None else format(v, fmt)
 
 
-def write_atomic(path, data):
-    """Write bytes or text to path through a temporary file, so no half-written file is left."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    (tmp.write_bytes if isinstance(data, bytes) else tmp.write_text)(data)
-    os.replace(tmp, path)
-
-
 def write_report(rep, folder, md_path=None, readme=None):
     """results.json, the plot and RESULTS.md (in `folder` unless md_path is given), and with
     `readme` the README's generated table, all from the measured report `rep`."""
@@ -303,13 +306,9 @@ def write_report(rep, folder, md_path=None, readme=None):
     plot_rel = os.path.relpath(folder / "accuracy_vs_bits.png", md_path.parent)
     text = markdown(rep, plot_rel)
     write_atomic(md_path, text)
-    if readme is not None and readme.is_file():        # the README shows the same generated table
-        start, end = "<!-- results:start -->", "<!-- results:end -->"
-        body = readme.read_text()
-        if start in body and end in body:
-            head, rest = body.split(start, 1)
-            write_atomic(readme, head + start + "\n" + text.split("\n", 2)[2].replace(
-                f"]({plot_rel})", "](results/accuracy_vs_bits.png)") + end + rest.split(end, 1)[1])
+    if readme is not None:                            # the README shows the same generated table
+        fill_section(readme, "results", text.split("\n", 2)[2].replace(
+            f"]({plot_rel})", "](results/accuracy_vs_bits.png)"))
     return text
 
 
@@ -343,7 +342,10 @@ def markdown(r, plot_rel):
              f"Generated by `{r['command']}` on {r['date']} ({r['total_s']:.0f} s). "
              f"{r['n_test']:,} test images, {r['calibration_images']} calibration images, seed {r['seed']}. "
              f"Machine: {r['machine']['cpu']}, {r['machine']['cores']} cores "
-             f"(torch {r['machine']['torch_threads']} threads, numba {r['machine']['numba_threads']}). "
+             f"(torch {r['machine']['torch_threads']} threads, numba {r['machine']['numba_threads']}"
+             + "".join(f", {k} {v}" for k, v in r["machine"].get("flags", {}).items())
+             + (", load average {before[0]:.1f} before, {after[0]:.1f} after".format(**r["machine"]["load_average"])
+                if "load_average" in r["machine"] else "") + "). "
              f"Python {r['versions']['python']}, torch {r['versions']['torch']}, numpy {r['versions']['numpy']}, "
              f"numba {r['versions']['numba']}. Checkpoint sha256 {r['checkpoint_sha256'][:16]}.", "",
              "| row | W | A | top-1 | Δ FP32 (pp) | agree FP32 | size (bytes) | images/s | × torch.ao int8 | note |",

@@ -23,7 +23,9 @@ import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "scripts"))
 
+from publish import fill_section, write_atomic  # noqa: E402
 from trainer import checkpoint as checkpoint_mod, data, evaluate  # noqa: E402
 from trainer.train import Config  # noqa: E402
 
@@ -101,20 +103,14 @@ def main(checkpoint, data_dir, limit, out, publish):
     name = Path(checkpoint).with_suffix(".report.md").name
     out = Path(out) if out else (Path(checkpoint).with_suffix(".report.md") if publish else ROOT / "reports" / name)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, out)
+    write_atomic(out, text)
     click.echo(f"wrote {out}", err=True)
     shipped = (ROOT / "checkpoints" / "resnet20.pt").resolve()
     readme = ROOT / "README.md"
-    start, end = "<!-- shipped:start -->", "<!-- shipped:end -->"
-    if (publish and limit is None and Path(checkpoint).resolve() == shipped and readme.is_file()
-            and start in readme.read_text()):
-        head, rest = readme.read_text().split(start, 1)
-        line = (f"Measured by `python -m trainer eval` (float32, all {n:,} test images): "
-                f"**{acc:.4f}** top-1 at epoch {state['epoch']} of {cfg['epochs']}"
-                f"{'' if done else ' (training in progress)'}; written by `scripts/train_report.py`.")
-        readme.write_text(head + start + "\n" + line + "\n" + end + rest.split(end, 1)[1])
+    if publish and limit is None and Path(checkpoint).resolve() == shipped:
+        fill_section(readme, "shipped", f"Measured by `python -m trainer eval` (float32, all {n:,} test images): "
+                     f"**{acc:.4f}** top-1 at epoch {state['epoch']} of {cfg['epochs']}"
+                     f"{'' if done else ' (training in progress)'}; written by `scripts/train_report.py`.")
     click.echo(text)
 
 

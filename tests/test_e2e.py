@@ -28,7 +28,7 @@ COVERED = {
     "scripts/compare.py": "test_main_job_quick",
     "scripts/quantize_all.py": "test_quantize_all_limit",
     "scripts/train_report.py": "test_train_report",
-    "scripts/bench.py": "test_bench.py::test_bench_quick_subprocess",
+    "scripts/bench.py": "test_bench.py::test_bench_quick",
     "trainer": "test_trainer_train_then_eval",
     "trainer eval": "test_trainer_train_then_eval",
     "torchrun trainer": "test_torchrun_trainer",
