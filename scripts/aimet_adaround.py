@@ -101,7 +101,7 @@ def main(bits, iters, seed, calib_images, limit, data_dir, write):
     if write:
         path = ROOT / "results" / "aimet_adaround.json"
         allr = json.loads(path.read_text()) if path.is_file() else {}
-        allr[f"W{bits}A8_s{seed}"] = rec
+        allr[f"W{bits}A8_s{seed}" + (f"_it{iters}" if iters != 250 else "")] = rec
         path.write_text(json.dumps(allr, indent=1) + "\n")
 
 
