@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 
-@click.command()
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--bits", type=click.Choice(["2", "4"]), required=True)
 @click.option("--iters", type=click.IntRange(1), default=500, show_default=True,
               help="AdaRound steps per layer (AIMET's default, 15,000, does not fit this CPU).")
@@ -38,7 +38,12 @@ sys.path.insert(0, str(ROOT))
 @click.option("--data-dir", default=None)
 @click.option("--write", is_flag=True, help="Record into results/aimet_adaround.json.")
 def main(bits, iters, seed, calib_images, limit, data_dir, write):
-    import aimet_torch
+    """AIMET AdaRound on the shipped model, scored by AIMET's own simulation (the peer row)."""
+    try:
+        import aimet_torch
+    except ImportError:
+        raise click.ClickException("aimet-torch is not installed: pip install -e \".[peers]\" "
+                                   "(or a separate venv with aimet-torch, see README)") from None
     from aimet_torch.adaround.adaround_weight import Adaround, AdaroundParameters
     from aimet_torch.batch_norm_fold import fold_all_batch_norms
     from aimet_torch.common.defs import QuantScheme
@@ -106,4 +111,5 @@ def main(bits, iters, seed, calib_images, limit, data_dir, write):
 
 
 if __name__ == "__main__":
-    main()
+    from intengine.cli import run as run_cli
+    run_cli(main)

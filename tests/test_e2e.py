@@ -28,6 +28,7 @@ COVERED = {
     "scripts/compare.py": "test_main_job_quick",
     "scripts/quantize_all.py": "test_quantize_all_limit",
     "scripts/train_report.py": "test_train_report",
+    "scripts/aimet_adaround.py": "test_aimet_peer_runs_or_says_what_is_missing",
     "scripts/bench.py": "test_bench.py::test_bench_quick",
     "trainer": "test_trainer_train_then_eval",
     "trainer eval": "test_trainer_train_then_eval",
@@ -150,6 +151,24 @@ def test_compare_help_and_errors(tmp_path):
     assert r.returncode == 0 and "The comparison report" in r.stdout and "--publish" in r.stdout
     r = run("scripts/compare.py", "--render-only", tmp_path / "missing.json", "--out", tmp_path)
     assert r.returncode == 2 and r.stderr.startswith("error: ") and len(r.stderr.splitlines()) == 1
+
+
+def test_aimet_peer_runs_or_says_what_is_missing(tmp_path, data_dir):
+    """The peer script: with aimet-torch (the peers extra) a tiny run; without it, one line
+    that names the install command. Either way no tracked file changes (no --write)."""
+    before = digests()
+    r = run("scripts/aimet_adaround.py", "--bits", 2, "--iters", 1, "--calib-images", 16, "--limit", 16,
+            "--data-dir", data_dir)
+    try:
+        import aimet_torch  # noqa: F401
+    except ImportError:
+        assert r.returncode == 2 and r.stderr.strip().splitlines() == [
+            'error: aimet-torch is not installed: pip install -e ".[peers]" (or a separate venv with '
+            'aimet-torch, see README)'], r.stderr
+    else:
+        assert r.returncode == 0, r.stderr[-2000:]
+        assert 0 <= json.loads(r.stdout.strip().splitlines()[-1])["top1"] <= 1
+    assert digests() == before
 
 
 def test_quantize_all_limit(tmp_path, data_dir):
