@@ -21,6 +21,7 @@ import datetime  # noqa: E402
 import io  # noqa: E402
 import json  # noqa: E402
 import platform  # noqa: E402
+import re  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
@@ -316,21 +317,29 @@ def plot(rows, path):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, ax = plt.subplots(figsize=(8, 5))
     groups = {}
     for r in rows[1:]:
-        groups.setdefault((r["method"], r["bits_a"]), []).append(r)
-    for (method, a), rs in sorted(groups.items()):
-        rs = sorted(rs, key=lambda r: r["bits_w"])
-        ax.plot([r["bits_w"] for r in rs], [100 * r["accuracy"] for r in rs], "o-",
-                label=f"{method}, A{a}{' (sim)' if rs[0]['simulated'] else ''}")
+        every = ", every layer" if "first/last layer W2" in r["note"] else ""   # no 8-bit first/last
+        steps = re.search(r"(\d+) steps/layer", r["note"])                  # a peer's setting
+        every += f", {steps.group(1)} steps" if steps else ""
+        groups.setdefault((r["method"], r["bits_a"], every), []).append(r)
+    colours = plt.get_cmap("tab20").colors
+    for k, ((method, a, every), rs) in enumerate(sorted(groups.items())):
+        # one line through the mean at each width; every run (seeds, settings) as a dot
+        widths = sorted({r["bits_w"] for r in rs})
+        mean = [100 * np.mean([r["accuracy"] for r in rs if r["bits_w"] == w]) for w in widths]
+        style = dict(color=colours[k % len(colours)], marker="os^Dv<>p"[k % 8])
+        ax.plot(widths, mean, "-", **style, ms=5,
+                label=f"{method}, A{a}{every}{' (sim)' if rs[0]['simulated'] else ''}")
+        ax.scatter([r["bits_w"] for r in rs], [100 * r["accuracy"] for r in rs], s=10, color=style["color"])
     ax.axhline(100 * rows[0]["accuracy"], color="k", ls="--", lw=1, label="FP32")
     ax.set_xscale("log", base=2)
     ax.set_xticks([2, 4, 8, 16], ["2", "4", "8", "16"])
     ax.set_xlabel("weight bits")
     ax.set_ylabel("top-1 (%)")
     ax.set_title("ResNet20 / CIFAR-10: accuracy against weight bits")
-    ax.legend(fontsize=7, loc="lower right")
+    ax.legend(fontsize=6.5, loc="lower right", ncol=2)
     ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=120, format="png")
