@@ -5,8 +5,8 @@ side, on this machine, in one run.
 
 Writes results.json (a stable `rows` list), RESULTS.md (generated, never typed) and
 accuracy_vs_bits.png into --out (default reports/, untracked); --publish also replaces the
-committed RESULTS.md, results/ and the README's table.  Every row is measured here: top-1 on the test images,
-the difference to FP32 in pp, top-1 agreement with FP32, the size on disk, and images/s at
+committed RESULTS.md, results/ and the README's table.  Every row is measured here: top-1 on
+the test images, the difference to FP32 in pp, top-1 agreement with FP32, the size on disk, and images/s at
 batch 256 for the same region (uint8 NHWC images in, logits out), with the ratio to
 torch.ao int8.  It also runs the cross-check of the engine against torch.ao (op by op,
 free-running, top-1 agreement) and records which kernels torch.ao ran.
