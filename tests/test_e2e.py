@@ -302,7 +302,10 @@ def test_ctrl_c_in_the_first_epoch_says_nothing_was_saved(tmp_path, data_dir):
     time.sleep(1.0)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 2, err
+    # 2 is what the trainer exits with; CI once saw -2 (CPython re-raising SIGINT at exit, see
+    # trainer.__main__.Interrupted), so this real-signal test only demands a failure status.
+    # The exact status 2 is checked in-process by test_interrupt_after_a_checkpoint_names_the_epoch.
+    assert proc.returncode in (2, -signal.SIGINT), (proc.returncode, err)
     assert not (out / "resnet20.pt").exists()
     assert err.strip().splitlines()[-1] == ("error: interrupted before the first epoch finished; no checkpoint "
                                             "was written, so rerun the same command to start again")
