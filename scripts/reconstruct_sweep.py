@@ -8,13 +8,16 @@ exports, and their evaluation.  Every figure it writes comes from a run it made.
 - `sweep` exports W{bits}A{act} at calibration seed 0 with each setting and scores the file
   with the engine on 5,000 *training* images held out from every calibration sample
   (exporter.calibrate.heldout_indices): accuracy and top-1 agreement with FP32.  The test
-  set is never read.  One JSON line per run is appended to results/lowbit/sweep.jsonl.
+  set is never read.  One JSON line per run is printed, and with --write appended to
+  results/lowbit/sweep.jsonl.
 - `export` makes the files of EXPORTS (the chosen settings) with `python -m exporter` in a
   subprocess, timing each and recording the load average; with --write into models/ and
   results/lowbit/exports.json, else into exports/lowbit/ (untracked).
 - `evaluate` runs the engine and the fake-quant simulation on all 10,000 test images for
   every file in the export record, and writes results/lowbit/eval.json and
   results/lowbit/README.md (3-seed mean, std and worst seed) with --write, else prints.
+  `evaluate --render-only` redraws that README from the JSON records (printed, or written
+  with --write).
 """
 import datetime
 import json
@@ -101,24 +104,41 @@ def fp32_pred(images):
                                for s in range(0, len(images), 500)])
 
 
-@click.group()
+def heldout_set(data_dir):
+    """The 5,000 held-out training images, their labels and FP32's predictions on them."""
+    from exporter import calibrate
+    from trainer import data
+    arr = data.load_arrays(data_dir)
+    idx = calibrate.heldout_indices(len(arr["x_train"]))
+    x, y = arr["x_train"][idx], np.asarray(arr["y_train"][idx]).astype(np.int64)
+    return x, y, fp32_pred(x)
+
+
+def record_heldout(rec, keys, write):
+    """Print the summary of a held-out run; with write, append it to results/lowbit/sweep.jsonl."""
+    click.echo(json.dumps({k: rec[k] for k in keys}))
+    if write:
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        with open(RESULTS / "sweep.jsonl", "a") as f:
+            f.write(json.dumps(rec) + "\n")
+
+
+WRITE_SWEEP = click.option("--write", is_flag=True, help="Append each run to results/lowbit/sweep.jsonl (tracked).")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
 def cli():
-    pass
+    """Learned rounding: held-out sweep, committed exports, their evaluation."""
 
 
 @cli.command()
 @click.option("--set", "sets", multiple=True, required=True,
               help="Comma-separated key=value exporter options, e.g. iters=500,qdrop=0.5,bits=2.")
 @click.option("--data-dir", default=None)
-def sweep(sets, data_dir):
+@WRITE_SWEEP
+def sweep(sets, data_dir, write):
     """Score settings on the 5,000 held-out training images (never the test set)."""
-    from exporter import calibrate
-    from trainer import data
-    arr = data.load_arrays(data_dir)
-    idx = calibrate.heldout_indices(len(arr["x_train"]))
-    x, y = arr["x_train"][idx], np.asarray(arr["y_train"][idx]).astype(np.int64)
-    ref = fp32_pred(x)
-    RESULTS.mkdir(parents=True, exist_ok=True)
+    x, y, ref = heldout_set(data_dir)
     tmp = ROOT / "exports" / "sweep"
     tmp.mkdir(parents=True, exist_ok=True)
     for spec in sets:
@@ -132,29 +152,23 @@ def sweep(sets, data_dir):
         secs, l0, l1, _ = run_export(opts, out, data_dir)
         acc, agree = engine_top1(out, x, y, ref)
         rec = {"setting": kv, "command": " ".join(export_cmd(opts, out.relative_to(ROOT))),
-               "heldout_images": len(idx), "heldout_accuracy": acc, "heldout_agree_fp32": agree,
+               "heldout_images": len(y), "heldout_accuracy": acc, "heldout_agree_fp32": agree,
                "fp32_heldout_accuracy": float((ref == y).mean()), "export_seconds": secs,
                "load1_before": l0, "load1_after": l1, "calibration_seed": 0,
                "when": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
                "machine": machine()}
-        click.echo(json.dumps({k: rec[k] for k in ("setting", "heldout_accuracy", "heldout_agree_fp32",
-                                                    "export_seconds", "load1_before")}))
-        with open(RESULTS / "sweep.jsonl", "a") as f:
-            f.write(json.dumps(rec) + "\n")
+        record_heldout(rec, ("setting", "heldout_accuracy", "heldout_agree_fp32", "export_seconds",
+                             "load1_before"), write)
 
 
 @cli.command()
 @click.argument("files", nargs=-1, required=True)
 @click.option("--data-dir", default=None)
-def heldout(files, data_dir):
-    """Score existing calibration-seed-0 files on the held-out images (appends to sweep.jsonl)."""
-    from exporter import calibrate
+@WRITE_SWEEP
+def heldout(files, data_dir, write):
+    """Score existing calibration-seed-0 files on the held-out images."""
     from intengine import fileformat
-    from trainer import data
-    arr = data.load_arrays(data_dir)
-    idx = calibrate.heldout_indices(len(arr["x_train"]))
-    x, y = arr["x_train"][idx], np.asarray(arr["y_train"][idx]).astype(np.int64)
-    ref = fp32_pred(x)
+    x, y, ref = heldout_set(data_dir)
     for f in files:
         meta = fileformat.read(f)[0]["meta"]
         if meta["calibration"]["seed"] != 0:
@@ -162,13 +176,11 @@ def heldout(files, data_dir):
         acc, agree = engine_top1(f, x, y, ref)
         cfg = (meta.get("reconstruction") or {}).get("config", {})
         rec = {"setting": {"bits": meta["bits"], "act_bits": meta["act_bits"], "rounding": meta["rounding"], **cfg},
-               "file": f, "heldout_images": len(idx), "heldout_accuracy": acc, "heldout_agree_fp32": agree,
+               "file": f, "heldout_images": len(y), "heldout_accuracy": acc, "heldout_agree_fp32": agree,
                "fp32_heldout_accuracy": float((ref == y).mean()), "calibration_seed": 0,
                "when": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
                "machine": machine()}
-        click.echo(json.dumps({k: rec[k] for k in ("setting", "heldout_accuracy", "heldout_agree_fp32")}))
-        with open(RESULTS / "sweep.jsonl", "a") as fh:
-            fh.write(json.dumps(rec) + "\n")
+        record_heldout(rec, ("setting", "heldout_accuracy", "heldout_agree_fp32"), write)
 
 
 @cli.command()
@@ -255,7 +267,8 @@ def qnet_from_file(header, arrays):
 
 @cli.command()
 @click.option("--write", is_flag=True, help="Write results/lowbit/eval.json and README.md (tracked).")
-@click.option("--render-only", is_flag=True, help="Only rewrite results/lowbit/README.md from the JSON records.")
+@click.option("--render-only", is_flag=True,
+              help="Only redraw results/lowbit/README.md from the JSON records (printed; written with --write).")
 @click.option("--only", multiple=True, help="Names from the export record (default: all).")
 @click.option("--data-dir", default=None)
 def evaluate(write, only, data_dir, render_only):
@@ -263,8 +276,11 @@ def evaluate(write, only, data_dir, render_only):
     from intengine.cifar10 import load_test
     record = json.loads((RESULTS / "exports.json").read_text())
     if render_only:
-        ev = json.loads((RESULTS / "eval.json").read_text())
-        (RESULTS / "README.md").write_text(render(record, ev) + "\n")
+        text = render(record, json.loads((RESULTS / "eval.json").read_text()))
+        if write:
+            (RESULTS / "README.md").write_text(text + "\n")
+        else:
+            click.echo(text)
         return
     images, labels = load_test(data_dir)
     labels = np.asarray(labels).astype(np.int64)
@@ -339,4 +355,5 @@ def render(record, ev):
 
 
 if __name__ == "__main__":
-    cli()
+    from intengine.cli import run as run_cli
+    run_cli(cli)

@@ -19,7 +19,8 @@ from conftest import ROOT, SHIPPED
 
 # What `git status` must not see change: the committed figures and the README.
 TRACKED_OUTPUTS = ["README.md", "RESULTS.md", "results/results.json", "results/accuracy_vs_bits.png",
-                   "checkpoints/resnet20.report.md"]
+                   "checkpoints/resnet20.report.md", "results/lowbit/README.md", "results/lowbit/sweep.jsonl",
+                   "results/lowbit/eval.json", "results/lowbit/exports.json"]
 
 # README command -> the test that runs it ("file::function"; no file: this one).
 COVERED = {
@@ -29,6 +30,7 @@ COVERED = {
     "scripts/quantize_all.py": "test_quantize_all_limit",
     "scripts/train_report.py": "test_train_report",
     "scripts/aimet_adaround.py": "test_aimet_peer_runs_or_says_what_is_missing",
+    "scripts/reconstruct_sweep.py": "test_reconstruct_sweep_quick",
     "scripts/bench.py": "test_bench.py::test_bench_quick",
     "trainer": "test_trainer_train_then_eval",
     "trainer eval": "test_trainer_train_then_eval",
@@ -168,6 +170,26 @@ def test_aimet_peer_runs_or_says_what_is_missing(tmp_path, data_dir):
     else:
         assert r.returncode == 0, r.stderr[-2000:]
         assert 0 <= json.loads(r.stdout.strip().splitlines()[-1])["top1"] <= 1
+    assert digests() == before
+
+
+def test_reconstruct_sweep_quick(data_dir):
+    """scripts/reconstruct_sweep.py: the committed learned-rounding report renders from its
+    JSON records exactly, and one tiny held-out sweep run (2 steps per block, 32 calibration
+    images) goes through export and engine; neither touches a tracked file without --write."""
+    before = digests()
+    r = run("scripts/reconstruct_sweep.py", "evaluate", "--render-only")
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout == (ROOT / "results" / "lowbit" / "README.md").read_text()
+    r = run("scripts/reconstruct_sweep.py", "sweep", "--set", "iters=2,recon_batch=4,calib_images=32",
+            "--data-dir", data_dir)
+    assert r.returncode == 0, r.stderr[-2000:]
+    rec = json.loads(r.stdout.strip().splitlines()[-1])
+    assert rec["setting"] == {"iters": "2", "recon_batch": "4", "calib_images": "32", "bits": "2",
+                              "rounding": "brecq"}
+    assert 0.1 < rec["heldout_agree_fp32"] <= 1 and 0 <= rec["heldout_accuracy"] <= 1
+    r = run("scripts/reconstruct_sweep.py", "export", "--only", "no_such_export")
+    assert r.returncode == 2 and r.stderr.startswith("error: unknown export 'no_such_export'"), r.stderr
     assert digests() == before
 
 
