@@ -242,8 +242,7 @@ def _reconstruct(ops, qpoints, images, weights, method, seed, progress, log, cfg
         with torch.no_grad():
             hard = lambda op: rounding[op["name"]].weight(hard=True) if op["name"] in rounding else None
             outs = {}
-            for sl_part in _batched(lambda sl: (sl, run_unit(unit, {i: q[i][sl] for i in ins}, hard, quant)), n):
-                sl, part = sl_part
+            for part in _batched(lambda sl: run_unit(unit, {i: q[i][sl] for i in ins}, hard, quant), n):
                 for p, t in part.items():
                     if p not in ins:
                         outs.setdefault(p, []).append(t)

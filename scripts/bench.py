@@ -330,10 +330,11 @@ def main(checkpoint, data_dir, quick, threads, n_images, passes, latency_images,
                       passes or (1 if quick else 3), latency_images or (20 if quick else 1000),
                       calib_images or (64 if quick else 1024), seed, Path(work), say)
     write_atomic(out / "bench.json", json.dumps(rep, indent=1) + "\n")
-    write_atomic(out / "bench.md", markdown(rep))
+    md = markdown(rep)
+    write_atomic(out / "bench.md", md)
     if publish:                                       # the README shows the same generated table
-        fill_section(ROOT / "README.md", "bench", markdown(rep))
-    click.echo(markdown(rep))
+        fill_section(ROOT / "README.md", "bench", md)
+    click.echo(md)
     click.echo(f"wrote {out / 'bench.json'} and {out / 'bench.md'}" + (" and the README table" if publish else ""),
                err=True)
 

@@ -140,7 +140,7 @@ def test_committed_model_files_verify():
     r = subprocess.run(["git", "ls-files", "*.npz"], cwd=ROOT, capture_output=True, text=True)
     if r.returncode != 0:
         pytest.skip("not a git checkout")
-    files = [ROOT / f for f in r.stdout.split()]
-    for f in files:
-        if sniff(f) == "model":
-            intengine.load(f)           # raises FormatError naming the file and the command
+    models = [ROOT / f for f in r.stdout.split() if sniff(ROOT / f) == "model"]
+    assert models, "no committed model files found (models/ holds the learned-rounding exports)"
+    for f in models:
+        intengine.load(f)               # raises FormatError naming the file and the command
