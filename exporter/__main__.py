@@ -13,7 +13,7 @@ from trainer import data
 from trainer.__main__ import DEFAULT_CHECKPOINT
 from trainer.checkpoint import CheckpointError
 from . import __version__, build, calibrate, fold, reconstruct
-from .quantize import LEVEL_SETS, ExportError, act_qparams
+from .quantize import LEVEL_SETS, ExportError
 
 
 
@@ -24,7 +24,7 @@ def export(checkpoint, bits, act_bits, first_last_bits, calib_images, seed, data
     """The whole export; returns (out path, size in bytes, qnet, float ops).
 
     rounding: 'nearest', or 'adaround'/'brecq' with `recon` {iters, batch, lr, reg, qdrop}
-    (exporter/reconstruct.py, docs section 13)."""
+    and act_lr (exporter/reconstruct.py, docs section 13)."""
     model = fold.load_resnet20(checkpoint)
     points, ops = fold.graph(model)
     train = data.load_arrays(data_dir)["x_train"]
@@ -48,13 +48,13 @@ def export(checkpoint, bits, act_bits, first_last_bits, calib_images, seed, data
         if rounding != "nearest":
             if params_from != "ours":
                 raise ValueError("--rounding needs --params-from ours")
-            qpts = [{**p, "bits": act_bits, **dict(zip(("scale", "zp"), act_qparams(l, h, act_bits)))}
-                    for p, l, h in zip(points, lo, hi)]
+            qpts = build.act_points(points, lo, hi, act_bits)
             weights, recon_report = reconstruct.reconstruct(ops, qpts, images, weights, method=rounding,
                                                             seed=seed, progress=progress, log=log,
                                                             **(recon or {}))
         shift = calibrate.bias_shift(ops, images, build.dequantized(weights)) if bias_correction else None
-        qnet = build.quantize_graph(points, ops, lo, hi, weights, act_bits=act_bits, bias_shift=shift)
+        qnet = build.quantize_graph(points, ops, lo, hi, weights, act_bits=act_bits, bias_shift=shift,
+                                    scales=recon_report and recon_report.get("act_scales"))
     meta = {"exporter_version": __version__, "checkpoint_sha256": fold.file_sha256(checkpoint),
             "bits": bits, "act_bits": act_bits, "first_last_bits": first_last_bits,
             "weight_clip": clip, "weight_levels": levels, "bias_correction": bias_correction,
@@ -105,11 +105,14 @@ def export(checkpoint, bits, act_bits, first_last_bits, calib_images, seed, data
 @click.option("--qdrop", type=click.FloatRange(0, 1), default=None,
               help=f"QDrop probability of keeping an activation in float, eq. (20)  "
                    f"[default: {reconstruct.DEFAULTS['qdrop']}]")
+@click.option("--act-lr", type=click.FloatRange(0), default=None,
+              help=f"Adam learning rate of the activation step sizes (log s, eq. 21); 0 keeps the "
+                   f"min/max scales  [default: {reconstruct.DEFAULTS['act_lr']}]")
 @click.option("--out", default=None, help="Output file  [default: exports/resnet20_w{bits}a{act}.npz]")
 @click.option("--progress/--no-progress", default=True, show_default=True)
 def cli(bits, checkpoint, act_bits, first_last_bits, calib_images, seed, data_dir, weight_clip,
-        weight_levels, bias_correction, params_from, rounding, iters, recon_batch, lr, reg, qdrop, out,
-        progress):
+        weight_levels, bias_correction, params_from, rounding, iters, recon_batch, lr, reg, qdrop, act_lr,
+        out, progress):
     """Export a trained ResNet20 to an integer model file for `python -m intengine`."""
     bits = int(bits)
     act_bits = int(act_bits) if act_bits else (16 if bits == 16 else 8)
@@ -126,7 +129,7 @@ def cli(bits, checkpoint, act_bits, first_last_bits, calib_images, seed, data_di
                                   bias_correction=bias_correction, progress=progress,
                                   params_from=params_from, rounding=rounding,
                                   recon={"iters": iters, "batch": recon_batch, "lr": lr, "reg": reg,
-                                         "qdrop": qdrop},
+                                         "qdrop": qdrop, "act_lr": act_lr},
                                   log=lambda m: click.echo(m, err=True))
     except (CheckpointError, data.DataError, ExportError, ValueError) as e:
         _fail(str(e))

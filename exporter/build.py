@@ -32,15 +32,25 @@ def dequantized(weights):
             for k, (_, _, codes, L, s_w) in weights.items()}
 
 
-def quantize_graph(points, ops, lo, hi, weights, *, act_bits, bias_shift=None):
+def act_points(points, lo, hi, act_bits, scales=None):
+    """The points with their bits, scale and zero point: eq. (4) from the calibrated range,
+    or, where `scales` gives one, that learned step size with the calibrated zero point
+    (section 13, eq. 21)."""
+    out = []
+    for i, (p, l, h) in enumerate(zip(points, lo, hi)):
+        s, z = act_qparams(l, h, act_bits)
+        if scales is not None and scales[i] is not None:
+            s = float(scales[i])
+        out.append({**p, "bits": act_bits, "scale": s, "zp": z})
+    return out
+
+
+def quantize_graph(points, ops, lo, hi, weights, *, act_bits, bias_shift=None, scales=None):
     """-> qnet: {'points': [{name, shape, bits, scale, zp}], 'ops': [...], 'lut': (3,256)}.
 
     `weights` from quantize_weights_all; `bias_shift` {name: (Co,)} is added to the
-    folded bias before eq. (7) (bias correction, section 2)."""
-    qpts = []
-    for p, l, h in zip(points, lo, hi):
-        s, z = act_qparams(l, h, act_bits)
-        qpts.append({**p, "bits": act_bits, "scale": s, "zp": z})
+    folded bias before eq. (7) (bias correction, section 2); `scales` as in act_points."""
+    qpts = act_points(points, lo, hi, act_bits, scales)
     qops = []
     for op in ops:
         if op["op"] in ("conv", "linear"):

@@ -6,9 +6,10 @@ the stem and the head (`brecq`).  For each unit in order, a rounding variable V 
 chooses between the two levels around w/s_w (eq. 17), and Adam minimizes the unit's output
 error against the FP32 model plus the annealed rounding regularizer (eq. 18-19).  The unit's
 input is the output of the already-rounded units before it (fake-quantized as the engine
-will quantize it), mixed element-wise with the FP32 input by QDrop (eq. 20).  Only the
-rounding decisions change; scales come from the usual MSE clipping and min/max calibration,
-and the float weights and biases stay the folded FP32 ones.
+will quantize it), mixed element-wise with the FP32 input by QDrop (eq. 20).  The rounding
+decisions change, and with act_lr > 0 the step sizes of the unit's activation points (eq. 21);
+weight scales come from the usual MSE clipping, and the float weights and biases stay the
+folded FP32 ones.
 
 `reconstruct(...)` returns codes in the form of build.quantize_weights_all, so the file is
 written by the ordinary path and the engine runs it unchanged.
@@ -21,7 +22,7 @@ import torch
 from tqdm import tqdm
 
 from .calibrate import normalize64
-from .simulate import _ste, apply
+from .simulate import _ste, walk
 
 ZETA, GAMMA = 1.1, -0.1                     # eq. (17): the rectified sigmoid's stretch
 METHODS = ("nearest", "adaround", "brecq")
@@ -34,6 +35,7 @@ DEFAULTS = {                                # one flat block of the defaults (se
     "beta": (20.0, 2.0),    # eq. (19) annealing, start -> end
     "warmup": 0.2,          # share of the steps with no regularizer
     "qdrop": 0.0,           # eq. (20): probability of keeping an activation in float
+    "act_lr": 0.0,          # eq. (21): Adam on log s of the unit's points; 0 keeps min/max scales
 }
 
 
@@ -116,24 +118,35 @@ def _inputs(unit):
 
 
 class Quantizer:
-    """Activation fake-quant at each point, eq. (1)+(4), with straight-through rounding."""
+    """Activation fake-quant at each point, eq. (1)+(4), with straight-through rounding.
+
+    `learn(points)` makes the step sizes of those points trainable (eq. 21, LSQ): log s is
+    the parameter, the zero point stays the calibrated one, and the gradient reaches the
+    input only inside the clamp range.  `freeze()` fixes the learned values as floats."""
 
     def __init__(self, points):
         self.s = [float(p["scale"]) for p in points]
         self.z = [float(p["zp"]) for p in points]
         self.hi = [float((1 << p["bits"]) - 1) for p in points]
+        self.log_s = {}
+
+    def learn(self, points):
+        self.log_s = {i: torch.nn.Parameter(torch.tensor(math.log(self.s[i]))) for i in points}
+        return list(self.log_s.values())
+
+    def freeze(self):
+        for i, v in self.log_s.items():
+            self.s[i] = math.exp(float(v.detach()))
+        self.log_s = {}
 
     def __call__(self, i, t):
+        if i in self.log_s:                                                   # eq. (21)
+            s = self.log_s[i].exp()
+            v = t / s
+            v = v + (torch.floor(v + 0.5) - v).detach()
+            return (torch.clamp(v + self.z[i], 0, self.hi[i]) - self.z[i]) * s
         q = torch.clamp(torch.floor(t / self.s[i] + 0.5) + self.z[i], 0, self.hi[i])
         return _ste(t, (q - self.z[i]) * self.s[i])
-
-
-def run_unit(unit, acts, weight, act):
-    """simulate.forward restricted to one unit; acts {point: tensor} -> with the unit's points."""
-    acts = dict(acts)
-    for op in unit:
-        acts[op["out"]] = act(op["out"], apply(op, acts, weight))
-    return acts
 
 
 def _beta(t, iters, cfg):
@@ -145,8 +158,13 @@ def _beta(t, iters, cfg):
     return b1 + (b0 - b1) * (1 - (t - w) / max(1, iters - w))
 
 
-def _batched(fn, n, bs=256):
-    return [fn(slice(s, s + bs)) for s in range(0, n, bs)]
+def _run_all(unit, src, weight, act, bs=256):
+    """The unit on every calibration image, in batches of bs, reading its inputs from
+    src {point: (N, ...)} -> {point the unit makes: (N, ...)}, concatenated."""
+    ins = _inputs(unit)
+    n = len(src[ins[0]])
+    parts = [walk(unit, {i: src[i][s:s + bs] for i in ins}, weight, act) for s in range(0, n, bs)]
+    return {p: torch.cat([part[p] for part in parts]) for p in parts[0] if p not in ins}
 
 
 def reconstruct(ops, qpoints, images, weights, *, method="brecq", seed=0, progress=True, log=None,
@@ -179,7 +197,7 @@ def _reconstruct(ops, qpoints, images, weights, method, seed, progress, log, cfg
     x = normalize64(images).float()
     n = len(x)
     fp = {0: x}
-    q = {0: torch.cat(_batched(lambda sl: quant(0, x[sl]), n))}
+    q = {0: torch.cat([quant(0, x[s:s + 256]) for s in range(0, n, 256)])}
     groups = units(ops, method)
     last_use = {}
     for k, unit in enumerate(groups):
@@ -192,17 +210,16 @@ def _reconstruct(ops, qpoints, images, weights, method, seed, progress, log, cfg
         ins = _inputs(unit)
         target = unit[-1]["out"]
         with torch.no_grad():
-            fp_out = {}
-            for part in _batched(lambda sl: run_unit(unit, {i: fp[i][sl] for i in ins}, fp_w, ident), n):
-                for p, t in part.items():
-                    fp_out.setdefault(p, []).append(t)
-            fp_out = {p: torch.cat(v) for p, v in fp_out.items() if p not in ins}
+            fp_out = _run_all(unit, fp, fp_w, ident)
         params = [rounding[op["name"]] for op in unit if op["name"] in rounding]
         t0 = time.perf_counter()
         entry = {"unit": unit[-1]["name"].rsplit(".", 1)[0] if method == "brecq" else unit[-1]["name"],
                  "weights": sum(r.V.numel() for r in params)}
         if params and cfg["iters"] > 0:
-            opt = torch.optim.Adam([r.V for r in params], lr=cfg["lr"])
+            param_groups = [{"params": [r.V for r in params], "lr": cfg["lr"]}]
+            if cfg["act_lr"] > 0:
+                param_groups.append({"params": quant.learn([op["out"] for op in unit]), "lr": cfg["act_lr"]})
+            opt = torch.optim.Adam(param_groups)
             by_name = {op["name"]: r for op, r in ((op, rounding.get(op["name"])) for op in unit) if r}
             soft = lambda op: by_name[op["name"]].weight(hard=False)
             internal = {op["out"] for op in unit[:-1]}
@@ -226,7 +243,7 @@ def _reconstruct(ops, qpoints, images, weights, method, seed, progress, log, cfg
                         inp[i] = torch.where(masks.draw(xq.shape), xf, xq)
                     else:
                         inp[i] = xq
-                out = run_unit(unit, inp, soft, drop_act)[target]
+                out = walk(unit, inp, soft, drop_act)[target]
                 err = out - fp_out[target][idx]
                 rec = err.pow(2).sum(1).mean()                               # eq. (18)
                 beta = _beta(t, cfg["iters"], cfg)
@@ -239,14 +256,10 @@ def _reconstruct(ops, qpoints, images, weights, method, seed, progress, log, cfg
                     bar.set_postfix(rec=f"{rec.item():.4g}", reg=f"{float(reg.detach()):.3g}",
                                     beta=f"{beta:.1f}" if beta else "-")
             bar.close()
+            quant.freeze()
         with torch.no_grad():
             hard = lambda op: rounding[op["name"]].weight(hard=True) if op["name"] in rounding else None
-            outs = {}
-            for part in _batched(lambda sl: run_unit(unit, {i: q[i][sl] for i in ins}, hard, quant), n):
-                for p, t in part.items():
-                    if p not in ins:
-                        outs.setdefault(p, []).append(t)
-            outs = {p: torch.cat(v) for p, v in outs.items()}
+            outs = _run_all(unit, q, hard, quant)
             entry["mse"] = float((outs[target] - fp_out[target]).pow(2).sum(1).mean())
             if params:
                 entry["changed_vs_nearest"] = sum(int((r.codes() != r.nearest).sum()) for r in params)
@@ -261,6 +274,8 @@ def _reconstruct(ops, qpoints, images, weights, method, seed, progress, log, cfg
             fp.pop(i)
             q.pop(i, None)
     report["seconds"] = round(time.perf_counter() - t_all, 2)
+    if cfg["act_lr"] > 0:
+        report["act_scales"] = [None] + quant.s[1:]              # the input's LUT scale stays
     out = {}
     for name, (b, kind, codes, L, s_w) in weights.items():
         out[name] = (b, kind, rounding[name].codes().reshape(codes.shape), L, s_w)

@@ -23,10 +23,16 @@ def _shortcut(x, stride, pad):
 
 def forward(ops, x, act=lambda i, t: t, weight=lambda op: op["weight"]):
     """Float walk.  x: normalized (N,3,32,32); returns the logits (N, classes)."""
-    acts = {0: act(0, x)}
+    return walk(ops, {0: act(0, x)}, weight, act)[ops[-1]["out"]]
+
+
+def walk(ops, acts, weight, act):
+    """Run `ops` in order on a copy of acts {point: tensor}; returns it with their outputs.
+    A whole network from the input point (forward), or one reconstruction unit."""
+    acts = dict(acts)
     for op in ops:
         acts[op["out"]] = act(op["out"], apply(op, acts, weight))
-    return acts[ops[-1]["out"]]
+    return acts
 
 
 def apply(op, acts, weight):

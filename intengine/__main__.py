@@ -181,8 +181,7 @@ def predict_cmd(model_path, images, resize, top_k, as_json):
         proba = model.softmax(real)
         k = min(top_k, len(model.classes))
         rows = []
-        for p, qi, ri, pi, (_, note) in zip(images, q, real, proba, read):
-            best = np.argsort(-pi, kind="stable")[:k]      # ties: lowest class first, like argmax
+        for p, qi, ri, pi, best, (_, note) in zip(images, q, real, proba, model.rank(proba, k), read):
             c = int(best[0])
             rows.append({"file": str(p), "class": model.classes[c], "index": c, "logit": float(ri[c]),
                          "integer": int(qi[c]), "probability": float(pi[c]), "converted": note,

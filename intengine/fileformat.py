@@ -18,7 +18,6 @@ import numpy as np
 MAGIC = b"LBPTQINT"
 VERSION = 2
 DIGEST_KEY = "content_sha256"        # header key holding the digest of the content (format.md)
-REGENERATE = "re-export it with `python -m exporter --bits B`"   # see regenerate(path) for one with --out
 MAX_FILE_BYTES = 64 << 20            # the shipped files are 75-550 KB
 MAX_MEMBER_BYTES = 32 << 20          # uncompressed, checked before anything is read
 

@@ -136,10 +136,16 @@ class Model:
         """Class probabilities (float64, N x C): softmax of the real logits."""
         return self.softmax(self.predict_logits(images, batch_size))
 
+    @staticmethod
+    def rank(proba, k):
+        """Probabilities (N,C) -> the k most probable classes (N,k) int64, most probable first;
+        ties go to the lower class, as argmax does."""
+        return np.argsort(-np.asarray(proba), axis=1, kind="stable")[:, :k]
+
     def top_k(self, images, k=5, batch_size=256):
         """-> (classes (N,k) int64, probabilities (N,k)), most probable first (ties: lower class)."""
         p = self.predict_proba(images, batch_size)
-        idx = np.argsort(-p, axis=1, kind="stable")[:, :k]
+        idx = self.rank(p, k)
         return idx, np.take_along_axis(p, idx, axis=1)
 
 
@@ -164,4 +170,4 @@ def load(path, kernel=None):
         return Model(header, arrays, path, kernel)
     except (KeyError, TypeError, ValueError, IndexError) as e:
         raise FormatError(f"{path}: inconsistent file ({type(e).__name__}: {str(e)[:200]}); "
-                          f"{fileformat.REGENERATE}") from None
+                          f"{fileformat.regenerate(path, header.get('meta', {}).get('bits', 'B'))}") from None

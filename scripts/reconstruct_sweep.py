@@ -91,27 +91,44 @@ def run_export(opts, out, data_dir):
 def engine_top1(path, images, labels, ref):
     import intengine
     m = intengine.load(path)
-    pred = np.concatenate([m.predict(images[s:s + 256]).argmax(1) for s in range(0, len(images), 256)])
+    pred = m.predict(images).argmax(1)
     return float((pred == labels).mean()), float((pred == ref).mean())
 
 
-def fp32_pred(images):
+def engine_heldout(path, x, y, fp_logits):
+    """Held-out scores of a file: top-1, top-1 agreement with FP32, and two finer label-free
+    ones, mean KL(FP32 || engine) of the softmax and mean squared logit error (sum over classes)."""
+    import intengine
+    m = intengine.load(path)
+    z = m.predict_logits(x)
+    p, q = m.softmax(fp_logits), m.softmax(z)
+    kl = float((p * (np.log(p + 1e-300) - np.log(q + 1e-300))).sum(1).mean())
+    return {"heldout_accuracy": float((z.argmax(1) == y).mean()),
+            "heldout_agree_fp32": float((z.argmax(1) == fp_logits.argmax(1)).mean()),
+            "heldout_kl_fp32": kl, "heldout_logit_mse": float(((z - fp_logits) ** 2).sum(1).mean())}
+
+
+def fp32_logits(images):
     import torch
     from exporter import calibrate, fold
     model = fold.load_resnet20(ROOT / "checkpoints" / "resnet20.pt")
     with torch.no_grad():
-        return np.concatenate([model(calibrate.normalize64(images[s:s + 500]).float()).argmax(1).numpy()
+        return np.concatenate([model(calibrate.normalize64(images[s:s + 500]).float()).double().numpy()
                                for s in range(0, len(images), 500)])
 
 
+def fp32_pred(images):
+    return fp32_logits(images).argmax(1)
+
+
 def heldout_set(data_dir):
-    """The 5,000 held-out training images, their labels and FP32's predictions on them."""
+    """The 5,000 held-out training images, their labels and FP32's logits on them."""
     from exporter import calibrate
     from trainer import data
     arr = data.load_arrays(data_dir)
     idx = calibrate.heldout_indices(len(arr["x_train"]))
     x, y = arr["x_train"][idx], np.asarray(arr["y_train"][idx]).astype(np.int64)
-    return x, y, fp32_pred(x)
+    return x, y, fp32_logits(x)
 
 
 def record_heldout(rec, keys, write):
@@ -150,15 +167,14 @@ def sweep(sets, data_dir, write):
             opts += [f"--{k.replace('_', '-')}", v]
         out = tmp / ("_".join(f"{k}{v}" for k, v in kv.items()) + ".npz")
         secs, l0, l1, _ = run_export(opts, out, data_dir)
-        acc, agree = engine_top1(out, x, y, ref)
         rec = {"setting": kv, "command": " ".join(export_cmd(opts, out.relative_to(ROOT))),
-               "heldout_images": len(y), "heldout_accuracy": acc, "heldout_agree_fp32": agree,
-               "fp32_heldout_accuracy": float((ref == y).mean()), "export_seconds": secs,
+               "heldout_images": len(y), **engine_heldout(out, x, y, ref),
+               "fp32_heldout_accuracy": float((ref.argmax(1) == y).mean()), "export_seconds": secs,
                "load1_before": l0, "load1_after": l1, "calibration_seed": 0,
                "when": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
                "machine": machine()}
-        record_heldout(rec, ("setting", "heldout_accuracy", "heldout_agree_fp32", "export_seconds",
-                             "load1_before"), write)
+        record_heldout(rec, ("setting", "heldout_accuracy", "heldout_agree_fp32", "heldout_kl_fp32",
+                             "heldout_logit_mse", "export_seconds", "load1_before"), write)
 
 
 @cli.command()
@@ -173,14 +189,14 @@ def heldout(files, data_dir, write):
         meta = fileformat.read(f)[0]["meta"]
         if meta["calibration"]["seed"] != 0:
             raise click.UsageError(f"{f}: the held-out images are disjoint from seeds 0-2, but the sweep uses seed 0")
-        acc, agree = engine_top1(f, x, y, ref)
         cfg = (meta.get("reconstruction") or {}).get("config", {})
         rec = {"setting": {"bits": meta["bits"], "act_bits": meta["act_bits"], "rounding": meta["rounding"], **cfg},
-               "file": f, "heldout_images": len(y), "heldout_accuracy": acc, "heldout_agree_fp32": agree,
-               "fp32_heldout_accuracy": float((ref == y).mean()), "calibration_seed": 0,
+               "file": f, "heldout_images": len(y), **engine_heldout(f, x, y, ref),
+               "fp32_heldout_accuracy": float((ref.argmax(1) == y).mean()), "calibration_seed": 0,
                "when": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
                "machine": machine()}
-        record_heldout(rec, ("setting", "heldout_accuracy", "heldout_agree_fp32"), write)
+        record_heldout(rec, ("setting", "heldout_accuracy", "heldout_agree_fp32", "heldout_kl_fp32",
+                             "heldout_logit_mse"), write)
 
 
 @cli.command()
@@ -308,6 +324,10 @@ def evaluate(write, only, data_dir, render_only):
         click.echo(render(record, ev))
 
 
+def fmt(v):
+    return "-" if v is None else f"{v:.4g}"
+
+
 def render(record, ev):
     import torch
     lines = ["# Learned rounding (BRECQ; QDrop as an option), the engine on all 10,000 test images", "",
@@ -342,18 +362,24 @@ def render(record, ev):
     sweep_path = RESULTS / "sweep.jsonl"
     if sweep_path.is_file():
         lines += ["", "## Held-out choice of the settings (5,000 training images, calibration seed 0, never the test set)", "",
-                  "| W | A | iters/unit | batch | lr | reg | QDrop p | held-out top-1 | agree FP32 | export s | load1 |",
-                  "|---|---|---|---|---|---|---|---|---|---|---|"]
+                  "| W | A | iters/unit | batch | lr | reg | QDrop p | act lr | held-out top-1 | agree FP32 | "
+                  "KL(FP32‖q) | logit MSE | export s | load1 |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for ln in sweep_path.read_text().splitlines():
             r = json.loads(ln)
             k = r["setting"]
             g = lambda a, b=None: k.get(a, k.get(b)) if b else k.get(a)
             lines.append(f"| {k['bits']} | {k.get('act_bits', 8)} | {g('iters')} | {g('recon_batch', 'batch')} | "
-                         f"{g('lr')} | {g('reg')} | {g('qdrop')} | {r['heldout_accuracy']:.4f} | "
-                         f"{r['heldout_agree_fp32']:.4f} | {r.get('export_seconds', '-')} | {r.get('load1_before', '-')} |")
+                         f"{g('lr')} | {g('reg')} | {g('qdrop')} | {k.get('act_lr', 0)} | {r['heldout_accuracy']:.4f} | "
+                         f"{r['heldout_agree_fp32']:.4f} | {fmt(r.get('heldout_kl_fp32'))} | "
+                         f"{fmt(r.get('heldout_logit_mse'))} | {r.get('export_seconds', '-')} | {r.get('load1_before', '-')} |")
     return "\n".join(lines)
 
 
 if __name__ == "__main__":
-    from intengine.cli import run as run_cli
-    run_cli(cli)
+    from intengine.cifar10 import DataError
+    from intengine.cli import fail, run as run_cli
+    try:
+        run_cli(cli)
+    except DataError as e:                  # a missing dataset: one line, not a traceback
+        fail(str(e))

@@ -8,10 +8,9 @@ import torch
 import intengine
 from conftest import run_cli
 from exporter import build, calibrate, reconstruct
-from exporter.quantize import act_qparams
 from exporter.simulate import run_exact
 
-FAST = {"iters": 8, "batch": 8}
+FAST = {"iters": 8, "batch": 8, "act_lr": 0.01}     # learned step sizes (eq. 21) included
 
 
 @pytest.fixture(scope="module")
@@ -31,8 +30,12 @@ def test_reconstructed_file_equals_exact_simulation(brecq_file, test_images):
     fast, sim = model.run(x, keep=True), run_exact(qnet, x)
     for name, a, b in zip(model.points, fast, sim):
         assert np.array_equal(a, b.numpy()), f"engine != exact simulation at {name}"
-    meta = intengine.fileformat.read(path)[0]["meta"]
+    header, arrays = intengine.fileformat.read(path)
+    meta = header["meta"]
     assert meta["rounding"] == "brecq" and meta["reconstruction"]["config"]["iters"] == FAST["iters"]
+    assert meta["reconstruction"]["config"]["act_lr"] == FAST["act_lr"]
+    learned = np.array([p["scale"] for p in qnet["points"]])
+    assert np.array_equal(arrays["act_scale"], learned)
 
 
 def test_fast_regeneration_cli_and_engine(data_dir, shipped, tmp_path):
@@ -63,8 +66,7 @@ def _tiny_layer(seed=0):
 def test_reconstruction_lowers_the_output_error_on_a_tiny_layer():
     points, ops, images = _tiny_layer()
     lo, hi = calibrate.minmax(ops, len(points), images, progress=False)
-    qpts = [{**p, "bits": 8, **dict(zip(("scale", "zp"), act_qparams(l, h, 8)))}
-            for p, l, h in zip(points, lo, hi)]
+    qpts = build.act_points(points, lo, hi, 8)
     weights = build.quantize_weights_all(ops, bits=2, first_last_bits=2, levels="midrise", clip="mse")
     cfg = dict(batch=32, qdrop=0.0, lr=1e-2, progress=False)
     w0, r0 = reconstruct.reconstruct(ops, qpts, images, weights, iters=0, **cfg)
@@ -89,3 +91,22 @@ def test_four_bit_activations_run_through_the_engine(data_dir, shipped, tmp_path
         assert np.array_equal(a, b), f"kernels != reference at {name}"
         assert np.array_equal(a, c.numpy()), f"engine != exact simulation at {name}"
         assert a.max() <= 15
+
+
+def test_learned_step_sizes_lower_the_error_at_four_bits():
+    """eq. (21) on the tiny layer with 4-bit activations: the learned output step size moves
+    away from min/max and the unit's output error falls below that of rounding alone."""
+    points, ops, images = _tiny_layer(1)
+    lo, hi = calibrate.minmax(ops, len(points), images, progress=False)
+    qpts = build.act_points(points, lo, hi, 4)
+    weights = build.quantize_weights_all(ops, bits=4, first_last_bits=4, levels="midrise", clip="mse")
+    cfg = dict(batch=32, qdrop=0.0, lr=1e-2, iters=200, progress=False)
+    _, fixed = reconstruct.reconstruct(ops, qpts, images, weights, act_lr=0.0, **cfg)
+    _, learned = reconstruct.reconstruct(ops, qpts, images, weights, act_lr=0.02, **cfg)
+    assert "act_scales" not in fixed
+    s = learned["act_scales"]
+    assert s[0] is None and s[1] != qpts[1]["scale"]
+    assert learned["units"][0]["mse"] < 0.95 * fixed["units"][0]["mse"]
+    qnet = build.quantize_graph(points, ops, lo, hi, weights, act_bits=4, scales=s)
+    assert qnet["points"][1]["scale"] == s[1] and qnet["points"][1]["zp"] == qpts[1]["zp"]
+    assert qnet["points"][0]["scale"] == qpts[0]["scale"]
