@@ -49,9 +49,10 @@ def export(checkpoint, bits, act_bits, first_last_bits, calib_images, seed, data
             if params_from != "ours":
                 raise ValueError("--rounding needs --params-from ours")
             qpts = build.act_points(points, lo, hi, act_bits)
+            cfg = {**reconstruct.defaults(bits, act_bits),
+                   **{k: v for k, v in (recon or {}).items() if v is not None}}
             weights, recon_report = reconstruct.reconstruct(ops, qpts, images, weights, method=rounding,
-                                                            seed=seed, progress=progress, log=log,
-                                                            **(recon or {}))
+                                                            seed=seed, progress=progress, log=log, **cfg)
         shift = calibrate.bias_shift(ops, images, build.dequantized(weights)) if bias_correction else None
         qnet = build.quantize_graph(points, ops, lo, hi, weights, act_bits=act_bits, bias_shift=shift,
                                     scales=recon_report and recon_report.get("act_scales"))
@@ -95,7 +96,7 @@ def export(checkpoint, bits, act_bits, first_last_bits, calib_images, seed, data
               help="Weight rounding: nearest, or learned by reconstruction per layer (adaround) "
                    "or per residual block (brecq), docs/quantization.md section 13.")
 @click.option("--iters", type=click.IntRange(0), default=None,
-              help=f"Reconstruction steps per layer/block  [default: {reconstruct.DEFAULTS['iters']}]")
+              help="Reconstruction steps per layer/block  [default: 600 at 2 bits, else 500]")
 @click.option("--recon-batch", type=click.IntRange(1), default=None,
               help=f"Images per reconstruction step  [default: {reconstruct.DEFAULTS['batch']}]")
 @click.option("--lr", type=click.FloatRange(0, min_open=True), default=None,
@@ -106,8 +107,8 @@ def export(checkpoint, bits, act_bits, first_last_bits, calib_images, seed, data
               help=f"QDrop probability of keeping an activation in float, eq. (20)  "
                    f"[default: {reconstruct.DEFAULTS['qdrop']}]")
 @click.option("--act-lr", type=click.FloatRange(0), default=None,
-              help=f"Adam learning rate of the activation step sizes (log s, eq. 21); 0 keeps the "
-                   f"min/max scales  [default: {reconstruct.DEFAULTS['act_lr']}]")
+              help="Adam learning rate of the activation step sizes (log s, eq. 21); 0 keeps the "
+                   "min/max scales  [default: 0.03 with 4-bit activations, else 0.01 at 2 bits, 0.003 above]")
 @click.option("--out", default=None, help="Output file  [default: exports/resnet20_w{bits}a{act}.npz]")
 @click.option("--progress/--no-progress", default=True, show_default=True)
 def cli(bits, checkpoint, act_bits, first_last_bits, calib_images, seed, data_dir, weight_clip,

@@ -39,6 +39,13 @@ DEFAULTS = {                                # one flat block of the defaults (se
 }
 
 
+def defaults(bits, act_bits):
+    """The exporter's defaults for a width: DEFAULTS with the held-out choice of the steps and
+    the step-size learning rate (section 13, results/lowbit/sweep.jsonl)."""
+    act_lr = 0.03 if act_bits <= 4 else 0.01 if bits <= 2 else 0.003
+    return {**DEFAULTS, "iters": 600 if bits <= 2 else 500, "act_lr": act_lr}
+
+
 class Rounding:
     """The rounding variables of one weighted layer, eq. (17).
 

@@ -40,15 +40,25 @@ RESULTS = ROOT / "results" / "lowbit"
 
 # The committed exports: name -> exporter options.  The settings are the held-out choice
 # (results/lowbit/sweep.jsonl, section 13); seeds 0-2 differ in calibration images and
-# reconstruction randomness.
+# reconstruction randomness.  `_lsq` files learn the activation step sizes too (eq. 21);
+# the others are the same method with min/max step sizes and fewer steps, kept as the ablation.
 _RECON = ["--rounding", "brecq", "--recon-batch", "16", "--lr", "0.1", "--reg", "0.01", "--qdrop", "0"]
-W2 = [*_RECON, "--iters", "300"]          # ~6 min at load 6-8 on the 2-core box (budget 15)
-W4 = [*_RECON, "--iters", "150"]          # half the steps: budget 5 min
+W2 = [*_RECON, "--iters", "300"]
+W4 = [*_RECON, "--iters", "150"]
+W2_LSQ = [*_RECON, "--iters", "600"]      # ~2 min at load 1.5 (budget 15)
+W4_LSQ = [*_RECON, "--iters", "500"]      # ~2 min at load 1.5 (budget 5)
+A8_LR = {"2": ["--act-lr", "0.01"], "4": ["--act-lr", "0.003"]}
+A4 = ["--act-bits", "4", "--act-lr", "0.03"]
 EXPORTS = {}
+for _s in (0, 1, 2):
+    EXPORTS[f"w4a8_brecq_lsq_s{_s}"] = ["--bits", "4", *W4_LSQ, *A8_LR["4"], "--seed", str(_s)]
+    EXPORTS[f"w2a8_brecq_lsq_s{_s}"] = ["--bits", "2", *W2_LSQ, *A8_LR["2"], "--seed", str(_s)]
+EXPORTS["w2a8_all2_brecq_lsq_s0"] = ["--bits", "2", "--first-last-bits", "2", *W2_LSQ, *A8_LR["2"], "--seed", "0"]
+EXPORTS["w4a4_brecq_lsq_s0"] = ["--bits", "4", *W4_LSQ, *A4, "--seed", "0"]
+EXPORTS["w2a4_brecq_lsq_s0"] = ["--bits", "2", *W2_LSQ, *A4, "--seed", "0"]
 for _s in (0, 1, 2):
     EXPORTS[f"w4a8_brecq_s{_s}"] = ["--bits", "4", *W4, "--seed", str(_s)]
     EXPORTS[f"w2a8_brecq_s{_s}"] = ["--bits", "2", *W2, "--seed", str(_s)]
-    EXPORTS[f"w4a8_brecq300_s{_s}"] = ["--bits", "4", *_RECON, "--iters", "300", "--seed", str(_s)]
 EXPORTS["w2a8_all2_brecq_s0"] = ["--bits", "2", "--first-last-bits", "2", *W2, "--seed", "0"]
 EXPORTS["w4a4_brecq_s0"] = ["--bits", "4", "--act-bits", "4", *W4, "--seed", "0"]
 EXPORTS["w2a4_brecq_s0"] = ["--bits", "2", "--act-bits", "4", *W2, "--seed", "0"]
@@ -220,7 +230,9 @@ def export(only, write, data_dir):
         entry = {"file": str(out.relative_to(ROOT)), "bits": meta["bits"], "act_bits": meta["act_bits"],
                         "first_last_bits": meta["first_last_bits"], "rounding": meta["rounding"],
                         "seed": meta["calibration"]["seed"],
-                        "note": f"first/last layer W{meta['first_last_bits']}, seed {meta['calibration']['seed']}",
+                        "note": f"first/last layer W{meta['first_last_bits']}, seed {meta['calibration']['seed']}"
+                                + (", learned step sizes" if (meta.get("reconstruction") or {}).get("config", {})
+                                   .get("act_lr") else ""),
                         "command": " ".join(export_cmd(EXPORTS[name], out.relative_to(ROOT))),
                         "export_seconds": secs, "load1_before": l0, "load1_after": l1,
                         "bytes": out.stat().st_size, "log": log.strip().splitlines()[-14:],

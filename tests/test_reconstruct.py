@@ -46,6 +46,8 @@ def test_fast_regeneration_cli_and_engine(data_dir, shipped, tmp_path):
                 env={"CIFAR10_DIR": data_dir})
     assert r.returncode == 0, r.stderr
     assert "brecq rounding" in r.stdout and "layer3.2" in r.stderr       # one line per block
+    cfg = intengine.fileformat.read(out)[0]["meta"]["reconstruction"]["config"]
+    assert cfg["iters"] == 4 and cfg["act_lr"] == reconstruct.defaults(2, 8)["act_lr"] > 0
     r = run_cli("intengine", "eval", str(out), "--limit", "64", env={"CIFAR10_DIR": data_dir})
     assert r.returncode == 0, r.stderr
 
