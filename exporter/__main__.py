@@ -109,11 +109,14 @@ def export(checkpoint, bits, act_bits, first_last_bits, calib_images, seed, data
 @click.option("--act-lr", type=click.FloatRange(0), default=None,
               help="Adam learning rate of the activation step sizes (log s, eq. 21); 0 keeps the "
                    "min/max scales  [default: 0.03 with 4-bit activations, else 0.01 at 2 bits, 0.003 above]")
+@click.option("--scale-lr", type=click.FloatRange(0), default=None,
+              help="Adam learning rate of the per-channel weight scales (log s_w, eq. 22); 0 keeps the "
+                   "MSE-clipped ones  [default: 0]")
 @click.option("--out", default=None, help="Output file  [default: exports/resnet20_w{bits}a{act}.npz]")
 @click.option("--progress/--no-progress", default=True, show_default=True)
 def cli(bits, checkpoint, act_bits, first_last_bits, calib_images, seed, data_dir, weight_clip,
         weight_levels, bias_correction, params_from, rounding, iters, recon_batch, lr, reg, qdrop, act_lr,
-        out, progress):
+        scale_lr, out, progress):
     """Export a trained ResNet20 to an integer model file for `python -m intengine`."""
     bits = int(bits)
     act_bits = int(act_bits) if act_bits else (16 if bits == 16 else 8)
@@ -130,7 +133,8 @@ def cli(bits, checkpoint, act_bits, first_last_bits, calib_images, seed, data_di
                                   bias_correction=bias_correction, progress=progress,
                                   params_from=params_from, rounding=rounding,
                                   recon={"iters": iters, "batch": recon_batch, "lr": lr, "reg": reg,
-                                         "qdrop": qdrop, "act_lr": act_lr},
+                                         "qdrop": qdrop, "act_lr": act_lr,
+                                         "scale_lr": scale_lr},
                                   log=lambda m: click.echo(m, err=True))
     except (CheckpointError, data.DataError, ExportError, ValueError) as e:
         _fail(str(e))

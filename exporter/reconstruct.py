@@ -36,6 +36,7 @@ DEFAULTS = {                                # one flat block of the defaults (se
     "warmup": 0.2,          # share of the steps with no regularizer
     "qdrop": 0.0,           # eq. (20): probability of keeping an activation in float
     "act_lr": 0.0,          # eq. (21): Adam on log s of the unit's points; 0 keeps min/max scales
+    "scale_lr": 0.0,        # eq. (22): Adam on log s_w per channel; 0 keeps the MSE-clipped scales
 }
 
 
@@ -64,13 +65,26 @@ class Rounding:
         self.V = torch.nn.Parameter(torch.log(p / (1 - p)))
         self.nearest = (self.base + (frac >= 0.5).long()).numpy()   # round-to-nearest, ties up
         self.lo = (int(L[0]) + self.step * self.base).float()
+        self.log_s = None
+
+    def learn_scale(self):
+        """Make log s_w (per channel) trainable too (section 13, eq. 22); returns it."""
+        self.log_s = torch.nn.Parameter(self.s.flatten().log())
+        return self.log_s
+
+    def scale(self):
+        return self.s if self.log_s is None else self.log_s.exp().view(self.s.shape)
+
+    def scales(self):
+        """The per-channel weight scale for the file, float64."""
+        return self.scale().detach().double().flatten().numpy()
 
     def h(self):
         return torch.clamp(torch.sigmoid(self.V) * (ZETA - GAMMA) + GAMMA, 0, 1)
 
     def weight(self, hard):
         r = (self.V >= 0).float() if hard else self.h()
-        return self.s * (self.lo + self.step * r)
+        return self.scale() * (self.lo + self.step * r)
 
     def reg(self, beta):
         """eq. (19): zero only when every h is 0 or 1."""
@@ -224,6 +238,8 @@ def _reconstruct(ops, qpoints, images, weights, method, seed, progress, log, cfg
                  "weights": sum(r.V.numel() for r in params)}
         if params and cfg["iters"] > 0:
             param_groups = [{"params": [r.V for r in params], "lr": cfg["lr"]}]
+            if cfg["scale_lr"] > 0:
+                param_groups.append({"params": [r.learn_scale() for r in params], "lr": cfg["scale_lr"]})
             if cfg["act_lr"] > 0:
                 param_groups.append({"params": quant.learn([op["out"] for op in unit]), "lr": cfg["act_lr"]})
             opt = torch.optim.Adam(param_groups)
@@ -285,6 +301,7 @@ def _reconstruct(ops, qpoints, images, weights, method, seed, progress, log, cfg
         report["act_scales"] = [None] + quant.s[1:]              # the input's LUT scale stays
     out = {}
     for name, (b, kind, codes, L, s_w) in weights.items():
-        out[name] = (b, kind, rounding[name].codes().reshape(codes.shape), L, s_w)
+        r = rounding[name]
+        out[name] = (b, kind, r.codes().reshape(codes.shape), L, r.scales() if r.log_s is not None else s_w)
     return out, report
 

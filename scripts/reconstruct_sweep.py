@@ -374,15 +374,15 @@ def render(record, ev):
     sweep_path = RESULTS / "sweep.jsonl"
     if sweep_path.is_file():
         lines += ["", "## Held-out choice of the settings (5,000 training images, calibration seed 0, never the test set)", "",
-                  "| W | A | iters/unit | batch | lr | reg | QDrop p | act lr | held-out top-1 | agree FP32 | "
-                  "KL(FP32‖q) | logit MSE | export s | load1 |",
-                  "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+                  "| W | A | rounding | iters/unit | batch | lr | reg | QDrop p | act lr | scale lr | held-out top-1 | "
+                  "agree FP32 | KL(FP32‖q) | logit MSE | export s | load1 |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for ln in sweep_path.read_text().splitlines():
             r = json.loads(ln)
             k = r["setting"]
-            g = lambda a, b=None: k.get(a, k.get(b)) if b else k.get(a)
-            lines.append(f"| {k['bits']} | {k.get('act_bits', 8)} | {g('iters')} | {g('recon_batch', 'batch')} | "
-                         f"{g('lr')} | {g('reg')} | {g('qdrop')} | {k.get('act_lr', 0)} | {r['heldout_accuracy']:.4f} | "
+            g = lambda a, b=None: k.get(a, k.get(b, "-")) if b else k.get(a, "-")
+            lines.append(f"| {k['bits']} | {k.get('act_bits', 8)} | {g('rounding')} | {g('iters')} | {g('recon_batch', 'batch')} | "
+                         f"{g('lr')} | {g('reg')} | {g('qdrop')} | {k.get('act_lr', 0)} | {k.get('scale_lr', 0)} | {r['heldout_accuracy']:.4f} | "
                          f"{r['heldout_agree_fp32']:.4f} | {fmt(r.get('heldout_kl_fp32'))} | "
                          f"{fmt(r.get('heldout_logit_mse'))} | {r.get('export_seconds', '-')} | {r.get('load1_before', '-')} |")
     return "\n".join(lines)

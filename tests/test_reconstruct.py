@@ -10,7 +10,7 @@ from conftest import run_cli
 from exporter import build, calibrate, reconstruct
 from exporter.simulate import run_exact
 
-FAST = {"iters": 8, "batch": 8, "act_lr": 0.01}     # learned step sizes (eq. 21) included
+FAST = {"iters": 8, "batch": 8, "act_lr": 0.01, "scale_lr": 0.01}     # eq. (21) and (22) included
 
 
 @pytest.fixture(scope="module")
@@ -109,6 +109,8 @@ def test_learned_step_sizes_lower_the_error_at_four_bits():
     s = learned["act_scales"]
     assert s[0] is None and s[1] != qpts[1]["scale"]
     assert learned["units"][0]["mse"] < 0.95 * fixed["units"][0]["mse"]
+    w_scaled, _ = reconstruct.reconstruct(ops, qpts, images, weights, act_lr=0.02, scale_lr=0.01, **cfg)
+    assert not np.array_equal(w_scaled["stem"][4], weights["stem"][4])       # eq. (22): s_w moved
     qnet = build.quantize_graph(points, ops, lo, hi, weights, act_bits=4, scales=s)
     assert qnet["points"][1]["scale"] == s[1] and qnet["points"][1]["zp"] == qpts[1]["zp"]
     assert qnet["points"][0]["scale"] == qpts[0]["scale"]
