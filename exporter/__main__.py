@@ -23,8 +23,9 @@ def export(checkpoint, bits, act_bits, first_last_bits, calib_images, seed, data
            rounding="nearest", recon=None, log=None):
     """The whole export; returns (out path, size in bytes, qnet, float ops).
 
-    rounding: 'nearest', or 'adaround'/'brecq' with `recon` {iters, batch, lr, reg, qdrop}
-    and act_lr (exporter/reconstruct.py, docs section 13)."""
+    rounding: 'nearest', or 'adaround'/'brecq' with `recon` {iters, batch, lr, reg, qdrop,
+    act_lr, scale_lr}; a missing or None entry takes reconstruct.defaults(bits, act_bits)
+    (exporter/reconstruct.py, docs section 13)."""
     model = fold.load_resnet20(checkpoint)
     points, ops = fold.graph(model)
     train = data.load_arrays(data_dir)["x_train"]

@@ -170,4 +170,10 @@ def load(path, kernel=None):
         return Model(header, arrays, path, kernel)
     except (KeyError, TypeError, ValueError, IndexError) as e:
         raise FormatError(f"{path}: inconsistent file ({type(e).__name__}: {str(e)[:200]}); "
-                          f"{fileformat.regenerate(path, header.get('meta', {}).get('bits', 'B'))}") from None
+                          f"{fileformat.regenerate(path, _bits(header))}") from None
+
+
+def _bits(header):
+    """The weight bits for the regeneration hint, else 'B'."""
+    meta = header.get("meta")
+    return meta.get("bits", "B") if isinstance(meta, dict) else "B"

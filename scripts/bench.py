@@ -41,6 +41,7 @@ import click
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))          # the checkout's packages, installed or not (children too)
 CHILD = "--child"
 
 
@@ -80,7 +81,6 @@ if len(sys.argv) > 1 and sys.argv[1] == CHILD:      # before the heavy imports b
 import numba  # noqa: E402
 import torch  # noqa: E402
 
-sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 import intengine  # noqa: E402
 from compare import Progress  # noqa: E402
