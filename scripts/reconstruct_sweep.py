@@ -200,7 +200,8 @@ def heldout(files, data_dir, write):
         if meta["calibration"]["seed"] != 0:
             raise click.UsageError(f"{f}: the held-out images are disjoint from seeds 0-2, but the sweep uses seed 0")
         cfg = (meta.get("reconstruction") or {}).get("config", {})
-        rec = {"setting": {"bits": meta["bits"], "act_bits": meta["act_bits"], "rounding": meta["rounding"], **cfg},
+        rec = {"setting": {"bits": meta["bits"], "act_bits": meta["act_bits"], "rounding": meta["rounding"], **cfg,
+                           **({"bias_correction": True} if meta.get("bias_correction") else {})},
                "file": f, "heldout_images": len(y), **engine_heldout(f, x, y, ref),
                "fp32_heldout_accuracy": float((ref.argmax(1) == y).mean()), "calibration_seed": 0,
                "when": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -381,7 +382,7 @@ def render(record, ev):
             r = json.loads(ln)
             k = r["setting"]
             g = lambda a, b=None: k.get(a, k.get(b, "-")) if b else k.get(a, "-")
-            lines.append(f"| {k['bits']} | {k.get('act_bits', 8)} | {g('rounding')} | {g('iters')} | {g('recon_batch', 'batch')} | "
+            lines.append(f"| {k['bits']} | {k.get('act_bits', 8)} | {g('rounding')}{' + bias corr.' if k.get('bias_correction') else ''} | {g('iters')} | {g('recon_batch', 'batch')} | "
                          f"{g('lr')} | {g('reg')} | {g('qdrop')} | {k.get('act_lr', 0)} | {k.get('scale_lr', 0)} | {r['heldout_accuracy']:.4f} | "
                          f"{r['heldout_agree_fp32']:.4f} | {fmt(r.get('heldout_kl_fp32'))} | "
                          f"{fmt(r.get('heldout_logit_mse'))} | {r.get('export_seconds', '-')} | {r.get('load1_before', '-')} |")
