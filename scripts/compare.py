@@ -273,8 +273,11 @@ def lowbit_rows(add, rows, say):
             if not path.is_file():
                 continue
             say(f"committed file {r['file']}")
-            add(f"intengine W{r['bits']}A{r['act_bits']} {r['rounding']} ({name})", f"intengine {r['rounding']}",
-                r["bits"], r["act_bits"], intengine.load(path).run, path.stat().st_size,
+            model = intengine.load(path)
+            cfg = (model.header["meta"].get("reconstruction") or {}).get("config", {})
+            method = f"intengine {r['rounding']}" + (" + learned step sizes" if cfg.get("act_lr") else "")
+            add(f"intengine W{r['bits']}A{r['act_bits']} {r['rounding']} ({name})", method,
+                r["bits"], r["act_bits"], model.run, path.stat().st_size,
                 f"{r['note']}; export {r['export_seconds']:.0f} s, load {r['load1_before']:.1f}-{r['load1_after']:.1f}")
             rows[-1].update(cli=r["command"], export_s=r["export_seconds"])
     aimet = ROOT / "results" / "aimet_adaround.json"
