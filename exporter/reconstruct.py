@@ -47,6 +47,11 @@ def defaults(bits, act_bits):
     return {**DEFAULTS, "iters": 600 if bits <= 2 else 500, "act_lr": act_lr}
 
 
+def recorded_config(meta):
+    """The reconstruction settings a model file's meta records ({} for nearest rounding)."""
+    return (meta.get("reconstruction") or {}).get("config", {})
+
+
 class Rounding:
     """The rounding variables of one weighted layer, eq. (17).
 

@@ -39,6 +39,7 @@ import intengine  # noqa: E402
 from exporter import crosscheck, fold, onnxrt, torchao  # noqa: E402
 from exporter.__main__ import export  # noqa: E402
 from exporter.quantize import ExportError  # noqa: E402
+from exporter.reconstruct import recorded_config  # noqa: E402
 from intengine.cifar10 import DataError, load_test, seeded_subset  # noqa: E402
 from intengine.cpu import host_features  # noqa: E402
 from intengine.fileformat import FormatError  # noqa: E402
@@ -274,8 +275,8 @@ def lowbit_rows(add, rows, say):
                 continue
             say(f"committed file {r['file']}")
             model = intengine.load(path)
-            cfg = (model.header["meta"].get("reconstruction") or {}).get("config", {})
-            method = f"intengine {r['rounding']}" + (" + learned step sizes" if cfg.get("act_lr") else "")
+            learned = recorded_config(model.header["meta"]).get("act_lr")
+            method = f"intengine {r['rounding']}" + (" + learned step sizes" if learned else "")
             add(f"intengine W{r['bits']}A{r['act_bits']} {r['rounding']} ({name})", method,
                 r["bits"], r["act_bits"], model.run, path.stat().st_size,
                 f"{r['note']}; export {r['export_seconds']:.0f} s, load {r['load1_before']:.1f}-{r['load1_after']:.1f}")

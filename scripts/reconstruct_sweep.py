@@ -36,6 +36,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
+from publish import write_atomic  # noqa: E402
+
 RESULTS = ROOT / "results" / "lowbit"
 
 # The committed exports: name -> exporter options.  The settings are the held-out choice
@@ -199,7 +201,8 @@ def heldout(files, data_dir, write):
         meta = fileformat.read(f)[0]["meta"]
         if meta["calibration"]["seed"] != 0:
             raise click.UsageError(f"{f}: the held-out images are disjoint from seeds 0-2, but the sweep uses seed 0")
-        cfg = (meta.get("reconstruction") or {}).get("config", {})
+        from exporter.reconstruct import recorded_config
+        cfg = recorded_config(meta)
         rec = {"setting": {"bits": meta["bits"], "act_bits": meta["act_bits"], "rounding": meta["rounding"], **cfg,
                            **({"bias_correction": True} if meta.get("bias_correction") else {})},
                "file": f, "heldout_images": len(y), **engine_heldout(f, x, y, ref),
@@ -226,14 +229,14 @@ def export(only, write, data_dir):
     for name in names:
         out = folder / f"resnet20_{name}.npz"
         secs, l0, l1, log = run_export(EXPORTS[name], out, data_dir)
+        from exporter.reconstruct import recorded_config
         from intengine import fileformat
         meta = fileformat.read(out)[0]["meta"]
         entry = {"file": str(out.relative_to(ROOT)), "bits": meta["bits"], "act_bits": meta["act_bits"],
                         "first_last_bits": meta["first_last_bits"], "rounding": meta["rounding"],
                         "seed": meta["calibration"]["seed"],
                         "note": f"first/last layer W{meta['first_last_bits']}, seed {meta['calibration']['seed']}"
-                                + (", learned step sizes" if (meta.get("reconstruction") or {}).get("config", {})
-                                   .get("act_lr") else ""),
+                                + (", learned step sizes" if recorded_config(meta).get("act_lr") else ""),
                         "command": " ".join(export_cmd(EXPORTS[name], out.relative_to(ROOT))),
                         "export_seconds": secs, "load1_before": l0, "load1_after": l1,
                         "bytes": out.stat().st_size, "log": log.strip().splitlines()[-14:],
@@ -243,7 +246,7 @@ def export(only, write, data_dir):
         record_path.parent.mkdir(parents=True, exist_ok=True)       # re-read: parallel runs share it
         record = json.loads(record_path.read_text()) if record_path.is_file() else {}
         record[name] = entry
-        record_path.write_text(json.dumps(dict(sorted(record.items())), indent=1) + "\n")
+        write_atomic(record_path, json.dumps(dict(sorted(record.items())), indent=1) + "\n")
 
 
 def fakequant_top1(path, images, labels, checkpoint):
@@ -307,7 +310,7 @@ def evaluate(write, only, data_dir, render_only):
     if render_only:
         text = render(record, json.loads((RESULTS / "eval.json").read_text()))
         if write:
-            (RESULTS / "README.md").write_text(text + "\n")
+            write_atomic(RESULTS / "README.md", text + "\n")
         else:
             click.echo(text)
         return
@@ -330,9 +333,9 @@ def evaluate(write, only, data_dir, render_only):
                     "fp32_top1": fp32, "test_images": len(labels), "eval_seconds": round(time.perf_counter() - t0, 1)}
         click.echo(f"{name}: engine {acc:.4f}, fake-quant {sim:.4f}, agreement {agree:.4f}")
         if write:
-            ev_path.write_text(json.dumps(dict(sorted(ev.items())), indent=1) + "\n")
+            write_atomic(ev_path, json.dumps(dict(sorted(ev.items())), indent=1) + "\n")
     if write:
-        (RESULTS / "README.md").write_text(render(record, ev) + "\n")
+        write_atomic(RESULTS / "README.md", render(record, ev) + "\n")
     else:
         click.echo(render(record, ev))
 
