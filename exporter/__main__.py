@@ -1,6 +1,8 @@
 """`python -m exporter --bits {2,4,8,16}`: checkpoint -> BN folding -> calibration ->
 integer network -> bit-packed model file (docs/format.md).  Floats are allowed here; the
 file holds only what the integer engine needs, plus scales for printing."""
+import os
+import tempfile
 import time
 from pathlib import Path
 
@@ -10,65 +12,43 @@ from intengine.cli import fail as _fail, run as run_cli
 from intengine import fileformat
 from intengine.fileformat import ACT_BITS, WEIGHT_BITS
 from trainer import data
-from trainer.__main__ import DEFAULT_CHECKPOINT
-from trainer.checkpoint import CheckpointError
-from . import __version__, build, calibrate, fold, reconstruct
+from trainer.checkpoint import DEFAULT_CHECKPOINT, CheckpointError
+from . import reconstruct
+from .pipeline import export, resolve
 from .quantize import LEVEL_SETS, ExportError
 
+RECON_OPTIONS = ("iters", "recon_batch", "lr", "reg", "qdrop", "act_lr", "scale_lr")
 
 
-
-def export(checkpoint, bits, act_bits, first_last_bits, calib_images, seed, data_dir, out,
-           clip="mse", levels="midrise", bias_correction=None, progress=True, params_from="ours",
-           rounding="nearest", recon=None, log=None):
-    """The whole export; returns (out path, size in bytes, qnet, float ops).
-
-    rounding: 'nearest', or 'adaround'/'brecq' with `recon` {iters, batch, lr, reg, qdrop,
-    act_lr, scale_lr}; a missing or None entry takes reconstruct.defaults(bits, act_bits)
-    (exporter/reconstruct.py, docs section 13)."""
-    model = fold.load_resnet20(checkpoint)
-    points, ops = fold.graph(model)
-    train = data.load_arrays(data_dir)["x_train"]
-    images, _, idx_hash = calibrate.calibration_images(train, calib_images, seed)
-    if rounding not in reconstruct.METHODS:
-        raise ValueError(f"unknown rounding {rounding!r}; choose from {reconstruct.METHODS}")
-    if bias_correction is None:
-        bias_correction = bits <= 4 and params_from == "ours" and rounding == "nearest"
-    recon_report = None
-    if params_from == "torchao":          # a calibrated full-range torch.ao int8 model, rewritten
-        if (bits, act_bits, first_last_bits) != (8, 8, 8):
-            raise ValueError("--params-from torchao reads a W8A8 torch.ao model: use --bits 8 "
-                             "with 8-bit activations and first/last layers")
-        from . import torchao
-        qnet = torchao.to_qnet(torchao.static_int8(model, images, "full"), points, ops)
-        clip, levels, bias_correction = "torchao PerChannelMinMaxObserver", "twos", False
-    else:
-        lo, hi = calibrate.minmax(ops, len(points), images, progress=progress)
-        weights = build.quantize_weights_all(ops, bits=bits, first_last_bits=first_last_bits,
-                                             levels=levels, clip=clip)
-        if rounding != "nearest":
-            if params_from != "ours":
-                raise ValueError("--rounding needs --params-from ours")
-            qpts = build.act_points(points, lo, hi, act_bits)
-            cfg = {**reconstruct.defaults(bits, act_bits),
-                   **{k: v for k, v in (recon or {}).items() if v is not None}}
-            weights, recon_report = reconstruct.reconstruct(ops, qpts, images, weights, method=rounding,
-                                                            seed=seed, progress=progress, log=log, **cfg)
-        shift = calibrate.bias_shift(ops, images, build.dequantized(weights)) if bias_correction else None
-        qnet = build.quantize_graph(points, ops, lo, hi, weights, act_bits=act_bits, bias_shift=shift,
-                                    scales=recon_report and recon_report.get("act_scales"))
-    meta = {"exporter_version": __version__, "checkpoint_sha256": fold.file_sha256(checkpoint),
-            "bits": bits, "act_bits": act_bits, "first_last_bits": first_last_bits,
-            "weight_clip": clip, "weight_levels": levels, "bias_correction": bias_correction,
-            "params_from": params_from, "rounding": rounding,
-            "calibration": {"method": "minmax" if params_from == "ours" else "torchao HistogramObserver",
-                            "images": calib_images, "seed": seed,
-                            "source": "train", "indices_sha256": idx_hash}}
-    if recon_report is not None:
-        meta["reconstruction"] = {k: recon_report[k] for k in ("method", "seed", "config")}
-    out = Path(out)
-    build.to_file(qnet, out, meta)
-    return out, out.stat().st_size, qnet, ops
+def check_out(out, explicit):
+    """Refuse, before any work, an --out that cannot be written: a wrong suffix, a folder, or
+    a folder that refuses a new file (probed by creating one).  Returns the notes to print
+    (a created folder, a file that will be replaced)."""
+    notes = []
+    if out.is_dir():
+        raise ValueError(f"--out {out} is a folder; give a file name")
+    if out.suffix != ".npz":
+        raise ValueError(f"--out {out}: a model file name must end in .npz")
+    parent = out.parent
+    if not parent.is_dir():
+        if parent.exists():
+            raise ValueError(f"--out {out}: {parent} is not a folder")
+        try:
+            parent.mkdir(parents=True)
+        except OSError as e:
+            raise ValueError(f"--out {out}: cannot create the folder {parent}: {e.strerror or e}") from None
+        if explicit:
+            notes.append(f"created the folder {parent}")
+    try:
+        with tempfile.NamedTemporaryFile(dir=parent, prefix=f".{out.name}.probe"):
+            pass
+    except OSError as e:
+        raise ValueError(f"cannot write {out}: {e.strerror or e}") from None
+    if out.exists():
+        if not os.access(out, os.W_OK):
+            raise ValueError(f"cannot write {out}: the existing file is read-only")
+        notes.append(f"{out} exists and will be replaced when the export succeeds")
+    return notes
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -93,9 +73,12 @@ def export(checkpoint, bits, act_bits, first_last_bits, calib_images, seed, data
 @click.option("--params-from", type=click.Choice(["ours", "torchao"]), default="ours", show_default=True,
               help="torchao: take every scale, zero point and weight from a calibrated full-range "
                    "torch.ao int8 model (the cross-check; --bits 8 only).")
-@click.option("--rounding", type=click.Choice(reconstruct.METHODS), default="nearest", show_default=True,
-              help="Weight rounding: nearest, or learned by reconstruction per layer (adaround) "
-                   "or per residual block (brecq), docs/quantization.md section 13.")
+@click.option("--rounding", type=click.Choice(("auto",) + reconstruct.METHODS), default="auto",
+              show_default=True,
+              help="Weight rounding.  auto: block reconstruction with learned activation step sizes "
+                   "(brecq) when any width is below 8 bits, else nearest.  nearest: plain "
+                   "round-to-nearest.  adaround/brecq: learned per layer/per residual block "
+                   "(docs/quantization.md section 13).")
 @click.option("--iters", type=click.IntRange(0), default=None,
               help="Reconstruction steps per layer/block  [default: 600 at 2 bits, else 500]")
 @click.option("--recon-batch", type=click.IntRange(1), default=None,
@@ -118,24 +101,33 @@ def export(checkpoint, bits, act_bits, first_last_bits, calib_images, seed, data
 def cli(bits, checkpoint, act_bits, first_last_bits, calib_images, seed, data_dir, weight_clip,
         weight_levels, bias_correction, params_from, rounding, iters, recon_batch, lr, reg, qdrop, act_lr,
         scale_lr, out, progress):
-    """Export a trained ResNet20 to an integer model file for `python -m intengine`."""
+    """Export a trained ResNet20 to an integer model file for `python -m intengine`.
+
+    With no options beyond --bits it gives the best file the tool knows: below 8 bits the
+    weights' rounding and the activation step sizes are learned by block reconstruction
+    (about 2 minutes on 2 cores), at 8 and 16 bits round-to-nearest (seconds)."""
     bits = int(bits)
     act_bits = int(act_bits) if act_bits else (16 if bits == 16 else 8)
     fl = int(first_last_bits) if first_last_bits else (8 if bits < 8 else bits)
     suffix = "_torchao" if params_from == "torchao" else ""
+    explicit = out is not None
     out = Path(out) if out else Path("exports") / f"resnet20_w{bits}a{act_bits}{suffix}.npz"
+    recon = {"iters": iters, "batch": recon_batch, "lr": lr, "reg": reg, "qdrop": qdrop,
+             "act_lr": act_lr, "scale_lr": scale_lr}
+    given = [f"--{k.replace('_', '-')}" for k, v in zip(RECON_OPTIONS, recon.values()) if v is not None]
     t0 = time.perf_counter()
     try:
-        if out.is_dir():
-            raise ValueError(f"--out {out} is a folder; give a file name")
-        out.parent.mkdir(parents=True, exist_ok=True)
+        method, why = resolve(rounding, params_from, bits, act_bits, fl)   # export() says it too
+        if method == "nearest" and given:
+            raise ValueError(f"{', '.join(given)} set{'s' if len(given) == 1 else ''} learned rounding, "
+                             f"but the rounding is nearest ({why}); drop {'it' if len(given) == 1 else 'them'} "
+                             f"or pass --rounding brecq")
+        for note in check_out(out, explicit):
+            click.echo(f"note: {note}", err=True)
         path, size, _, _ = export(checkpoint, bits, act_bits, fl, calib_images, seed, data_dir, out,
                                   clip=weight_clip, levels=weight_levels,
                                   bias_correction=bias_correction, progress=progress,
-                                  params_from=params_from, rounding=rounding,
-                                  recon={"iters": iters, "batch": recon_batch, "lr": lr, "reg": reg,
-                                         "qdrop": qdrop, "act_lr": act_lr,
-                                         "scale_lr": scale_lr},
+                                  params_from=params_from, rounding=rounding, recon=recon,
                                   log=lambda m: click.echo(m, err=True))
     except (CheckpointError, data.DataError, ExportError, ValueError) as e:
         _fail(str(e))
@@ -146,7 +138,8 @@ def cli(bits, checkpoint, act_bits, first_last_bits, calib_images, seed, data_di
     meta = fileformat.read(path)[0]["meta"]                  # read back what was written
     extra = " + bias correction" if meta["bias_correction"] else ""
     if meta.get("rounding", "nearest") != "nearest":
-        extra += f", {meta['rounding']} rounding"
+        learned = reconstruct.recorded_config(meta).get("act_lr")
+        extra += f", {meta['rounding']} rounding" + (" with learned step sizes" if learned else "")
     source = "torch.ao int8 (full range)" if meta["params_from"] == "torchao" else f"weights {meta['weight_clip']}{extra}"
     click.echo(f"wrote {path}: {size:,} bytes, W{bits}A{act_bits} (first/last layer W{fl}), {source}, "
                f"{calib_images} calibration images, {time.perf_counter() - t0:.1f} s")

@@ -74,14 +74,23 @@ def evaluate(model, images, labels, batch_size, progress=True):
 def eval_cmd(model_path, data_dir, batch_size, limit, seed, progress, as_json, predictions):
     """Accuracy on the CIFAR-10 test set, images/s and the time to first result."""
     def run():
+        if predictions:
+            check_writable(predictions, ".npy", "--predictions")
         model = load(model_path)
         images, labels = cifar10.load_test(data_dir)
+        if limit and limit > len(labels):
+            click.echo(f"note: --limit {limit} is more than the {len(labels):,} test images; "
+                       f"evaluating all of them", err=True)
         idx = cifar10.seeded_subset(len(labels), limit, seed)
         r, pred = evaluate(model, images[idx], labels[idx].astype(np.int64), batch_size, progress)
         if predictions:                              # atomically: no half-written file
             tmp = f"{predictions}.{os.getpid()}.tmp.npy"
-            np.save(tmp, pred.astype(np.int64))
-            os.replace(tmp, predictions)
+            try:
+                np.save(tmp, pred.astype(np.int64))
+                os.replace(tmp, predictions)
+            except OSError as e:
+                Path(tmp).unlink(missing_ok=True)
+                raise ValueError(f"cannot write --predictions {predictions}: {e.strerror or e}") from None
         meta = model.header.get("meta", {})
         r.update(model=str(model_path), bits=meta.get("bits"), act_bits=meta.get("act_bits"),
                  batch_size=batch_size, limit=limit, seed=seed, kernel=model.kernel,
@@ -92,6 +101,21 @@ def eval_cmd(model_path, data_dir, batch_size, limit, seed, progress, as_json, p
         if as_json:
             click.echo(json.dumps(r))
     _guard(run)
+
+
+def check_writable(path, suffix, option):
+    """Refuse, before any work, an output path that cannot be written: a wrong suffix, a
+    folder, or a parent folder that is missing or not writable (ValueError, one line)."""
+    p = Path(path)
+    if p.is_dir():
+        raise ValueError(f"{option} {path} is a folder; give a file name")
+    if p.suffix != suffix:
+        raise ValueError(f"{option} {path}: the file name must end in {suffix}")
+    parent = p.parent if str(p.parent) else Path(".")
+    if not parent.is_dir():
+        raise ValueError(f"{option} {path}: the folder {parent} does not exist")
+    if not os.access(parent, os.W_OK) or (p.exists() and not os.access(p, os.W_OK)):
+        raise ValueError(f"{option} {path}: not writable")
 
 
 class ImageError(ValueError):
@@ -180,6 +204,8 @@ def predict_cmd(model_path, images, resize, top_k, as_json):
         real = model.dequantize_logits(q)            # after the integer network: the float steps
         proba = model.softmax(real)
         k = min(top_k, len(model.classes))
+        if k < top_k:
+            click.echo(f"note: --top-k {top_k} is more than the {k} classes; listing all {k}", err=True)
         rows = []
         for p, qi, ri, pi, best, (_, note) in zip(images, q, real, proba, model.rank(proba, k), read):
             c = int(best[0])
@@ -193,8 +219,8 @@ def predict_cmd(model_path, images, resize, top_k, as_json):
         for r in rows:
             top = "" if k == 1 else f"; top {k}: " + ", ".join(f"{t['class']} {t['probability']:.3f}"
                                                              for t in r["top_k"])
-            click.echo(f"{r['file']}: {r['class']} (logit {r['logit']:.3f}, integer {r['integer']}, "
-                       f"p {r['probability']:.3f}){top}")
+            click.echo(f"{r['file']}: {r['class']} p {r['probability']:.3f} (logit {r['logit']:.3f}, "
+                       f"integer {r['integer']}){top}")
     _guard(run)
 
 
@@ -202,16 +228,25 @@ def predict_cmd(model_path, images, resize, top_k, as_json):
 @click.argument("model_paths", nargs=-1, required=True, metavar="MODEL.npz...")
 def verify_cmd(model_paths):
     """Check each file's sha256 content digest and every rule of docs/format.md, and unpack
-    it, without running it.  One line per file; exit status 2 at the first bad one."""
-    def run():
-        for p in model_paths:
+    it, without running it.  One line per file, every file checked; exit status 2 if any
+    file is bad, after a last line that counts them."""
+    bad = []
+    for p in model_paths:
+        try:
             m = load(p)
-            meta = m.header.get("meta", {})
-            n = sum(op.kind in ("conv", "linear") for op in m.ops)
-            click.echo(f"{p}: ok, format version {VERSION}, W{meta.get('bits')}A{meta.get('act_bits')}, "
-                       f"{n} weighted layers, {os.path.getsize(p):,} bytes, content sha256 "
-                       f"{m.header['content_sha256'][:16]}")
-    _guard(run)
+        except (FormatError, ValueError, OSError) as e:
+            msg = f"{e.strerror or e}" if isinstance(e, OSError) else str(e)
+            click.echo(f"{p}: bad: {msg}")
+            bad.append(msg if msg.startswith(str(p)) else f"{p}: {msg}")
+            continue
+        meta = m.header.get("meta", {})
+        n = sum(op.kind in ("conv", "linear") for op in m.ops)
+        click.echo(f"{p}: ok, format version {VERSION}, W{meta.get('bits')}A{meta.get('act_bits')}, "
+                   f"{n} weighted layers, {os.path.getsize(p):,} bytes, content sha256 "
+                   f"{m.header['content_sha256'][:16]}")
+    if bad:
+        _fail(bad[0] if len(model_paths) == 1 else
+              f"{len(bad)} of {len(model_paths)} files failed verification; the first: {bad[0]}")
 
 
 @cli.command("info", short_help="Layers, bits, scales and sizes of a model file.")

@@ -44,6 +44,15 @@ def resolve_data_dir(data_dir=None):
     return Path(cache) / "lowbit-ptq" / "cifar10"
 
 
+def missing_hint(data_dir=None):
+    """Where the folder came from and what to do, for 'no cifar10.npz in DIR' messages."""
+    if data_dir:
+        return "(the folder given by --data-dir); point --data-dir at the folder that holds it"
+    if os.environ.get(ENV_VAR):
+        return f"(the folder ${ENV_VAR} names); set {ENV_VAR} to the folder that holds it"
+    return f"(the default cache folder); pass --data-dir or set {ENV_VAR}"
+
+
 def read_npz(path, splits=("train", "test")):
     """Read and validate cifar10.npz -> dict of numpy arrays.  Raises DataError."""
     path = Path(path)
@@ -76,7 +85,7 @@ def load_test(data_dir=None):
     """The test split as (images (10000,32,32,3) uint8 NHWC, labels (10000,) uint8)."""
     path = npz_path(data_dir)
     if not path.is_file():
-        raise DataError(f"no {NPZ_NAME} in {path.parent}; pass --data-dir or set {ENV_VAR} "
+        raise DataError(f"no {NPZ_NAME} in {path.parent} {missing_hint(data_dir)} "
                         f"(`python -m trainer eval` downloads it with torchvision when online)")
     arrays = read_npz(path, splits=("test",))
     return arrays["x_test"], arrays["y_test"]

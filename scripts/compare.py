@@ -37,7 +37,7 @@ sys.path.insert(0, str(ROOT / "scripts"))
 
 import intengine  # noqa: E402
 from exporter import crosscheck, fold, onnxrt, torchao  # noqa: E402
-from exporter.__main__ import export  # noqa: E402
+from exporter.pipeline import export  # noqa: E402
 from exporter.quantize import ExportError  # noqa: E402
 from exporter.reconstruct import recorded_config  # noqa: E402
 from intengine.cifar10 import DataError, load_test, seeded_subset  # noqa: E402

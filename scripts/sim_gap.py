@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from exporter import calibrate  # noqa: E402
-from exporter.__main__ import export  # noqa: E402
+from exporter.pipeline import export  # noqa: E402
 from exporter.simulate import FakeQuantNet, run_exact  # noqa: E402
 from intengine.cifar10 import load_test, seeded_subset  # noqa: E402
 
@@ -43,7 +43,7 @@ def main(bits, checkpoint, data_dir, limit, seed, results):
         for b in (int(v) for v in bits.split(",")):
             a = 16 if b == 16 else 8
             _, _, qnet, ops = export(checkpoint, b, a, 8 if b < 8 else b, 1024, seed, data_dir,
-                                     Path(tmp) / "m.npz", progress=False)
+                                     Path(tmp) / "m.npz", progress=False, rounding="nearest")
             logit_pt = qnet["points"][-1]
             exact, fake = [], []
             net = FakeQuantNet(qnet, ops)

@@ -36,14 +36,17 @@ def shipped(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def exported(data_dir, shipped, tmp_path_factory):
-    """The shipped checkpoint exported at every width: bits -> (path, qnet, float ops)."""
-    from exporter.__main__ import export
+    """The shipped checkpoint exported at every width: bits -> (path, qnet, float ops).
+    Round-to-nearest at every width, so the fixture takes seconds; the default learned
+    rounding below 8 bits has its own tests (test_reconstruct.py)."""
+    from exporter.pipeline import export
     out = {}
     folder = tmp_path_factory.mktemp("exports")
     for bits in (2, 4, 8, 16):
         act = 16 if bits == 16 else 8
         path, _, qnet, ops = export(shipped, bits, act, 8 if bits < 8 else bits, CALIB, 0,
-                                    data_dir, folder / f"w{bits}a{act}.npz", progress=False)
+                                    data_dir, folder / f"w{bits}a{act}.npz", progress=False,
+                                    rounding="nearest")
         out[bits] = (path, qnet, ops)
     return out
 

@@ -1,5 +1,6 @@
 """`python -m intengine eval|predict|info` and the embedding API."""
 import json
+import re
 
 import numpy as np
 import pytest
@@ -61,7 +62,8 @@ def test_predict(exported, test_images, tmp_path):
     model = intengine.load(exported[8][0])
     want = model.predict(x[:3]).argmax(1)
     lines = r.stdout.strip().splitlines()
-    assert [l.split(": ")[1].split(" (")[0] for l in lines] == [model.classes[k] for k in want]
+    assert [l.split(": ")[1].split(" p ")[0] for l in lines] == [model.classes[k] for k in want]
+    assert all(re.match(r"^\S+: \w+ p [01]\.\d{3} \(logit -?\d+\.\d{3}, integer -?\d+\)$", l) for l in lines), lines
     big = tmp_path / "big.png"
     Image.fromarray(np.zeros((40, 20, 3), np.uint8)).save(big)
     one_line_error(run_cli("intengine", "predict", exported[8][0], big), "expected 32x32 RGB")
@@ -82,3 +84,36 @@ def test_api(exported, test_images):
         model.predict(x.astype(np.float32))
     with pytest.raises(ValueError, match="32, 32, 3"):
         model.predict(x[:, :16])
+
+
+def test_eval_refuses_a_bad_predictions_path_before_evaluating(exported, data_dir, tmp_path):
+    """Issue 15 item 7: a --predictions path that cannot be written fails at once, naming the
+    option and the path, not an internal temporary file after the whole evaluation."""
+    env = {"CIFAR10_DIR": data_dir}
+    for bad, match in [(tmp_path / "nowhere" / "p.npy", "does not exist"), (tmp_path / "p.txt", "must end in .npy"),
+                       (tmp_path, "is a folder")]:
+        r = run_cli("intengine", "eval", exported[8][0], "--limit", 10, "--no-progress", "--predictions", bad, env=env)
+        one_line_error(r, match)
+        assert "--predictions" in r.stderr and ".tmp" not in r.stderr and "accuracy" not in r.stdout
+
+
+def test_caps_are_announced(exported, data_dir, tmp_path, test_images):
+    r = run_cli("intengine", "eval", exported[8][0], "--limit", 20000, "--no-progress", "--json",
+                env={"CIFAR10_DIR": data_dir})
+    assert r.returncode == 0, r.stderr
+    assert "note: --limit 20000 is more than the 10,000 test images" in r.stderr
+    assert json.loads(r.stdout.strip().splitlines()[-1])["n"] == 10000
+    img = tmp_path / "a.png"
+    Image.fromarray(test_images[0][0]).save(img)
+    r = run_cli("intengine", "predict", exported[8][0], img, "--top-k", 20)
+    assert r.returncode == 0 and "note: --top-k 20 is more than the 10 classes" in r.stderr
+    assert r.stdout.split("; top 10: ")[1].count(", ") == 9   # all ten classes listed
+
+
+def test_missing_dataset_message_names_the_source(exported, tmp_path, data_dir):
+    """--data-dir DIR without the file does not tell the user to pass --data-dir."""
+    r = run_cli("intengine", "eval", exported[4][0], "--data-dir", tmp_path)
+    one_line_error(r, f"no cifar10.npz in {tmp_path} (the folder given by --data-dir)")
+    assert "pass --data-dir" not in r.stderr
+    r = run_cli("intengine", "eval", exported[4][0], env={"CIFAR10_DIR": str(tmp_path)})
+    one_line_error(r, "(the folder $CIFAR10_DIR names)")

@@ -43,8 +43,9 @@ def test_engine_equals_reference_and_simulation_at_every_point(exported, test_im
 
 
 def test_exports_are_byte_identical(exported, data_dir, shipped, tmp_path):
-    from exporter.__main__ import export
-    path, _, _, _ = export(shipped, 4, 8, 8, CALIB, 0, data_dir, tmp_path / "again.npz", progress=False)
+    from exporter.pipeline import export
+    path, _, _, _ = export(shipped, 4, 8, 8, CALIB, 0, data_dir, tmp_path / "again.npz", progress=False,
+                           rounding="nearest")
     assert path.read_bytes() == exported[4][0].read_bytes()
 
 
@@ -127,3 +128,25 @@ def test_bias_correction_is_the_mean_output_shift(shipped, test_images):
     assert not np.allclose(shift, 0)
     zero = calibrate.bias_shift(ops, test_images[0][:8], {"fc": fc["weight"]})["fc"]
     assert np.abs(zero).max() == 0
+
+
+def test_out_is_checked_before_any_work(tmp_path, shipped):
+    """Issue 15 item 7: a bad --out fails first: with no dataset anywhere, the error is about
+    --out, so nothing was loaded or calibrated before the check."""
+    nowhere = tmp_path / "no-data"
+    for out, match in [(tmp_path / "m.txt", "must end in .npz"), (tmp_path, "is a folder"),
+                       ("/proc/x.npz", "cannot write /proc/x.npz")]:
+        r = run_cli("exporter", "--bits", "8", "--checkpoint", shipped, "--data-dir", nowhere, "--out", out)
+        one_line_error(r, match)
+    assert not list(tmp_path.iterdir())
+
+
+def test_out_notes_a_new_folder_and_a_replaced_file(tmp_path, shipped, data_dir):
+    out = tmp_path / "new" / "w8.npz"
+    args = ("exporter", "--bits", "8", "--calib-images", "8", "--no-progress", "--checkpoint", shipped, "--out", out)
+    r = run_cli(*args, env={"CIFAR10_DIR": data_dir})
+    assert r.returncode == 0 and f"note: created the folder {out.parent}" in r.stderr, r.stderr
+    first = out.read_bytes()
+    r = run_cli(*args, env={"CIFAR10_DIR": data_dir})
+    assert r.returncode == 0 and f"note: {out} exists and will be replaced" in r.stderr, r.stderr
+    assert out.read_bytes() == first and sorted(p.name for p in out.parent.iterdir()) == ["w8.npz"]

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import intengine
-from conftest import run_cli
+from conftest import one_line_error, run_cli
 from exporter import build, calibrate, reconstruct
 from exporter.simulate import run_exact
 
@@ -16,7 +16,7 @@ FAST = {"iters": 8, "batch": 8, "act_lr": 0.01, "scale_lr": 0.01}     # eq. (21)
 @pytest.fixture(scope="module")
 def brecq_file(data_dir, shipped, tmp_path_factory):
     """A fast-setting brecq W2A8 export through the public function."""
-    from exporter.__main__ import export
+    from exporter.pipeline import export
     out = tmp_path_factory.mktemp("recon") / "w2_brecq.npz"
     path, _, qnet, _ = export(shipped, 2, 8, 8, 64, 0, data_dir, out, progress=False,
                               rounding="brecq", recon=FAST)
@@ -81,8 +81,9 @@ def test_reconstruction_lowers_the_output_error_on_a_tiny_layer():
 
 
 def test_four_bit_activations_run_through_the_engine(data_dir, shipped, tmp_path, test_images):
-    from exporter.__main__ import export
-    path, _, qnet, _ = export(shipped, 4, 4, 8, 64, 0, data_dir, tmp_path / "w4a4.npz", progress=False)
+    from exporter.pipeline import export
+    path, _, qnet, _ = export(shipped, 4, 4, 8, 64, 0, data_dir, tmp_path / "w4a4.npz", progress=False,
+                              rounding="nearest")
     model = intengine.load(path)
     assert set(model.act_bits.tolist()) == {4}
     x = test_images[0][:8]
@@ -114,3 +115,42 @@ def test_learned_step_sizes_lower_the_error_at_four_bits():
     qnet = build.quantize_graph(points, ops, lo, hi, weights, act_bits=4, scales=s)
     assert qnet["points"][1]["scale"] == s[1] and qnet["points"][1]["zp"] == qpts[1]["zp"]
     assert qnet["points"][0]["scale"] == qpts[0]["scale"]
+
+
+def test_auto_rounding_is_reconstruction_below_eight_bits():
+    assert reconstruct.choose(2, 8, 8) == ("brecq", "below 8 bits (weights 2-bit)")
+    assert reconstruct.choose(8, 4, 8)[0] == "brecq"
+    assert reconstruct.choose(8, 8, 4)[0] == "brecq"
+    assert reconstruct.choose(8, 8, 8)[0] == reconstruct.choose(16, 16, 16)[0] == "nearest"
+
+
+def test_default_export_says_which_rounding_ran_and_why(data_dir, shipped, tmp_path):
+    """Issue 15: `python -m exporter --bits 2` with no rounding option runs block
+    reconstruction with learned step sizes and says so; at 8 bits it rounds to nearest."""
+    env = {"CIFAR10_DIR": data_dir}
+    out = tmp_path / "w2.npz"
+    r = run_cli("exporter", "--bits", "2", "--iters", "3", "--recon-batch", "4", "--calib-images", "32",
+                "--checkpoint", shipped, "--no-progress", "--out", out, env=env)
+    assert r.returncode == 0, r.stderr
+    assert "rounding: brecq (the default for below 8 bits (weights 2-bit)): learned rounding with " \
+           "learned step sizes, 3 steps per block" in r.stderr
+    assert "brecq rounding with learned step sizes" in r.stdout
+    meta = intengine.fileformat.read(out)[0]["meta"]
+    assert meta["rounding"] == "brecq" and meta["bias_correction"] is False
+    assert meta["reconstruction"]["config"]["act_lr"] == reconstruct.defaults(2, 8)["act_lr"] > 0
+    r = run_cli("exporter", "--bits", "8", "--calib-images", "32", "--checkpoint", shipped, "--no-progress",
+                "--out", tmp_path / "w8.npz", env=env)
+    assert r.returncode == 0, r.stderr
+    assert "rounding: nearest (the default for all widths 8 bits or more)" in r.stderr
+    assert intengine.fileformat.read(tmp_path / "w8.npz")[0]["meta"]["rounding"] == "nearest"
+
+
+def test_options_that_do_not_apply_are_refused(data_dir, shipped, tmp_path):
+    env = {"CIFAR10_DIR": data_dir}
+    for args, match in [(("--bits", "8", "--iters", "5"), "--iters sets learned rounding, but the rounding is "
+                                                            "nearest (the default for all widths 8 bits or more)"),
+                        (("--bits", "2", "--rounding", "nearest", "--lr", "0.1", "--act-lr", "0"),
+                         "--lr, --act-lr set learned rounding, but the rounding is nearest (--rounding nearest)")]:
+        r = run_cli("exporter", *args, "--checkpoint", shipped, "--out", tmp_path / "x.npz", env=env)
+        one_line_error(r, match)
+    assert not list(tmp_path.iterdir())

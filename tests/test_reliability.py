@@ -116,6 +116,11 @@ def test_verify_command(exported, tmp_path):
     arrays["bias"] = np.full_like(arrays["bias"], 2**31 - 1)
     np.savez(tmp_path / "edited.npz", **arrays)
     one_line_error(run_cli("intengine", "verify", tmp_path / "edited.npz"), "modified or damaged")
+    # every file is checked and reported, then the exit status says that one was bad
+    r = run_cli("intengine", "verify", good[0], tmp_path / "edited.npz", good[1])
+    lines = r.stdout.strip().splitlines()
+    assert len(lines) == 3 and ": ok," in lines[0] and ": bad: " in lines[1] and ": ok," in lines[2], r.stdout
+    one_line_error(r, "1 of 3 files failed verification; the first: ")
 
 
 def test_every_load_checks_the_digest(exported):

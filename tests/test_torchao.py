@@ -6,7 +6,7 @@ import torch
 import intengine
 from conftest import CALIB
 from exporter import calibrate, crosscheck, fold, torchao
-from exporter.__main__ import export
+from exporter.pipeline import export
 from trainer import data
 
 

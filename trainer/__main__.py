@@ -14,13 +14,10 @@ import torch
 from intengine.cli import fail as _fail, run as run_cli
 
 from . import checkpoint, data, evaluate as evaluate_mod
+from .checkpoint import DEFAULT_CHECKPOINT
 from .train import (PRECISIONS, SCHEDULES, Config, init_distributed, resolve_device,
                     resolve_precision, train)
 
-# The shipped model: checkpoints/resnet20.pt in the source tree (or under the current folder).
-_SHIPPED = [Path(__file__).resolve().parent.parent / "checkpoints" / "resnet20.pt",
-            Path("checkpoints") / "resnet20.pt"]
-DEFAULT_CHECKPOINT = next((p for p in _SHIPPED if p.is_file()), _SHIPPED[0])
 _D = Config()
 
 

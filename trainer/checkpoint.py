@@ -25,6 +25,11 @@ import torch
 from intengine.fileformat import KINDS, sniff
 from . import data
 
+# The shipped model: checkpoints/resnet20.pt in the source tree (or under the current folder).
+_SHIPPED = [Path(__file__).resolve().parent.parent / "checkpoints" / "resnet20.pt",
+            Path("checkpoints") / "resnet20.pt"]
+DEFAULT_CHECKPOINT = next((p for p in _SHIPPED if p.is_file()), _SHIPPED[0])
+
 FORMAT = "lowbit-ptq/trainer-checkpoint"
 VERSION = 1
 MAX_BYTES = 256 << 20              # uncompressed; the shipped checkpoint holds 2.2 MB

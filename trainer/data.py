@@ -16,10 +16,10 @@ import torch.nn.functional as F
 # The torch-free half (location, layout, constants) lives with the engine, which must
 # read the test set without torch.
 from intengine.cifar10 import (CLASSES, ENV_VAR, MEAN, NPZ_NAME, SHAPES as _SHAPES, STD,  # noqa: F401
-                               DataError, read_npz, resolve_data_dir, seeded_subset)
+                               DataError, missing_hint, read_npz, resolve_data_dir, seeded_subset)
 
 
-def _download(root):
+def _download(root, hint):
     """Fetch with torchvision, then write cifar10.npz beside the download (atomically)."""
     from torchvision.datasets import CIFAR10
     try:
@@ -27,9 +27,8 @@ def _download(root):
         train = CIFAR10(str(root), train=True, download=True)
         test = CIFAR10(str(root), train=False, download=True)
     except Exception as e:  # network errors come in many types
-        raise DataError(f"no {NPZ_NAME} in {root} and the torchvision download failed "
-                        f"({type(e).__name__}: {e}); copy cifar10.npz there, or pass "
-                        f"--data-dir / set {ENV_VAR} to a folder that holds it") from None
+        raise DataError(f"no {NPZ_NAME} in {root} {hint}, and the torchvision download failed "
+                        f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from None
     arrays = {"x_train": np.asarray(train.data, np.uint8), "y_train": np.asarray(train.targets, np.uint8),
               "x_test": np.asarray(test.data, np.uint8), "y_test": np.asarray(test.targets, np.uint8),
               "classes": np.array(CLASSES)}
@@ -48,8 +47,8 @@ def load_arrays(data_dir=None, download=True):
     if npz.is_file():
         return read_npz(npz)
     if not download:
-        raise DataError(f"no {NPZ_NAME} in {root}; pass --data-dir or set {ENV_VAR}")
-    return _download(root)
+        raise DataError(f"no {NPZ_NAME} in {root} {missing_hint(data_dir)}")
+    return _download(root, missing_hint(data_dir))
 
 
 class Cifar10:
