@@ -291,7 +291,7 @@ def info_cmd(model_path, as_json):
 def kernel_cpu():
     """The processor facts behind the kernel choice (cpu.py)."""
     f = cpu.host_features()
-    return {"name": cpu.cpu_name(), "avx512vnni": f.get("avx512vnni", False),
+    return {"name": cpu.llvm_cpu_name(), "avx512vnni": f.get("avx512vnni", False),
             "amx-int8": f.get("amx-int8", False)}
 
 

@@ -36,8 +36,22 @@ def has_vnni():
 HAS_VNNI = has_vnni()
 
 
-def cpu_name():
+def llvm_cpu_name():
+    """LLVM's name for the host processor (e.g. 'znver4'), what the JIT compiles for."""
     return llvm.get_host_cpu_name()
+
+
+def processor_name():
+    """The processor's model name from /proc/cpuinfo (e.g. 'AMD EPYC'), else the platform's."""
+    import platform
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def choose(eligible, requested=None):
@@ -50,7 +64,7 @@ def choose(eligible, requested=None):
     if req == "scalar" or not eligible:
         return "scalar"
     if req == "vnni" and not HAS_VNNI:
-        raise ValueError(f"kernel 'vnni' requested but this processor ({cpu_name()}) has no "
+        raise ValueError(f"kernel 'vnni' requested but this processor ({llvm_cpu_name()}) has no "
                          f"AVX512-VNNI; use auto or portable")
     if req == "portable":
         return "portable"

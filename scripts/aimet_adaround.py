@@ -3,7 +3,7 @@ calibration images (exporter.calibrate.calibration_images, same seed) and the sa
 first/last-layer setting (stem conv and fc at 8 bits), per-channel weights, 8-bit activations.
 
     pip install -e ".[peers]"      # or a separate venv with aimet-torch, see README
-    CIFAR10_DIR=../shared/data python scripts/aimet_adaround.py --bits 2 --iters 500 [--write]
+    CIFAR10_DIR=../shared/data python scripts/aimet_adaround.py --bits 2 --iters 500 [--publish]
 
 AIMET folds BN, learns the rounding layer by layer (its defaults: reg 0.01, beta 20->2,
 warm start 0.2), then a QuantizationSimModel with those frozen weight encodings computes
@@ -36,7 +36,7 @@ sys.path.insert(0, str(ROOT))
 @click.option("--calib-images", type=int, default=1024, show_default=True)
 @click.option("--limit", type=int, default=None, help="Test images (default: all 10,000).")
 @click.option("--data-dir", default=None)
-@click.option("--write", is_flag=True, help="Record into results/aimet_adaround.json.")
+@click.option("--publish", "--write", "write", is_flag=True, help="(--write is the old spelling.) Record into results/aimet_adaround.json.")
 def main(bits, iters, seed, calib_images, limit, data_dir, write):
     """AIMET AdaRound on the shipped model, scored by AIMET's own simulation (the peer row)."""
     try:
@@ -98,7 +98,7 @@ def main(bits, iters, seed, calib_images, limit, data_dir, write):
            "load1_before": round(load0, 2), "load1_after": round(os.getloadavg()[0], 2),
            "weights": "per channel, tf_enhanced (AIMET's AdaRound default), AdaRound reg 0.01, beta 20->2",
            "activations": "post_training_tf (min/max) on the calibration images, 8 bits",
-           "command": f"python scripts/aimet_adaround.py --bits {bits} --iters {iters} --seed {seed} --write",
+           "command": f"python scripts/aimet_adaround.py --bits {bits} --iters {iters} --seed {seed} --publish",
            "aimet_torch": getattr(aimet_torch, "__version__", "?"), "torch": torch.__version__,
            "python": platform.python_version(),
            "when": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}

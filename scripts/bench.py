@@ -83,13 +83,11 @@ import torch  # noqa: E402
 
 sys.path.insert(0, str(ROOT / "scripts"))
 import intengine  # noqa: E402
-from compare import Progress  # noqa: E402
 from exporter import fold, onnxrt, torchao  # noqa: E402
 from exporter.pipeline import export  # noqa: E402
 from intengine import cpu  # noqa: E402
 from intengine.cifar10 import load_test, seeded_subset  # noqa: E402
-from publish import fill_section, write_atomic  # noqa: E402
-from train_report import cpu_name  # noqa: E402
+from exporter.report import Progress, fill_section, write_atomic  # noqa: E402
 from trainer import data  # noqa: E402
 
 BATCH = 256
@@ -159,7 +157,7 @@ def machine(threads):
             versions[mod] = __import__(mod).__version__
         except ImportError:
             versions[mod] = None
-    return {"cpu": cpu_name(), "llvm_cpu": cpu.cpu_name(), "cores": os.cpu_count(), "threads": threads,
+    return {"cpu": cpu.processor_name(), "llvm_cpu": cpu.llvm_cpu_name(), "cores": os.cpu_count(), "threads": threads,
             "flags": {k: f.get(k, False) for k in ("avx512vnni", "avxvnni", "amx-int8", "avx512bw", "avx2")},
             "versions": versions, "torch_quantized_engine": torch.backends.quantized.engine}
 
@@ -309,7 +307,7 @@ def markdown(rep):
     return "\n".join(lines) + "\n"
 
 
-@click.command()
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--checkpoint", default=str(ROOT / "checkpoints" / "resnet20.pt"), show_default=True)
 @click.option("--data-dir", default=None, help="Folder with cifar10.npz  [default: $CIFAR10_DIR]")
 @click.option("--quick", is_flag=True, help="Smoke run: 256 images, W8A8 only, 64 calibration images.")

@@ -3,13 +3,17 @@ side, on this machine, in one run.
 
     CIFAR10_DIR=../shared/data python scripts/compare.py [--quick] [--out reports] [--publish]
 
+The engine's W4A8 and W2A8 rows are what `python -m exporter --bits B` gives with no
+options (block reconstruction with learned step sizes); round-to-nearest files are the
+ablation.  Every row is measured here: top-1 on the test images, the difference to FP32 in
+pp, top-1 agreement with FP32 and the size on disk.  Speed is timed in one block at the
+end, every contender in interleaved rounds (so each ratio is to a torch.ao measured at the
+same moment), median and spread.  It also runs the cross-check of the engine against
+torch.ao (op by op, free-running, top-1 agreement) and records which kernels torch.ao ran.
+
 Writes results.json (a stable `rows` list), RESULTS.md (generated, never typed) and
-accuracy_vs_bits.png into --out (default reports/, untracked); --publish also replaces the
-committed RESULTS.md, results/ and the README's table.  Every row is measured here: top-1 on
-the test images, the difference to FP32 in pp, top-1 agreement with FP32, the size on disk, and images/s at
-batch 256 for the same region (uint8 NHWC images in, logits out), with the ratio to
-torch.ao int8.  It also runs the cross-check of the engine against torch.ao (op by op,
-free-running, top-1 agreement) and records which kernels torch.ao ran.
+accuracy_vs_size.png into --out (default reports/, untracked); --publish also replaces the
+committed RESULTS.md, results/ and the README's table.  The console ends with the verdict.
 """
 import os
 # Threads that busy-wait after a parallel region (OpenMP's default) steal the cores from the
@@ -20,8 +24,6 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import datetime  # noqa: E402
 import io  # noqa: E402
 import json  # noqa: E402
-import platform  # noqa: E402
-import re  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
@@ -38,29 +40,41 @@ sys.path.insert(0, str(ROOT / "scripts"))
 import intengine  # noqa: E402
 from exporter import crosscheck, fold, onnxrt, torchao  # noqa: E402
 from exporter.pipeline import export  # noqa: E402
+from exporter.report import Progress, fill_section, machine, versions, write_atomic  # noqa: E402
 from exporter.quantize import ExportError  # noqa: E402
 from exporter.reconstruct import recorded_config  # noqa: E402
 from intengine.cifar10 import DataError, load_test, seeded_subset  # noqa: E402
-from intengine.cpu import host_features  # noqa: E402
 from intengine.fileformat import FormatError  # noqa: E402
 from trainer.checkpoint import CheckpointError  # noqa: E402
-from publish import fill_section, write_atomic  # noqa: E402
-from train_report import cpu_name  # noqa: E402
 from trainer import data  # noqa: E402
 
 BATCH = 256
+QUICK_ITERS = 100          # --quick: reconstruction steps per block (the exporter's default: 500-600)
 
 
-def timed_predict(fn, images):
-    """Class predictions and images/s of fn(uint8 NHWC batch) -> logits; one warm-up batch
-    first, then the whole set timed at batch 256."""
-    fn(images[:BATCH])
-    preds = []
-    t0 = time.perf_counter()
-    for s in range(0, len(images), BATCH):
-        out = fn(images[s:s + BATCH])
-        preds.append(np.asarray(out).argmax(1))
-    return np.concatenate(preds), len(images) / (time.perf_counter() - t0)
+def predict(fn, images):
+    """Class predictions of fn(uint8 NHWC batch) -> logits, at batch 256 (not timed)."""
+    return np.concatenate([np.asarray(fn(images[s:s + BATCH])).argmax(1) for s in range(0, len(images), BATCH)])
+
+
+def interleaved_speed(fns, images, rounds, ref, say):
+    """images/s of every contender, timed in the same block: `rounds` rounds, each running
+    every contender once over `images` at batch 256, in an order that rotates each round.
+    Returns {name: {median, min, max, ratio (median of the per-round ratios to `ref`), rounds}}."""
+    names = list(fns)
+    for name in names:                               # warm-up: JIT, caches, thread pools
+        fns[name](images[:BATCH])
+    seen = {n: [] for n in names}
+    for k in range(rounds):
+        for name in names[k % len(names):] + names[:k % len(names)]:
+            t0 = time.perf_counter()
+            for s in range(0, len(images), BATCH):
+                fns[name](images[s:s + BATCH])
+            seen[name].append(len(images) / (time.perf_counter() - t0))
+        say(f"speed round {k + 1} of {rounds}: {ref} {seen[ref][-1]:.0f} images/s")
+    return {n: {"median": float(np.median(v)), "min": float(min(v)), "max": float(max(v)),
+                "ratio": float(np.median(np.array(v) / np.array(seen[ref]))), "rounds": v}
+            for n, v in seen.items()}
 
 
 def torch_fn(model, half=False):
@@ -107,24 +121,30 @@ def kernel_probe():
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--checkpoint", default=str(ROOT / "checkpoints" / "resnet20.pt"), show_default=True)
 @click.option("--data-dir", default=None, help="Folder with cifar10.npz [default: $CIFAR10_DIR]")
-@click.option("--quick", is_flag=True, help="1,000 seeded test images and 256 calibration images.")
+@click.option("--quick", is_flag=True,
+              help=f"About two minutes: 1,000 seeded test images, 256 calibration images, {QUICK_ITERS} "
+                   f"reconstruction steps per block (the default export uses 500-600), 3 speed rounds of 256 images.")
 @click.option("--limit", type=click.IntRange(1), default=None,
               help="Seeded test subset of this many images (default: all 10,000; 1,000 with --quick).")
 @click.option("--calib-images", type=click.IntRange(1, 1024), default=None,
               help="Calibration images (default: 1024; 256 with --quick).")
+@click.option("--iters", type=click.IntRange(1), default=None,
+              help=f"Reconstruction steps per block of the W4A8 and W2A8 exports (default: the exporter's; "
+                   f"{QUICK_ITERS} with --quick).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Calibration and --limit seed.")
 @click.option("--out", "out", default=str(ROOT / "reports"), show_default=True, type=click.Path(file_okay=False),
-              help="Report folder: results.json, RESULTS.md and accuracy_vs_bits.png.")
+              help="Report folder: results.json, RESULTS.md and accuracy_vs_size.png.")
 @click.option("--exports-dir", default=str(ROOT / "exports"), show_default=True, type=click.Path(file_okay=False),
               help="Where the .npz files go.")
 @click.option("--publish", is_flag=True,
               help="Also replace the committed figures: RESULTS.md, results/ and the README table.")
 @click.option("--render-only", "render_from", default=None, metavar="RESULTS.json",
               help="Measure nothing: redraw the report from a results.json (e.g. results/results.json).")
-def main(checkpoint, data_dir, quick, limit, calib_images, seed, out, exports_dir, publish, render_from):
-    """The comparison report: FP32, torch.ao's quantization and the integer engine at every
-    bit width, side by side on this machine: accuracy, size and speed, plus the cross-check of
-    the engine against torch.ao.
+def main(checkpoint, data_dir, quick, limit, calib_images, iters, seed, out, exports_dir, publish, render_from):
+    """The comparison report: FP32, torch.ao's quantization, onnxruntime, AIMET and the integer
+    engine at every bit width, side by side on this machine: accuracy, size and speed, plus the
+    cross-check of the engine against torch.ao.  It ends with the verdict: per width, the
+    default export's top-1 and size beside the best peer.
 
     Writes the report into --out (default reports/, not tracked by git). The committed figures
     (RESULTS.md, results/results.json, the plot and the README table) change only with --publish.
@@ -135,29 +155,23 @@ def main(checkpoint, data_dir, quick, limit, calib_images, seed, out, exports_di
         else:
             n = limit or (1000 if quick else None)
             calib = calib_images or (256 if quick else 1024)
-            rep = measure(checkpoint, data_dir, n, calib, seed, Path(exports_dir))
-        click.echo(write_report(rep, Path(out)))
+            rep = measure(checkpoint, data_dir, n, calib, seed, Path(exports_dir),
+                          iters or (QUICK_ITERS if quick else None), quick)
+        write_report(rep, Path(out))
         if publish:
             write_report(rep, ROOT / "results", ROOT / "RESULTS.md", readme=ROOT / "README.md")
             click.echo(f"published: {ROOT / 'RESULTS.md'}, {ROOT / 'results'}, README table", err=True)
         else:
-            click.echo(f"wrote {Path(out) / 'RESULTS.md'} and {Path(out) / 'results.json'}", err=True)
+            click.echo(f"wrote {Path(out) / 'RESULTS.md'}, results.json and {PLOT}", err=True)
+        click.echo(summary(rep))
     except (DataError, CheckpointError, FormatError, ExportError, ValueError, OSError) as e:
         raise click.ClickException(str(e)) from None
 
 
-class Progress:
-    """One line per stage on stderr, with the time since the start."""
-
-    def __init__(self):
-        self.t0 = time.perf_counter()
-
-    def __call__(self, msg):
-        click.echo(f"[{time.perf_counter() - self.t0:7.1f} s] {msg}", err=True)
-
-
-def measure(checkpoint, data_dir, n_test, calib_n, seed, out_dir):
-    """Run every row and the cross-check; return the report dict (what results.json holds)."""
+def measure(checkpoint, data_dir, n_test, calib_n, seed, out_dir, iters=None, quick=False):
+    """Run every row, the speed block and the cross-check; return the report dict (what
+    results.json holds).  iters: reconstruction steps per block of the default W4A8/W2A8
+    exports (None: the exporter's default)."""
     t_start, load_before = time.perf_counter(), os.getloadavg()
     say = Progress()
     torch.backends.quantized.engine = "x86"
@@ -171,70 +185,106 @@ def measure(checkpoint, data_dir, n_test, calib_n, seed, out_dir):
     calib = train[seeded_subset(len(train), calib_n, seed)]
     calib10 = train[seeded_subset(len(train), 10, seed)]
     model = fold.load_resnet20(checkpoint)
-    rows, fp32_pred = [], None
+    rows, timed, fp32_pred = [], {}, None
     out_dir.mkdir(parents=True, exist_ok=True)
 
-    def add(name, method, bits_w, bits_a, fn, size, note="", simulated=False):
+    def add(name, method, kind, bits_w, bits_a, fn, size, note="", simulated=False, speed=True, **extra):
+        """kind: fp32, peer, ours (the default export), ours-ablation (round-to-nearest),
+        ours-committed (a file in models/), peer-committed (a committed figure)."""
         nonlocal fp32_pred
-        pred, speed = timed_predict(fn, x)
+        pred = predict(fn, x)
         if fp32_pred is None:
             fp32_pred = pred
-        rows.append({"name": name, "method": method, "bits_w": bits_w, "bits_a": bits_a,
+        rows.append({"name": name, "method": method, "kind": kind, "bits_w": bits_w, "bits_a": bits_a,
                      "accuracy": float((pred == y).mean()), "agreement_fp32": float((pred == fp32_pred).mean()),
-                     "size_bytes": size, "images_per_s": speed, "simulated": simulated, "note": note})
-        say(f"{name}: top-1 {rows[-1]['accuracy']:.4f}, {speed:.0f} images/s")
+                     "size_bytes": size, "simulated": simulated, "note": note, **extra})
+        if speed:
+            timed[name] = fn
+        say(f"{name}: top-1 {rows[-1]['accuracy']:.4f}")
         return pred
 
-    add("FP32 (torch)", "fp32", 32, 32, torch_fn(model), state_size(model))
+    add("FP32 (torch)", "fp32", "fp32", 32, 32, torch_fn(model), state_size(model))
     best = torchao.static_int8(model, calib, "best")
-    add("torch.ao int8 best practice (x86, W8A7)", "torch.ao best", 8, 7, torch_fn(best), state_size(best),
+    add(TORCHAO, "torch.ao best", "peer", 8, 7, torch_fn(best), state_size(best),
         "HistogramObserver reduce_range=True: activations use 7 bits")
     full = torchao.static_int8(model, calib, "full")
-    full_pred = add("torch.ao int8 full range (W8A8)", "torch.ao full", 8, 8, torch_fn(full), state_size(full))
+    full_pred = add("torch.ao int8 full range (W8A8)", "torch.ao full", "peer", 8, 8, torch_fn(full),
+                    state_size(full))
     why = onnxrt.missing()
     if why:
         say(f"onnxruntime int8 skipped: {why}")
     else:
         fn, size = onnxrt.int8_row(model, calib, out_dir / "onnx", torch.get_num_threads())
-        add("onnxruntime int8 (static QDQ, per-channel)", "onnxruntime int8", 8, 8, fn, size,
+        add("onnxruntime int8 (static QDQ, per-channel)", "onnxruntime int8", "peer", 8, 8, fn, size,
             "onnxruntime quantize_static: MinMax on the same calibration images, uint8 activations")
     for b in (8, 4, 2):
         q = torchao.static_int8(model, calib10, "original", bits=b)
-        add(f"torch.ao original settings, weights {b}-bit", "torch.ao original", b, 8, torch_fn(q), state_size(q),
-            f"MinMax per tensor, 10 images; activations observed on [0, {2**b - 1}] but stored as quint8")
+        add(f"torch.ao original settings, weights {b}-bit", "torch.ao original", "peer", b, 8, torch_fn(q),
+            state_size(q), f"MinMax per tensor, 10 images; activations observed on [0, {2**b - 1}] but stored "
+            f"as quint8", speed=b == 8)
     half = fold.load_resnet20(checkpoint).half().to(memory_format=torch.channels_last)
-    add("torch fp16", "fp16", 16, 16, torch_fn(half, half=True), state_size(half),
+    add("torch fp16", "fp16", "peer", 16, 16, torch_fn(half, half=True), state_size(half),
         "float16 weights and activations, channels_last")
     sim16 = torchao.int16_simulated(model, calib)
-    add("torch.ao int16 (simulated, FakeQuantize)", "torch.ao int16 sim", 16, 16, torch_fn(sim16), None,
+    add("torch.ao int16 (simulated, FakeQuantize)", "torch.ao int16 sim", "peer", 16, 16, torch_fn(sim16), None,
         "float kernels with 16-bit fake quantization; no int16 kernels exist in torch", simulated=True)
     dyn = torchao.dynamic_int8(model)
-    add("torch.ao dynamic int8 (fc only)", "torch.ao dynamic", 8, 32, torch_fn(dyn), state_size(dyn),
+    add("torch.ao dynamic int8 (fc only)", "torch.ao dynamic", "peer", 8, 32, torch_fn(dyn), state_size(dyn),
         "quantize_dynamic only has a kernel for the final linear layer")
     preds = {}                                      # engine predictions per weight width
-    for b in (16, 8, 4, 2):
-        say(f"exporting W{b} ({calib_n} calibration images)")
+    for b in (16, 8, 4, 2):                         # the defaults, as `python -m exporter --bits B`
         a = 16 if b == 16 else 8
+        recon = {"iters": iters} if iters and b < 8 else None
+        rounding = "brecq" if b < 8 else "nearest"
+        steps = f", {iters} steps per block" if recon else ""
+        say(f"exporting W{b}A{a} with the defaults ({rounding}{steps}, {calib_n} calibration images)")
+        t0 = time.perf_counter()
         path, size, _, _ = export(checkpoint, b, a, 8 if b < 8 else b, calib_n, seed, data_dir,
-                                  out_dir / f"resnet20_w{b}a{a}.npz", progress=False)
+                                  out_dir / f"resnet20_w{b}a{a}.npz", progress=False, recon=recon)
+        secs = time.perf_counter() - t0
         m = intengine.load(path)
-        preds[b] = add(f"intengine W{b}A{a}", "intengine", b, a, m.run, size,
-                       ("first/last layer 8-bit; " if b < 8 else "") + f"kernel {m.kernel}")
-        rows[-1]["cli"] = (f"python -m exporter --bits {b} --calib-images {calib_n} --seed {seed} --out {path} && "
+        meta = m.header["meta"]
+        assert meta["rounding"] == rounding, meta["rounding"]
+        note = ("first/last layer 8-bit, block reconstruction with learned step sizes" + steps if b < 8
+                else "round-to-nearest") + f"; export {secs:.0f} s; kernel {m.kernel}"
+        preds[b] = add(f"intengine W{b}A{a}", "intengine (default)", "ours", b, a, m.run, size, note,
+                       first_last_bits=8 if b < 8 else b, export_s=secs, rounding=rounding,
+                       iters=recon_iters(meta))
+        rows[-1]["cli"] = (f"python -m exporter --bits {b} --calib-images {calib_n} --seed {seed}"
+                           + (f" --iters {iters}" if recon else "") + f" --out {path} && "
                            f"python -m intengine eval {path} --json")
-    lowbit_rows(add, rows, say)                     # committed learned-rounding files + AIMET, issue 9
+    for b in (4, 2):                                # the ablation: plain round-to-nearest
+        say(f"exporting W{b}A8 with --rounding nearest (the ablation)")
+        t0 = time.perf_counter()
+        path, size, _, _ = export(checkpoint, b, 8, 8, calib_n, seed, data_dir,
+                                  out_dir / f"resnet20_w{b}a8_nearest.npz", progress=False, rounding="nearest")
+        secs = time.perf_counter() - t0
+        m = intengine.load(path)
+        add(f"intengine W{b}A8 nearest (ablation)", "intengine nearest", "ours-ablation", b, 8, m.run, size,
+            f"first/last layer 8-bit, round-to-nearest + bias correction; export {secs:.0f} s", speed=False,
+            first_last_bits=8, export_s=secs, rounding="nearest")
+        rows[-1]["cli"] = (f"python -m exporter --bits {b} --rounding nearest --calib-images {calib_n} "
+                           f"--seed {seed} --out {path}")
+    committed_rows(add, rows, say)                  # models/ and AIMET's committed figures
     say("exporting W8A8 with torch.ao's parameters")
     path, size, _, _ = export(checkpoint, 8, 8, 8, calib_n, seed, data_dir, out_dir / "resnet20_w8a8_torchao.npz",
                               progress=False, params_from="torchao")
     tao = intengine.load(path)
-    tao_pred = add("intengine W8A8, torch.ao parameters", "intengine (torch.ao params)", 8, 8, tao.run, size,
-                   f"the cross-check file: torch.ao's weights, scales and zero points; kernel {tao.kernel}")
+    tao_pred = add("intengine W8A8, torch.ao parameters", "intengine (torch.ao params)", "ours-ablation", 8, 8,
+                   tao.run, size, f"the cross-check file: torch.ao's weights, scales and zero points; "
+                   f"kernel {tao.kernel}", speed=False)
     rows[-1]["cli"] = (f"python -m exporter --bits 8 --params-from torchao --calib-images {calib_n} "
                        f"--seed {seed} --out {path}")
-    ref = next(r for r in rows if r["method"] == "torch.ao best")["images_per_s"]
     for r in rows:
         r["delta_pp"] = 100 * (r["accuracy"] - rows[0]["accuracy"])
-        r["speed_vs_torchao_int8"] = r["images_per_s"] / ref if r["images_per_s"] else None
+
+    n_speed, rounds = (256, 3) if quick else (min(1024, len(x)), 5)
+    say(f"speed: {len(timed)} contenders, {rounds} interleaved rounds of {min(n_speed, len(x))} images")
+    speed = interleaved_speed(timed, x[:n_speed], rounds, TORCHAO, say)
+    for r in rows:
+        s = speed.get(r["name"])
+        r.update(images_per_s=s and s["median"], speed_spread=s and [s["min"], s["max"]],
+                 speed_vs_torchao_int8=s and s["ratio"])
 
     # `full` is calibrated on the same images as the file's parameters (HistogramObserver is
     # deterministic), so it is the model the file was read from
@@ -248,22 +298,31 @@ def measure(checkpoint, data_dir, n_test, calib_n, seed, out_dir):
              "top1_agreement_our_w8a8_vs_torchao": float((preds[8] == full_pred).mean()),
              "kernels": kernel_probe()}
     say("done measuring")
+    import numba
     return {
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "command": " ".join(["python", "scripts/compare.py"] + sys.argv[1:]),
         "n_test": len(y), "calibration_images": calib_n, "seed": seed, "batch_size": BATCH,
+        "recon_iters": iters, "quick": quick,
+        "speed_protocol": {"images": min(n_speed, len(x)), "rounds": rounds, "reference": TORCHAO,
+                           "process": "one process, OMP_WAIT_POLICY=" + str(os.environ.get("OMP_WAIT_POLICY"))},
         "checkpoint": str(checkpoint), "checkpoint_sha256": fold.file_sha256(checkpoint),
-        "machine": {"cpu": cpu_name(), "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-                    "numba_threads": int(__import__("numba").config.NUMBA_NUM_THREADS),
-                    "flags": {k: bool(host_features().get(k)) for k in ("avx512vnni", "amx-int8")},
-                    "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
+        "machine": {**machine(torch_threads=torch.get_num_threads(), numba_threads=int(numba.config.NUMBA_NUM_THREADS),
+                              omp_wait_policy=os.environ.get("OMP_WAIT_POLICY")),
                     "load_average": {"before": load_before, "after": os.getloadavg()}},
-        "versions": {"python": platform.python_version(), "torch": torch.__version__,
-                     "numpy": np.__version__, "numba": __import__("numba").__version__},
+        "versions": versions("torch", "numpy", "numba", "onnxruntime"),
         "rows": rows, "crosscheck": cross, "total_s": time.perf_counter() - t_start}
 
 
-def lowbit_rows(add, rows, say):
+TORCHAO = "torch.ao int8 best practice (x86, W8A7)"     # the speed yardstick
+PLOT = "accuracy_vs_size.png"
+
+
+def recon_iters(meta):
+    return recorded_config(meta).get("iters")
+
+
+def committed_rows(add, rows, say):
     """The committed learned-rounding files (models/, listed with their export command and
     time in results/lowbit/exports.json; the engine runs them, nothing is re-optimized) and
     AIMET AdaRound's committed figures (results/aimet_adaround.json, its own fake-quant sim)."""
@@ -275,102 +334,205 @@ def lowbit_rows(add, rows, say):
                 continue
             say(f"committed file {r['file']}")
             model = intengine.load(path)
-            learned = recorded_config(model.header["meta"]).get("act_lr")
+            learned = bool(recorded_config(model.header["meta"]).get("act_lr"))
             method = f"intengine {r['rounding']}" + (" + learned step sizes" if learned else "")
-            add(f"intengine W{r['bits']}A{r['act_bits']} {r['rounding']} ({name})", method,
+            add(f"intengine W{r['bits']}A{r['act_bits']} {r['rounding']} ({name})", method, "ours-committed",
                 r["bits"], r["act_bits"], model.run, path.stat().st_size,
-                f"{r['note']}; export {r['export_seconds']:.0f} s, load {r['load1_before']:.1f}-{r['load1_after']:.1f}")
-            rows[-1].update(cli=r["command"], export_s=r["export_seconds"])
+                f"{r['note']}; export {r['export_seconds']:.0f} s, machine load average "
+                f"{r['load1_before']:.1f}-{r['load1_after']:.1f}", speed=False,
+                first_last_bits=r["first_last_bits"], seed=r["seed"], rounding=r["rounding"],
+                learned_steps=learned, default_method=r["rounding"] == "brecq" and learned,
+                cli=r["command"], export_s=r["export_seconds"])
     aimet = ROOT / "results" / "aimet_adaround.json"
     if aimet.is_file():
         for key, a in json.loads(aimet.read_text()).items():
             rows.append({"name": f"AIMET AdaRound W{a['bits']}A8 ({key}), committed figure", "method": "AIMET AdaRound",
-                         "bits_w": a["bits"], "bits_a": 8, "accuracy": a["top1"], "agreement_fp32": a["agree_fp32"],
-                         "size_bytes": None, "images_per_s": None, "simulated": True, "export_s": a["export_seconds"],
-                         "cli": a["command"], "note": f"AIMET's fake-quant sim on {a['test_images']:,} images; "
-                         f"{a['iters_per_layer']} steps/layer, export {a['export_seconds']:.0f} s at load {a['load1_before']:.1f}"})
+                         "kind": "peer-committed", "bits_w": a["bits"], "bits_a": 8, "accuracy": a["top1"],
+                         "agreement_fp32": a["agree_fp32"], "size_bytes": None, "simulated": True,
+                         "export_s": a["export_seconds"], "iters": a["iters_per_layer"], "cli": a["command"],
+                         "note": f"AIMET's fake-quant sim on {a['test_images']:,} images; {a['iters_per_layer']} "
+                                 f"steps/layer, export {a['export_seconds']:.0f} s at machine load average "
+                                 f"{a['load1_before']:.1f}"})
 
 
-def _num(v, fmt):
-    return "n/a" if v is None else format(v, fmt)
+# ---- rendering: everything below reads only the report dict ----------------------------------
+
+WIDTHS = [(16, 16), (8, 8), (4, 8), (2, 8), (4, 4), (2, 4)]
 
 
-def write_report(rep, folder, md_path=None, readme=None):
-    """results.json, the plot and RESULTS.md (in `folder` unless md_path is given), and with
-    `readme` the README's generated table, all from the measured report `rep`."""
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    md_path = Path(md_path) if md_path else folder / "RESULTS.md"
-    write_atomic(folder / "results.json", json.dumps(rep, indent=1) + "\n")
-    png = io.BytesIO()
-    plot(rep["rows"], png)
-    write_atomic(folder / "accuracy_vs_bits.png", png.getvalue())
-    plot_rel = os.path.relpath(folder / "accuracy_vs_bits.png", md_path.parent)
-    text = markdown(rep, plot_rel)
-    write_atomic(md_path, text)
-    if readme is not None:                            # the README shows the same generated table
-        fill_section(readme, "results", text.split("\n", 2)[2].replace(
-            f"]({plot_rel})", "](results/accuracy_vs_bits.png)"))
-    return text
+def width_key(r):
+    """The column a row belongs to: torch.ao's 7-bit activations count as A8."""
+    return (r["bits_w"], 8 if r["bits_a"] == 7 else r["bits_a"])
 
 
-def plot(rows, path):
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(figsize=(8, 5))
-    groups = {}
-    for r in rows[1:]:
-        every = ", every layer" if "first/last layer W2" in r["note"] else ""   # no 8-bit first/last
-        steps = re.search(r"(\d+) steps/layer", r["note"])                  # a peer's setting
-        every += f", {steps.group(1)} steps" if steps else ""
-        groups.setdefault((r["method"], r["bits_a"], every), []).append(r)
-    colours = plt.get_cmap("tab20").colors
-    for k, ((method, a, every), rs) in enumerate(sorted(groups.items())):
-        # one line through the mean at each width; every run (seeds, settings) as a dot
-        widths = sorted({r["bits_w"] for r in rs})
-        mean = [100 * np.mean([r["accuracy"] for r in rs if r["bits_w"] == w]) for w in widths]
-        style = dict(color=colours[k % len(colours)], marker="os^Dv<>p"[k % 8])
-        ax.plot(widths, mean, "-", **style, ms=5,
-                label=f"{method}, A{a}{every}{' (sim)' if rs[0]['simulated'] else ''}")
-        ax.scatter([r["bits_w"] for r in rs], [100 * r["accuracy"] for r in rs], s=10, color=style["color"])
-    ax.axhline(100 * rows[0]["accuracy"], color="k", ls="--", lw=1, label="FP32")
-    ax.set_xscale("log", base=2)
-    ax.set_xticks([2, 4, 8, 16], ["2", "4", "8", "16"])
-    ax.set_xlabel("weight bits")
-    ax.set_ylabel("top-1 (%)")
-    ax.set_title("ResNet20 / CIFAR-10: accuracy against weight bits")
-    ax.legend(fontsize=6.5, loc="lower right", ncol=2)
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120, format="png")
-    plt.close(fig)
+def seed_stats(rep, w):
+    """(mean, std, n) of the committed files made by the default method at width w with 8-bit
+    first/last layers, or None."""
+    acc = [r["accuracy"] for r in rep["rows"] if r["kind"] == "ours-committed" and r.get("default_method")
+           and width_key(r) == w and r.get("first_last_bits") == 8]
+    return (float(np.mean(acc)), float(np.std(acc, ddof=1)) if len(acc) > 1 else 0.0, len(acc)) if acc else None
+
+
+def ours_at(rep, w):
+    """The default method's row at width w: the fresh export, else the committed file (seed 0)."""
+    fresh = [r for r in rep["rows"] if r["kind"] == "ours" and width_key(r) == w]
+    if fresh:
+        return fresh[0]
+    committed = sorted((r for r in rep["rows"] if r["kind"] == "ours-committed" and r.get("default_method")
+                        and width_key(r) == w and r.get("first_last_bits") == 8), key=lambda r: r.get("seed", 0))
+    return committed[0] if committed else None
+
+
+PEER_METHODS = {"torch.ao best": "torch.ao int8 (x86 default qconfig)", "torch.ao full": "torch.ao int8 full range",
+                "onnxruntime int8": "onnxruntime int8", "torch.ao original": "torch.ao, the original work's settings",
+                "AIMET AdaRound": "AIMET AdaRound (committed figure on 10,000 images, simulated)", "fp16": "torch fp16",
+                "torch.ao int16 sim": "torch.ao int16 (simulated)"}
+
+
+def best_peer(rep, w):
+    """The most accurate peer row at width w (AIMET: its best committed figure), or None."""
+    peers = [r for r in rep["rows"] if r["kind"] in ("peer", "peer-committed") and width_key(r) == w]
+    return max(peers, key=lambda r: r["accuracy"], default=None)
+
+
+def kb(n):
+    return "n/a" if not n else f"{n / 1000:,.1f} KB"
+
+
+def summary(rep):
+    """The verdict, a few lines: per width, the default export's top-1, Δ FP32 and size, and
+    the best peer at that width."""
+    fp = rep["rows"][0]
+    lines = [f"Verdict ({rep['n_test']:,} test images; FP32 {fp['accuracy']:.4f}, {kb(fp['size_bytes'])}):"]
+    for w in WIDTHS:
+        r = ours_at(rep, w)
+        if r is None:
+            continue
+        st = seed_stats(rep, w)
+        seeds = f", committed seeds {st[0]:.4f} ± {st[1]:.4f} (n={st[2]})" if st and st[2] > 1 else ""
+        src = "" if r["kind"] == "ours" else " (committed file)"
+        p = best_peer(rep, w)
+        peer = (f"best peer {PEER_METHODS.get(p['method'], p['method'])} {p['accuracy']:.4f}"
+                + (f", {kb(p['size_bytes'])}" if p["size_bytes"] else "")) if p else "no peer at this width"
+        lines.append(f"  {'W%dA%d' % w:<7}ours {r['accuracy']:.4f} ({r['delta_pp']:+.2f} pp), "
+                     f"{kb(r['size_bytes'])}{src}{seeds}; {peer}")
+    if rep.get("quick") or rep.get("recon_iters"):
+        lines.append(f"  (W4A8/W2A8 reconstruction at {rep['recon_iters']} steps per block, not the "
+                     f"exporter's default; the full run uses the defaults)")
+    return "\n".join(lines)
+
+
+def headline(rep):
+    """The first table: one row per method, one column per width, top-1 and size."""
+    cols = WIDTHS
+    fp = rep["rows"][0]
+    head = "| method | FP32 | " + " | ".join(f"W{w}A{a}" for w, a in cols) + " |"
+    lines = [head, "|---" * (len(cols) + 2) + "|"]
+
+    def cell(r, extra=""):
+        size = f" · {kb(r['size_bytes'])}" if r["size_bytes"] else " · sim."
+        return f"{r['accuracy']:.4f}{extra}{size}"
+
+    ours = []
+    for w in cols:
+        r = ours_at(rep, w)
+        st = seed_stats(rep, w)
+        extra = f" (seeds {st[0]:.4f} ± {st[1]:.4f}, n={st[2]})" if st and st[2] > 1 else ""
+        ours.append("" if r is None else ("**" + cell(r, extra) + "**" + (" ‡" if r["kind"] != "ours" else "")))
+    lines.append("| **intengine, `python -m exporter --bits B`** (defaults) | | " + " | ".join(ours) + " |")
+    abl = {width_key(r): r for r in rep["rows"] if r["kind"] == "ours-ablation" and r["method"] == "intengine nearest"}
+    for w in ((4, 4), (2, 4)):
+        near = [r for r in rep["rows"] if r["kind"] == "ours-committed" and r.get("rounding") == "nearest"
+                and width_key(r) == w and r.get("first_last_bits") == 8]
+        if near:
+            abl[w] = near[0]
+    lines.append("| intengine, round-to-nearest (ablation) | | "
+                 + " | ".join("= default" if w[0] >= 8 else cell(abl[w]) if w in abl else "" for w in cols) + " |")
+    for method in ("torch.ao best", "torch.ao full", "onnxruntime int8", "torch.ao original", "AIMET AdaRound",
+                   "fp16"):
+        rs = [r for r in rep["rows"] if r["method"] == method]
+        if not rs:
+            continue
+        by = {}
+        for r in rs:                                 # AIMET: the best committed figure per width
+            if width_key(r) not in by or r["accuracy"] > by[width_key(r)]["accuracy"]:
+                by[width_key(r)] = r
+        lines.append(f"| {PEER_METHODS[method]} | | " + " | ".join(cell(by[w]) if w in by else "" for w in cols)
+                     + " |")
+    lines.append(f"| FP32 (torch) | {cell(fp)} |" + " |" * len(cols))
+    return lines
+
+
+def verdict_text(rep):
+    """Two sentences above the headline table."""
+    fp = rep["rows"][0]
+    parts = []
+    for w in ((2, 8), (4, 8), (8, 8)):
+        r, p = ours_at(rep, w), best_peer(rep, w)
+        if r is None:
+            continue
+        s = f"W{w[0]}A{w[1]} {r['accuracy']:.4f} ({r['delta_pp']:+.2f} pp, {kb(r['size_bytes'])})"
+        if p:
+            s += f" against {p['accuracy']:.4f} for the best peer ({PEER_METHODS.get(p['method'], p['method'])})"
+        parts.append(s)
+    tao = next((r for r in rep["rows"] if r["method"] == "torch.ao best"), None)
+    small = ""
+    r2 = ours_at(rep, (2, 8))
+    if tao and r2 and r2["size_bytes"]:
+        small = (f" The W2A8 file is {tao['size_bytes'] / r2['size_bytes']:.1f}x smaller than torch.ao's int8 "
+                 f"model and {fp['size_bytes'] / r2['size_bytes']:.1f}x smaller than FP32.")
+    return (f"**Verdict.** With no options, the exporter and the integer engine score " + "; ".join(parts)
+            + f" (FP32 {fp['accuracy']:.4f})." + small)
 
 
 def markdown(r, plot_rel):
-    lines = ["# Results", "",
-             f"Generated by `{r['command']}` on {r['date']} ({r['total_s']:.0f} s). "
-             f"{r['n_test']:,} test images, {r['calibration_images']} calibration images, seed {r['seed']}. "
-             f"Machine: {r['machine']['cpu']}, {r['machine']['cores']} cores "
-             f"(torch {r['machine']['torch_threads']} threads, numba {r['machine']['numba_threads']}"
-             + "".join(f", {k} {v}" for k, v in r["machine"].get("flags", {}).items())
-             + (", load average {before[0]:.1f} before, {after[0]:.1f} after".format(**r["machine"]["load_average"])
-                if "load_average" in r["machine"] else "") + "). "
-             f"Python {r['versions']['python']}, torch {r['versions']['torch']}, numpy {r['versions']['numpy']}, "
-             f"numba {r['versions']['numba']}. Checkpoint sha256 {r['checkpoint_sha256'][:16]}.", "",
-             "| row | W | A | top-1 | Δ FP32 (pp) | agree FP32 | size (bytes) | images/s | × torch.ao int8 | note |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+    m = r["machine"]
+    la = m.get("load_average", {})
+    sp = r.get("speed_protocol", {})
+    lines = ["# Results", "", verdict_text(r), "",
+             "Top-1 on the test images · file size. Bold: what the default commands give "
+             "(‡ a committed file in `models/` made by the same default method). Sizes are the model file "
+             "on disk; *sim.* is a simulated model with no file. Every figure is measured by this run except "
+             "AIMET's, which come from `results/aimet_adaround.json`.", ""]
+    lines += headline(r)
+    quick = ""
+    if r.get("recon_iters"):
+        quick = (f" **This run reconstructed W4A8 and W2A8 with {r['recon_iters']} steps per block, not the "
+                 f"exporter's default.**")
+    lines += ["", f"![accuracy against file size]({plot_rel})", "",
+              f"Generated by `{r['command']}` on {r['date']} ({r['total_s']:.0f} s). "
+              f"{r['n_test']:,} test images, {r['calibration_images']} calibration images, seed {r['seed']}.{quick} "
+              f"Machine: {m['cpu']} ({m.get('llvm_cpu', '?')}), {m['cores']} cores "
+              f"(torch {m['torch_threads']} threads, numba {m['numba_threads']}"
+              + "".join(f", {k} {v}" for k, v in m.get("flags", {}).items())
+              + (", machine load average {:.1f} before, {:.1f} after".format(la["before"][0], la["after"][0])
+                 if la else "") + "). "
+              + ", ".join(f"{k} {v}" for k, v in r["versions"].items() if v) + ". "
+              f"Checkpoint sha256 {r['checkpoint_sha256'][:16]}.", "",
+              "## All runs", "",
+              f"Speed: images/s at batch 256 (uint8 NHWC in, logits out), timed in one block after the "
+              f"accuracy runs, {sp.get('rounds', '?')} interleaved rounds of {sp.get('images', '?')} images, "
+              f"median (min-max); × torch.ao is the median of the per-round ratios to "
+              f"`{sp.get('reference', TORCHAO)}`. {sp.get('process', '')}: in-process figures. "
+              "The fair protocol (each contender in its own process at its own defaults) is "
+              "`scripts/bench.py`, [results/bench.md](results/bench.md). Files that share a kernel with a "
+              "timed row are not timed again.", "",
+              "| row | W | A | top-1 | Δ FP32 (pp) | agree FP32 | size (bytes) | images/s | × torch.ao int8 | note |",
+              "|---|---|---|---|---|---|---|---|---|---|"]
     for row in r["rows"]:
         size = f"{row['size_bytes']:,}" if row["size_bytes"] else "n/a (simulated)"
+        ips = row.get("images_per_s")
+        spd = "n/a" if not ips else (f"{ips:.0f} ({row['speed_spread'][0]:.0f}-{row['speed_spread'][1]:.0f})"
+                                     if row.get("speed_spread") else f"{ips:.0f}")
+        ratio = row.get("speed_vs_torchao_int8")
         lines.append(f"| {row['name']} | {row['bits_w']} | {row['bits_a']} | {row['accuracy']:.4f} | "
-                     f"{row['delta_pp']:+.2f} | {row['agreement_fp32']:.4f} | {size} | "
-                     f"{_num(row['images_per_s'], '.0f')} | {_num(row['speed_vs_torchao_int8'], '.2f')} | {row['note']} |")
+                     f"{row['delta_pp']:+.2f} | {row['agreement_fp32']:.4f} | {size} | {spd} | "
+                     f"{'n/a' if ratio is None else format(ratio, '.2f')} | {row['note']} |")
     c = r["crosscheck"]
     tf = c["teacher_forced"]
     worst = min(tf, key=lambda t: t["identical_active"])
     k = c["kernels"]
-    lines += ["", f"![accuracy against weight bits]({plot_rel})", "",
-              "## Cross-check: the engine against torch.ao int8 (full range)", "",
+    lines += ["", "## Appendix: the engine against torch.ao int8 (full range)", "",
               f"- Top-1 agreement on {r['n_test']:,} images, engine (torch.ao parameters) vs torch.ao: "
               f"**{c['top1_agreement_engine_vs_torchao']:.4f}**. Our own W8A8 vs torch.ao: "
               f"{c['top1_agreement_our_w8a8_vs_torchao']:.4f}.",
@@ -385,6 +547,106 @@ def markdown(r, plot_rel):
     lines += [f"| {p['point']} | {p['max_abs_diff']} | {1 - p['identical_all']:.4f} |" for p in c["free_running"]]
     lines.append("")
     return "\n".join(lines)
+
+
+def pareto(points):
+    """The upper-left frontier of (size, accuracy) points: each kept point is more accurate
+    than every smaller one."""
+    front, best = [], -1.0
+    for s, a in sorted(points, key=lambda p: (p[0], -p[1])):
+        if a > best:
+            front.append((s, a))
+            best = a
+    return front
+
+
+def plot(rep, path):
+    """Top-1 against file size (KB, log axis): ours as a Pareto line, peers as labelled points,
+    FP32 as a line; the full range on the left, 85-93 % on the right."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    rows = rep["rows"]
+    size_of = {width_key(r): r["size_bytes"] for r in rows if r["kind"] == "ours" and r["size_bytes"]}
+    size_of.update({width_key(r): r["size_bytes"] for r in rows if r["kind"] == "ours-committed"
+                    and width_key(r) not in size_of})
+    fig, axes = plt.subplots(1, 2, figsize=(12, 5))
+    fp = rows[0]
+    ours = [r for r in rows if r["size_bytes"] and (r["kind"] == "ours" or r.get("default_method"))]
+    abl = [r for r in rows if r["size_bytes"] and r["kind"] in ("ours-ablation", "ours-committed")
+           and not r.get("default_method") and r["method"] != "intengine (torch.ao params)"]
+    styles = [("torch.ao best", "torch.ao int8 (x86 default; full range)", "tab:red", "s", (5, -11)),
+              ("torch.ao full", None, "tab:red", "s", (-40, 4)),
+              ("onnxruntime int8", "onnxruntime int8", "tab:purple", "D", (6, 4)),
+              ("torch.ao original", "torch.ao, original work's settings", "tab:orange", "v", (-30, 6)),
+              ("AIMET AdaRound", "AIMET AdaRound (sim., at our file size)", "tab:green", "^", (6, 2)),
+              ("fp16", "torch fp16 / dynamic int8", "tab:brown", "P", (4, 4)),
+              ("torch.ao dynamic", None, "tab:brown", "P", (-30, 6))]
+    for k, ax in enumerate(axes):
+        zoom = k == 1
+        ax.axhline(100 * fp["accuracy"], color="k", ls="--", lw=1, label=f"FP32 {100 * fp['accuracy']:.2f} %")
+        ax.scatter([r["size_bytes"] / 1000 for r in abl], [100 * r["accuracy"] for r in abl], s=14, color="0.6",
+                   marker="x", label="ours, round-to-nearest and min/max steps (ablation)", zorder=2)
+        front = pareto([(r["size_bytes"] / 1000, 100 * r["accuracy"]) for r in ours])
+        ax.plot(*zip(*front), "-", color="tab:blue", lw=2, zorder=3)
+        ax.scatter([r["size_bytes"] / 1000 for r in ours], [100 * r["accuracy"] for r in ours], s=22,
+                   color="tab:blue", zorder=4, label="intengine, the default export (Pareto line)")
+        for r in ours:
+            if r["kind"] == "ours" or (r.get("seed") == 0 and width_key(r) in ((4, 4), (2, 4))):
+                if not zoom or 85 <= 100 * r["accuracy"] <= 93.5:
+                    ax.annotate(f"W{r['bits_w']}A{r['bits_a']}", (r["size_bytes"] / 1000, 100 * r["accuracy"]),
+                                textcoords="offset points", xytext=(4, -10), fontsize=7, color="tab:blue")
+        for method, label, colour, marker, offset in styles:
+            rs = [r for r in rows if r["method"] == method]
+            pts = []
+            for r in rs:
+                size = r["size_bytes"] or (size_of.get(width_key(r)) if method == "AIMET AdaRound" else None)
+                if size:
+                    pts.append((size / 1000, 100 * r["accuracy"], r))
+            if not pts:
+                continue
+            ax.scatter([p[0] for p in pts], [p[1] for p in pts], s=30, color=colour, marker=marker,
+                       label=label, zorder=5, edgecolor="k", linewidth=0.4)
+            for s, a, r in pts:
+                if zoom and not 85 <= a <= 93.5:
+                    continue
+                tag = f"W{r['bits_w']}A{r['bits_a']}" + (f" {r['iters']} it" if method == "AIMET AdaRound" else "")
+                ax.annotate(tag, (s, a), textcoords="offset points", xytext=offset, fontsize=6.5, color=colour)
+        ax.set_xscale("log")
+        ax.set_xlabel("model file size (KB, log scale)")
+        ax.set_ylabel("top-1 (%)")
+        ax.grid(alpha=0.3, which="both")
+        if zoom:
+            ax.set_ylim(85, 93.5)
+            ax.set_title("the 85-93 % region")
+        else:
+            ax.set_ylim(0, 100)
+            ax.set_title(f"ResNet20 / CIFAR-10, {rep['n_test']:,} test images: top-1 against size")
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=4, fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, 0.1, 1, 1))
+    fig.savefig(path, dpi=120, format="png")
+    plt.close(fig)
+
+
+def write_report(rep, folder, md_path=None, readme=None):
+    """results.json, the plot and RESULTS.md (in `folder` unless md_path is given), and with
+    `readme` the README's generated section, all from the measured report `rep`."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    md_path = Path(md_path) if md_path else folder / "RESULTS.md"
+    write_atomic(folder / "results.json", json.dumps(rep, indent=1) + "\n")
+    png = io.BytesIO()
+    plot(rep, png)
+    write_atomic(folder / PLOT, png.getvalue())
+    plot_rel = os.path.relpath(folder / PLOT, md_path.parent)
+    text = markdown(rep, plot_rel)
+    write_atomic(md_path, text)
+    if readme is not None:                            # the README shows the verdict and the headline
+        head = text.split("\n", 2)[2].split("\n## All runs", 1)[0].rstrip()
+        fill_section(readme, "results", head.replace(f"]({plot_rel})", f"](results/{PLOT})")
+                     + "\n\nEvery run, the speed figures and the cross-check: [RESULTS.md](RESULTS.md).")
+    return text
 
 
 if __name__ == "__main__":

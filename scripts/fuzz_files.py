@@ -13,7 +13,6 @@ exit 0 with output identical to the valid file's.  Never a traceback, another ex
 more than 10 s, or an allocation beyond the address-space limit the driver sets.
 `check` prints `fuzz: tried N, passed M` and exits 0 only if M == N.
 """
-import argparse
 import contextlib
 import io
 import json
@@ -28,6 +27,7 @@ import traceback
 import zipfile
 from pathlib import Path
 
+import click
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -633,28 +633,55 @@ def check_exporter(folder, data_dir):
     return tried, passed
 
 
+@click.group(context_settings={"help_option_names": ["-h", "--help"]}, help=__doc__.split("\n\n")[0])
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    sub = ap.add_subparsers(dest="cmd", required=True)
-    for cmd, args in [("make", ["good", "out"]), ("make-checkpoints", ["good_pt", "good_npz", "out"]),
-                      ("check", ["folder"]), ("check-exporter", ["folder"])]:
-        p = sub.add_parser(cmd)
-        for name in args:
-            p.add_argument(name)
-        if cmd.startswith("make"):
-            p.add_argument("--seed", type=int, default=0)
-        else:
-            p.add_argument("--data-dir", default=os.environ.get("CIFAR10_DIR"))
-    a = ap.parse_args()
-    if a.cmd == "make":
-        make(a.good, a.out, a.seed)
-    elif a.cmd == "make-checkpoints":
-        make_checkpoints(a.good_pt, a.good_npz, a.out, a.seed)
-    else:
-        resource.setrlimit(resource.RLIMIT_AS, (ADDRESS_SPACE, ADDRESS_SPACE))
-        run = check if a.cmd == "check" else check_exporter
-        tried, passed = run(a.folder, a.data_dir)
-        sys.exit(0 if tried and passed == tried else 1)
+    pass
+
+
+SEED = click.option("--seed", type=int, default=0, show_default=True, help="Seed of the corpus.")
+DATA = click.option("--data-dir", default=lambda: os.environ.get("CIFAR10_DIR"),
+                    help="Folder with cifar10.npz  [default: $CIFAR10_DIR]")
+
+
+@main.command("make", short_help="Write the damaged model-file corpus from a good file.")
+@click.argument("good")
+@click.argument("out")
+@SEED
+def make_cmd(good, out, seed):
+    """Write the seeded corpus of damaged model files made from GOOD into the folder OUT."""
+    make(good, out, seed)
+
+
+@main.command("make-checkpoints", short_help="Write the damaged checkpoint corpus.")
+@click.argument("good_pt")
+@click.argument("good_npz")
+@click.argument("out")
+@SEED
+def make_checkpoints_cmd(good_pt, good_npz, out, seed):
+    """Write the seeded corpus of damaged checkpoints (from GOOD_PT and GOOD_NPZ) into OUT."""
+    make_checkpoints(good_pt, good_npz, out, seed)
+
+
+def _check(run, folder, data_dir):
+    resource.setrlimit(resource.RLIMIT_AS, (ADDRESS_SPACE, ADDRESS_SPACE))
+    tried, passed = run(folder, data_dir)
+    sys.exit(0 if tried and passed == tried else 1)
+
+
+@main.command("check", short_help="Run the model-file corpus through the engine's CLI.")
+@click.argument("folder")
+@DATA
+def check_cmd(folder, data_dir):
+    """Run every case in FOLDER through `python -m intengine` in this process; exit 1 on a failure."""
+    _check(check, folder, data_dir)
+
+
+@main.command("check-exporter", short_help="Run the checkpoint corpus through the exporter's CLI.")
+@click.argument("folder")
+@DATA
+def check_exporter_cmd(folder, data_dir):
+    """Run every checkpoint case in FOLDER through `python -m exporter`; exit 1 on a failure."""
+    _check(check_exporter, folder, data_dir)
 
 
 if __name__ == "__main__":

@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
-from train_report import cpu_name  # noqa: E402
+from intengine.cpu import processor_name  # noqa: E402
 
 
 def run(cmd, env):
@@ -102,7 +102,7 @@ def main(bits, checkpoint, data_dir, limit, seed, out_dir, results, calib_images
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "command": " ".join(["python", "scripts/quantize_all.py"] + sys.argv[1:]),
         "steps": commands, "seed": seed, "limit": limit, "checkpoint": checkpoint,
-        "machine": {"cpu": cpu_name(), "cores": os.cpu_count(), "python": platform.python_version()},
+        "machine": {"cpu": processor_name(), "cores": os.cpu_count(), "python": platform.python_version()},
         "versions": _versions(), "fp32": {"accuracy": fp32_acc, "n": len(labels),
                                           "size_bytes": Path(checkpoint).stat().st_size},
         "rows": rows, "total_s": time.perf_counter() - t0}

@@ -2,22 +2,22 @@
 exports, and their evaluation.  Every figure it writes comes from a run it made.
 
     CIFAR10_DIR=../shared/data python scripts/reconstruct_sweep.py sweep --set iters=500,qdrop=0.5 [...]
-    CIFAR10_DIR=../shared/data python scripts/reconstruct_sweep.py export [--only NAME] [--write]
-    CIFAR10_DIR=../shared/data python scripts/reconstruct_sweep.py evaluate [--write]
+    CIFAR10_DIR=../shared/data python scripts/reconstruct_sweep.py export [--only NAME] [--publish]
+    CIFAR10_DIR=../shared/data python scripts/reconstruct_sweep.py evaluate [--publish]
 
 - `sweep` exports W{bits}A{act} at calibration seed 0 with each setting and scores the file
   with the engine on 5,000 *training* images held out from every calibration sample
   (exporter.calibrate.heldout_indices): accuracy and top-1 agreement with FP32.  The test
-  set is never read.  One JSON line per run is printed, and with --write appended to
+  set is never read.  One JSON line per run is printed, and with --publish appended to
   results/lowbit/sweep.jsonl.
 - `export` makes the files of EXPORTS (the chosen settings) with `python -m exporter` in a
-  subprocess, timing each and recording the load average; with --write into models/ and
+  subprocess, timing each and recording the load average; with --publish into models/ and
   results/lowbit/exports.json, else into exports/lowbit/ (untracked).
 - `evaluate` runs the engine and the fake-quant simulation on all 10,000 test images for
   every file in the export record, and writes results/lowbit/eval.json and
-  results/lowbit/README.md (3-seed mean, std and worst seed) with --write, else prints.
+  results/lowbit/README.md (3-seed mean, std and worst seed) with --publish, else prints.
   `evaluate --render-only` redraws that README from the JSON records (printed, or written
-  with --write).
+  with --publish).
 """
 import datetime
 import json
@@ -36,7 +36,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
-from publish import write_atomic  # noqa: E402
+from exporter.report import write_atomic  # noqa: E402
 
 RESULTS = ROOT / "results" / "lowbit"
 
@@ -73,8 +73,8 @@ for _n, _o in (("w2a8_all2_nearest_s0", ["--bits", "2", "--first-last-bits", "2"
 
 def machine():
     import torch
-    from train_report import cpu_name
-    return {"cpu": cpu_name(), "cores": os.cpu_count(), "python": platform.python_version(),
+    from intengine.cpu import processor_name
+    return {"cpu": processor_name(), "cores": os.cpu_count(), "python": platform.python_version(),
             "torch": torch.__version__, "numpy": np.__version__}
 
 
@@ -152,7 +152,7 @@ def record_heldout(rec, keys, write):
             f.write(json.dumps(rec) + "\n")
 
 
-WRITE_SWEEP = click.option("--write", is_flag=True, help="Append each run to results/lowbit/sweep.jsonl (tracked).")
+WRITE_SWEEP = click.option("--publish", "--write", "write", is_flag=True, help="(--write is the old spelling.) Append each run to results/lowbit/sweep.jsonl (tracked).")
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -160,7 +160,7 @@ def cli():
     """Learned rounding: held-out sweep, committed exports, their evaluation."""
 
 
-@cli.command()
+@cli.command(short_help="Score exporter settings on the held-out training images.")
 @click.option("--set", "sets", multiple=True, required=True,
               help="Comma-separated key=value exporter options, e.g. iters=500,qdrop=0.5,bits=2.")
 @click.option("--data-dir", default=None)
@@ -189,7 +189,7 @@ def sweep(sets, data_dir, write):
                              "heldout_logit_mse", "export_seconds", "load1_before"), write)
 
 
-@cli.command()
+@cli.command(short_help="Score existing files on the held-out training images.")
 @click.argument("files", nargs=-1, required=True)
 @click.option("--data-dir", default=None)
 @WRITE_SWEEP
@@ -213,9 +213,9 @@ def heldout(files, data_dir, write):
                              "heldout_logit_mse"), write)
 
 
-@cli.command()
+@cli.command(short_help="Make the committed exports in models/, timing each.")
 @click.option("--only", multiple=True, help="Names from EXPORTS (default: all).")
-@click.option("--write", is_flag=True, help="Write models/ and results/lowbit/exports.json (tracked).")
+@click.option("--publish", "--write", "write", is_flag=True, help="(--write is the old spelling.) Write models/ and results/lowbit/exports.json (tracked).")
 @click.option("--data-dir", default=None)
 def export(only, write, data_dir):
     """Make the committed exports, timing each."""
@@ -297,10 +297,10 @@ def qnet_from_file(header, arrays):
     return {"points": pts, "ops": ops}
 
 
-@cli.command()
-@click.option("--write", is_flag=True, help="Write results/lowbit/eval.json and README.md (tracked).")
+@cli.command(short_help="Evaluate the committed exports on all 10,000 test images.")
+@click.option("--publish", "--write", "write", is_flag=True, help="(--write is the old spelling.) Write results/lowbit/eval.json and README.md (tracked).")
 @click.option("--render-only", is_flag=True,
-              help="Only redraw results/lowbit/README.md from the JSON records (printed; written with --write).")
+              help="Only redraw results/lowbit/README.md from the JSON records (printed; written with --publish).")
 @click.option("--only", multiple=True, help="Names from the export record (default: all).")
 @click.option("--data-dir", default=None)
 def evaluate(write, only, data_dir, render_only):
@@ -347,7 +347,7 @@ def fmt(v):
 def render(record, ev):
     import torch
     lines = ["# Learned rounding (BRECQ; QDrop as an option), the engine on all 10,000 test images", "",
-             "Generated by `python scripts/reconstruct_sweep.py evaluate --write` from "
+             "Generated by `python scripts/reconstruct_sweep.py evaluate --publish` from "
              "results/lowbit/exports.json and eval.json. FP32: "
              f"{next(iter(ev.values()))['fp32_top1']:.4f}. Torch {torch.__version__}.", "",
              "| file | engine top-1 | fake-quant top-1 | agree FP32 | export s | load1 | command |",

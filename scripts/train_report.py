@@ -25,7 +25,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
-from publish import fill_section, write_atomic  # noqa: E402
+from exporter.report import fill_section, write_atomic  # noqa: E402
+from intengine.cpu import processor_name  # noqa: E402
 from trainer import checkpoint as checkpoint_mod, data, evaluate  # noqa: E402
 from trainer.train import Config  # noqa: E402
 
@@ -42,16 +43,6 @@ def train_command(config):
         else:
             args += [flag, str(value)]
     return "python -m trainer " + " ".join(shlex.quote(a) for a in args)
-
-
-def cpu_name():
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -90,7 +81,7 @@ def main(checkpoint, data_dir, limit, out, publish):
         f"- test accuracy after each epoch, as logged: last {metrics[-1]['test_acc']:.4f}, "
         f"best {best['test_acc']:.4f} at epoch {best['epoch']} (the shipped weights are the last epoch's)",
         f"- trained with torch {state['versions']['torch']}, python {state['versions']['python']}",
-        f"- measured on: {cpu_name()}, {os.cpu_count()} cores, torch {torch.__version__}",
+        f"- measured on: {processor_name()}, {os.cpu_count()} cores, torch {torch.__version__}",
         "",
         "| epoch | train loss | train acc | test loss | test acc | lr | s/epoch |",
         "|---:|---:|---:|---:|---:|---:|---:|",

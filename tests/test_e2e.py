@@ -18,7 +18,7 @@ from click.testing import CliRunner
 from conftest import ROOT, SHIPPED
 
 # What `git status` must not see change: the committed figures and the README.
-TRACKED_OUTPUTS = ["README.md", "RESULTS.md", "results/results.json", "results/accuracy_vs_bits.png",
+TRACKED_OUTPUTS = ["README.md", "RESULTS.md", "results/results.json", "results/accuracy_vs_size.png",
                    "checkpoints/resnet20.report.md", "results/lowbit/README.md", "results/lowbit/sweep.jsonl",
                    "results/lowbit/eval.json", "results/lowbit/exports.json"]
 
@@ -104,8 +104,8 @@ def test_main_job_quick(tmp_path, data_dir):
     prints a line per stage with the elapsed time, and rewrites no tracked file."""
     before = digests()
     out = tmp_path / "report"
-    r = run("scripts/compare.py", "--quick", "--limit", 96, "--calib-images", 32, "--data-dir", data_dir,
-            "--out", out, "--exports-dir", tmp_path / "exports")
+    r = run("scripts/compare.py", "--quick", "--limit", 96, "--calib-images", 32, "--iters", 2,
+            "--data-dir", data_dir, "--out", out, "--exports-dir", tmp_path / "exports")
     assert r.returncode == 0, r.stderr[-3000:]
     stages = re.findall(r"^\[\s*(\d+\.\d) s\] (.*)$", r.stderr, re.M)
     names = [s for _, s in stages]
@@ -119,10 +119,26 @@ def test_main_job_quick(tmp_path, data_dir):
     rows = {row["name"]: row for row in rep["rows"]}
     for b, a in ((16, 16), (8, 8), (4, 8), (2, 8)):
         assert 0 <= rows[f"intengine W{b}A{a}"]["accuracy"] <= 1
+        assert rows[f"intengine W{b}A{a}"]["kind"] == "ours"
+        assert rows[f"intengine W{b}A{a}"]["rounding"] == ("brecq" if b < 8 else "nearest")   # the defaults
+        assert rows[f"intengine W{b}A{a}"]["iters"] == (2 if b < 8 else None)
+    for b in (4, 2):
+        assert rows[f"intengine W{b}A8 nearest (ablation)"]["rounding"] == "nearest"
     assert rows["intengine W16A16"]["accuracy"] > 0.8          # 96 images: far above chance
-    assert (out / "RESULTS.md").read_text().startswith("# Results")
-    assert (out / "accuracy_vs_bits.png").read_bytes()[:4] == b"\x89PNG"
-    assert "| intengine W8A8 |" in r.stdout
+    md = (out / "RESULTS.md").read_text()
+    assert md.startswith("# Results\n\n**Verdict.**")
+    first = md.split("\n\n| method |", 1)[1].split("\n\n", 1)[0].splitlines()
+    assert len(first) - 1 <= 12, first                          # header rule + at most 12 rows
+    assert md.index("## All runs") < md.index("## Appendix: the engine against torch.ao")
+    assert (out / "accuracy_vs_size.png").read_bytes()[:4] == b"\x89PNG"
+    # the console ends with the verdict: one line per width with ours and the best peer
+    tail = r.stdout.strip().splitlines()
+    assert tail[0].startswith("Verdict (96 test images; FP32 ") and len(tail) <= 9, tail
+    assert any(l.startswith("  W2A8   ours ") and "best peer" in l for l in tail), tail
+    assert "2 steps per block, not the exporter's default" in tail[-1]
+    sp = rep["speed_protocol"]
+    assert sp["rounds"] == 3 and rows["intengine W8A8"]["speed_vs_torchao_int8"] > 0
+    assert len(rows["intengine W8A8"]["speed_spread"]) == 2
     assert digests() == before, "the main job rewrote a tracked file without --publish"
 
 
@@ -132,7 +148,7 @@ def test_committed_results_render_from_their_json(tmp_path):
     assert r.returncode == 0, r.stderr
     rendered = (tmp_path / "RESULTS.md").read_text()
     committed = (ROOT / "RESULTS.md").read_text()
-    assert rendered.replace("](accuracy_vs_bits.png)", "](results/accuracy_vs_bits.png)") == committed
+    assert rendered.replace("](accuracy_vs_size.png)", "](results/accuracy_vs_size.png)") == committed
 
 
 def test_publish_refreshes_the_readme_table(tmp_path):
@@ -144,8 +160,10 @@ def test_publish_refreshes_the_readme_table(tmp_path):
     readme.write_text("# x\n<!-- results:start -->\nold\n<!-- results:end -->\ntail\n")
     compare.write_report(rep, tmp_path / "results", tmp_path / "RESULTS.md", readme=readme)
     body = readme.read_text()
-    assert "old" not in body and "a marker only this test writes" in body and body.endswith("tail\n")
-    assert "](results/accuracy_vs_bits.png)" in body
+    assert "old" not in body and body.endswith("tail\n")
+    assert "](results/accuracy_vs_size.png)" in body and "**Verdict.**" in body
+    assert "## All runs" not in body and "[RESULTS.md](RESULTS.md)" in body      # the headline only
+    assert "a marker only this test writes" in (tmp_path / "RESULTS.md").read_text()
 
 
 def test_compare_help_and_errors(tmp_path):
@@ -337,10 +355,11 @@ def test_exporter_then_engine(tmp_path, data_dir, test_images):
     """`python -m exporter`, then `python -m intengine eval | info | predict` on its file."""
     from PIL import Image
     path = tmp_path / "w4.npz"
-    r = run("-m", "exporter", "--bits", 4, "--calib-images", 32, "--data-dir", data_dir, "--no-progress",
-            "--out", path)
+    r = run("-m", "exporter", "--bits", 4, "--calib-images", 32, "--iters", 20, "--data-dir", data_dir,
+            "--no-progress", "--out", path)
     assert r.returncode == 0, r.stderr
     assert path.is_file() and f"wrote {path}" in r.stdout
+    assert "rounding: brecq (the default for below 8 bits (weights 4-bit))" in r.stderr   # and says so
     r = run("-m", "intengine", "eval", path, "--limit", 64, "--json", "--no-progress", "--data-dir", data_dir)
     assert r.returncode == 0, r.stderr
     result = json.loads(r.stdout.strip().splitlines()[-1])
@@ -361,3 +380,25 @@ def test_readme_commands_parse():
             "python -m exporter --bits 4 && python -m intengine eval f.npz\n```\n")
     keys = [command_key(c) for c in readme_commands(text)]
     assert sorted(keys) == ["exporter", "intengine eval", "scripts/compare.py", "trainer eval"]
+
+
+def test_every_script_answers_h_with_a_description():
+    """Issue 15 item 6: the scripts are one family: click, -h, a description."""
+    scripts = sorted((ROOT / "scripts").glob("*.py"))
+    assert len(scripts) >= 8
+    for s in scripts:
+        assert "argparse" not in s.read_text(), f"{s.name} uses argparse"
+        r = run(s, "-h", timeout=120)
+        assert r.returncode == 0 and r.stdout.startswith("Usage: "), f"{s.name}: {r.stderr[-500:]}"
+        description = r.stdout.split("\n\n")[1].strip()
+        assert len(description) > 20 and not description.startswith("Options"), f"{s.name}: {r.stdout[:300]}"
+        assert "..." not in r.stdout.split("Commands:")[-1] if "Commands:" in r.stdout else True, r.stdout
+
+
+def test_sim_gap_writes_tracked_files_only_with_publish(tmp_path, data_dir):
+    before = {p: hashlib.sha256((ROOT / p).read_bytes()).hexdigest() for p in ("results/sim_gap.md",
+                                                                                 "results/sim_gap.json")}
+    r = run("scripts/sim_gap.py", "--bits", 8, "--limit", 50, "--data-dir", data_dir, "--out", tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert json.loads((tmp_path / "sim_gap.json").read_text())["rows"][0]["n"] == 50
+    assert {p: hashlib.sha256((ROOT / p).read_bytes()).hexdigest() for p in before} == before

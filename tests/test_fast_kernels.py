@@ -17,7 +17,7 @@ KERNELS = ["vnni", "portable"]
 
 def need(kernel):
     if kernel == "vnni" and not cpu.HAS_VNNI:
-        pytest.skip(f"this processor ({cpu.cpu_name()}) has no AVX512-VNNI: the vnni path "
+        pytest.skip(f"this processor ({cpu.llvm_cpu_name()}) has no AVX512-VNNI: the vnni path "
                     f"cannot run here; the portable path is tested instead")
 
 

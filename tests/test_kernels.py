@@ -54,7 +54,7 @@ def test_conv3x3(width, stride, relu):
 
 @pytest.mark.skipif(cpu.HAS_VNNI, reason="this processor has VNNI: test_conv3x3 runs the vnni path")
 def test_vnni_path_missing_is_said():
-    pytest.skip(f"no AVX512-VNNI on this processor ({cpu.cpu_name()}): the vnni path cannot run "
+    pytest.skip(f"no AVX512-VNNI on this processor ({cpu.llvm_cpu_name()}): the vnni path cannot run "
                 f"here; tests/test_fast_kernels.py says so per test, the portable path is tested")
 
 
