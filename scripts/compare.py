@@ -593,7 +593,7 @@ def plot(rep, path):
                    color="tab:blue", zorder=4, label="intengine, the default export (Pareto line)")
         for r in ours:
             if r["kind"] == "ours" or (r.get("seed") == 0 and width_key(r) in ((4, 4), (2, 4))):
-                if not zoom or 85 <= 100 * r["accuracy"] <= 93.5:
+                if (85 <= 100 * r["accuracy"] <= 93.5) == zoom:       # each label in one panel
                     ax.annotate(f"W{r['bits_w']}A{r['bits_a']}", (r["size_bytes"] / 1000, 100 * r["accuracy"]),
                                 textcoords="offset points", xytext=(4, -10), fontsize=7, color="tab:blue")
         for method, label, colour, marker, offset in styles:
@@ -608,7 +608,7 @@ def plot(rep, path):
             ax.scatter([p[0] for p in pts], [p[1] for p in pts], s=30, color=colour, marker=marker,
                        label=label, zorder=5, edgecolor="k", linewidth=0.4)
             for s, a, r in pts:
-                if zoom and not 85 <= a <= 93.5:
+                if (85 <= a <= 93.5) != zoom:
                     continue
                 tag = f"W{r['bits_w']}A{r['bits_a']}" + (f" {r['iters']} it" if method == "AIMET AdaRound" else "")
                 ax.annotate(tag, (s, a), textcoords="offset points", xytext=offset, fontsize=6.5, color=colour)
