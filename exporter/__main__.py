@@ -13,7 +13,7 @@ from intengine import fileformat
 from intengine.fileformat import ACT_BITS, WEIGHT_BITS
 from trainer import data
 from trainer.checkpoint import DEFAULT_CHECKPOINT, CheckpointError
-from . import reconstruct
+from . import mixed, pipeline, reconstruct
 from .pipeline import export, resolve
 from .quantize import LEVEL_SETS, ExportError
 
@@ -96,11 +96,18 @@ def check_out(out, explicit):
 @click.option("--scale-lr", type=click.FloatRange(0), default=None,
               help="Adam learning rate of the per-channel weight scales (log s_w, eq. 22); 0 keeps the "
                    "MSE-clipped ones  [default: 0]")
-@click.option("--out", default=None, help="Output file  [default: exports/resnet20_w{bits}a{act}.npz]")
+@click.option("--budget", default=None, metavar="BYTES",
+              help="Mixed precision: the most accurate file of at most this many bytes (100000, 100KB or "
+                   "97.5KiB), each conv/linear layer at 2, 4 or 8 bits (at least --bits), chosen by "
+                   "held-out sensitivity and an exact solve (docs/quantization.md section 14).")
+@click.option("--sensitivity-images", type=click.IntRange(1, 5000), default=5000, show_default=True,
+              help="With --budget: held-out training images for the per-layer sensitivity (eq. 23).")
+@click.option("--out", default=None, help="Output file  [default: exports/resnet20_w{bits}a{act}.npz, "
+                                          "or exports/resnet20_{budget}B_a{act}.npz]")
 @click.option("--progress/--no-progress", default=True, show_default=True)
 def cli(bits, checkpoint, act_bits, first_last_bits, calib_images, seed, data_dir, weight_clip,
         weight_levels, bias_correction, params_from, rounding, iters, recon_batch, lr, reg, qdrop, act_lr,
-        scale_lr, out, progress):
+        scale_lr, budget, sensitivity_images, out, progress):
     """Export a trained ResNet20 to an integer model file for `python -m intengine`.
 
     With no options beyond --bits it gives the best file the tool knows: below 8 bits the
@@ -111,7 +118,18 @@ def cli(bits, checkpoint, act_bits, first_last_bits, calib_images, seed, data_di
     fl = int(first_last_bits) if first_last_bits else (8 if bits < 8 else bits)
     suffix = "_torchao" if params_from == "torchao" else ""
     explicit = out is not None
-    out = Path(out) if out else Path("exports") / f"resnet20_w{bits}a{act_bits}{suffix}.npz"
+    if budget is not None:
+        try:
+            budget = mixed.parse_budget(budget)
+        except mixed.BudgetError as e:
+            _fail(str(e))
+        if first_last_bits or params_from != "ours" or bits == 16 or act_bits == 16:
+            _fail("--budget chooses every layer's width from 2, 4 and 8 bits: it does not go with "
+                  "--first-last-bits, --params-from torchao or 16 bits")
+        default_out = Path("exports") / f"resnet20_{budget}B_a{act_bits}.npz"
+    else:
+        default_out = Path("exports") / f"resnet20_w{bits}a{act_bits}{suffix}.npz"
+    out = Path(out) if out else default_out
     recon = {"iters": iters, "batch": recon_batch, "lr": lr, "reg": reg, "qdrop": qdrop,
              "act_lr": act_lr, "scale_lr": scale_lr}
     given = [f"--{k.replace('_', '-')}" for k, v in zip(RECON_OPTIONS, recon.values()) if v is not None]
@@ -124,12 +142,16 @@ def cli(bits, checkpoint, act_bits, first_last_bits, calib_images, seed, data_di
                              f"or pass --rounding brecq")
         for note in check_out(out, explicit):
             click.echo(f"note: {note}", err=True)
+        if budget is not None:
+            return budget_export(checkpoint, budget, act_bits, bits, calib_images, seed, data_dir, out, t0,
+                                 clip=weight_clip, levels=weight_levels, recon=recon, progress=progress,
+                                 rounding=rounding, heldout_images=sensitivity_images)
         path, size, _, _ = export(checkpoint, bits, act_bits, fl, calib_images, seed, data_dir, out,
                                   clip=weight_clip, levels=weight_levels,
                                   bias_correction=bias_correction, progress=progress,
                                   params_from=params_from, rounding=rounding, recon=recon,
                                   log=lambda m: click.echo(m, err=True))
-    except (CheckpointError, data.DataError, ExportError, ValueError) as e:
+    except (CheckpointError, data.DataError, ExportError, ValueError) as e:      # BudgetError too
         _fail(str(e))
     except OSError as e:
         _fail(f"cannot write {out}: {e.strerror or e}")
@@ -143,6 +165,24 @@ def cli(bits, checkpoint, act_bits, first_last_bits, calib_images, seed, data_di
     source = "torch.ao int8 (full range)" if meta["params_from"] == "torchao" else f"weights {meta['weight_clip']}{extra}"
     click.echo(f"wrote {path}: {size:,} bytes, W{bits}A{act_bits} (first/last layer W{fl}), {source}, "
                f"{calib_images} calibration images, {time.perf_counter() - t0:.1f} s")
+
+
+def budget_export(checkpoint, budget, act_bits, bits, calib_images, seed, data_dir, out, t0, **kw):
+    """--budget: allocate, export, and print the per-layer width table and the bytes."""
+    log = lambda m: click.echo(m, err=True)
+    path, size, alloc, rep = pipeline.export_budget(checkpoint, budget, act_bits, bits, calib_images, seed,
+                                                     data_dir, out, log=log, **kw)
+    sens = rep["sensitivity"]
+    click.echo(f"{'layer':18} {'W':>2} {'weight bytes':>12}  KL rise at this width (W2 / W4)")
+    from .fold import graph, load_resnet20
+    ops = {op["name"]: op for op in mixed.weighted(graph(load_resnet20(checkpoint))[1])}
+    for name, b in alloc.items():
+        rises = " / ".join(f"{sens[name][str(c)]:.4f}" if str(c) in sens[name] else "-" for c in (2, 4))
+        click.echo(f"{name:18} {b:>2} {mixed.layer_bytes(ops[name], b):>12,}  {rises}")
+    counts = ", ".join(f"{sum(v == c for v in alloc.values())} at W{c}" for c in mixed.CHOICES)
+    click.echo(f"wrote {path}: {size:,} bytes (predicted {rep['predicted_bytes']:,}, budget {budget:,}), "
+               f"mixed precision A{act_bits}: {counts}; {calib_images} calibration images, "
+               f"{time.perf_counter() - t0:.1f} s")
 
 
 def main():

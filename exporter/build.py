@@ -14,12 +14,14 @@ ADD_UNIT_BITS = 28                                   # eq. (12): u = max(s_a, s_
 ACC_BOUND = 1 << 47                                  # section 5
 
 
-def quantize_weights_all(ops, *, bits, first_last_bits, levels, clip):
-    """Every conv/linear weight -> {name: (bits, level set, codes, L, s_w)}, section 2."""
+def quantize_weights_all(ops, *, bits, first_last_bits, levels, clip, layer_bits=None):
+    """Every conv/linear weight -> {name: (bits, level set, codes, L, s_w)}, section 2.
+    layer_bits {name: bits}, where given, overrides bits/first_last_bits (section 14)."""
     weighted = [op for op in ops if op["op"] in ("conv", "linear")]
     out = {}
     for op in weighted:
         b = first_last_bits if op is weighted[0] or op is weighted[-1] else bits
+        b = (layer_bits or {}).get(op["name"], b)
         kind = levels if b <= 4 else "twos"                        # section 2 table
         out[op["name"]] = (b, kind, *quantize_weights(op["weight"].numpy(), b, kind, clip))
     return out
@@ -100,6 +102,14 @@ def input_lut(p):
     return np.clip(rnd(x / p["scale"]) + p["zp"], 0, (1 << p["bits"]) - 1).astype(np.int64)
 
 
+def packed_weights(kind, bits, codes, L):
+    """A layer's weights as the file stores them (format.md "Packing"): codes at 2 and 4 bits,
+    the level itself at 8 and 16, conv taps reordered (Co,Ci,3,3) -> (Co,3,3,Ci)."""
+    if kind == "conv":
+        codes = codes.transpose(0, 2, 3, 1)
+    return fileformat.pack_codes(codes if bits <= 4 else L[codes], bits)
+
+
 def to_file(qnet, path, meta):
     """Lay out the qnet as docs/format.md and write it atomically."""
     weights, codebook, mult, shift, bias, wscale, factors = [], [], [], [], [], [], []
@@ -110,11 +120,7 @@ def to_file(qnet, path, meta):
         spec["offset"] = nch
         if q["op"] in ("conv", "linear"):
             b = q["bits_w"]
-            codes = q["codes"]
-            if q["op"] == "conv":
-                codes = codes.transpose(0, 2, 3, 1)                 # (Co,Ci,3,3) -> (Co,3,3,Ci)
-            stored = codes if b <= 4 else q["L"][codes]            # 8/16 bits: the level itself
-            packed = fileformat.pack_codes(stored, b)
+            packed = packed_weights(q["op"], b, q["codes"], q["L"])
             spec.update(cin=q["cin"], cout=q["cout"], relu=q["relu"], bits_w=b, levels=q["levels"],
                         w_offset=nbytes, w_nbytes=len(packed), cb_offset=ncb if b <= 4 else -1)
             if q["op"] == "conv":

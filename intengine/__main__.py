@@ -275,7 +275,11 @@ def info_cmd(model_path, as_json):
             click.echo(json.dumps(info))
             return
         m = info["meta"]
-        click.echo(f"{model_path}: {info['size_bytes']:,} bytes, W{m.get('bits')}A{m.get('act_bits')}, "
+        widths = sorted({r["bits_w"] for r in layers if r["bits_w"]})
+        inner = sorted({r["bits_w"] for r in layers[1:-1] if r["bits_w"]})
+        label = (f"mixed {'/'.join(f'W{b}' for b in widths)} A{m.get('act_bits')}" if len(inner) > 1
+                 else f"W{m.get('bits')}A{m.get('act_bits')}")
+        click.echo(f"{model_path}: {info['size_bytes']:,} bytes, {label}, "
                    f"exporter {m.get('exporter_version')}, checkpoint sha256 {str(m.get('checkpoint_sha256'))[:12]}, "
                    f"format {VERSION}, content sha256 {info['content_sha256'][:12]} (checked)")
         click.echo(f"kernel: {info['kernel']} (processor {info['cpu']['name']}, avx512vnni "
