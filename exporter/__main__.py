@@ -1,6 +1,10 @@
 """`python -m exporter --bits {2,4,8,16}`: checkpoint -> BN folding -> calibration ->
 integer network -> bit-packed model file (docs/format.md).  Floats are allowed here; the
 file holds only what the integer engine needs, plus scales for printing."""
+from intengine.cli import require_torch
+
+require_torch("python -m exporter")
+
 import os
 import tempfile
 import time

@@ -4,7 +4,7 @@
   (calibration observes there, fake-quant rounds there).
 - `run_exact(qnet, images)`: the integers of docs/quantization.md, in int64/float64
   tensors, section 11.  It never calls intengine: eq. (11) is written again below, so
-  the engine and this file check each other (tests/test_simulate.py, tolerance 0).
+  the engine and this file check each other (tests/test_exporter.py and tests/test_reconstruct.py, tolerance 0).
 - `FakeQuantNet`: the differentiable mode (straight-through rounding) for later
   AdaRound/BRECQ/QAT work.
 """

@@ -1,8 +1,11 @@
 """Integer-only inference engine for the exported ResNet20.  Never imports torch.
 
 Data path: fileformat.py (read the .npz) -> validate.py (check it) -> model.py (unpack,
-then input LUT -> conv/add/pool/linear kernels -> integer logits).  kernels.py (Numba) is
-bit-identical to reference.py (NumPy), which is docs/quantization.md in code.
+then input LUT -> conv/add/pool/linear -> integer logits).  By default model.py runs the
+whole network in one jitted call, graph.py, whose convs are the micro-kernels of vnni.py
+(vpdpbusd where cpu.py finds AVX512-VNNI, portable LLVM vectors elsewhere); 16-bit files
+and `keep=True` use the per-op kernels of kernels.py (Numba).  Every path is bit-identical
+to reference.py (NumPy), which is docs/quantization.md in code.
 
     import intengine
     model = intengine.load("exports/resnet20_w4a8.npz")   # digest and format checked first

@@ -12,6 +12,22 @@ def fail(message):
     sys.exit(2)
 
 
+def require_torch(tool):
+    """One line, not a traceback, where torch is missing (an engine-only install)."""
+    import importlib.util
+
+    def absent(name):
+        try:
+            return importlib.util.find_spec(name) is None
+        except (ImportError, ValueError):
+            return True
+
+    missing = [m for m in ("torch", "torchvision") if absent(m)]
+    if missing:
+        fail(f"{tool} needs {' and '.join(missing)}, which this install lacks (the engine alone needs "
+             f"neither): pip install 'lowbit-ptq[train]'")
+
+
 def run(command):
     """Run a click command; usage errors, like every other expected failure, end in one line."""
     try:

@@ -3,7 +3,7 @@
     acc[p, c] = sum_t sum_j x[off_p + koff[t] + j] * w[wbase + 64 t + 4 c + j]     (j < 4)
 
 x is uint8 (activations of <= 8 bits), w is int8 (weights of <= 8 bits), packed by
-graph.pack_conv: each K-group t of 4 input bytes (4 channels of one tap) has 64 bytes, 4 per
+graph.Builder.conv: each K-group t of 4 input bytes (4 channels of one tap) has 64 bytes, 4 per
 output channel.  This is the operand layout of AVX512-VNNI's vpdpbusd, which adds the four
 u8 x s8 products of each 32-bit lane to an int32 lane, without saturation.
 
@@ -13,7 +13,7 @@ Two bodies, chosen at run time by `kind` (cpu.py decides which is allowed):
                 added (x86 lowers this to vpmaddwd on SSE2/AVX2/AVX-512; other CPUs to
                 their own multiply-adds)
 Both are exact: every product |x*w| <= 255*128 < 2^15, and the sum of K of them stays below
-K * 2^15 <= 2^31 for K < 65536 taps (graph.eligible checks it; ResNet20 has K <= 576,
+K * 2^15 <= 2^31 for K < 65536 taps (graph.Builder.conv checks it for each layer; ResNet20 has K <= 576,
 |acc| < 2^25).  The sums are the integer sum, whatever the order, so both bodies are
 bit-identical.  Written as LLVM IR through llvmlite: no C, no assembly, no floats.
 """

@@ -343,6 +343,25 @@ def committed_rows(add, rows, say):
                 first_last_bits=r["first_last_bits"], seed=r["seed"], rounding=r["rounding"],
                 learned_steps=learned, default_method=r["rounding"] == "brecq" and learned,
                 cli=r["command"], export_s=r["export_seconds"])
+    budget = ROOT / "results" / "budget" / "results.json"
+    if budget.is_file():                            # mixed precision under a byte budget (section 14)
+        for r in json.loads(budget.read_text())["runs"]:
+            path = ROOT / r["file"]
+            if not path.is_file():
+                continue
+            say(f"committed file {r['file']}")
+            model = intengine.load(path)
+            alloc = r["allocation"]
+            counts = ", ".join(f"{sum(v == c for v in alloc.values())} layers W{c}" for c in (2, 4, 8))
+            widths = sorted(set(alloc.values()))
+            add(f"intengine mixed, budget {r['budget_bytes']:,} B ({'exact' if r['solver'] == 'dp' else 'greedy'})",
+                "intengine mixed" if r["solver"] == "dp" else "intengine mixed greedy",
+                "ours-mixed" if r["solver"] == "dp" else "ours-ablation", min(widths), 8, model.run,
+                path.stat().st_size, f"{counts}; {'exact' if r['solver'] == 'dp' else 'greedy'} allocation, "
+                f"then reconstruction; export {r['export_seconds']:.0f} s, machine load average "
+                f"{r['load1_before']:.1f}-{r['load1_after']:.1f}", speed=False,
+                bits_label="/".join(map(str, widths)), allocation=alloc, cli=r["command"],
+                export_s=r["export_seconds"])
     aimet = ROOT / "results" / "aimet_adaround.json"
     if aimet.is_file():
         for key, a in json.loads(aimet.read_text()).items():
@@ -525,7 +544,7 @@ def markdown(r, plot_rel):
         spd = "n/a" if not ips else (f"{ips:.0f} ({row['speed_spread'][0]:.0f}-{row['speed_spread'][1]:.0f})"
                                      if row.get("speed_spread") else f"{ips:.0f}")
         ratio = row.get("speed_vs_torchao_int8")
-        lines.append(f"| {row['name']} | {row['bits_w']} | {row['bits_a']} | {row['accuracy']:.4f} | "
+        lines.append(f"| {row['name']} | {row.get('bits_label', row['bits_w'])} | {row['bits_a']} | {row['accuracy']:.4f} | "
                      f"{row['delta_pp']:+.2f} | {row['agreement_fp32']:.4f} | {size} | {spd} | "
                      f"{'n/a' if ratio is None else format(ratio, '.2f')} | {row['note']} |")
     c = r["crosscheck"]
@@ -572,7 +591,8 @@ def plot(rep, path):
                     and width_key(r) not in size_of})
     fig, axes = plt.subplots(1, 2, figsize=(12, 5))
     fp = rows[0]
-    ours = [r for r in rows if r["size_bytes"] and (r["kind"] == "ours" or r.get("default_method"))]
+    ours = [r for r in rows if r["size_bytes"] and (r["kind"] in ("ours", "ours-mixed") or r.get("default_method"))]
+    mix = [r for r in ours if r["kind"] == "ours-mixed"]
     abl = [r for r in rows if r["size_bytes"] and r["kind"] in ("ours-ablation", "ours-committed")
            and not r.get("default_method") and r["method"] != "intengine (torch.ao params)"]
     styles = [("torch.ao best", "torch.ao int8 (x86 default; full range)", "tab:red", "s", (5, -11)),
@@ -586,11 +606,16 @@ def plot(rep, path):
         zoom = k == 1
         ax.axhline(100 * fp["accuracy"], color="k", ls="--", lw=1, label=f"FP32 {100 * fp['accuracy']:.2f} %")
         ax.scatter([r["size_bytes"] / 1000 for r in abl], [100 * r["accuracy"] for r in abl], s=14, color="0.6",
-                   marker="x", label="ours, round-to-nearest and min/max steps (ablation)", zorder=2)
+                   marker="x", label="ours, ablations (nearest, min/max steps, greedy allocation)", zorder=2)
         front = pareto([(r["size_bytes"] / 1000, 100 * r["accuracy"]) for r in ours])
         ax.plot(*zip(*front), "-", color="tab:blue", lw=2, zorder=3)
-        ax.scatter([r["size_bytes"] / 1000 for r in ours], [100 * r["accuracy"] for r in ours], s=22,
-                   color="tab:blue", zorder=4, label="intengine, the default export (Pareto line)")
+        uni = [r for r in ours if r["kind"] != "ours-mixed"]
+        ax.scatter([r["size_bytes"] / 1000 for r in uni], [100 * r["accuracy"] for r in uni], s=22,
+                   color="tab:blue", zorder=4, label="intengine default export: uniform (●), --budget mixed (◆); "
+                                                     "Pareto line" if mix else "intengine, the default export (Pareto line)")
+        if mix:
+            ax.scatter([r["size_bytes"] / 1000 for r in mix], [100 * r["accuracy"] for r in mix], s=22,
+                       color="tab:blue", marker="D", zorder=4)
         for r in ours:
             if r["kind"] == "ours" or (r.get("seed") == 0 and width_key(r) in ((4, 4), (2, 4))):
                 if (85 <= 100 * r["accuracy"] <= 93.5) == zoom:       # each label in one panel

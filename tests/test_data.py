@@ -85,9 +85,13 @@ def test_failed_download_is_a_clear_error(monkeypatch, tmp_path):
     def offline(*a, **k):
         raise RuntimeError("Error downloading cifar-10-python.tar.gz")
     monkeypatch.setattr(torchvision.datasets, "CIFAR10", offline)
-    with pytest.raises(data.DataError, match="CIFAR10_DIR"):
+    with pytest.raises(data.DataError, match=r"\(the folder given by --data-dir\); point --data-dir at the "
+                                             r"folder that holds it, and the torchvision download failed"):
         data.load_arrays(tmp_path)
     assert not (tmp_path / "cifar10.npz").exists()
+    monkeypatch.setenv("CIFAR10_DIR", str(tmp_path))
+    with pytest.raises(data.DataError, match=r"set CIFAR10_DIR to the folder that holds it"):
+        data.load_arrays(None)
 
 
 def test_augment_is_deterministic_under_a_seed():

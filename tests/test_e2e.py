@@ -20,7 +20,8 @@ from conftest import ROOT, SHIPPED
 # What `git status` must not see change: the committed figures and the README.
 TRACKED_OUTPUTS = ["README.md", "RESULTS.md", "results/results.json", "results/accuracy_vs_size.png",
                    "checkpoints/resnet20.report.md", "results/lowbit/README.md", "results/lowbit/sweep.jsonl",
-                   "results/lowbit/eval.json", "results/lowbit/exports.json"]
+                   "results/lowbit/eval.json", "results/lowbit/exports.json", "results/budget/README.md",
+                   "results/budget/results.json", "results/sim_gap.md", "results/sim_gap.json"]
 
 # README command -> the test that runs it ("file::function"; no file: this one).
 COVERED = {
@@ -32,6 +33,7 @@ COVERED = {
     "scripts/aimet_adaround.py": "test_aimet_peer_runs_or_says_what_is_missing",
     "scripts/reconstruct_sweep.py": "test_reconstruct_sweep_quick",
     "scripts/bench.py": "test_bench.py::test_bench_quick",
+    "scripts/budget_sweep.py": "test_mixed.py::test_budget_sweep_tiny",
     "trainer": "test_trainer_train_then_eval",
     "trainer eval": "test_trainer_train_then_eval",
     "torchrun trainer": "test_torchrun_trainer",

@@ -2,6 +2,10 @@
 
 Multi-GPU or multi-process: `torchrun --nproc_per_node N -m trainer [OPTIONS]`.
 """
+from intengine.cli import require_torch
+
+require_torch("python -m trainer")
+
 import dataclasses
 import json
 import signal
