@@ -4,7 +4,8 @@ Data path: fileformat.py (read the .npz) -> validate.py (check it) -> model.py (
 then input LUT -> conv/add/pool/linear -> integer logits).  By default model.py runs the
 whole network in one jitted call, graph.py, whose convs are the micro-kernels of vnni.py
 (vpdpbusd where cpu.py finds AVX512-VNNI, portable LLVM vectors elsewhere); 16-bit files
-and `keep=True` use the per-op kernels of kernels.py (Numba).  Every path is bit-identical
+use the per-op kernels of kernels.py (Numba); `keep=True` returns every point, from
+graph.py's unfused debug layout on the fast path.  Every path is bit-identical
 to reference.py (NumPy), which is docs/quantization.md in code.
 
     import intengine

@@ -328,10 +328,12 @@ def eligible(model):
 
 
 class Graph:
-    """A model's ops packed for `run`, with kernel 'vnni' or 'portable'."""
+    """A model's ops packed for `run`, with kernel 'vnni' or 'portable'.  fuse=False is the
+    debug layout: every conv stores its own point and every add is its own row, so that
+    `run_points` can return every point of the network."""
 
-    def __init__(self, model, kernel):
-        self.kernel, self.kind = kernel, KINDS[kernel]
+    def __init__(self, model, kernel, fuse=True):
+        self.kernel, self.kind, self.fused = kernel, KINDS[kernel], fuse
         shapes = [tuple(p["shape"]) for p in model.header["points"]]
         zp = [int(z) for z in model.zero_points]
         readers = {}
@@ -348,7 +350,7 @@ class Graph:
             self.names.append(op.name)
             if op.kind == "conv":
                 nxt = model.ops[k + 1] if k + 1 < len(model.ops) else None
-                fuse = (nxt is not None and nxt.kind == "add" and nxt.ins[0] == o
+                fuse = (self.fused and nxt is not None and nxt.kind == "add" and nxt.ins[0] == o
                         and readers.get(o) == [k + 1] and nxt.ins[1] != o)
                 if not fuse:
                     geo[o] = b.point(sh, zp[o])
@@ -375,6 +377,7 @@ class Graph:
         (self.ops, self.koffs, self.wpk, self.bias, self.m0, self.n, self.rnd,
          self.arena_template) = b.tables()
         self.inp = np.array(geo[0], np.int64)
+        self.geo, self.shapes = geo, shapes
         self.lut = np.ascontiguousarray(model.lut)
         self.classes = len(model.classes)
         self._arenas = None
@@ -414,6 +417,31 @@ class Graph:
                                            for k, nm in enumerate(self.names)]
         finally:
             set_num_threads(threads)
+
+    def run_points(self, images):
+        """images (N,32,32,3) uint8 -> every point as an int32 array (N, *shape), the logits
+        last: each image runs through the whole table on one arena, then the points are read
+        out of it.  With the debug layout (fuse=False) every point is there; a fused conv's
+        point is not stored, and comes back as None."""
+        images = np.ascontiguousarray(images)
+        n = len(images)
+        arena = self.arena_template.copy()
+        acc = np.empty(2 * TILE_P * TILE_CO, np.int32)
+        logits = np.empty((n, self.classes), np.int32)
+        outs = [np.empty((n, *s), np.int32) if i in self.geo or i == len(self.shapes) - 1 else None
+                for i, s in enumerate(self.shapes)]
+        for k in range(n):
+            run_image(self.kind, images[k], self.lut, self.inp, self.ops, self.koffs, self.wpk, self.bias,
+                      self.m0, self.n, self.rnd, arena, acc, logits[k])
+            for i, (off, wp, cp) in self.geo.items():
+                s = self.shapes[i]
+                if len(s) == 3:
+                    h, w, c = s
+                    outs[i][k] = arena[off:off + (h + 2) * wp * cp].reshape(h + 2, wp, cp)[1:h + 1, 1:w + 1, :c]
+                else:
+                    outs[i][k] = arena[off:off + s[0]]
+        outs[-1] = logits
+        return outs
 
     def run(self, images):
         """images (N,32,32,3) uint8 C-contiguous -> (N, classes) int32 logits."""

@@ -86,16 +86,26 @@ class Model:
         $INTENGINE_KERNEL, else auto.  The fast paths pack the weights here, once."""
         from . import graph
         self.kernel = cpu.choose(graph.eligible(self), kernel)
+        self._debug = None                           # the unfused layout, made on the first keep=True
         try:
             self.graph = graph.Graph(self, self.kernel) if self.kernel != "scalar" else None
         except graph.NotEligible:                    # a bound past int32; not in ResNet20 files
             self.kernel, self.graph = "scalar", None
 
     def run(self, images, reference_ops=False, keep=False):
-        """images (N,32,32,3) uint8 -> integer logits (N,C), or every point if keep."""
+        """images (N,32,32,3) uint8 -> integer logits (N,C), or every point if keep.
+
+        On the fast path (kernel vnni or portable) keep runs graph.py's debug layout, with no
+        fusion, so every point comes from the kernels that `predict` uses.  reference_ops runs
+        reference.py; the scalar kernel, kernels.py."""
         images = check_images(images)
-        if self.graph is not None and not (reference_ops or keep):
-            return self.graph.run(images)            # the whole network in one call, graph.py
+        if self.graph is not None and not reference_ops:
+            if not keep:
+                return self.graph.run(images)        # the whole network in one call, graph.py
+            if self._debug is None:
+                from . import graph
+                self._debug = graph.Graph(self, self.kernel, fuse=False)
+            return self._debug.run_points(images)
         ops = reference if reference_ops else kernels
         acts = [None] * len(self.points)
         acts[0] = ops.input_lut(images, self.lut)

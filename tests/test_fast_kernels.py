@@ -4,6 +4,7 @@ this processor has: 'vnni' where it has AVX512-VNNI (else the tests say why they
 extreme values, and whole exported models at batch 1 (one thread) and batch > threads
 (images across threads)."""
 import json
+import zlib
 
 import numpy as np
 import pytest
@@ -13,6 +14,14 @@ from intengine import cpu, graph, reference
 
 rng = np.random.default_rng(11)
 KERNELS = ["vnni", "portable"]
+
+
+@pytest.fixture(autouse=True)
+def _seed_from_the_test(request):
+    """Each test draws its cases from a generator seeded by its own name and parameters, so
+    a `-k` run sees the same cases as a full run."""
+    global rng
+    rng = np.random.default_rng(zlib.crc32(request.node.name.encode()))
 
 
 def need(kernel):
@@ -106,6 +115,36 @@ def test_model_equals_reference(kernel, bits, exported, test_images):
     assert np.array_equal(model.run(x), want)                     # images across threads
     assert np.array_equal(model.run(x[:1]), want[:1])             # batch 1: one thread
     assert np.array_equal(model.predict(x, batch_size=4), want)   # arenas reused, ragged batches
+
+
+@pytest.fixture(scope="module")
+def batch256(data_dir):
+    """256 seeded test images (a real batch)."""
+    from intengine.cifar10 import load_test, seeded_subset
+    x, _ = load_test(data_dir)
+    return x[seeded_subset(len(x), 256, 5)]
+
+
+_REFERENCE = {}
+
+
+@pytest.mark.parametrize("kernel", KERNELS)
+@pytest.mark.parametrize("bits", [8, 4, 2])
+def test_fast_path_equals_reference_at_every_point(kernel, bits, exported, batch256):
+    """The debug layout (no fusion) of the fast path returns every point; on a batch of 256
+    test images each one equals reference.py, and the fused layout's logits equal them too."""
+    need(kernel)
+    model = intengine.load(exported[bits][0], kernel=kernel)
+    fast = model.run(batch256, keep=True)
+    assert model._debug is not None and not model._debug.fused and model.graph.fused
+    if bits not in _REFERENCE:                                     # shared by both paths
+        _REFERENCE[bits] = model.run(batch256, reference_ops=True, keep=True)
+    ref = _REFERENCE[bits]
+    assert len(fast) == len(ref) == len(model.points)
+    for name, a, b in zip(model.points, fast, ref):
+        assert a is not None and np.array_equal(a, b), f"{kernel} != reference at {name}"
+    assert len(np.unique(ref[-1])) > 20                            # real logits, not a constant
+    assert np.array_equal(model.run(batch256), ref[-1])            # the fused layout
 
 
 def test_dispatch(exported, monkeypatch):
