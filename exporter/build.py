@@ -7,11 +7,11 @@ single definition of the format.
 import numpy as np
 
 from intengine import fileformat
+from intengine.fixedpoint import FILE_ACC_BOUND, acc_bound
 from intengine.cifar10 import CLASSES, MEAN, STD
 from .quantize import ExportError, act_qparams, quantize_multiplier, quantize_weights, rnd
 
 ADD_UNIT_BITS = 28                                   # eq. (12): u = max(s_a, s_b) / 2^28
-ACC_BOUND = 1 << 47                                  # section 5
 
 
 def quantize_weights_all(ops, *, bits, first_last_bits, levels, clip, layer_bits=None):
@@ -69,8 +69,8 @@ def weighted_integers(op, qpts, bits, kind, codes, L, s_w, bias):
     sx, sy = qpts[op["in"]]["scale"], qpts[op["out"]]["scale"]
     bias_q = rnd(bias / (sx * s_w)).astype(np.int64)                                 # eq. (7)
     taps = codes[0].size
-    bound = int(np.abs(bias_q).max()) + taps * int(np.abs(L).max()) * ((1 << qpts[op["in"]]["bits"]) - 1)
-    if bound >= ACC_BOUND:
+    bound = acc_bound(np.abs(bias_q).max(), taps, np.abs(L).max(), qpts[op["in"]]["bits"])
+    if bound >= FILE_ACC_BOUND:
         raise ExportError(f"{op['name']}: accumulator bound {bound} exceeds 2^47 (section 5)")
     mq = [quantize_multiplier(sx * s / sy, f"{op['name']} channel {c}") for c, s in enumerate(s_w)]
     q = {k: v for k, v in op.items() if k not in ("weight", "bias")}

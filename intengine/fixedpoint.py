@@ -10,8 +10,17 @@ from numba import njit
 
 M0_MIN, M0_MAX = 1 << 30, (1 << 31) - 1     # eq. (9): 2^30 <= M0 < 2^31 (or M0 == 0)
 SHIFT_MIN, SHIFT_MAX = 31, 62               # eq. (9): n in [31, 62]
-ACC_LIMIT = 1 << 62                          # eq. (11) is exact for |acc| < 2^62
+REQUANT_ACC_LIMIT = 1 << 62                  # eq. (11) is exact for |acc| < 2^62
+FILE_ACC_BOUND = 1 << 47                     # section 5: a file's accumulators stay below 2^47
+INT32_ACC_MAX = (1 << 31) - 1                # an int32 accumulator (the fast path, kernels.py)
 LOW31 = (1 << 31) - 1
+
+
+def acc_bound(bias_abs_max, taps, w_abs_max, in_bits):
+    """The largest |accumulator| of a conv/linear layer, section 5: |bias| + taps * |w| *
+    (2^in_bits - 1), the input centred on its zero point (|x - z| < 2^in_bits).  The one
+    definition: the exporter, validate, model (int32 or int64 sums) and graph.py use it."""
+    return int(bias_abs_max) + int(taps) * int(w_abs_max) * ((1 << int(in_bits)) - 1)
 
 
 @njit(cache=True, inline="always")

@@ -26,7 +26,7 @@ import threading
 import numpy as np
 from numba import config, get_thread_id, njit, prange, set_parallel_chunksize
 
-from .fixedpoint import clamp, requant, requant_even
+from .fixedpoint import INT32_ACC_MAX, acc_bound, clamp, requant, requant_even
 from .vnni import CO as TILE_CO, P as TILE_P, epilogue, micro, micro2
 
 CONV, ADD, POOL, LINEAR = 1, 2, 3, 4
@@ -41,7 +41,6 @@ KINDS = {"portable": 0, "vnni": 1}
  # requantize, and its own output point
  B_OFF, B_WP, B_CP, B_C, ZB, A_STRIDE, PAD, KA, KB, A_M0, A_N, A_ZY, A_LO, A_HI,
  A_OFF, A_WP, A_CP, NFIELDS) = range(39)
-ACC_LIMIT = (1 << 31) - 1      # the micro-kernel's int32 sums and the epilogue's product
 
 
 class NotEligible(ValueError):
@@ -258,7 +257,8 @@ class Builder:
         wsum = w.astype(np.int64).sum(axis=(0, 1, 2))
         folded = bias.astype(np.int64) - zx * wsum         # eq. (6), z_x moved into the bias
         maxw = int(np.abs(w.astype(np.int64)).max(initial=0))
-        if int(np.abs(folded).max(initial=0)) + 9 * icp * maxw * 255 > ACC_LIMIT:
+        # the raw (uncentred) uint8 inputs, x <= 255, against the folded bias, eq. (6)
+        if acc_bound(np.abs(folded).max(initial=0), 9 * icp, maxw, 8) > INT32_ACC_MAX:
             raise NotEligible("conv accumulator bound exceeds int32")
         row = np.zeros(NFIELDS, np.int64)
         ch = self._channels(folded, m0, n, np.left_shift(1, np.asarray(n, np.int64) - 1),

@@ -10,6 +10,7 @@ import numpy as np
 
 from . import cpu, fileformat, kernels, reference, validate
 from .fileformat import FormatError
+from .fixedpoint import INT32_ACC_MAX, acc_bound
 
 
 class Op:
@@ -47,8 +48,8 @@ class Op:
         self.w = np.ascontiguousarray(w.transpose(1, 2, 3, 0) if taps == 9 else w.T)
         self.bias = arrays["bias"][spec["offset"]:spec["offset"] + cout].astype(np.int64)
         maxw = int(np.abs(self.w.astype(np.int64)).max(initial=0))
-        bound = int(np.abs(self.bias).max()) + taps * cin * maxw * ((1 << in_bits) - 1)
-        self.acc_like = np.zeros(1, np.int32 if bound < (1 << 31) else np.int64)  # section 5
+        bound = acc_bound(np.abs(self.bias).max(), taps * cin, maxw, in_bits)
+        self.acc_like = np.zeros(1, np.int32 if bound <= INT32_ACC_MAX else np.int64)  # section 5
 
     def run(self, acts, ops):
         """Apply with `ops` = the kernels or the reference module."""

@@ -9,9 +9,8 @@ accumulator bound of docs/quantization.md section 5.  Raises FormatError.
 import numpy as np
 
 from .fileformat import ACT_BITS, WEIGHT_BITS, FormatError, packed_nbytes, regenerate
-from .fixedpoint import M0_MIN, M0_MAX, SHIFT_MAX, SHIFT_MIN
+from .fixedpoint import FILE_ACC_BOUND, M0_MIN, M0_MAX, SHIFT_MAX, SHIFT_MIN, acc_bound
 
-ACC_BOUND = 1 << 47             # section 5: the exporter refuses larger accumulators
 MAX_OPS = 1024                  # ResNet20 has 31 points and 30 ops
 MAX_POINT_ELEMENTS = 1 << 17    # per image; ResNet20's largest point has 16,384
 MAX_MACS = 1 << 28              # multiply-accumulates per image; ResNet20 needs about 41 million
@@ -176,8 +175,8 @@ def _check_op(path, kind, op, ins, out, shapes, bits, arrays, nch, used):
             maxw = 1 << (b - 1)
         o = _int(path, op, "offset", 0, nch - cout)
         bias = np.abs(arrays["bias"][o:o + cout].astype(np.int64)).max()
-        bound = int(bias) + taps * maxw * ((1 << int(bits[ins[0]])) - 1)
-        if bound >= ACC_BOUND:
+        bound = acc_bound(bias, taps, maxw, bits[ins[0]])
+        if bound >= FILE_ACC_BOUND:
             _fail(path, f"op {op['name']!r}: accumulator bound {bound} exceeds 2^47")
         used["weights"].append((off, off + nb))
         used["channels"].append((o, o + cout))

@@ -87,10 +87,21 @@ def sweep(checkpoint, data_dir, budgets, greedy_set, calib_images, heldout_n, it
     lo, hi = calibrate.minmax(ops, len(points), images, progress=False)
     held = calibrate.heldout_indices(len(train), calib_images=max(1024, calib_images),
                                      calib_seeds=tuple(sorted({0, 1, 2, seed})))[:heldout_n]
-    say(f"sensitivity of each layer on {len(held):,} held-out training images")
-    t0 = time.perf_counter()
-    sens, base_kl = mixed.sensitivity(ops, build.act_points(points, lo, hi, 8), train[held], log=say)
-    sens_s = time.perf_counter() - t0
+    cache = out / "sensitivity.json"      # measured once; reused by a rerun of the same setting
+    key = {"checkpoint_sha256": fold.file_sha256(checkpoint), "calib_images": calib_images, "seed": seed,
+           "heldout": len(held)}
+    if cache.is_file() and json.loads(cache.read_text())["key"] == key:
+        c = json.loads(cache.read_text())
+        sens = {n: {int(b): v for b, v in d.items()} for n, d in c["sensitivity"].items()}
+        base_kl, sens_s = c["kl_all_8bit"], c["seconds"]
+        say(f"sensitivity from {cache} (measured earlier in {sens_s:.0f} s)")
+    else:
+        say(f"sensitivity of each layer on {len(held):,} held-out training images")
+        t0 = time.perf_counter()
+        sens, base_kl = mixed.sensitivity(ops, build.act_points(points, lo, hi, 8), train[held], log=say)
+        sens_s = time.perf_counter() - t0
+        write_atomic(cache, json.dumps({"key": key, "sensitivity": sens, "kl_all_8bit": base_kl,
+                                        "seconds": sens_s}, indent=1))
     runs = []
     todo = [(b, "dp") for b in budgets] + [(mixed.parse_budget(b) if b != "min" else b, "greedy")
                                           for b in budgets if b != "min" and mixed.parse_budget(b) in greedy_set]
@@ -99,16 +110,15 @@ def sweep(checkpoint, data_dir, budgets, greedy_set, calib_images, heldout_n, it
             nbytes = None
         else:
             nbytes = mixed.parse_budget(spec) if isinstance(spec, str) else spec
-        name = f"resnet20_{'min' if nbytes is None else nbytes}B_a8{'_greedy' if solver == 'greedy' else ''}.npz"
-        path = files / name
         if nbytes is None:               # the smallest possible file: ask for 1 byte, read the minimum
             try:
-                export_budget(checkpoint, 1, 8, 2, calib_images, seed, data_dir, path, sens=sens,
+                export_budget(checkpoint, 1, 8, 2, calib_images, seed, data_dir, out / "probe.npz", sens=sens,
                               progress=False, recon={"iters": iters})
             except mixed.BudgetError as e:
                 nbytes = int(str(e).split("smallest possible file, ")[1].split(" bytes")[0].replace(",", ""))
             else:
                 raise ValueError("a 1-byte budget was accepted")
+        path = files / f"resnet20_{nbytes}B_a8{'_greedy' if solver == 'greedy' else ''}.npz"
         say(f"budget {nbytes:,} bytes ({solver})")
         l0, t0 = os.getloadavg()[0], time.perf_counter()
         path, size, alloc, r = export_budget(checkpoint, nbytes, 8, 2, calib_images, seed, data_dir, path,
