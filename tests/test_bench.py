@@ -26,7 +26,19 @@ def test_bench_quick(data_dir, tmp_path):
     assert rep["machine"]["threads"] == 2 and "avx512vnni" in rep["machine"]["flags"]
     prof = rep["profile_us_per_image"]
     assert prof["name"] == f"intengine W8A8 {fast}" and prof["ops"][0][0] == "input LUT"
-    assert any("conv2 + " in k for k, _ in prof["ops"]) and all(v >= 0 for _, v in prof["ops"])
+    assert any("conv2 + " in o[0] for o in prof["ops"]) and all(o[1] >= 0 for o in prof["ops"])
+    # the fair protocol: each contender in its own process, interleaved rounds, ratios per round
+    assert rep["fair_rounds"] == 3
+    for name in ("torch.ao int8", f"intengine W8A8 {fast}", "intengine W8A8 portable", "FP32 torch"):
+        row = rows[name]
+        assert len(row["fair_rounds"]) == 3 and row["fair_spread"][0] <= row["fair_images_per_s"] <= row["fair_spread"][1]
+    assert rows["torch.ao int8"]["fair_x_torchao"] == 1.0
+    roof = rep["roofline"]
+    assert roof["macs_per_image"] == 40_551_040                  # ResNet20: 41.0 M multiply-accumulates
+    if roof["peak_macs_per_s_1_thread"]:                         # a processor with AVX512-VNNI
+        assert roof["peak_macs_per_s_all_threads"] >= roof["peak_macs_per_s_1_thread"] > 1e10
+        assert 0 < rows[f"intengine W8A8 {fast}"]["fraction_of_peak"] < 1
+        assert any(len(o) == 3 and o[2] and 0 < o[2] < 1 for o in prof["ops"])
     md = (tmp_path / "bench.md").read_text()
-    assert "| intengine W8A8 portable |" in md and "× torch.ao int8" in md
+    assert "| intengine W8A8 portable |" in md and "× torch.ao int8" in md and "**The fair protocol**" in md
     assert "torch.ao int8" in r.stdout
