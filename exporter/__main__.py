@@ -5,6 +5,7 @@ from intengine.cli import require_torch
 
 require_torch("python -m exporter")
 
+import dataclasses
 import os
 import tempfile
 import time
@@ -18,7 +19,7 @@ from intengine.fileformat import ACT_BITS, WEIGHT_BITS
 from trainer import data
 from trainer.checkpoint import DEFAULT_CHECKPOINT, CheckpointError
 from . import mixed, pipeline, reconstruct
-from .pipeline import export, resolve
+from .pipeline import export
 from .quantize import LEVEL_SETS, ExportError
 
 RECON_OPTIONS = ("iters", "recon_batch", "lr", "reg", "qdrop", "act_lr", "scale_lr")
@@ -117,44 +118,37 @@ def cli(bits, checkpoint, act_bits, first_last_bits, calib_images, seed, data_di
     With no options beyond --bits it gives the best file the tool knows: below 8 bits the
     weights' rounding and the activation step sizes are learned by block reconstruction
     (about 2 minutes on 2 cores), at 8 and 16 bits round-to-nearest (seconds)."""
-    bits = int(bits)
-    act_bits = int(act_bits) if act_bits else (16 if bits == 16 else 8)
-    fl = int(first_last_bits) if first_last_bits else (8 if bits < 8 else bits)
-    suffix = "_torchao" if params_from == "torchao" else ""
-    explicit = out is not None
-    if budget is not None:
-        try:
-            budget = mixed.parse_budget(budget)
-        except mixed.BudgetError as e:
-            _fail(str(e))
-        if first_last_bits or params_from != "ours" or bits == 16 or act_bits == 16:
-            _fail("--budget chooses every layer's width from 2, 4 and 8 bits: it does not go with "
-                  "--first-last-bits, --params-from torchao or 16 bits")
-        default_out = Path("exports") / f"resnet20_{budget}B_a{act_bits}.npz"
-    else:
-        default_out = Path("exports") / f"resnet20_w{bits}a{act_bits}{suffix}.npz"
-    out = Path(out) if out else default_out
     recon = {"iters": iters, "batch": recon_batch, "lr": lr, "reg": reg, "qdrop": qdrop,
              "act_lr": act_lr, "scale_lr": scale_lr}
+    cfg = pipeline.Config(checkpoint=checkpoint, bits=int(bits), act_bits=act_bits and int(act_bits),
+                          first_last_bits=first_last_bits and int(first_last_bits), calib_images=calib_images,
+                          seed=seed, data_dir=data_dir, clip=weight_clip, levels=weight_levels,
+                          bias_correction=bias_correction, params_from=params_from, rounding=rounding, recon=recon)
     given = [f"--{k.replace('_', '-')}" for k, v in zip(RECON_OPTIONS, recon.values()) if v is not None]
+    explicit = out is not None
     t0 = time.perf_counter()
     try:
-        method, why = resolve(rounding, params_from, bits, act_bits, fl)   # export() says it too
-        if method == "nearest" and given:
+        if budget is not None:
+            budget = mixed.parse_budget(budget)
+            full = dataclasses.replace(cfg, act_bits=cfg.act_bits or 8).resolved()
+            default_out = Path("exports") / f"resnet20_{budget}B_a{full.act_bits}.npz"
+        else:
+            full = cfg.resolved()                                 # export() says the rounding too
+            suffix = "_torchao" if params_from == "torchao" else ""
+            default_out = Path("exports") / f"resnet20_w{full.bits}a{full.act_bits}{suffix}.npz"
+        out = Path(out) if out else default_out
+        if full.rounding == "nearest" and given:
             raise ValueError(f"{', '.join(given)} set{'s' if len(given) == 1 else ''} learned rounding, "
-                             f"but the rounding is nearest ({why}); drop {'it' if len(given) == 1 else 'them'} "
+                             f"but the rounding is nearest ({full.why}); drop {'it' if len(given) == 1 else 'them'} "
                              f"or pass --rounding brecq")
+        if budget is not None and first_last_bits:
+            raise mixed.BudgetError("--budget chooses every layer's width from 2, 4 and 8 bits: it does not "
+                                    "go with --first-last-bits, --params-from torchao or 16 bits")
         for note in check_out(out, explicit):
             click.echo(f"note: {note}", err=True)
         if budget is not None:
-            return budget_export(checkpoint, budget, act_bits, bits, calib_images, seed, data_dir, out, t0,
-                                 clip=weight_clip, levels=weight_levels, recon=recon, progress=progress,
-                                 rounding=rounding, heldout_images=sensitivity_images)
-        path, size, _, _ = export(checkpoint, bits, act_bits, fl, calib_images, seed, data_dir, out,
-                                  clip=weight_clip, levels=weight_levels,
-                                  bias_correction=bias_correction, progress=progress,
-                                  params_from=params_from, rounding=rounding, recon=recon,
-                                  log=lambda m: click.echo(m, err=True))
+            return budget_export(cfg, budget, out, t0, progress=progress, heldout_images=sensitivity_images)
+        path, size, _, _ = export(cfg, out, progress=progress, log=lambda m: click.echo(m, err=True))
     except (CheckpointError, data.DataError, ExportError, ValueError) as e:      # BudgetError too
         _fail(str(e))
     except OSError as e:
@@ -167,15 +161,16 @@ def cli(bits, checkpoint, act_bits, first_last_bits, calib_images, seed, data_di
         learned = reconstruct.recorded_config(meta).get("act_lr")
         extra += f", {meta['rounding']} rounding" + (" with learned step sizes" if learned else "")
     source = "torch.ao int8 (full range)" if meta["params_from"] == "torchao" else f"weights {meta['weight_clip']}{extra}"
-    click.echo(f"wrote {path}: {size:,} bytes, W{bits}A{act_bits} (first/last layer W{fl}), {source}, "
-               f"{calib_images} calibration images, {time.perf_counter() - t0:.1f} s")
+    click.echo(f"wrote {path}: {size:,} bytes, W{full.bits}A{full.act_bits} (first/last layer "
+               f"W{full.first_last_bits}), {source}, {calib_images} calibration images, "
+               f"{time.perf_counter() - t0:.1f} s")
 
 
-def budget_export(checkpoint, budget, act_bits, bits, calib_images, seed, data_dir, out, t0, **kw):
+def budget_export(cfg, budget, out, t0, **kw):
     """--budget: allocate, export, and print the per-layer width table and the bytes."""
     log = lambda m: click.echo(m, err=True)
-    path, size, alloc, rep = pipeline.export_budget(checkpoint, budget, act_bits, bits, calib_images, seed,
-                                                     data_dir, out, log=log, **kw)
+    path, size, alloc, rep = pipeline.export_budget(cfg, budget, out, log=log, **kw)
+    checkpoint, act_bits, calib_images = cfg.checkpoint, cfg.act_bits or 8, cfg.calib_images
     sens = rep["sensitivity"]
     click.echo(f"{'layer':18} {'W':>2} {'weight bytes':>12}  KL rise at this width (W2 / W4)")
     from .fold import graph, load_resnet20

@@ -17,10 +17,11 @@ ADD_UNIT_BITS = 28                                   # eq. (12): u = max(s_a, s_
 def quantize_weights_all(ops, *, bits, first_last_bits, levels, clip, layer_bits=None):
     """Every conv/linear weight -> {name: (bits, level set, codes, L, s_w)}, section 2.
     layer_bits {name: bits}, where given, overrides bits/first_last_bits (section 14)."""
-    weighted = [op for op in ops if op["op"] in ("conv", "linear")]
+    from .fold import first_last
+    edge = set(first_last(ops))
     out = {}
-    for op in weighted:
-        b = first_last_bits if op is weighted[0] or op is weighted[-1] else bits
+    for op in (op for op in ops if op["op"] in ("conv", "linear")):
+        b = first_last_bits if op["name"] in edge else bits
         b = (layer_bits or {}).get(op["name"], b)
         kind = levels if b <= 4 else "twos"                        # section 2 table
         out[op["name"]] = (b, kind, *quantize_weights(op["weight"].numpy(), b, kind, clip))

@@ -62,6 +62,14 @@ def fold_bn(conv, bn):
     return w, b
 
 
+def first_last(ops):
+    """The names of the first and the last weighted layer (the stem and the fc): the layers
+    `--first-last-bits` sets and reconstruction treats as units of their own.  The one place
+    that picks them."""
+    weighted = [op["name"] for op in ops if op["op"] in ("conv", "linear")]
+    return weighted[0], weighted[-1]
+
+
 @torch.no_grad()
 def graph(model):
     """ResNet20 -> (points, ops).  points: [{name, shape (H,W,C) or (C,)}]; ops as in format.md."""

@@ -1,8 +1,10 @@
 """The export pipeline as a library call: checkpoint -> BN folding -> calibration ->
 weights (nearest or learned rounding) -> integer network -> bit-packed model file
 (docs/format.md).  `python -m exporter`, the scripts and the tests all call `export()`."""
+import dataclasses
 from pathlib import Path
 
+from intengine.fileformat import ACT_BITS, WEIGHT_BITS
 from trainer import data
 from . import __version__, build, calibrate, fold, mixed, reconstruct
 
@@ -28,81 +30,120 @@ def describe(method, why, bits, act_bits, recon=None):
             f"--rounding nearest rounds to nearest in seconds")
 
 
-def export(checkpoint, bits, act_bits, first_last_bits, calib_images, seed, data_dir, out,
-           clip="mse", levels="midrise", bias_correction=None, progress=True, params_from="ours",
-           rounding="auto", recon=None, log=None, layer_bits=None, extra_meta=None):
-    """The whole export; returns (out path, size in bytes, qnet, float ops).
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """Every setting of one export, in one validated object (README *Quantizing*).  None
+    means the documented default; `resolved()` fills them in and refuses combinations that
+    do not go together, so export() never sees one."""
+    checkpoint: str
+    bits: int                          # weight bits of the inner layers
+    act_bits: int = None               # 8, or 16 with 16-bit weights
+    first_last_bits: int = None        # the stem and the fc: 8 below 8 bits, else `bits`
+    calib_images: int = 1024
+    seed: int = 0                      # the calibration sample (and the reconstruction)
+    data_dir: str = None
+    clip: str = "mse"                  # the per-channel weight scales: mse or minmax
+    levels: str = "midrise"            # the 2- and 4-bit level set
+    bias_correction: bool = None       # on with nearest rounding at 4 bits and below
+    params_from: str = "ours"          # or "torchao": a calibrated torch.ao W8A8 model's integers
+    rounding: str = "auto"             # auto, nearest, adaround, brecq (resolve())
+    recon: dict = None                 # reconstruction settings; None entries: the defaults
+    layer_bits: dict = None            # {layer: bits}, a mixed-precision allocation (section 14)
+    why: str = None                    # set by resolved(): why this rounding
 
-    rounding: 'auto' (the default: reconstruct.choose, i.e. 'brecq' with learned step sizes
-    when any width is below 8 bits, else 'nearest'), 'nearest', or 'adaround'/'brecq' with
-    `recon` {iters, batch, lr, reg, qdrop, act_lr, scale_lr}; a missing or None entry takes
-    reconstruct.defaults(bits, act_bits) (exporter/reconstruct.py, docs section 13).
-    layer_bits {name: bits}: a per-layer allocation (section 14; export_budget makes one);
-    then `bits` and `first_last_bits` should be its inner and outer minimum."""
-    model = fold.load_resnet20(checkpoint)
+    def resolved(self):
+        """-> a Config with every default filled in and the rounding chosen; ValueError
+        (one line) for settings that do not go together."""
+        if self.bits not in WEIGHT_BITS:
+            raise ValueError(f"weight bits {self.bits} not in {WEIGHT_BITS}")
+        act = self.act_bits or (16 if self.bits == 16 else 8)
+        fl = self.first_last_bits or (8 if self.bits < 8 else self.bits)
+        if act not in ACT_BITS or fl not in WEIGHT_BITS:
+            raise ValueError(f"activation bits {act} / first-last bits {fl} not in {ACT_BITS} / {WEIGHT_BITS}")
+        if self.params_from not in ("ours", "torchao"):
+            raise ValueError(f"params_from {self.params_from!r}: expected ours or torchao")
+        rounding, why = resolve(self.rounding, self.params_from, self.bits, act, fl)
+        if rounding not in reconstruct.METHODS:
+            raise ValueError(f"unknown rounding {rounding!r}; choose from {reconstruct.METHODS}")
+        if self.params_from == "torchao":
+            if (self.bits, act, fl) != (8, 8, 8) or self.layer_bits:
+                raise ValueError("--params-from torchao reads a W8A8 torch.ao model: use --bits 8 "
+                                 "with 8-bit activations and first/last layers")
+            if rounding != "nearest":
+                raise ValueError("--rounding needs --params-from ours")
+        bc = self.bias_correction
+        if bc is None:
+            bc = self.bits <= 4 and self.params_from == "ours" and rounding == "nearest"
+        if self.params_from == "torchao":
+            bc = False
+        return dataclasses.replace(self, act_bits=act, first_last_bits=fl, rounding=rounding, why=why,
+                                   bias_correction=bc)
+
+
+def export(cfg, out, *, progress=True, log=None, extra_meta=None):
+    """The whole export of `cfg` (a Config) into the model file `out`; returns (out path,
+    size in bytes, qnet, float ops).  Reconstruction settings missing from cfg.recon take
+    reconstruct.defaults(bits, act_bits) (exporter/reconstruct.py, docs section 13)."""
+    cfg = cfg.resolved()
+    model = fold.load_resnet20(cfg.checkpoint)
     points, ops = fold.graph(model)
-    train = data.load_arrays(data_dir)["x_train"]
-    images, _, idx_hash = calibrate.calibration_images(train, calib_images, seed)
-    rounding, why = resolve(rounding, params_from, bits, act_bits, first_last_bits)
-    if rounding not in reconstruct.METHODS:
-        raise ValueError(f"unknown rounding {rounding!r}; choose from {reconstruct.METHODS}")
+    train = data.load_arrays(cfg.data_dir)["x_train"]
+    images, _, idx_hash = calibrate.calibration_images(train, cfg.calib_images, cfg.seed)
     if log is not None:
-        log(describe(rounding, why, bits, act_bits, recon))
-    if bias_correction is None:
-        bias_correction = bits <= 4 and params_from == "ours" and rounding == "nearest"
+        log(describe(cfg.rounding, cfg.why, cfg.bits, cfg.act_bits, cfg.recon))
     recon_report = None
-    if params_from == "torchao":          # a calibrated full-range torch.ao int8 model, rewritten
-        if (bits, act_bits, first_last_bits) != (8, 8, 8):
-            raise ValueError("--params-from torchao reads a W8A8 torch.ao model: use --bits 8 "
-                             "with 8-bit activations and first/last layers")
+    weights_from = {"weight_clip": cfg.clip, "weight_levels": cfg.levels}
+    if cfg.params_from == "torchao":          # a calibrated full-range torch.ao int8 model, rewritten
         from . import torchao
         qnet = torchao.to_qnet(torchao.static_int8(model, images, "full"), points, ops)
-        clip, levels, bias_correction = "torchao PerChannelMinMaxObserver", "twos", False
+        weights_from = {"weight_clip": None, "weight_levels": "twos",
+                        "weights_source": "torch.ao PerChannelMinMaxObserver (full range)"}
     else:
         lo, hi = calibrate.minmax(ops, len(points), images, progress=progress)
-        weights = build.quantize_weights_all(ops, bits=bits, first_last_bits=first_last_bits,
-                                             levels=levels, clip=clip, layer_bits=layer_bits)
-        if rounding != "nearest":
-            if params_from != "ours":
-                raise ValueError("--rounding needs --params-from ours")
-            qpts = build.act_points(points, lo, hi, act_bits)
-            cfg = {**reconstruct.defaults(bits, act_bits),
-                   **{k: v for k, v in (recon or {}).items() if v is not None}}
-            weights, recon_report = reconstruct.reconstruct(ops, qpts, images, weights, method=rounding,
-                                                            seed=seed, progress=progress, log=log, **cfg)
-        shift = calibrate.bias_shift(ops, images, build.dequantized(weights)) if bias_correction else None
-        qnet = build.quantize_graph(points, ops, lo, hi, weights, act_bits=act_bits, bias_shift=shift,
+        weights = build.quantize_weights_all(ops, bits=cfg.bits, first_last_bits=cfg.first_last_bits,
+                                             levels=cfg.levels, clip=cfg.clip, layer_bits=cfg.layer_bits)
+        if cfg.rounding != "nearest":
+            qpts = build.act_points(points, lo, hi, cfg.act_bits)
+            rc = {**reconstruct.defaults(cfg.bits, cfg.act_bits),
+                  **{k: v for k, v in (cfg.recon or {}).items() if v is not None}}
+            weights, recon_report = reconstruct.reconstruct(ops, qpts, images, weights, method=cfg.rounding,
+                                                            seed=cfg.seed, progress=progress, log=log, **rc)
+        shift = calibrate.bias_shift(ops, images, build.dequantized(weights)) if cfg.bias_correction else None
+        qnet = build.quantize_graph(points, ops, lo, hi, weights, act_bits=cfg.act_bits, bias_shift=shift,
                                     scales=recon_report and recon_report.get("act_scales"))
-    meta = {"exporter_version": __version__, "checkpoint_sha256": fold.file_sha256(checkpoint),
-            "bits": bits, "act_bits": act_bits, "first_last_bits": first_last_bits,
-            "weight_clip": clip, "weight_levels": levels, "bias_correction": bias_correction,
-            "params_from": params_from, "rounding": rounding,
-            "calibration": {"method": "minmax" if params_from == "ours" else "torchao HistogramObserver",
-                            "images": calib_images, "seed": seed,
+    meta = {"exporter_version": __version__, "checkpoint_sha256": fold.file_sha256(cfg.checkpoint),
+            "bits": cfg.bits, "act_bits": cfg.act_bits, "first_last_bits": cfg.first_last_bits,
+            **weights_from, "bias_correction": cfg.bias_correction,
+            "params_from": cfg.params_from, "rounding": cfg.rounding,
+            "calibration": {"method": "minmax" if cfg.params_from == "ours" else "torchao HistogramObserver",
+                            "images": cfg.calib_images, "seed": cfg.seed,
                             "source": "train", "indices_sha256": idx_hash}}
     if recon_report is not None:
         meta["reconstruction"] = {k: recon_report[k] for k in ("method", "seed", "config")}
-    if layer_bits:
-        meta["layer_bits"] = dict(layer_bits)
+    if cfg.layer_bits:
+        meta["layer_bits"] = dict(cfg.layer_bits)
     meta.update(extra_meta or {})
     out = Path(out)
     build.to_file(qnet, out, meta)
     return out, out.stat().st_size, qnet, ops
 
 
-def export_budget(checkpoint, budget, act_bits, min_bits, calib_images, seed, data_dir, out, *, log=None,
-                  sens=None, solver="dp", clip="mse", levels="midrise", recon=None, progress=True,
-                  rounding="auto", heldout_images=5000):
+def export_budget(cfg, budget, out, *, log=None, sens=None, solver="dp", progress=True, heldout_images=5000):
     """The most accurate file that fits `budget` bytes (docs section 14): measure each layer's
     sensitivity on the held-out images (or take `sens`), choose every conv/linear width from
-    {2, 4, 8} (at least `min_bits`) by the exact solve, then export under that allocation with
-    the default rounding (reconstruction below 8 bits).  Returns (path, size, allocation,
+    {2, 4, 8} (at least cfg.bits) by the exact solve, then export cfg under that allocation
+    (its rounding: by default reconstruction below 8 bits).  Returns (path, size, allocation,
     report); the report holds the sensitivities and the predicted and actual bytes.  Nothing
     is written at `out` unless the file fits."""
     import os
     import tempfile
     say = log or (lambda m: None)
-    choices = tuple(b for b in mixed.CHOICES if b >= min_bits)
+    if cfg.first_last_bits or cfg.params_from != "ours" or cfg.bits == 16 or (cfg.act_bits or 8) == 16:
+        raise mixed.BudgetError("--budget chooses every layer's width from 2, 4 and 8 bits: it does not go "
+                                "with --first-last-bits, --params-from torchao or 16 bits")
+    act_bits, clip, levels = cfg.act_bits or 8, cfg.clip, cfg.levels
+    checkpoint, calib_images, seed, data_dir = cfg.checkpoint, cfg.calib_images, cfg.seed, cfg.data_dir
+    choices = tuple(b for b in mixed.CHOICES if b >= cfg.bits)
     model = fold.load_resnet20(checkpoint)
     points, ops = fold.graph(model)
     names = [op["name"] for op in mixed.weighted(ops)]
@@ -112,10 +153,14 @@ def export_budget(checkpoint, budget, act_bits, min_bits, calib_images, seed, da
     with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
         probe = Path(tmp) / "probe.npz"        # a round-to-nearest file: the bytes beside the weights
 
+        def with_alloc(alloc, **kw):
+            names_ = list(alloc)
+            return dataclasses.replace(cfg, bits=min(alloc[n] for n in names_[1:-1]), act_bits=act_bits,
+                                       first_last_bits=min(alloc[names_[0]], alloc[names_[-1]]),
+                                       layer_bits=alloc, **kw)
+
         def overhead(alloc):
-            export(checkpoint, min(alloc.values()), act_bits, min(alloc.values()), calib_images, seed, data_dir,
-                   probe, progress=False, rounding="nearest", bias_correction=False, layer_bits=alloc,
-                   clip=clip, levels=levels)
+            export(with_alloc(alloc, rounding="nearest", bias_correction=False, recon=None), probe, progress=False)
             return mixed.non_weight_bytes(probe) + mixed.META_SLACK
 
         smallest = {n: min(choices) for n in names}
@@ -151,10 +196,7 @@ def export_budget(checkpoint, budget, act_bits, min_bits, calib_images, seed, da
                                "choices": list(choices),
                                "measure": f"rise of KL(FP32 || Q) on {heldout_images:,} held-out "
                                           f"training images, eq. (23)"}}
-            path, size, _, _ = export(checkpoint, min(alloc[n] for n in names[1:-1]), act_bits,
-                                      min(alloc[names[0]], alloc[names[-1]]), calib_images, seed, data_dir,
-                                      staged, log=log, layer_bits=alloc, extra_meta=meta, clip=clip,
-                                      levels=levels, recon=recon, progress=progress, rounding=rounding)
+            path, size, _, _ = export(with_alloc(alloc), staged, log=log, extra_meta=meta, progress=progress)
             if size <= budget or attempt:
                 break
             say(f"the file is {size - budget:,} bytes over the budget; solving again with that much less")

@@ -128,6 +128,8 @@ class DropMasks:
 
 def units(ops, method):
     """Split the graph into lists of ops: per weighted layer, or per block/stem/head."""
+    from .fold import first_last
+    edge = set(first_last(ops))
     groups, cur = [], []
     for op in ops:
         if method == "adaround":
@@ -137,7 +139,7 @@ def units(ops, method):
                 cur = []
             continue
         cur.append(op)
-        if op["op"] == "add" or op["name"] in ("stem", "fc"):
+        if op["op"] == "add" or op["name"] in edge:
             groups.append(cur)
             cur = []
     if cur:

@@ -3,7 +3,7 @@
     acc[p, c] = sum_t sum_j x[off_p + koff[t] + j] * w[wbase + 64 t + 4 c + j]     (j < 4)
 
 x is uint8 (activations of <= 8 bits), w is int8 (weights of <= 8 bits), packed by
-graph.Builder.conv: each K-group t of 4 input bytes (4 channels of one tap) has 64 bytes, 4 per
+layout.Builder.conv: each K-group t of 4 input bytes (4 channels of one tap) has 64 bytes, 4 per
 output channel.  This is the operand layout of AVX512-VNNI's vpdpbusd, which adds the four
 u8 x s8 products of each 32-bit lane to an int32 lane, without saturation.
 
@@ -13,7 +13,7 @@ Two bodies, chosen at run time by `kind` (cpu.py decides which is allowed):
                 added (x86 lowers this to vpmaddwd on SSE2/AVX2/AVX-512; other CPUs to
                 their own multiply-adds)
 Both are exact: every product |x*w| <= 255*128 < 2^15, and the sum of K of them stays below
-K * 2^15 <= 2^31 for K < 65536 taps (graph.Builder.conv checks it for each layer; ResNet20 has K <= 576,
+K * 2^15 <= 2^31 for K < 65536 taps (layout.Builder.conv checks it for each layer; ResNet20 has K <= 576,
 |acc| < 2^25).  The sums are the integer sum, whatever the order, so both bodies are
 bit-identical.  Written as LLVM IR through llvmlite: no C, no assembly, no floats.
 """
@@ -104,7 +104,7 @@ def _make_micro(tiles):
             accs = [[cgutils.alloca_once(builder, V16) for _ in range(P)] for _ in range(tiles)]
             for a in sum(accs, []):
                 builder.store(ir.Constant(V16, None), a)
-            # channel tile j's weights follow tile j-1's: nk groups of 64 bytes (graph.Builder)
+            # channel tile j's weights follow tile j-1's: nk groups of 64 bytes (layout.Builder)
             wbases = [builder.add(wbase, builder.mul(nk, ir.Constant(I64, 64 * j))) for j in range(tiles)]
             with builder.if_else(builder.icmp_signed("==", kind, ir.Constant(I64, 1))) as (on, off):
                 with on:
@@ -154,7 +154,7 @@ def epilogue(typingctx, acc, p, bias, m0, n, rnd, cb, zy, lo, hi, ar, o, fuse, b
 
     acc (128,) int32 tile sums; bias (folded), m0, n, rnd = 2^(n-1): int64 per channel, this
     tile's from index cb.  q = clamp(z_y + ((acc + bias)*M0 + 2^(n-1)) >> n, lo, hi): exact,
-    because |acc + bias| < 2^31 (graph.Builder.conv checks it), so the product and the sum
+    because |acc + bias| < 2^31 (layout.Builder.conv checks it), so the product and the sum
     fit in int64 (eq. 10).  With fuse = 1 the residual add follows (section 7), with
     add = (K_a, K_b, M0, n, z, lo, hi) of the add (int64): eq. (12)-(14) on q and
     q_b = ar[bb + c] for lanes c0 <= c < c1, z_b elsewhere (padded channels hold z_b), with

@@ -114,7 +114,7 @@ import torch  # noqa: E402
 sys.path.insert(0, str(ROOT / "scripts"))
 import intengine  # noqa: E402
 from exporter import fold, onnxrt, torchao  # noqa: E402
-from exporter.pipeline import export  # noqa: E402
+from exporter.pipeline import Config, export  # noqa: E402
 from intengine import cpu  # noqa: E402
 from intengine.cifar10 import load_test, seeded_subset  # noqa: E402
 from exporter.report import Progress, fill_section, write_atomic  # noqa: E402
@@ -334,8 +334,8 @@ def measure(checkpoint, data_dir, quick, threads, n_images, passes, n_latency, c
     for bits in ((8,) if quick else (8, 4, 2)):
         say(f"exporting W{bits}A8 ({calib_n} calibration images)")
         # the rounding changes the integers, not the work: nearest keeps the bench's export short
-        path = export(checkpoint, bits, 8, 8, calib_n, seed, data_dir, work / f"w{bits}a8.npz", progress=False,
-                      rounding="nearest")[0]
+        path = export(Config(checkpoint, bits, calib_images=calib_n, seed=seed, data_dir=data_dir,
+                             rounding="nearest"), work / f"w{bits}a8.npz", progress=False)[0]
         w8_path = w8_path or path
         ref = intengine.load(path, kernel="scalar").run(x[:64 if quick else BATCH])
         for kernel in dict.fromkeys((fast, "portable")):

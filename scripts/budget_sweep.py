@@ -25,7 +25,7 @@ sys.path.insert(0, str(ROOT))
 
 import intengine  # noqa: E402
 from exporter import build, calibrate, fold, mixed  # noqa: E402
-from exporter.pipeline import export_budget  # noqa: E402
+from exporter.pipeline import Config, export_budget  # noqa: E402
 from exporter.report import Progress, machine, versions, write_atomic  # noqa: E402
 from intengine.cifar10 import DataError, load_test, seeded_subset  # noqa: E402
 from trainer import data  # noqa: E402
@@ -102,6 +102,8 @@ def sweep(checkpoint, data_dir, budgets, greedy_set, calib_images, heldout_n, it
         sens_s = time.perf_counter() - t0
         write_atomic(cache, json.dumps({"key": key, "sensitivity": sens, "kl_all_8bit": base_kl,
                                         "seconds": sens_s}, indent=1))
+    cfg = Config(checkpoint, 2, act_bits=8, calib_images=calib_images, seed=seed, data_dir=data_dir,
+                 recon={"iters": iters})
     runs = []
     todo = [(b, "dp") for b in budgets] + [(mixed.parse_budget(b) if b != "min" else b, "greedy")
                                           for b in budgets if b != "min" and mixed.parse_budget(b) in greedy_set]
@@ -112,8 +114,7 @@ def sweep(checkpoint, data_dir, budgets, greedy_set, calib_images, heldout_n, it
             nbytes = mixed.parse_budget(spec) if isinstance(spec, str) else spec
         if nbytes is None:               # the smallest possible file: ask for 1 byte, read the minimum
             try:
-                export_budget(checkpoint, 1, 8, 2, calib_images, seed, data_dir, out / "probe.npz", sens=sens,
-                              progress=False, recon={"iters": iters})
+                export_budget(cfg, 1, out / "probe.npz", sens=sens, progress=False)
             except mixed.BudgetError as e:
                 nbytes = int(str(e).split("smallest possible file, ")[1].split(" bytes")[0].replace(",", ""))
             else:
@@ -121,8 +122,7 @@ def sweep(checkpoint, data_dir, budgets, greedy_set, calib_images, heldout_n, it
         path = files / f"resnet20_{nbytes}B_a8{'_greedy' if solver == 'greedy' else ''}.npz"
         say(f"budget {nbytes:,} bytes ({solver})")
         l0, t0 = os.getloadavg()[0], time.perf_counter()
-        path, size, alloc, r = export_budget(checkpoint, nbytes, 8, 2, calib_images, seed, data_dir, path,
-                                             sens=sens, solver=solver, progress=False, recon={"iters": iters},
+        path, size, alloc, r = export_budget(cfg, nbytes, path, sens=sens, solver=solver, progress=False,
                                              heldout_images=len(held))
         secs = time.perf_counter() - t0
         m = intengine.load(path)

@@ -39,7 +39,7 @@ sys.path.insert(0, str(ROOT / "scripts"))
 
 import intengine  # noqa: E402
 from exporter import crosscheck, fold, onnxrt, torchao  # noqa: E402
-from exporter.pipeline import export  # noqa: E402
+from exporter.pipeline import Config, export  # noqa: E402
 from exporter.report import Progress, fill_section, machine, versions, write_atomic  # noqa: E402
 from exporter.quantize import ExportError  # noqa: E402
 from exporter.reconstruct import recorded_config  # noqa: E402
@@ -239,8 +239,8 @@ def measure(checkpoint, data_dir, n_test, calib_n, seed, out_dir, iters=None, qu
         steps = f", {iters} steps per block" if recon else ""
         say(f"exporting W{b}A{a} with the defaults ({rounding}{steps}, {calib_n} calibration images)")
         t0 = time.perf_counter()
-        path, size, _, _ = export(checkpoint, b, a, 8 if b < 8 else b, calib_n, seed, data_dir,
-                                  out_dir / f"resnet20_w{b}a{a}.npz", progress=False, recon=recon)
+        path, size, _, _ = export(Config(checkpoint, b, calib_images=calib_n, seed=seed, data_dir=data_dir,
+                                         recon=recon), out_dir / f"resnet20_w{b}a{a}.npz", progress=False)
         secs = time.perf_counter() - t0
         m = intengine.load(path)
         meta = m.header["meta"]
@@ -256,8 +256,9 @@ def measure(checkpoint, data_dir, n_test, calib_n, seed, out_dir, iters=None, qu
     for b in (4, 2):                                # the ablation: plain round-to-nearest
         say(f"exporting W{b}A8 with --rounding nearest (the ablation)")
         t0 = time.perf_counter()
-        path, size, _, _ = export(checkpoint, b, 8, 8, calib_n, seed, data_dir,
-                                  out_dir / f"resnet20_w{b}a8_nearest.npz", progress=False, rounding="nearest")
+        path, size, _, _ = export(Config(checkpoint, b, calib_images=calib_n, seed=seed, data_dir=data_dir,
+                                         rounding="nearest"), out_dir / f"resnet20_w{b}a8_nearest.npz",
+                                  progress=False)
         secs = time.perf_counter() - t0
         m = intengine.load(path)
         add(f"intengine W{b}A8 nearest (ablation)", "intengine nearest", "ours-ablation", b, 8, m.run, size,
@@ -267,8 +268,8 @@ def measure(checkpoint, data_dir, n_test, calib_n, seed, out_dir, iters=None, qu
                            f"--seed {seed} --out {path}")
     committed_rows(add, rows, say)                  # models/ and AIMET's committed figures
     say("exporting W8A8 with torch.ao's parameters")
-    path, size, _, _ = export(checkpoint, 8, 8, 8, calib_n, seed, data_dir, out_dir / "resnet20_w8a8_torchao.npz",
-                              progress=False, params_from="torchao")
+    path, size, _, _ = export(Config(checkpoint, 8, calib_images=calib_n, seed=seed, data_dir=data_dir,
+                                     params_from="torchao"), out_dir / "resnet20_w8a8_torchao.npz", progress=False)
     tao = intengine.load(path)
     tao_pred = add("intengine W8A8, torch.ao parameters", "intengine (torch.ao params)", "ours-ablation", 8, 8,
                    tao.run, size, f"the cross-check file: torch.ao's weights, scales and zero points; "

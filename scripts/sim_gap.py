@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from exporter import calibrate  # noqa: E402
-from exporter.pipeline import export  # noqa: E402
+from exporter.pipeline import Config, export  # noqa: E402
 from exporter.report import write_atomic  # noqa: E402
 from exporter.simulate import FakeQuantNet, run_exact  # noqa: E402
 from intengine.cifar10 import load_test, seeded_subset  # noqa: E402
@@ -55,8 +55,8 @@ def main(bits, checkpoint, data_dir, limit, seed, out, publish):
     with tempfile.TemporaryDirectory() as tmp:
         for b in widths:
             a = 16 if b == 16 else 8
-            _, _, qnet, ops = export(checkpoint, b, a, 8 if b < 8 else b, 1024, seed, data_dir,
-                                     Path(tmp) / "m.npz", progress=False, rounding="nearest")
+            _, _, qnet, ops = export(Config(checkpoint, b, seed=seed, data_dir=data_dir, rounding="nearest"),
+                                     Path(tmp) / "m.npz", progress=False)
             logit_pt = qnet["points"][-1]
             exact, fake = [], []
             net = FakeQuantNet(qnet, ops)

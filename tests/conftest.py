@@ -39,14 +39,13 @@ def exported(data_dir, shipped, tmp_path_factory):
     """The shipped checkpoint exported at every width: bits -> (path, qnet, float ops).
     Round-to-nearest at every width, so the fixture takes seconds; the default learned
     rounding below 8 bits has its own tests (test_reconstruct.py)."""
-    from exporter.pipeline import export
+    from exporter.pipeline import Config, export
     out = {}
     folder = tmp_path_factory.mktemp("exports")
     for bits in (2, 4, 8, 16):
         act = 16 if bits == 16 else 8
-        path, _, qnet, ops = export(shipped, bits, act, 8 if bits < 8 else bits, CALIB, 0,
-                                    data_dir, folder / f"w{bits}a{act}.npz", progress=False,
-                                    rounding="nearest")
+        path, _, qnet, ops = export(Config(shipped, bits, calib_images=CALIB, seed=0, data_dir=data_dir,
+                                           rounding="nearest"), folder / f"w{bits}a{act}.npz", progress=False)
         out[bits] = (path, qnet, ops)
     return out
 

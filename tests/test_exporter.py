@@ -43,9 +43,9 @@ def test_engine_equals_reference_and_simulation_at_every_point(exported, test_im
 
 
 def test_exports_are_byte_identical(exported, data_dir, shipped, tmp_path):
-    from exporter.pipeline import export
-    path, _, _, _ = export(shipped, 4, 8, 8, CALIB, 0, data_dir, tmp_path / "again.npz", progress=False,
-                           rounding="nearest")
+    from exporter.pipeline import Config, export
+    path, _, _, _ = export(Config(shipped, 4, calib_images=CALIB, data_dir=data_dir, rounding="nearest"),
+                           tmp_path / "again.npz", progress=False)
     assert path.read_bytes() == exported[4][0].read_bytes()
 
 

@@ -1,4 +1,4 @@
-"""The fast paths (graph.py + vnni.py) equal the NumPy reference bit for bit, on every path
+"""The fast paths (graph.py, fastops.py, vnni.py) equal the NumPy reference bit for bit, on every path
 this processor has: 'vnni' where it has AVX512-VNNI (else the tests say why they skip), and
 'portable' everywhere.  Random shapes, every weight width, 8- and 4-bit activations, the
 extreme values, and whole exported models at batch 1 (one thread) and batch > threads
@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 import intengine
-from intengine import cpu, graph, reference
+import fast_harness
+from intengine import cpu, reference
 
 rng = np.random.default_rng(11)
 KERNELS = ["vnni", "portable"]
@@ -60,7 +61,7 @@ def test_conv_equals_reference(kernel, wbits, abits, stride):
     for n, h, w, ci, co in [(2, 8, 8, 16, 32), (1, 5, 11, 3, 16), (3, 9, 6, 20, 40), (1, 4, 3, 5, 7)]:
         args = conv_case(n, h, w, ci, co, wbits, abits, stride, relu=bool(rng.integers(2)))
         want = reference.conv3x3(*args)
-        got = graph.conv3x3(*args, kernel)
+        got = fast_harness.conv3x3(*args, kernel)
         assert got.dtype == np.int32 and got.shape == want.shape
         assert np.array_equal(got, want), (n, h, w, ci, co)
         seen.update(np.unique(want).tolist())
@@ -80,7 +81,7 @@ def test_conv_extremes(kernel, zx):
     for zy in (0, 128, 255):
         args = (x, zx, w, bias, m0, np.full(32, 48), zy, 0, 255, 1)
         want = reference.conv3x3(*args)
-        assert np.array_equal(graph.conv3x3(*args, kernel), want), zy
+        assert np.array_equal(fast_harness.conv3x3(*args, kernel), want), zy
         if zy == 128:     # not saturated: corners (4 taps), edges (6) and the interior differ
             assert len(np.unique(want)) > (3 if zx == 0 else 1)
 
@@ -90,7 +91,7 @@ def test_a_wrong_kernel_fails():
     args = conv_case(1, 8, 8, 16, 16, 8, 8, 1, False, zx=10, zy=128)
     want = reference.conv3x3(*args)
     bad = (args[0], 11) + args[2:]
-    assert not np.array_equal(graph.conv3x3(*bad, "portable"), want)
+    assert not np.array_equal(fast_harness.conv3x3(*bad, "portable"), want)
 
 
 @pytest.mark.parametrize("stride,pad", [(1, 0), (2, 8)])
@@ -100,7 +101,7 @@ def test_standalone_add(stride, pad):
     za, zb, zy = (int(v) for v in rng.integers(0, 255, 3))
     args = (a, za, b, zb, 1 << 28, int(rng.integers(1 << 26, 1 << 28)), stride, pad,
             int(rng.integers(1 << 30, 1 << 31)), 60, zy, zy, 255)
-    assert np.array_equal(graph.add(*args), reference.add(*args))
+    assert np.array_equal(fast_harness.add(*args), reference.add(*args))
 
 
 @pytest.mark.parametrize("kernel", KERNELS)
@@ -181,3 +182,17 @@ def test_cli_says_which_kernel_ran(exported, data_dir):
     assert r.returncode == 0 and "kernel: scalar" in r.stdout
     r = run_cli("intengine", "info", exported[8][0], env={cpu.ENV: "fastest"})
     assert r.returncode == 2 and r.stderr.startswith("error: INTENGINE_KERNEL='fastest'"), r.stderr
+
+
+def test_op_table_layout():
+    """The op table's fields are named once (layout.FIELDS), each name a distinct column, and
+    the seven add parameters vnni.epilogue reads as one slice are contiguous and in order."""
+    from intengine import layout
+    assert len(set(layout.FIELDS)) == layout.NFIELDS == len(layout.FIELD)
+    assert [getattr(layout, n) for n in layout.FIELDS] == list(range(layout.NFIELDS))
+    assert tuple(layout.FIELDS[layout.ADD_START:layout.ADD_END]) == layout.EPILOGUE_ADD == (
+        "KA", "KB", "A_M0", "A_N", "A_ZY", "A_LO", "A_HI")
+    row = layout.set_fields(np.zeros(layout.NFIELDS, np.int64), KA=3, A_HI=9)
+    assert row[layout.KA] == 3 and row[layout.A_HI] == 9 and row.sum() == 12
+    with pytest.raises(KeyError):
+        layout.set_fields(row, NOT_A_FIELD=1)

@@ -1,6 +1,6 @@
 """No float instruction in any compiled kernel signature (docs/quantization.md, engine rule).
 
-The scan covers kernels.py and the fast path (graph.py with its vnni.py micro-kernel, both
+The scan covers kernels.py and the fast path (fastops.py with its vnni.py micro-kernel, both
 the VNNI and the portable body); where the processor has AVX512-VNNI it also checks that the
 scanned IR does call vpdpbusd, so the fast path really is in what was scanned.
 
@@ -21,7 +21,9 @@ import json, re, sys
 import numpy as np
 from numba import njit
 import intengine
-from intengine import cpu, graph, kernels
+from intengine import cpu, fastops, kernels
+sys.path.insert(0, "tests")
+import fast_harness
 pat = re.compile(r"%s")
 for path in sys.argv[1:]:
     m = intengine.load(path, kernel="scalar")
@@ -30,11 +32,11 @@ for path in sys.argv[1:]:
     m.run(np.zeros((2, 32, 32, 3), np.uint8))
     m.run(np.zeros((1, 32, 32, 3), np.uint8))
 z = np.zeros
-graph.conv3x3(z((1, 4, 4, 3), np.int32), 0, z((3, 3, 3, 16), np.int8), z(16, np.int64),
+fast_harness.conv3x3(z((1, 4, 4, 3), np.int32), 0, z((3, 3, 3, 16), np.int8), z(16, np.int64),
               np.full(16, 1 << 30), np.full(16, 40), 0, 0, 255, 1, "portable")
 found, vnni = {}, False
 for mod, names in ((kernels, ("input_lut", "conv3x3", "add", "avgpool", "linear")),
-                   (graph, ("input_lut", "conv_rows", "add_rows", "pool", "linear", "run_op",
+                   (fastops, ("input_lut", "conv_rows", "add_rows", "pool", "linear", "run_op",
                             "run", "run_one_op"))):
     for name in names:
         k = getattr(mod, name)
@@ -62,6 +64,6 @@ def test_no_float_instructions(exported, tmp_path):
     result = json.loads(r.stdout.strip().splitlines()[-1])
     assert result["control"], "the scan finds nothing even in float code"
     assert len(result["kernels"]) >= 7 + 8
-    assert any(k.startswith("intengine.graph.run(") for k in result["kernels"])
+    assert any(k.startswith("intengine.fastops.run(") for k in result["kernels"])
     offenders = {k: v for k, v in result["kernels"].items() if v}
     assert not offenders, offenders

@@ -5,7 +5,8 @@ import zlib
 import numpy as np
 import pytest
 
-from intengine import cpu, graph, kernels, reference
+import fast_harness
+from intengine import cpu, kernels, reference
 
 FAST = ["vnni", "portable"] if cpu.HAS_VNNI else ["portable"]
 
@@ -62,7 +63,7 @@ def test_conv3x3(width, stride, relu):
     assert len(np.unique(want)) > 10            # not a saturated, trivially equal output
     if wb <= 8:
         for path in FAST:                      # the vnni path where the processor has it
-            assert np.array_equal(graph.conv3x3(x, zx, w, bias, m0, n, zy, lo, hi, stride, path), want), path
+            assert np.array_equal(fast_harness.conv3x3(x, zx, w, bias, m0, n, zy, lo, hi, stride, path), want), path
 
 
 @pytest.mark.parametrize("ab", [8, 16])

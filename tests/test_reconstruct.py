@@ -16,10 +16,10 @@ FAST = {"iters": 8, "batch": 8, "act_lr": 0.01, "scale_lr": 0.01}     # eq. (21)
 @pytest.fixture(scope="module")
 def brecq_file(data_dir, shipped, tmp_path_factory):
     """A fast-setting brecq W2A8 export through the public function."""
-    from exporter.pipeline import export
+    from exporter.pipeline import Config, export
     out = tmp_path_factory.mktemp("recon") / "w2_brecq.npz"
-    path, _, qnet, _ = export(shipped, 2, 8, 8, 64, 0, data_dir, out, progress=False,
-                              rounding="brecq", recon=FAST)
+    path, _, qnet, _ = export(Config(shipped, 2, calib_images=64, data_dir=data_dir, rounding="brecq", recon=FAST),
+                              out, progress=False)
     return path, qnet
 
 
@@ -81,9 +81,9 @@ def test_reconstruction_lowers_the_output_error_on_a_tiny_layer():
 
 
 def test_four_bit_activations_run_through_the_engine(data_dir, shipped, tmp_path, test_images):
-    from exporter.pipeline import export
-    path, _, qnet, _ = export(shipped, 4, 4, 8, 64, 0, data_dir, tmp_path / "w4a4.npz", progress=False,
-                              rounding="nearest")
+    from exporter.pipeline import Config, export
+    path, _, qnet, _ = export(Config(shipped, 4, act_bits=4, calib_images=64, data_dir=data_dir, rounding="nearest"),
+                              tmp_path / "w4a4.npz", progress=False)
     model = intengine.load(path)
     assert set(model.act_bits.tolist()) == {4}
     x = test_images[0][:8]

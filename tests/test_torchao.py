@@ -6,15 +6,15 @@ import torch
 import intengine
 from conftest import CALIB
 from exporter import calibrate, crosscheck, fold, torchao
-from exporter.pipeline import export
+from exporter.pipeline import Config, export
 from trainer import data
 
 
 @pytest.fixture(scope="module")
 def torchao_pair(shipped, data_dir, tmp_path_factory):
     """(torch.ao full-range int8 model, our file read from it), same calibration images."""
-    path, _, _, _ = export(shipped, 8, 8, 8, CALIB, 0, data_dir, tmp_path_factory.mktemp("tao") / "t.npz",
-                           progress=False, params_from="torchao")
+    path, _, _, _ = export(Config(shipped, 8, calib_images=CALIB, data_dir=data_dir, params_from="torchao"),
+                           tmp_path_factory.mktemp("tao") / "t.npz", progress=False)
     train = data.load_arrays(data_dir)["x_train"]
     images, _, _ = calibrate.calibration_images(train, CALIB, 0)
     model = torchao.static_int8(fold.load_resnet20(shipped), images, "full")

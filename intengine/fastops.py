@@ -1,0 +1,179 @@
+"""The fast path's jitted ops: one image's whole network on its own arena, uint8 activations
+end to end (docs/engine.md).  The op table and the arena are layout.py's; graph.py calls `run`.
+
+- Convs go through vnni.micro (8 pixels x 16 channels per call, K-groups of 4 bytes), with
+  the requantize of eq. (8) and the clamp fused in the epilogue, straight into the next
+  point's padded buffer.  A padded tap adds w*z, which the folded bias removes (eq. 6):
+      acc = bias + sum w (x - z_x) = (bias - z_x sum w) + sum w x
+  A conv whose only reader is the following residual add (conv2 of a block) also does that
+  add in its epilogue (eq. 12-14) and never stores its own point.
+- The input LUT (eq. 5), add, pool (eq. 15-16a) and linear layer are plain Numba loops with
+  the fixedpoint.py helpers, as in kernels.py.
+- `run` works on N images: each worker thread runs whole images on its own arena, with no
+  synchronisation at all; batch 1 runs on one thread.
+
+Every result equals reference.py bit for bit (tests/test_fast_kernels.py).  Integer-only:
+tests/test_integer_only.py scans this module's IR too.
+"""
+import numpy as np
+from numba import get_thread_id, njit, prange
+
+from .fixedpoint import clamp, requant, requant_even
+from .layout import (A_CP, A_HI, A_LO, A_M0, A_N, A_OFF, A_STRIDE, A_WP, A_ZY, ADD, ADD_END, ADD_START, B_C,
+                     B_CP, B_OFF, B_WP, CH, CO, CONV, COT, FUSE, HI, HO, I_CP, I_OFF, I_WP, KA, KB, KIND, KOFF,
+                     LO, NK, O_CP, O_OFF, O_WP, PAD, POOL, STRIDE, WO, WOFF, ZB, ZX, ZY)
+from .vnni import CO as TILE_CO, P as TILE_P, epilogue, micro, micro2
+
+@njit(cache=True, inline="always")
+def _add_value(P, ar, qa, za, y, x, c):
+    """The residual add at output (y, x, c) given a's value qa: eq. (12)-(14)."""
+    acc = np.int64(P[KA]) * (np.int64(qa) - za)          # |acc| < 2^37 at 8 bits, section 7
+    cb = c - P[PAD]
+    if cb >= 0 and cb < P[B_C]:                           # padded channels hold z_b: add nothing
+        s = P[A_STRIDE]
+        b = ar[P[B_OFF] + ((y * s + 1) * P[B_WP] + x * s + 1) * P[B_CP] + cb]
+        acc += np.int64(P[KB]) * (np.int64(b) - P[ZB])
+    return clamp(P[A_ZY] + requant(acc, P[A_M0], P[A_N]), P[A_LO], P[A_HI])
+
+
+@njit(cache=True)
+def conv_rows(kind, P, ar, koffs, wpk, bias, m0, n, rnd, acc, r0, r1):
+    """Output rows r0..r1 of one conv on one image's arena `ar`, eq. (6)-(8).
+
+    acc: (256,) int32 scratch.  bias (folded), m0, n, rnd = 2^(n-1): per output channel,
+    COT*16 entries from P[CH].  vnni.micro2 (or micro) sums 8 pixels x 32 (or 16) channels;
+    vnni.epilogue requantizes each pixel's 16 channels (and does the fused add) in vectors."""
+    s, iwp, icp, nk = P[STRIDE], P[I_WP], P[I_CP], P[NK]
+    wo, owp, ocp, ch = P[WO], P[O_WP], P[O_CP], P[CH]
+    zy, lo, hi, ioff, ooff, woff = P[ZY], P[LO], P[HI], P[I_OFF], P[O_OFF], P[WOFF]
+    fuse = P[FUSE]
+    zb, pad, bc, ast = P[ZB], P[PAD], P[B_C], P[A_STRIDE]     # the fused residual add
+    boff, bwp, bcp, aoff, awp, acp = P[B_OFF], P[B_WP], P[B_CP], P[A_OFF], P[A_WP], P[A_CP]
+    addp = P[ADD_START:ADD_END]           # K_a, K_b, M0, n, z, lo, hi (layout.EPILOGUE_ADD)
+    for oy in range(r0, r1):
+        cot = 0
+        while cot < P[COT]:
+            tiles = 2 if cot + 1 < P[COT] else 1        # two channel tiles share each broadcast
+            wbase = woff + cot * nk * 64
+            for ox0 in range(0, wo, TILE_P):
+                npix = min(TILE_P, wo - ox0)
+                xoff = ioff + (oy * s * iwp + ox0 * s) * icp
+                if tiles == 2:
+                    micro2(kind, ar, xoff, s * icp, npix, koffs, P[KOFF], nk, wpk, wbase, acc)
+                else:
+                    micro(kind, ar, xoff, s * icp, npix, koffs, P[KOFF], nk, wpk, wbase, acc)
+                for j in range(tiles):
+                    co0 = (cot + j) * TILE_CO
+                    c0, c1 = max(0, pad - co0), min(TILE_CO, bc + pad - co0)   # lanes with b
+                    for p in range(npix):     # eq. (8), and the fused add: vnni.epilogue
+                        ox = ox0 + p
+                        if fuse == 0:
+                            o, bb = ooff + ((oy + 1) * owp + ox + 1) * ocp + co0, 0
+                        else:
+                            o = aoff + ((oy + 1) * awp + ox + 1) * acp + co0
+                            bb = boff + ((oy * ast + 1) * bwp + ox * ast + 1) * bcp + co0 - pad
+                        epilogue(acc, j * TILE_P + p, bias, m0, n, rnd, ch + co0, zy, lo, hi, ar,
+                                 o, fuse, bb, c0, c1, zb, addp)
+            cot += tiles
+
+
+@njit(cache=True)
+def add_rows(P, ar, r0, r1):
+    """relu(a + shortcut(b)) for output rows r0..r1, eq. (12)-(14); a is the I_ point.
+    (ResNet20's adds are all fused into the conv before them; this serves other graphs.)"""
+    for y in range(r0, r1):
+        for x in range(P[WO]):
+            i = P[I_OFF] + ((y + 1) * P[I_WP] + x + 1) * P[I_CP]
+            o = P[A_OFF] + ((y + 1) * P[A_WP] + x + 1) * P[A_CP]
+            for c in range(P[CO]):
+                ar[o + c] = np.uint8(_add_value(P, ar, ar[i + c], P[ZX], y, x, c))
+
+
+@njit(cache=True)
+def pool(P, ar, m0, n):
+    """Global average of the I_ point (HO x WO x CO) into the flat O_ point, eq. (15)-(16a)."""
+    C = P[CO]
+    acc = np.zeros(C, np.int64)                           # |acc| <= 64 * 255
+    for y in range(P[HO]):
+        for x in range(P[WO]):
+            b = P[I_OFF] + ((y + 1) * P[I_WP] + x + 1) * P[I_CP]
+            px = ar[b:b + C]                              # a view: the channel loop vectorizes
+            for c in range(C):
+                acc[c] += np.int64(px[c])
+    zx, hw = P[ZX], P[HO] * P[WO]
+    for c in range(C):
+        acc[c] -= hw * zx                                 # eq. (15): sum of (x - z_x)
+        ar[P[O_OFF] + c] = np.uint8(clamp(P[ZY] + requant_even(acc[c], m0[P[CH]], n[P[CH]]),
+                                          P[LO], P[HI]))
+
+
+@njit(cache=True)
+def linear(P, ar, wpk, bias, m0, n, out):
+    """The flat I_ point (I_CP values) times w (Ci, Co) -> out (Co,) int32, eq. (6)-(8)."""
+    ci, co_n, ch = P[I_CP], P[CO], P[CH]
+    for co in range(co_n):
+        acc = np.int64(bias[ch + co])                       # int64: no bound needed
+        for k in range(ci):
+            acc += (np.int64(ar[P[I_OFF] + k]) - P[ZX]) * np.int64(wpk[P[WOFF] + k * co_n + co])
+        out[co] = clamp(P[ZY] + requant(acc, m0[ch + co], n[ch + co]), P[LO], P[HI])
+
+
+@njit(cache=True)
+def input_lut(img, lut, ar, off, wp, cp):
+    """img (H,W,3) uint8 -> the padded input point, LUT[c, pixel], eq. (5)."""
+    H, W, C = img.shape
+    for y in range(H):
+        for x in range(W):
+            o = off + ((y + 1) * wp + x + 1) * cp
+            for c in range(C):
+                ar[o + c] = np.uint8(lut[c, img[y, x, c]])
+
+
+@njit(cache=True)
+def run_op(kind, P, ar, koffs, wpk, bias, m0, n, rnd, acc, out, r0, r1):
+    k = P[KIND]
+    if k == CONV:
+        conv_rows(kind, P, ar, koffs, wpk, bias, m0, n, rnd, acc, r0, r1)
+    elif k == ADD:
+        add_rows(P, ar, r0, r1)
+    elif k == POOL:
+        pool(P, ar, m0, n)
+    else:
+        linear(P, ar, wpk, bias, m0, n, out)
+
+
+@njit(cache=True)
+def run_image(kind, img, lut, inp, ops, koffs, wpk, bias, m0, n, rnd, ar, acc, out):
+    """One image (H,W,3) uint8 through every op on arena `ar` -> out (C,) int32."""
+    input_lut(img, lut, ar, inp[0], inp[1], inp[2])
+    for k in range(ops.shape[0]):
+        run_op(kind, ops[k], ar, koffs, wpk, bias, m0, n, rnd, acc, out, 0, ops[k, HO])
+
+
+@njit(cache=True, parallel=True)
+def run(kind, images, lut, inp, ops, koffs, wpk, bias, m0, n, rnd, arenas, logits):
+    """images (N,H,W,3) uint8 -> logits (N,C) int32, written in place.
+
+    inp = (offset, padded width, padded channels) of the input point; ops (ops, NFIELDS);
+    arenas (threads, bytes), one per Numba thread id, initialised by Graph.  kind 1 vnni,
+    0 portable.  Images are handed out to the threads in chunks of 2 (dynamically, so that a
+    thread that the OS pauses does not hold the others up); each thread uses its own arena.
+    One image runs on the calling thread: splitting each op's rows over threads costs a
+    barrier per op, which on a shared 2-core machine measured slower (docs/engine.md)."""
+    N = images.shape[0]
+    if N == 1:
+        run_image(kind, images[0], lut, inp, ops, koffs, wpk, bias, m0, n, rnd, arenas[0],
+                  np.empty(2 * TILE_P * TILE_CO, np.int32), logits[0])
+        return
+    for i in prange(N):                     # Graph.run sets the chunk size
+        acc = np.empty(2 * TILE_P * TILE_CO, np.int32)
+        run_image(kind, images[i], lut, inp, ops, koffs, wpk, bias, m0, n, rnd,
+                  arenas[get_thread_id()], acc, logits[i])
+
+
+@njit(cache=True, parallel=True)
+def run_one_op(kind, P, arenas, koffs, wpk, bias, m0, n, rnd, out):
+    """One op on each image's own arena (arenas (N, bytes)): the op-level test entry."""
+    for i in prange(arenas.shape[0]):
+        acc = np.empty(2 * TILE_P * TILE_CO, np.int32)
+        run_op(kind, P, arenas[i], koffs, wpk, bias, m0, n, rnd, acc, out[i], 0, P[HO])
