@@ -23,12 +23,24 @@ from .pipeline import export
 from .quantize import LEVEL_SETS, ExportError
 
 RECON_OPTIONS = ("iters", "recon_batch", "lr", "reg", "qdrop", "act_lr", "scale_lr")
+CREATED = []                    # folders check_out made for this export
+
+
+def cleanup():
+    """After a failed export: remove the folders check_out made, if they are still empty."""
+    for folder in CREATED:
+        try:
+            folder.rmdir()
+        except OSError:
+            pass
 
 
 def check_out(out, explicit):
     """Refuse, before any work, an --out that cannot be written: a wrong suffix, a folder, or
     a folder that refuses a new file (probed by creating one).  Returns the notes to print
-    (a created folder, a file that will be replaced)."""
+    once the export has succeeded (a created folder, a replaced file), so that a failure
+    stays one line; a folder it creates is listed in CREATED, for `cleanup` to remove again
+    if the export fails."""
     notes = []
     if out.is_dir():
         raise ValueError(f"--out {out} is a folder; give a file name")
@@ -38,10 +50,12 @@ def check_out(out, explicit):
     if not parent.is_dir():
         if parent.exists():
             raise ValueError(f"--out {out}: {parent} is not a folder")
+        missing = [p for p in [parent, *parent.parents] if not p.exists()]
         try:
             parent.mkdir(parents=True)
         except OSError as e:
             raise ValueError(f"--out {out}: cannot create the folder {parent}: {e.strerror or e}") from None
+        CREATED.extend(missing)
         if explicit:
             notes.append(f"created the folder {parent}")
     try:
@@ -52,7 +66,7 @@ def check_out(out, explicit):
     if out.exists():
         if not os.access(out, os.W_OK):
             raise ValueError(f"cannot write {out}: the existing file is read-only")
-        notes.append(f"{out} exists and will be replaced when the export succeeds")
+        notes.append(f"replaced the existing {out}")
     return notes
 
 
@@ -144,16 +158,21 @@ def cli(bits, checkpoint, act_bits, first_last_bits, calib_images, seed, data_di
         if budget is not None and first_last_bits:
             raise mixed.BudgetError("--budget chooses every layer's width from 2, 4 and 8 bits: it does not "
                                     "go with --first-last-bits, --params-from torchao or 16 bits")
-        for note in check_out(out, explicit):
-            click.echo(f"note: {note}", err=True)
+        notes = check_out(out, explicit)
         if budget is not None:
-            return budget_export(cfg, budget, out, t0, progress=progress, heldout_images=sensitivity_images)
+            budget_export(cfg, budget, out, t0, progress=progress, heldout_images=sensitivity_images)
+            for note in notes:
+                click.echo(f"note: {note}", err=True)
+            return
         path, size, _, _ = export(cfg, out, progress=progress, log=lambda m: click.echo(m, err=True))
     except (CheckpointError, data.DataError, ExportError, ValueError) as e:      # BudgetError too
+        cleanup()
         _fail(str(e))
     except OSError as e:
+        cleanup()
         _fail(f"cannot write {out}: {e.strerror or e}")
     except KeyboardInterrupt:
+        cleanup()
         _fail("interrupted; no file was written")
     meta = fileformat.read(path)[0]["meta"]                  # read back what was written
     extra = " + bias correction" if meta["bias_correction"] else ""
@@ -164,6 +183,8 @@ def cli(bits, checkpoint, act_bits, first_last_bits, calib_images, seed, data_di
     click.echo(f"wrote {path}: {size:,} bytes, W{full.bits}A{full.act_bits} (first/last layer "
                f"W{full.first_last_bits}), {source}, {calib_images} calibration images, "
                f"{time.perf_counter() - t0:.1f} s")
+    for note in notes:
+        click.echo(f"note: {note}", err=True)
 
 
 def budget_export(cfg, budget, out, t0, **kw):

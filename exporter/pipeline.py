@@ -2,6 +2,8 @@
 weights (nearest or learned rounding) -> integer network -> bit-packed model file
 (docs/format.md).  `python -m exporter`, the scripts and the tests all call `export()`."""
 import dataclasses
+import os
+import tempfile
 from pathlib import Path
 
 from intengine.fileformat import ACT_BITS, WEIGHT_BITS
@@ -135,8 +137,6 @@ def export_budget(cfg, budget, out, *, log=None, sens=None, solver="dp", progres
     (its rounding: by default reconstruction below 8 bits).  Returns (path, size, allocation,
     report); the report holds the sensitivities and the predicted and actual bytes.  Nothing
     is written at `out` unless the file fits."""
-    import os
-    import tempfile
     say = log or (lambda m: None)
     if cfg.first_last_bits or cfg.params_from != "ours" or cfg.bits == 16 or (cfg.act_bits or 8) == 16:
         raise mixed.BudgetError("--budget chooses every layer's width from 2, 4 and 8 bits: it does not go "
@@ -180,27 +180,28 @@ def export_budget(cfg, budget, out, *, log=None, sens=None, solver="dp", progres
             sens, base_kl = mixed.sensitivity(ops, build.act_points(points, lo, hi, act_bits), train[held],
                                               choices=choices, log=say)
         cap = budget - base
-        for _ in range(3):                     # the other members move a little with the mix
+        for _ in range(4):                     # the other members move a little with the mix
             alloc = pick(ops, sens, cap, choices, costs)
-            predicted = alloc and mixed.predicted_bytes(alloc, costs, overhead(alloc))
+            ovh = alloc and overhead(alloc)
+            predicted = alloc and mixed.predicted_bytes(alloc, costs, ovh)
             if alloc is None or predicted <= budget:
                 break
-            cap -= predicted - budget
+            cap = min(cap, budget - ovh)       # below this allocation's bytes: the next one is smaller
         if alloc is None or predicted > budget:
             raise mixed.BudgetError(f"no allocation's predicted size fits {budget:,} bytes")
         say(f"allocation for {budget:,} bytes: predicted {predicted:,} bytes; "
             + ", ".join(f"{sum(b == c for b in alloc.values())} layers at W{c}" for c in choices))
         staged = Path(tmp) / "final.npz"
-        for attempt in range(2):               # solve again if the learned codes came out larger
+        for attempt in range(3):               # solve again if the learned codes came out larger
             meta = {"budget": {"budget_bytes": budget, "predicted_bytes": predicted, "solver": solver,
                                "choices": list(choices),
                                "measure": f"rise of KL(FP32 || Q) on {heldout_images:,} held-out "
                                           f"training images, eq. (23)"}}
             path, size, _, _ = export(with_alloc(alloc), staged, log=log, extra_meta=meta, progress=progress)
-            if size <= budget or attempt:
+            if size <= budget or attempt == 2:
                 break
             say(f"the file is {size - budget:,} bytes over the budget; solving again with that much less")
-            cap -= size - budget
+            cap = mixed.predicted_bytes(alloc, costs, 0) - (size - budget) - 256
             alloc = pick(ops, sens, cap, choices, costs)
             if alloc is None:
                 break

@@ -104,7 +104,10 @@ def sweep(checkpoint, data_dir, budgets, greedy_set, calib_images, heldout_n, it
                                         "seconds": sens_s}, indent=1))
     cfg = Config(checkpoint, 2, act_bits=8, calib_images=calib_images, seed=seed, data_dir=data_dir,
                  recon={"iters": iters})
-    runs = []
+    runs, failed = [], []
+    setting = {**key, "iters": iters, "growth": {str(k): v for k, v in mixed.GROWTH.items()}}
+    records_path = out / "runs.json"
+    records = json.loads(records_path.read_text()) if records_path.is_file() else {}
     todo = [(b, "dp") for b in budgets] + [(mixed.parse_budget(b) if b != "min" else b, "greedy")
                                           for b in budgets if b != "min" and mixed.parse_budget(b) in greedy_set]
     for spec, solver in todo:
@@ -120,10 +123,22 @@ def sweep(checkpoint, data_dir, budgets, greedy_set, calib_images, heldout_n, it
             else:
                 raise ValueError("a 1-byte budget was accepted")
         path = files / f"resnet20_{nbytes}B_a8{'_greedy' if solver == 'greedy' else ''}.npz"
+        rk = f"{nbytes}:{solver}"
+        done = records.get(rk)
+        if done and path.is_file() and done.get("sha256") == fold.file_sha256(path) and done["setting"] == setting:
+            say(f"budget {nbytes:,} bytes ({solver}): done earlier, {done['bytes']:,} bytes, top-1 "
+                f"{done['accuracy']:.4f} ({records_path})")
+            runs.append(done)
+            continue
         say(f"budget {nbytes:,} bytes ({solver})")
         l0, t0 = os.getloadavg()[0], time.perf_counter()
-        path, size, alloc, r = export_budget(cfg, nbytes, path, sens=sens, solver=solver, progress=False,
-                                             heldout_images=len(held))
+        try:
+            path, size, alloc, r = export_budget(cfg, nbytes, path, sens=sens, solver=solver, progress=False,
+                                                 heldout_images=len(held))
+        except mixed.BudgetError as e:               # recorded, and the sweep goes on
+            say(f"  failed: {e}")
+            failed.append({"budget_bytes": nbytes, "solver": solver, "error": str(e)})
+            continue
         secs = time.perf_counter() - t0
         m = intengine.load(path)
         pred = np.concatenate([m.run(x[s:s + 256]).argmax(1) for s in range(0, len(x), 256)])
@@ -136,7 +151,10 @@ def sweep(checkpoint, data_dir, budgets, greedy_set, calib_images, heldout_n, it
                      "allocation": alloc, "export_seconds": round(secs, 1),
                      "load1_before": round(l0, 2), "load1_after": round(os.getloadavg()[0], 2),
                      "command": cmd if solver == "dp" else f"(library) export_budget(..., solver='greedy'), {nbytes} bytes",
-                     "sensitivity_sum": float(sum(sens[n][b] for n, b in alloc.items()))})
+                     "sensitivity_sum": float(sum(sens[n][b] for n, b in alloc.items())),
+                     "sha256": fold.file_sha256(path), "setting": setting})
+        records[rk] = runs[-1]                       # resume point: a rerun skips what is done
+        write_atomic(records_path, json.dumps(records, indent=1))
     uniform = {}
     res = ROOT / "results" / "results.json"
     if res.is_file():
@@ -153,7 +171,7 @@ def sweep(checkpoint, data_dir, budgets, greedy_set, calib_images, heldout_n, it
             "sensitivity": {n: {str(b): v for b, v in d.items()} for n, d in sens.items()},
             "kl_all_8bit": base_kl, "sensitivity_images": len(held), "sensitivity_seconds": round(sens_s, 1),
             "layer_params": {op["name"]: int(op["weight"].numel()) for op in mixed.weighted(ops)},
-            "runs": runs, "uniform": uniform, "total_s": time.perf_counter() - t_start,
+            "runs": runs, "failed": failed, "uniform": uniform, "total_s": time.perf_counter() - t_start,
             "machine": {**machine(), "load_average": {"before": load0, "after": os.getloadavg()}},
             "versions": versions("torch", "numpy", "numba")}
 
@@ -197,6 +215,9 @@ def markdown(rep):
         lines.append(f"| {r['budget_bytes']:,} | {'exact (DP)' if r['solver'] == 'dp' else 'greedy'} | "
                      f"{r['bytes']:,} | {r['predicted_bytes']:,} | {r['accuracy']:.4f} | {counts} | "
                      f"{r['export_seconds']:.0f} | {r['load1_before']:.1f}-{r['load1_after']:.1f} | `{r['command']}` |")
+    for f in rep.get("failed", []):
+        lines.append(f"| {f['budget_bytes']:,} | {'exact (DP)' if f['solver'] == 'dp' else 'greedy'} | failed: "
+                     f"{f['error']} | | | | | | |")
     u = rep.get("uniform", {})
     if u:
         lines += ["", "Uniform files from `results/results.json` (the default exports of the comparison report): "

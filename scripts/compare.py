@@ -362,7 +362,7 @@ def committed_rows(add, rows, say):
                 f"then reconstruction; export {r['export_seconds']:.0f} s, machine load average "
                 f"{r['load1_before']:.1f}-{r['load1_after']:.1f}", speed=False,
                 bits_label="/".join(map(str, widths)), allocation=alloc, cli=r["command"],
-                export_s=r["export_seconds"])
+                export_s=r["export_seconds"], budget_bytes=r["budget_bytes"])
     aimet = ROOT / "results" / "aimet_adaround.json"
     if aimet.is_file():
         for key, a in json.loads(aimet.read_text()).items():
@@ -436,6 +436,10 @@ def summary(rep):
                 + (f", {kb(p['size_bytes'])}" if p["size_bytes"] else "")) if p else "no peer at this width"
         lines.append(f"  {'W%dA%d' % w:<7}ours {r['accuracy']:.4f} ({r['delta_pp']:+.2f} pp), "
                      f"{kb(r['size_bytes'])}{src}{seeds}; {peer}")
+    mixed_rows = sorted((r for r in rep["rows"] if r["kind"] == "ours-mixed"), key=lambda r: r["budget_bytes"])
+    if mixed_rows:
+        lines.append("  --budget (mixed W2/W4/W8, A8; committed files): " + ", ".join(
+            f"<= {r['budget_bytes'] / 1000:.1f} KB {r['accuracy']:.4f}" for r in mixed_rows))
     if rep.get("quick") or rep.get("recon_iters"):
         lines.append(f"  (W4A8/W2A8 reconstruction at {rep['recon_iters']} steps per block, not the "
                      f"exporter's default; the full run uses the defaults)")

@@ -141,6 +141,13 @@ def test_out_is_checked_before_any_work(tmp_path, shipped):
     assert not list(tmp_path.iterdir())
 
 
+def test_a_failed_export_removes_the_folder_it_made(tmp_path, shipped):
+    out = tmp_path / "a" / "b" / "w8.npz"
+    r = run_cli("exporter", "--bits", "8", "--checkpoint", tmp_path / "none.pt", "--out", out)
+    one_line_error(r, "no checkpoint")
+    assert not list(tmp_path.iterdir())
+
+
 def test_out_notes_a_new_folder_and_a_replaced_file(tmp_path, shipped, data_dir):
     out = tmp_path / "new" / "w8.npz"
     args = ("exporter", "--bits", "8", "--calib-images", "8", "--no-progress", "--checkpoint", shipped, "--out", out)
@@ -148,5 +155,5 @@ def test_out_notes_a_new_folder_and_a_replaced_file(tmp_path, shipped, data_dir)
     assert r.returncode == 0 and f"note: created the folder {out.parent}" in r.stderr, r.stderr
     first = out.read_bytes()
     r = run_cli(*args, env={"CIFAR10_DIR": data_dir})
-    assert r.returncode == 0 and f"note: {out} exists and will be replaced" in r.stderr, r.stderr
+    assert r.returncode == 0 and f"note: replaced the existing {out}" in r.stderr, r.stderr
     assert out.read_bytes() == first and sorted(p.name for p in out.parent.iterdir()) == ["w8.npz"]
