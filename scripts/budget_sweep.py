@@ -104,7 +104,7 @@ def sweep(checkpoint, data_dir, budgets, greedy_set, calib_images, heldout_n, it
                                         "seconds": sens_s}, indent=1))
     cfg = Config(checkpoint, 2, act_bits=8, calib_images=calib_images, seed=seed, data_dir=data_dir,
                  recon={"iters": iters})
-    runs, failed = [], []
+    runs, failed, reused = [], [], 0
     setting = {**key, "iters": iters, "growth": {str(k): v for k, v in mixed.GROWTH.items()}}
     records_path = out / "runs.json"
     records = json.loads(records_path.read_text()) if records_path.is_file() else {}
@@ -129,6 +129,7 @@ def sweep(checkpoint, data_dir, budgets, greedy_set, calib_images, heldout_n, it
             say(f"budget {nbytes:,} bytes ({solver}): done earlier, {done['bytes']:,} bytes, top-1 "
                 f"{done['accuracy']:.4f} ({records_path})")
             runs.append(done)
+            reused += 1
             continue
         say(f"budget {nbytes:,} bytes ({solver})")
         l0, t0 = os.getloadavg()[0], time.perf_counter()
@@ -165,13 +166,25 @@ def sweep(checkpoint, data_dir, budgets, greedy_set, calib_images, heldout_n, it
         uniform["peers"] = [{"name": r["name"], "accuracy": r["accuracy"], "size_bytes": r["size_bytes"]}
                             for r in rows.values() if r.get("kind") in ("peer",) and r["size_bytes"]
                             and r["method"] in ("torch.ao best", "torch.ao full", "onnxruntime int8")]
+        for label in ("W4A8", "W2A8"):              # AIMET has no file: placed at our uniform file's size
+            best = max((r for r in rows.values() if r["method"] == "AIMET AdaRound"
+                        and f"W{r['bits_w']}A{r['bits_a']}" == label), key=lambda r: r["accuracy"], default=None)
+            if best and label in uniform:
+                uniform["peers"].append({"name": f"AIMET AdaRound {label} (sim., at our size)",
+                                         "accuracy": best["accuracy"], "size_bytes": uniform[label]["size_bytes"]})
+    try:
+        import aimet_torch
+        amp = f"aimet-torch {aimet_torch.__version__} is installed; its automatic mixed precision is not wired in yet"
+    except ImportError:
+        amp = "aimet-torch is not installed here (the `peers` extra), so its automatic mixed precision did not run"
     return {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-            "command": " ".join(["python", "scripts/budget_sweep.py"] + sys.argv[1:]),
+            "command": " ".join(["python", "scripts/budget_sweep.py"] + sys.argv[1:]), "amp_peer": amp,
             "n_test": len(y), "calibration_images": calib_images, "seed": seed, "recon_iters": iters,
             "sensitivity": {n: {str(b): v for b, v in d.items()} for n, d in sens.items()},
             "kl_all_8bit": base_kl, "sensitivity_images": len(held), "sensitivity_seconds": round(sens_s, 1),
             "layer_params": {op["name"]: int(op["weight"].numel()) for op in mixed.weighted(ops)},
-            "runs": runs, "failed": failed, "uniform": uniform, "total_s": time.perf_counter() - t_start,
+            "runs": runs, "failed": failed, "reused": reused, "uniform": uniform,
+            "total_s": time.perf_counter() - t_start,
             "machine": {**machine(), "load_average": {"before": load0, "after": os.getloadavg()}},
             "versions": versions("torch", "numpy", "numba")}
 
@@ -195,6 +208,22 @@ def write_report(rep, folder):
     write_atomic(folder / "README.md", markdown(rep))
 
 
+def verdict(rep):
+    """Where the exact allocation stands against each uniform file: the best mixed file at the
+    same or a smaller size."""
+    out = []
+    for label, v in rep.get("uniform", {}).items():
+        if label == "peers":
+            continue
+        fits = [r for r in rep["runs"] if r["solver"] == "dp" and r["bytes"] <= v["size_bytes"]]
+        if fits:
+            b = max(fits, key=lambda r: r["accuracy"])
+            word = "at or above" if b["accuracy"] >= v["accuracy"] else "below"
+            out.append(f"{label} ({v['size_bytes']:,} B, {v['accuracy']:.4f}): the best budget file at that size or "
+                       f"smaller scores {b['accuracy']:.4f} ({b['bytes']:,} B), {word} it")
+    return "Against the uniform files: " + "; ".join(out) + "." if out else ""
+
+
 def markdown(rep):
     m = rep["machine"]
     names = list(rep["layer_params"])
@@ -206,7 +235,11 @@ def markdown(rep):
              f"{rep['sensitivity_seconds']:.0f} s. Machine: {m['cpu']} ({m['llvm_cpu']}), {m['cores']} cores, "
              f"machine load average {m['load_average']['before'][0]:.1f} before, "
              f"{m['load_average']['after'][0]:.1f} after. "
-             + ", ".join(f"{k} {v}" for k, v in rep["versions"].items() if v) + ".", "",
+             + ", ".join(f"{k} {v}" for k, v in rep["versions"].items() if v) + "."
+             + (f" {rep['reused']} of the {len(rep['runs'])} runs were made by an earlier, interrupted or "
+                f"identical run of this command and reused from its record (`reports/budget/runs.json`, "
+                f"checked against each file's sha256); each row keeps its own export time and load."
+                if rep.get("reused") else ""), "",
              "![top-1 against file size](pareto.png)", "",
              "| budget (bytes) | allocation | file bytes | predicted | top-1 | layers at W2 / W4 / W8 | export (s) | "
              "machine load | command |", "|---|---|---|---|---|---|---|---|---|"]
@@ -218,6 +251,10 @@ def markdown(rep):
     for f in rep.get("failed", []):
         lines.append(f"| {f['budget_bytes']:,} | {'exact (DP)' if f['solver'] == 'dp' else 'greedy'} | failed: "
                      f"{f['error']} | | | | | | |")
+    lines += ["", verdict(rep), "",
+              f"The peer for the allocation: {rep.get('amp_peer', 'AIMET AMP did not run')}; the greedy allocation "
+              f"(start at 2 bits, widen the layer with the largest drop in sensitivity per byte while it fits, "
+              f"`mixed.greedy`) is the documented simpler allocation beside the exact one."]
     u = rep.get("uniform", {})
     if u:
         lines += ["", "Uniform files from `results/results.json` (the default exports of the comparison report): "

@@ -60,9 +60,12 @@ def fp32_predictions(checkpoint, data_dir, limit, seed):
               help="Where quantize_all.json and quantize_all.md go.")
 @click.option("--calib-images", type=click.IntRange(1, 1024), default=1024, show_default=True,
               help="Calibration images for each export.")
-def main(bits, checkpoint, data_dir, limit, seed, out_dir, results, calib_images):
-    """Export the shipped model at each width with `python -m exporter`, evaluate each file
-    with `python -m intengine eval`, and print the table beside FP32."""
+@click.option("--iters", type=click.IntRange(1), default=None,
+              help="Reconstruction steps per block below 8 bits [default: the exporter's, 500-600].")
+def main(bits, checkpoint, data_dir, limit, seed, out_dir, results, calib_images, iters):
+    """Export the shipped model at each width with `python -m exporter` at its defaults (learned
+    rounding below 8 bits), evaluate each file with `python -m intengine eval`, and print the
+    table beside FP32."""
     env = dict(os.environ)
     if data_dir:
         env["CIFAR10_DIR"] = str(Path(data_dir).resolve())
@@ -83,7 +86,8 @@ def main(bits, checkpoint, data_dir, limit, seed, out_dir, results, calib_images
         npz = Path(out_dir) / f"resnet20_w{b}a{a}.npz"
         pred_file = Path(out_dir) / f"resnet20_w{b}a{a}.pred.npy"
         export = ["python", "-m", "exporter", "--bits", str(b), "--checkpoint", checkpoint,
-                  "--seed", str(seed), "--calib-images", str(calib_images), "--no-progress", "--out", str(npz)]
+                  "--seed", str(seed), "--calib-images", str(calib_images), "--no-progress", "--out", str(npz)] + \
+                 (["--iters", str(iters)] if iters and b < 8 else [])
         evaluate = ["python", "-m", "intengine", "eval", str(npz), "--json", "--no-progress",
                     "--seed", str(seed), "--predictions", str(pred_file)] + \
                    (["--limit", str(limit)] if limit else [])

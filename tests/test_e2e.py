@@ -215,7 +215,7 @@ def test_reconstruct_sweep_quick(data_dir):
 
 def test_quantize_all_limit(tmp_path, data_dir):
     before = digests()
-    r = run("scripts/quantize_all.py", "--limit", 64, "--bits", "8,2", "--calib-images", 16,
+    r = run("scripts/quantize_all.py", "--limit", 64, "--bits", "8,2", "--calib-images", 16, "--iters", 3,
             "--data-dir", data_dir, "--out-dir", tmp_path / "exports", "--results", tmp_path / "res")
     assert r.returncode == 0, r.stderr[-3000:]
     rep = json.loads((tmp_path / "res" / "quantize_all.json").read_text())
