@@ -230,23 +230,25 @@ def verify_cmd(model_paths):
     """Check each file's sha256 content digest and every rule of docs/format.md, and unpack
     it, without running it.  One line per file, every file checked; exit status 2 if any
     file is bad, after a last line that counts them."""
-    bad = []
-    for p in model_paths:
-        try:
-            m = load(p)
-        except (FormatError, ValueError, OSError) as e:
-            msg = f"{e.strerror or e}" if isinstance(e, OSError) else str(e)
-            click.echo(f"{p}: bad: {msg}")
-            bad.append(msg if msg.startswith(str(p)) else f"{p}: {msg}")
-            continue
-        meta = m.header.get("meta", {})
-        n = sum(op.kind in ("conv", "linear") for op in m.ops)
-        click.echo(f"{p}: ok, format version {VERSION}, W{meta.get('bits')}A{meta.get('act_bits')}, "
-                   f"{n} weighted layers, {os.path.getsize(p):,} bytes, content sha256 "
-                   f"{m.header['content_sha256'][:16]}")
-    if bad:
-        _fail(bad[0] if len(model_paths) == 1 else
-              f"{len(bad)} of {len(model_paths)} files failed verification; the first: {bad[0]}")
+    def run():
+        bad = []
+        for p in model_paths:
+            try:
+                m = load(p)
+            except (FormatError, ValueError, OSError) as e:
+                msg = f"{e.strerror or e}" if isinstance(e, OSError) else str(e)
+                click.echo(f"{p}: bad: {msg}")
+                bad.append(msg if msg.startswith(str(p)) else f"{p}: {msg}")
+                continue
+            meta = m.header.get("meta", {})
+            n = sum(op.kind in ("conv", "linear") for op in m.ops)
+            click.echo(f"{p}: ok, format version {VERSION}, W{meta.get('bits')}A{meta.get('act_bits')}, "
+                       f"{n} weighted layers, {os.path.getsize(p):,} bytes, content sha256 "
+                       f"{m.header['content_sha256'][:16]}")
+        if bad:
+            _fail(bad[0] if len(model_paths) == 1 else
+                  f"{len(bad)} of {len(model_paths)} files failed verification; the first: {bad[0]}")
+    _guard(run)
 
 
 @cli.command("info", short_help="Layers, bits, scales and sizes of a model file.")

@@ -159,10 +159,10 @@ def test_publish_refreshes_the_readme_table(tmp_path):
     rep = json.loads((ROOT / "results" / "results.json").read_text())
     rep["rows"][0]["note"] = "a marker only this test writes"
     readme = tmp_path / "README.md"
-    readme.write_text("# x\n<!-- results:start -->\nold\n<!-- results:end -->\ntail\n")
+    readme.write_text("# x\n<!-- results:start -->\nTHE-OLD-TABLE\n<!-- results:end -->\ntail\n")
     compare.write_report(rep, tmp_path / "results", tmp_path / "RESULTS.md", readme=readme)
     body = readme.read_text()
-    assert "old" not in body and body.endswith("tail\n")
+    assert "THE-OLD-TABLE" not in body and body.endswith("tail\n")
     assert "](results/accuracy_vs_size.png)" in body and "**Verdict.**" in body
     assert "## All runs" not in body and "[RESULTS.md](RESULTS.md)" in body      # the headline only
     assert "a marker only this test writes" in (tmp_path / "RESULTS.md").read_text()
