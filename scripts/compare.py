@@ -511,7 +511,7 @@ def verdict_text(rep):
         b = max(mix, key=lambda r: r["accuracy"])
         budget = (f" Under a byte budget, `--budget` mixes 2-, 4- and 8-bit layers: the best committed file of "
                   f"at most 100 KB scores {b['accuracy']:.4f} in {kb(b['size_bytes'])} ({b['name']}).")
-    return (f"**Verdict.** With no options, the exporter and the integer engine score " + "; ".join(parts)
+    return ("**Verdict.** With no options, the exporter and the integer engine score " + "; ".join(parts)
             + f" (FP32 {fp['accuracy']:.4f})." + small + budget)
 
 

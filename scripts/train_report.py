@@ -13,7 +13,6 @@ measured it).  Nothing is typed by hand.
 """
 import datetime
 import os
-import platform
 import shlex
 import sys
 from pathlib import Path
