@@ -131,7 +131,7 @@ def cli(bits, checkpoint, act_bits, first_last_bits, calib_images, seed, data_di
 
     With no options beyond --bits it gives the best file the tool knows: below 8 bits the
     weights' rounding and the activation step sizes are learned by block reconstruction
-    (about 2 minutes on 2 cores), at 8 and 16 bits round-to-nearest (seconds)."""
+    (about a minute on 2 cores), at 8 and 16 bits round-to-nearest (seconds)."""
     recon = {"iters": iters, "batch": recon_batch, "lr": lr, "reg": reg, "qdrop": qdrop,
              "act_lr": act_lr, "scale_lr": scale_lr}
     cfg = pipeline.Config(checkpoint=checkpoint, bits=int(bits), act_bits=act_bits and int(act_bits),

@@ -28,7 +28,7 @@ def describe(method, why, bits, act_bits, recon=None):
     cfg = {**reconstruct.defaults(bits, act_bits), **{k: v for k, v in (recon or {}).items() if v is not None}}
     steps = "learned step sizes" if cfg["act_lr"] else "min/max step sizes (--act-lr 0)"
     return (f"rounding: {method} ({why}): learned rounding with {steps}, {cfg['iters']} steps per "
-            f"{'block' if method == 'brecq' else 'layer'} (about 2 minutes on 2 cores at the defaults); "
+            f"{'block' if method == 'brecq' else 'layer'} (about a minute on 2 cores at the defaults); "
             f"--rounding nearest rounds to nearest in seconds")
 
 
@@ -82,10 +82,12 @@ class Config:
                                    bias_correction=bc)
 
 
-def export(cfg, out, *, progress=True, log=None, extra_meta=None):
+def export(cfg, out, *, progress=True, log=None, extra_meta=None, ranges=None):
     """The whole export of `cfg` (a Config) into the model file `out`; returns (out path,
     size in bytes, qnet, float ops).  Reconstruction settings missing from cfg.recon take
-    reconstruct.defaults(bits, act_bits) (exporter/reconstruct.py, docs section 13)."""
+    reconstruct.defaults(bits, act_bits) (exporter/reconstruct.py, docs section 13).
+    ranges: a dict that keeps the calibrated activation ranges between exports of the same
+    checkpoint, calibration sample and data (export_budget makes several)."""
     cfg = cfg.resolved()
     model = fold.load_resnet20(cfg.checkpoint)
     points, ops = fold.graph(model)
@@ -101,7 +103,10 @@ def export(cfg, out, *, progress=True, log=None, extra_meta=None):
         weights_from = {"weight_clip": None, "weight_levels": "twos",
                         "weights_source": "torch.ao PerChannelMinMaxObserver (full range)"}
     else:
-        lo, hi = calibrate.minmax(ops, len(points), images, progress=progress)
+        ranges = {} if ranges is None else ranges
+        if "minmax" not in ranges:
+            ranges["minmax"] = calibrate.minmax(ops, len(points), images, progress=progress)
+        lo, hi = ranges["minmax"]
         weights = build.quantize_weights_all(ops, bits=cfg.bits, first_last_bits=cfg.first_last_bits,
                                              levels=cfg.levels, clip=cfg.clip, layer_bits=cfg.layer_bits)
         if cfg.rounding != "nearest":
@@ -160,9 +165,11 @@ def export_budget(cfg, budget, out, *, log=None, sens=None, solver="dp", progres
                                        layer_bits=alloc, **kw)
 
         def overhead(alloc):
-            export(with_alloc(alloc, rounding="nearest", bias_correction=False, recon=None), probe, progress=False)
+            export(with_alloc(alloc, rounding="nearest", bias_correction=False, recon=None), probe, progress=False,
+                   ranges=ranges)
             return mixed.non_weight_bytes(probe) + mixed.META_SLACK
 
+        ranges = {}                            # calibrated once, for every export below
         smallest = {n: min(choices) for n in names}
         base = overhead(smallest)
         minimum = mixed.predicted_bytes(smallest, costs, base)
@@ -172,8 +179,7 @@ def export_budget(cfg, budget, out, *, log=None, sens=None, solver="dp", progres
         base_kl = None
         if sens is None:
             train = data.load_arrays(data_dir)["x_train"]
-            images, _, _ = calibrate.calibration_images(train, calib_images, seed)
-            lo, hi = calibrate.minmax(ops, len(points), images, progress=False)
+            lo, hi = ranges["minmax"]
             held = calibrate.heldout_indices(len(train), calib_images=max(1024, calib_images),
                                              calib_seeds=tuple(sorted({0, 1, 2, seed})))[:heldout_images]
             say(f"measuring each layer's sensitivity on {len(held):,} held-out training images (eq. 23)")
@@ -197,7 +203,8 @@ def export_budget(cfg, budget, out, *, log=None, sens=None, solver="dp", progres
                                "choices": list(choices),
                                "measure": f"rise of KL(FP32 || Q) on {heldout_images:,} held-out "
                                           f"training images, eq. (23)"}}
-            path, size, _, _ = export(with_alloc(alloc), staged, log=log, extra_meta=meta, progress=progress)
+            path, size, _, _ = export(with_alloc(alloc), staged, log=log, extra_meta=meta, progress=progress,
+                                      ranges=ranges)
             if size <= budget or attempt == 2:
                 break
             say(f"the file is {size - budget:,} bytes over the budget; solving again with that much less")
