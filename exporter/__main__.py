@@ -18,7 +18,7 @@ from intengine import fileformat
 from intengine.fileformat import ACT_BITS, WEIGHT_BITS
 from trainer import data
 from trainer.checkpoint import DEFAULT_CHECKPOINT, CheckpointError
-from . import mixed, pipeline, reconstruct
+from . import mixed, pipeline, qat, reconstruct
 from .pipeline import export
 from .quantize import LEVEL_SETS, ExportError
 
@@ -121,23 +121,41 @@ def check_out(out, explicit):
                    "held-out sensitivity and an exact solve (docs/quantization.md section 14).")
 @click.option("--sensitivity-images", type=click.IntRange(1, 5000), default=5000, show_default=True,
               help="With --budget: held-out training images for the per-layer sensitivity (eq. 23).")
+@click.option("--qat-epochs", type=click.IntRange(1), default=None,
+              help="Quantization-aware training: fine-tune this many epochs on the labelled training images, "
+                   "starting from the PTQ file (docs/quantization.md section 15; about 3 min per epoch on 2 cores).")
+@click.option("--qat-lr", type=click.FloatRange(0, min_open=True), default=None,
+              help=f"QAT: Adam learning rate of the weights and biases, cosine to 0  [default: {qat.DEFAULTS['lr']}]")
+@click.option("--qat-batch", type=click.IntRange(1), default=None,
+              help=f"QAT: images per step  [default: {qat.DEFAULTS['batch']}]")
+@click.option("--qat-images", type=click.IntRange(1), default=None,
+              help="QAT: train on a seeded subset of this many images  [default: all but the held-out 5,000]")
+@click.option("--qat-checkpoint", default=None,
+              help="QAT: the checkpoint written after every epoch  [default: --out with .pt for .npz]")
+@click.option("--resume", is_flag=True, help="QAT: continue the run in --qat-checkpoint (same settings).")
 @click.option("--out", default=None, help="Output file  [default: exports/resnet20_w{bits}a{act}.npz, "
+                                          "exports/resnet20_w{bits}a{act}_qat.npz with --qat-epochs, "
                                           "or exports/resnet20_{budget}B_a{act}.npz]")
 @click.option("--progress/--no-progress", default=True, show_default=True)
 def cli(bits, checkpoint, act_bits, first_last_bits, calib_images, seed, data_dir, weight_clip,
         weight_levels, bias_correction, params_from, rounding, iters, recon_batch, lr, reg, qdrop, act_lr,
-        scale_lr, budget, sensitivity_images, out, progress):
+        scale_lr, budget, sensitivity_images, qat_epochs, qat_lr, qat_batch, qat_images, qat_checkpoint, resume,
+        out, progress):
     """Export a trained ResNet20 to an integer model file for `python -m intengine`.
 
     With no options beyond --bits it gives the best file the tool knows: below 8 bits the
     weights' rounding and the activation step sizes are learned by block reconstruction
-    (about a minute on 2 cores), at 8 and 16 bits round-to-nearest (seconds)."""
+    (about a minute on 2 cores), at 8 and 16 bits round-to-nearest (seconds).  --qat-epochs
+    adds quantization-aware training from that file."""
     recon = {"iters": iters, "batch": recon_batch, "lr": lr, "reg": reg, "qdrop": qdrop,
              "act_lr": act_lr, "scale_lr": scale_lr}
     cfg = pipeline.Config(checkpoint=checkpoint, bits=int(bits), act_bits=act_bits and int(act_bits),
                           first_last_bits=first_last_bits and int(first_last_bits), calib_images=calib_images,
                           seed=seed, data_dir=data_dir, clip=weight_clip, levels=weight_levels,
-                          bias_correction=bias_correction, params_from=params_from, rounding=rounding, recon=recon)
+                          bias_correction=bias_correction, params_from=params_from, rounding=rounding, recon=recon,
+                          resume=resume)
+    qat_given = [o for o, v in (("--qat-lr", qat_lr), ("--qat-batch", qat_batch), ("--qat-images", qat_images),
+                                ("--qat-checkpoint", qat_checkpoint), ("--resume", resume or None)) if v is not None]
     given = [f"--{k.replace('_', '-')}" for k, v in zip(RECON_OPTIONS, recon.values()) if v is not None]
     explicit = out is not None
     t0 = time.perf_counter()
@@ -147,14 +165,24 @@ def cli(bits, checkpoint, act_bits, first_last_bits, calib_images, seed, data_di
             full = dataclasses.replace(cfg, act_bits=cfg.act_bits or 8).resolved()
             default_out = Path("exports") / f"resnet20_{budget}B_a{full.act_bits}.npz"
         else:
+            if qat_epochs is None and qat_given:
+                raise ValueError(f"{', '.join(qat_given)} set{'s' if len(qat_given) == 1 else ''} up QAT: "
+                                 f"give --qat-epochs too")
+            if qat_epochs is not None:
+                cfg = dataclasses.replace(cfg, qat={"epochs": qat_epochs, "lr": qat_lr, "batch": qat_batch,
+                                                    "images": qat_images}, qat_checkpoint="pending")
             full = cfg.resolved()                                 # export() says the rounding too
-            suffix = "_torchao" if params_from == "torchao" else ""
+            suffix = "_torchao" if params_from == "torchao" else "_qat" if qat_epochs else ""
             default_out = Path("exports") / f"resnet20_w{full.bits}a{full.act_bits}{suffix}.npz"
         out = Path(out) if out else default_out
+        if qat_epochs is not None:
+            cfg = dataclasses.replace(cfg, qat_checkpoint=str(qat_checkpoint or out.with_suffix(".pt")))
         if full.rounding == "nearest" and given:
             raise ValueError(f"{', '.join(given)} set{'s' if len(given) == 1 else ''} learned rounding, "
                              f"but the rounding is nearest ({full.why}); drop {'it' if len(given) == 1 else 'them'} "
                              f"or pass --rounding brecq")
+        if budget is not None and (qat_epochs or qat_given):
+            raise ValueError("--budget does not go with QAT (--qat-epochs)")
         if budget is not None and first_last_bits:
             raise mixed.BudgetError("--budget chooses every layer's width from 2, 4 and 8 bits: it does not "
                                     "go with --first-last-bits, --params-from torchao or 16 bits")
@@ -165,7 +193,7 @@ def cli(bits, checkpoint, act_bits, first_last_bits, calib_images, seed, data_di
                 click.echo(f"note: {note}", err=True)
             return
         path, size, _, _ = export(cfg, out, progress=progress, log=lambda m: click.echo(m, err=True))
-    except (CheckpointError, data.DataError, ExportError, ValueError) as e:      # BudgetError too
+    except (CheckpointError, data.DataError, ExportError, ValueError, qat.QATError) as e:   # BudgetError too
         cleanup()
         _fail(str(e))
     except OSError as e:
@@ -173,12 +201,18 @@ def cli(bits, checkpoint, act_bits, first_last_bits, calib_images, seed, data_di
         _fail(f"cannot write {out}: {e.strerror or e}")
     except KeyboardInterrupt:
         cleanup()
-        _fail("interrupted; no file was written")
+        kept = f"; the QAT checkpoint {cfg.qat_checkpoint} holds the epochs done (--resume continues)" \
+            if cfg.qat and Path(cfg.qat_checkpoint).is_file() else ""
+        _fail(f"interrupted; no model file was written{kept}")
     meta = fileformat.read(path)[0]["meta"]                  # read back what was written
     extra = " + bias correction" if meta["bias_correction"] else ""
     if meta.get("rounding", "nearest") != "nearest":
         learned = reconstruct.recorded_config(meta).get("act_lr")
         extra += f", {meta['rounding']} rounding" + (" with learned step sizes" if learned else "")
+    if "qat" in meta:
+        h = meta["qat"]["history"]
+        extra += (f", then {len(h) - 1} QAT epochs (held-out agreement {h[0]['heldout_agree']:.4f} -> "
+                  f"{h[-1]['heldout_agree']:.4f}; checkpoint {cfg.qat_checkpoint})")
     source = "torch.ao int8 (full range)" if meta["params_from"] == "torchao" else f"weights {meta['weight_clip']}{extra}"
     click.echo(f"wrote {path}: {size:,} bytes, W{full.bits}A{full.act_bits} (first/last layer "
                f"W{full.first_last_bits}), {source}, {calib_images} calibration images, "

@@ -35,16 +35,32 @@ def dequantized(weights):
             for k, (_, _, codes, L, s_w) in weights.items()}
 
 
-def act_points(points, lo, hi, act_bits, scales=None):
-    """The points with their bits, scale and zero point: eq. (4) from the calibrated range,
-    or, where `scales` gives one, that learned step size with the calibrated zero point
-    (section 13, eq. 21)."""
+EDGE_ACT_BITS = 8                                    # section 4: the edge points below 8 bits
+
+
+def point_bits(ops, n_points, act_bits):
+    """Each point's width (section 4): act_bits, except that below 8 bits the network's
+    input, the last layer's input and the logits stay at 8 bits, as the first and last
+    layers' weights do (fold.edge_points)."""
+    from .fold import edge_points
+    bits = [act_bits] * n_points
+    if act_bits < EDGE_ACT_BITS:
+        for i in edge_points(ops):
+            bits[i] = EDGE_ACT_BITS
+    return bits
+
+
+def act_points(points, ops, lo, hi, act_bits, scales=None):
+    """The points with their bits (point_bits), scale and zero point: eq. (4) from the
+    calibrated range, or, where `scales` gives one, that learned step size with the
+    calibrated zero point (section 13, eq. 21)."""
     out = []
+    widths = point_bits(ops, len(points), act_bits)
     for i, (p, l, h) in enumerate(zip(points, lo, hi)):
-        s, z = act_qparams(l, h, act_bits)
+        s, z = act_qparams(l, h, widths[i])
         if scales is not None and scales[i] is not None:
             s = float(scales[i])
-        out.append({**p, "bits": act_bits, "scale": s, "zp": z})
+        out.append({**p, "bits": widths[i], "scale": s, "zp": z})
     return out
 
 
@@ -53,7 +69,7 @@ def quantize_graph(points, ops, lo, hi, weights, *, act_bits, bias_shift=None, s
 
     `weights` from quantize_weights_all; `bias_shift` {name: (Co,)} is added to the
     folded bias before eq. (7) (bias correction, section 2); `scales` as in act_points."""
-    qpts = act_points(points, lo, hi, act_bits, scales)
+    qpts = act_points(points, ops, lo, hi, act_bits, scales)
     qops = []
     for op in ops:
         if op["op"] in ("conv", "linear"):

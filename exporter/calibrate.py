@@ -47,6 +47,43 @@ def minmax(ops, n_points, images, batch_size=128, progress=True):
 
 
 @torch.no_grad()
+def mse_ranges(ops, widths, images, lo, hi, batch_size=128, sample=200_000, grid=50, seed=0):
+    """Below 8 bits, shrink each point's min/max range by the factor a in (0, 1] (a grid of
+    `grid`) that minimises the squared error of eq. (1)+(4) over the point's values on
+    `images` (a seeded sample of at most `sample` values per point); points of 8 bits or
+    more keep min/max (section 3).  A 2-bit point on its min/max range rounds nearly every
+    value to 0.  -> (lo, hi) copies."""
+    from .quantize import act_qparams
+    low = [i for i, b in enumerate(widths) if b < 8]
+    lo, hi = np.array(lo, np.float64), np.array(hi, np.float64)
+    if not low:
+        return lo, hi
+    gen = torch.Generator().manual_seed(seed)
+    seen = {i: [] for i in low}
+
+    def observe(i, t):
+        if i in seen:
+            v = t.flatten()
+            seen[i].append(v[torch.randint(0, v.numel(), (min(v.numel(), sample),), generator=gen)])
+        return t
+
+    for s in range(0, len(images), batch_size):
+        forward(ops, normalize64(images[s:s + batch_size]), observe)
+    for i in low:
+        v = torch.cat(seen[i])
+        v = v[torch.randint(0, v.numel(), (min(v.numel(), sample),), generator=gen)].numpy()
+        qmax, best = (1 << widths[i]) - 1, None
+        for a in np.arange(1, grid + 1) / grid:
+            sc, z = act_qparams(lo[i] * a, hi[i] * a, widths[i])
+            q = np.clip(np.floor(v / sc + 0.5) + z, 0, qmax)
+            err = float(((v - (q - z) * sc) ** 2).mean())
+            if best is None or err < best[0]:
+                best = (err, a)
+        lo[i], hi[i] = lo[i] * best[1], hi[i] * best[1]
+    return lo, hi
+
+
+@torch.no_grad()
 def bias_shift(ops, images, dequant, batch_size=64):
     """Empirical bias correction: E[(W - W_q) x] per output channel of every weighted op,
     over the calibration images, with x the float input of that op (section 2)."""

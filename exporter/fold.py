@@ -70,6 +70,16 @@ def first_last(ops):
     return weighted[0], weighted[-1]
 
 
+def edge_points(ops):
+    """The points that stay at 8 bits below 8-bit activations (docs/quantization.md section 4):
+    the first layer's input (the image), the pool's input, the last layer's input and its
+    output (the logits).  (An 8-bit pool output over a 2-bit input would need a multiplier
+    above 1, which eq. (9) cannot store.)"""
+    weighted = [op for op in ops if op["op"] in ("conv", "linear")]
+    pools = [op["in"] for op in ops if op["op"] == "pool"]
+    return tuple(sorted({weighted[0]["in"], *pools, weighted[-1]["in"], weighted[-1]["out"]}))
+
+
 @torch.no_grad()
 def graph(model):
     """ResNet20 -> (points, ops).  points: [{name, shape (H,W,C) or (C,)}]; ops as in format.md."""

@@ -6,6 +6,8 @@ import os
 import tempfile
 from pathlib import Path
 
+import numpy as np
+
 from intengine.fileformat import ACT_BITS, WEIGHT_BITS
 from trainer import data
 from . import __version__, build, calibrate, fold, mixed, reconstruct
@@ -51,6 +53,9 @@ class Config:
     rounding: str = "auto"             # auto, nearest, adaround, brecq (resolve())
     recon: dict = None                 # reconstruction settings; None entries: the defaults
     layer_bits: dict = None            # {layer: bits}, a mixed-precision allocation (section 14)
+    qat: dict = None                   # QAT settings (section 15; None entries: qat.DEFAULTS); None: no QAT
+    qat_checkpoint: str = None         # where QAT keeps its per-epoch checkpoint
+    resume: bool = False               # continue the QAT run in qat_checkpoint
     why: str = None                    # set by resolved(): why this rounding
 
     def resolved(self):
@@ -73,29 +78,56 @@ class Config:
                                  "with 8-bit activations and first/last layers")
             if rounding != "nearest":
                 raise ValueError("--rounding needs --params-from ours")
+        qat_cfg = None
+        if self.qat is not None:
+            from .qat import DEFAULTS as QAT_DEFAULTS
+            qat_cfg = {**QAT_DEFAULTS, **{k: v for k, v in self.qat.items() if v is not None}}
+            if self.params_from != "ours" or self.bits == 16 or act == 16:
+                raise ValueError("QAT trains through the fake-quant of weights and activations of 8 bits "
+                                 "or fewer, from our own PTQ: not with 16 bits or --params-from torchao")
+            if not self.qat_checkpoint:
+                raise ValueError("QAT needs a checkpoint path (qat_checkpoint)")
+            if qat_cfg["epochs"] < 1:
+                raise ValueError(f"--qat-epochs must be at least 1, got {qat_cfg['epochs']}")
+        elif self.resume:
+            raise ValueError("--resume continues a QAT run: give --qat-epochs too")
         bc = self.bias_correction
         if bc is None:
             bc = self.bits <= 4 and self.params_from == "ours" and rounding == "nearest"
         if self.params_from == "torchao":
             bc = False
         return dataclasses.replace(self, act_bits=act, first_last_bits=fl, rounding=rounding, why=why,
-                                   bias_correction=bc)
+                                   bias_correction=bc, qat=qat_cfg)
+
+    def ptq_record(self):
+        """The settings that fix the PTQ start of a QAT run (a resumed run must match them)."""
+        keys = ("checkpoint", "bits", "act_bits", "first_last_bits", "calib_images", "seed", "clip", "levels",
+                "bias_correction", "rounding", "recon", "layer_bits")
+        return {k: getattr(self, k) for k in keys}
 
 
-def export(cfg, out, *, progress=True, log=None, extra_meta=None, ranges=None):
+def export(cfg, out, *, progress=True, log=None, extra_meta=None, ranges=None, ptq_start=None):
     """The whole export of `cfg` (a Config) into the model file `out`; returns (out path,
     size in bytes, qnet, float ops).  Reconstruction settings missing from cfg.recon take
     reconstruct.defaults(bits, act_bits) (exporter/reconstruct.py, docs section 13).
     ranges: a dict that keeps the calibrated activation ranges between exports of the same
-    checkpoint, calibration sample and data (export_budget makes several)."""
+    checkpoint, calibration sample and data (export_budget makes several).
+    ptq_start: with QAT, the PTQ start record of another QAT checkpoint made with the same
+    PTQ settings (scripts/qat_sweep.py tries several QAT settings from one PTQ solution)."""
     cfg = cfg.resolved()
     model = fold.load_resnet20(cfg.checkpoint)
     points, ops = fold.graph(model)
-    train = data.load_arrays(cfg.data_dir)["x_train"]
+    arrays = data.load_arrays(cfg.data_dir)
+    train = arrays["x_train"]
     images, _, idx_hash = calibrate.calibration_images(train, cfg.calib_images, cfg.seed)
-    if log is not None:
+    resumed = _qat_resume(cfg, log) if cfg.qat else None
+    if ptq_start is not None and resumed is None:
+        if not cfg.qat or ptq_start["meta"]["ptq"] != _plain(cfg.ptq_record()):
+            raise ValueError("ptq_start was made with other PTQ settings")
+        resumed = {"start": ptq_start}
+    if log is not None and resumed is None:
         log(describe(cfg.rounding, cfg.why, cfg.bits, cfg.act_bits, cfg.recon))
-    recon_report = None
+    recon_report = qat_report = None
     weights_from = {"weight_clip": cfg.clip, "weight_levels": cfg.levels}
     if cfg.params_from == "torchao":          # a calibrated full-range torch.ao int8 model, rewritten
         from . import torchao
@@ -103,36 +135,117 @@ def export(cfg, out, *, progress=True, log=None, extra_meta=None, ranges=None):
         weights_from = {"weight_clip": None, "weight_levels": "twos",
                         "weights_source": "torch.ao PerChannelMinMaxObserver (full range)"}
     else:
-        ranges = {} if ranges is None else ranges
-        if "minmax" not in ranges:
-            ranges["minmax"] = calibrate.minmax(ops, len(points), images, progress=progress)
-        lo, hi = ranges["minmax"]
-        weights = build.quantize_weights_all(ops, bits=cfg.bits, first_last_bits=cfg.first_last_bits,
-                                             levels=cfg.levels, clip=cfg.clip, layer_bits=cfg.layer_bits)
-        if cfg.rounding != "nearest":
-            qpts = build.act_points(points, lo, hi, cfg.act_bits)
-            rc = {**reconstruct.defaults(cfg.bits, cfg.act_bits),
-                  **{k: v for k, v in (cfg.recon or {}).items() if v is not None}}
-            weights, recon_report = reconstruct.reconstruct(ops, qpts, images, weights, method=cfg.rounding,
-                                                            seed=cfg.seed, progress=progress, log=log, **rc)
+        if resumed is not None:
+            from . import qat
+            weights, lo, hi, recon_report, _ = qat.start_from(resumed["start"])
+        else:
+            ranges = {} if ranges is None else ranges
+            if "minmax" not in ranges:
+                ranges["minmax"] = calibrate.minmax(ops, len(points), images, progress=progress)
+            lo, hi = ranges["minmax"]
+            if cfg.act_bits < 8:                         # section 3: MSE-clipped below 8 bits
+                key = ("mse", cfg.act_bits)
+                if key not in ranges:
+                    ranges[key] = calibrate.mse_ranges(ops, build.point_bits(ops, len(points), cfg.act_bits),
+                                                       images, lo, hi, seed=cfg.seed)
+                lo, hi = ranges[key]
+            weights = build.quantize_weights_all(ops, bits=cfg.bits, first_last_bits=cfg.first_last_bits,
+                                                 levels=cfg.levels, clip=cfg.clip, layer_bits=cfg.layer_bits)
+            if cfg.rounding != "nearest":
+                qpts = build.act_points(points, ops, lo, hi, cfg.act_bits)
+                rc = {**reconstruct.defaults(cfg.bits, cfg.act_bits),
+                      **{k: v for k, v in (cfg.recon or {}).items() if v is not None}}
+                weights, recon_report = reconstruct.reconstruct(ops, qpts, images, weights, method=cfg.rounding,
+                                                                seed=cfg.seed, progress=progress, log=log, **rc)
         shift = calibrate.bias_shift(ops, images, build.dequantized(weights)) if cfg.bias_correction else None
+        scales = recon_report and recon_report.get("act_scales")
+        if cfg.qat:
+            weights, scales, qat_report, ops = _qat(cfg, model, points, ops, lo, hi, weights, scales, shift,
+                                                    recon_report, arrays, resumed, progress, log)
+            shift = None                                     # trained into the biases
         qnet = build.quantize_graph(points, ops, lo, hi, weights, act_bits=cfg.act_bits, bias_shift=shift,
-                                    scales=recon_report and recon_report.get("act_scales"))
+                                    scales=scales)
     meta = {"exporter_version": __version__, "checkpoint_sha256": fold.file_sha256(cfg.checkpoint),
             "bits": cfg.bits, "act_bits": cfg.act_bits, "first_last_bits": cfg.first_last_bits,
             **weights_from, "bias_correction": cfg.bias_correction,
             "params_from": cfg.params_from, "rounding": cfg.rounding,
-            "calibration": {"method": "minmax" if cfg.params_from == "ours" else "torchao HistogramObserver",
+            "calibration": {"method": ("minmax" + (", MSE-clipped below 8 bits" if cfg.act_bits < 8 else ""))
+                            if cfg.params_from == "ours" else "torchao HistogramObserver",
                             "images": cfg.calib_images, "seed": cfg.seed,
                             "source": "train", "indices_sha256": idx_hash}}
     if recon_report is not None:
         meta["reconstruction"] = {k: recon_report[k] for k in ("method", "seed", "config")}
     if cfg.layer_bits:
         meta["layer_bits"] = dict(cfg.layer_bits)
+    if qat_report is not None:
+        meta["qat"] = qat_report
     meta.update(extra_meta or {})
     out = Path(out)
     build.to_file(qnet, out, meta)
     return out, out.stat().st_size, qnet, ops
+
+
+def _qat_resume(cfg, log):
+    """The QAT checkpoint to continue (cfg.resume), checked against cfg; None to start afresh."""
+    from . import qat
+    path = Path(cfg.qat_checkpoint)
+    if not cfg.resume:
+        return None
+    if not path.is_file():
+        if log is not None:
+            log(f"no QAT checkpoint at {path}; starting from the PTQ solution")
+        return None
+    state = qat.load(path)
+    want = {"qat": cfg.qat, "ptq": _plain(cfg.ptq_record())}
+    have = {"qat": state["config"], "ptq": state["start"]["meta"]["ptq"]}
+    diff = [f"{part}.{k}: {have[part].get(k)!r} there, {want[part][k]!r} here"
+            for part in want for k in want[part] if have[part].get(k) != want[part][k]]
+    if diff:
+        raise qat.QATError(f"{path} was made with other settings ({'; '.join(diff[:3])}); rerun with those, "
+                           f"or without --resume to start afresh")
+    if log is not None:
+        log(f"resumed QAT from {path} after epoch {state['epoch']} of {cfg.qat['epochs']}")
+    return state
+
+
+def _plain(d):
+    return {k: (str(v) if isinstance(v, Path) else v) for k, v in d.items()}
+
+
+def _qat(cfg, model, points, ops, lo, hi, weights, scales, shift, recon_report, arrays, resumed, progress, log):
+    """QAT from the PTQ solution (section 15) -> (weights, act scales, report, ops with the trained biases)."""
+    import torch
+    from . import qat
+    ops = [dict(op) for op in ops]
+    if shift is not None:                                   # bias correction, folded into the start
+        for op in ops:
+            if op["name"] in shift:
+                op["bias"] = op["bias"] + torch.as_tensor(shift[op["name"]])
+    qpts = build.act_points(points, ops, lo, hi, cfg.act_bits, scales)
+    train = arrays["x_train"]
+    held = calibrate.heldout_indices(len(train), calib_images=max(1024, cfg.calib_images),
+                                     calib_seeds=tuple(sorted({0, 1, 2, cfg.seed})))
+    keep = qat.split(len(train), held)
+    if cfg.qat["images"]:
+        keep = np.sort(keep[data.seeded_subset(len(keep), cfg.qat["images"], cfg.seed)])
+    held = held[:cfg.qat["heldout"]]
+    nchw = lambda x: torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))
+    labels = lambda y: torch.from_numpy(arrays["y_train"][y].astype(np.int64))
+    start = qat.start_record(weights, lo, hi, recon_report, {"ptq": _plain(cfg.ptq_record())})
+    if log is not None and (resumed is None or "net" not in resumed):
+        log(f"QAT: {cfg.qat['epochs']} epochs on {len(keep):,} labelled training images (the {len(held):,} "
+            f"held-out ones excluded), checkpoint {cfg.qat_checkpoint} after every epoch")
+    w, s, biases, report = qat.train(ops, qpts, weights, nchw(train[keep]), labels(keep), nchw(train[held]),
+                                     labels(held), model, cfg=cfg.qat, seed=cfg.seed, ckpt=cfg.qat_checkpoint,
+                                     start=start, resumed=resumed if resumed and "net" in resumed else None,
+                                     progress=progress, log=log)
+    for op in ops:
+        if op["name"] in biases:
+            op["bias"] = biases[op["name"]]
+    report["start"] = {"rounding": cfg.rounding, "reconstruction": recon_report and
+                       {k: recon_report[k] for k in ("method", "seed", "config")},
+                       "bias_correction": cfg.bias_correction}
+    return w, s, report, ops
 
 
 def export_budget(cfg, budget, out, *, log=None, sens=None, solver="dp", progress=True, heldout_images=5000):
@@ -183,7 +296,7 @@ def export_budget(cfg, budget, out, *, log=None, sens=None, solver="dp", progres
             held = calibrate.heldout_indices(len(train), calib_images=max(1024, calib_images),
                                              calib_seeds=tuple(sorted({0, 1, 2, seed})))[:heldout_images]
             say(f"measuring each layer's sensitivity on {len(held):,} held-out training images (eq. 23)")
-            sens, base_kl = mixed.sensitivity(ops, build.act_points(points, lo, hi, act_bits), train[held],
+            sens, base_kl = mixed.sensitivity(ops, build.act_points(points, ops, lo, hi, act_bits), train[held],
                                               choices=choices, log=say)
         cap = budget - base
         for _ in range(4):                     # the other members move a little with the mix

@@ -31,7 +31,7 @@ MEMBERS = {
     "act_scale": (np.float64,),
 }
 WEIGHT_BITS = (2, 4, 8, 16)
-ACT_BITS = (4, 8, 16)
+ACT_BITS = (2, 4, 8, 16)
 
 
 class FormatError(Exception):

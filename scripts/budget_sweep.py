@@ -98,7 +98,7 @@ def sweep(checkpoint, data_dir, budgets, greedy_set, calib_images, heldout_n, it
     else:
         say(f"sensitivity of each layer on {len(held):,} held-out training images")
         t0 = time.perf_counter()
-        sens, base_kl = mixed.sensitivity(ops, build.act_points(points, lo, hi, 8), train[held], log=say)
+        sens, base_kl = mixed.sensitivity(ops, build.act_points(points, ops, lo, hi, 8), train[held], log=say)
         sens_s = time.perf_counter() - t0
         write_atomic(cache, json.dumps({"key": key, "sensitivity": sens, "kl_all_8bit": base_kl,
                                         "seconds": sens_s}, indent=1))

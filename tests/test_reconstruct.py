@@ -52,13 +52,20 @@ def test_fast_regeneration_cli_and_engine(data_dir, shipped, tmp_path):
     assert r.returncode == 0, r.stderr
 
 
-def _tiny_layer(seed=0):
+def _tiny_layer(seed=0, second=False):
+    """One conv on 8x8 images; with `second`, two more convs after it, so that the first
+    conv's output is an inner point (below 8 bits the edge points stay 8-bit, section 4)."""
     g = torch.Generator().manual_seed(seed)
     w = torch.randn(6, 3, 3, 3, generator=g, dtype=torch.float64) * 0.3
     b = torch.randn(6, generator=g, dtype=torch.float64) * 0.1
     points = [{"name": "input", "shape": [8, 8, 3]}, {"name": "stem", "shape": [8, 8, 6]}]
     ops = [{"op": "conv", "name": "stem", "in": 0, "out": 1, "cin": 3, "cout": 6, "stride": 1,
             "relu": False, "weight": w, "bias": b}]
+    for k, name in enumerate(("mid", "head") if second else ()):
+        w2 = torch.randn(6, 6, 3, 3, generator=g, dtype=torch.float64) * 0.2
+        points.append({"name": name, "shape": [8, 8, 6]})
+        ops.append({"op": "conv", "name": name, "in": k + 1, "out": k + 2, "cin": 6, "cout": 6, "stride": 1,
+                    "relu": False, "weight": w2, "bias": torch.zeros(6, dtype=torch.float64)})
     rng = np.random.default_rng(seed)          # smooth, nearly gray images: correlated inputs,
     base = rng.integers(0, 256, (128, 2, 2, 1)).repeat(4, 1).repeat(4, 2)  # where rounding matters
     images = np.clip(base + rng.integers(-20, 21, (128, 8, 8, 3)), 0, 255).astype(np.uint8)
@@ -68,7 +75,7 @@ def _tiny_layer(seed=0):
 def test_reconstruction_lowers_the_output_error_on_a_tiny_layer():
     points, ops, images = _tiny_layer()
     lo, hi = calibrate.minmax(ops, len(points), images, progress=False)
-    qpts = build.act_points(points, lo, hi, 8)
+    qpts = build.act_points(points, ops, lo, hi, 8)
     weights = build.quantize_weights_all(ops, bits=2, first_last_bits=2, levels="midrise", clip="mse")
     cfg = dict(batch=32, qdrop=0.0, lr=1e-2, progress=False)
     w0, r0 = reconstruct.reconstruct(ops, qpts, images, weights, iters=0, **cfg)
@@ -85,7 +92,7 @@ def test_four_bit_activations_run_through_the_engine(data_dir, shipped, tmp_path
     path, _, qnet, _ = export(Config(shipped, 4, act_bits=4, calib_images=64, data_dir=data_dir, rounding="nearest"),
                               tmp_path / "w4a4.npz", progress=False)
     model = intengine.load(path)
-    assert set(model.act_bits.tolist()) == {4}
+    assert model.act_bits.tolist() == [8] + [4] * (len(model.points) - 4) + [8, 8, 8]   # section 4
     x = test_images[0][:8]
     fast = model.run(x, keep=True)
     ref = model.run(x, reference_ops=True, keep=True)
@@ -93,15 +100,16 @@ def test_four_bit_activations_run_through_the_engine(data_dir, shipped, tmp_path
     for name, a, b, c in zip(model.points, fast, ref, sim):
         assert np.array_equal(a, b), f"kernels != reference at {name}"
         assert np.array_equal(a, c.numpy()), f"engine != exact simulation at {name}"
-        assert a.max() <= 15
+        assert a.max() <= (1 << (8 if name in ("input", "layer3.2.out", "pool", "logits") else 4)) - 1
 
 
 def test_learned_step_sizes_lower_the_error_at_four_bits():
     """eq. (21) on the tiny layer with 4-bit activations: the learned output step size moves
     away from min/max and the unit's output error falls below that of rounding alone."""
-    points, ops, images = _tiny_layer(1)
+    points, ops, images = _tiny_layer(1, second=True)
     lo, hi = calibrate.minmax(ops, len(points), images, progress=False)
-    qpts = build.act_points(points, lo, hi, 4)
+    qpts = build.act_points(points, ops, lo, hi, 4)
+    assert [p["bits"] for p in qpts] == [8, 4, 8, 8]
     weights = build.quantize_weights_all(ops, bits=4, first_last_bits=4, levels="midrise", clip="mse")
     cfg = dict(batch=32, qdrop=0.0, lr=1e-2, iters=200, progress=False)
     _, fixed = reconstruct.reconstruct(ops, qpts, images, weights, act_lr=0.0, **cfg)

@@ -1,0 +1,247 @@
+"""Quantization-aware training (docs/quantization.md section 15): fine-tune the BN-folded
+network through the fake-quant of the engine's integers, starting where PTQ ends.
+
+The trainable parameters are, for every conv/linear layer, the latent float weight (started
+at the PTQ weight s_w * L[code], so that the first forward pass is the PTQ file), the float
+bias b'' and the per-channel log s_w; and the log step size of every activation point but
+the input (whose LUT keeps the calibrated scale).  The forward pass rounds weights to the
+nearest level of the layer's level set (eq. 3, ties up) and activations as eq. (1)+(4), both
+with straight-through rounding and LSQ gradients for the step sizes (eq. 26).  The loss is
+the cross-entropy on the labelled training images minus the 5,000 held-out ones, with the
+trainer's augmentation and data order (trainer.data.augment, trainer.train.epoch_generator).
+
+`train(...)` returns codes, scales and biases in the forms build.quantize_graph takes, so the
+file is written by the ordinary path and the engine runs it unchanged.  A checkpoint after
+every epoch holds the PTQ start and the training state; a resumed run gives the same file
+as an uninterrupted one (same thread count)."""
+import math
+import os
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from trainer import data
+from trainer.train import epoch_generator
+from .simulate import forward
+
+FORMAT, VERSION = "lowbit-ptq/qat-checkpoint", 1
+DEFAULTS = {                      # one flat block of the defaults (section 15)
+    "epochs": 10,
+    "batch": 128,
+    "lr": 1e-4,                   # Adam on the latent weights and biases, cosine to 0
+    "scale_lr": 1e-3,             # Adam on every log step size (weights and activations)
+    "weight_decay": 0.0,
+    "label_smoothing": 0.1,       # as the trainer's
+    "images": None,               # train on the first N of the shuffled training images (tests)
+    "heldout": 5000,              # held-out images for the per-epoch agreement
+}
+
+
+class QATError(Exception):
+    """A QAT setting or checkpoint that cannot be used; the message says which."""
+
+
+class QATNet(nn.Module):
+    """The folded graph with trainable latent weights, biases and log step sizes."""
+
+    def __init__(self, ops, qpoints, weights):
+        super().__init__()
+        self.ops = [dict(op) for op in ops]
+        self.w, self.log_sw, self.b = nn.ParameterDict(), nn.ParameterDict(), nn.ParameterDict()
+        self.levels = {}
+        for op in self.ops:
+            if op["op"] not in ("conv", "linear"):
+                continue
+            name = op["name"]
+            _, _, codes, L, s_w = weights[name]
+            key = name.replace(".", "_")
+            op["key"] = key
+            shape = (-1,) + (1,) * (codes.ndim - 1)
+            self.w[key] = nn.Parameter(torch.as_tensor(L[codes] * s_w.reshape(shape)).float())
+            self.log_sw[key] = nn.Parameter(torch.as_tensor(np.log(s_w)).float())
+            self.b[key] = nn.Parameter(op["bias"].float().clone())
+            op["bias"] = self.b[key]
+            self.levels[key] = (float(L[0]), float(L[1] - L[0]), float(len(L) - 1))
+        self.log_sa = nn.Parameter(torch.tensor([math.log(p["scale"]) for p in qpoints], dtype=torch.float32))
+        self.register_buffer("zp", torch.tensor([float(p["zp"]) for p in qpoints]))
+        self.register_buffer("hi", torch.tensor([float((1 << p["bits"]) - 1) for p in qpoints]))
+        self.register_buffer("s_in", torch.tensor(float(qpoints[0]["scale"])))
+
+    def _weight(self, op):
+        """eq. (3) with straight-through rounding: s * (L0 + step * round(clamp(u)))."""
+        key = op["key"]
+        w, l0, step, top = self.w[key], *self.levels[key]
+        s = self.log_sw[key].exp().view(-1, *([1] * (w.dim() - 1)))
+        u = torch.clamp((w / s - l0) / step, 0, top)
+        u = u + (torch.floor(u + 0.5) - u).detach()
+        return s * (l0 + step * u)
+
+    def _act(self, i, t):
+        """eq. (1)+(4) with LSQ (eq. 26): the input's scale stays the calibrated one."""
+        s = self.s_in if i == 0 else self.log_sa[i].exp()
+        v = t / s
+        v = v + (torch.floor(v + 0.5) - v).detach()
+        return (torch.clamp(v + self.zp[i], 0, self.hi[i]) - self.zp[i]) * s
+
+    def forward(self, x):
+        return forward(self.ops, x, self._act, self._weight)
+
+    def result(self, weights):
+        """-> (weights {name: (bits, kind, codes, L, s_w)}, act scales [None, s1, ...], biases {name: b''})
+        for build.quantize_graph; the codes are quantize.nearest of w / s_w in float64, the
+        rounding the forward pass trains through."""
+        from .quantize import nearest
+        out, biases = {}, {}
+        for op in self.ops:
+            if "key" not in op:
+                continue
+            b, kind, codes, L, _ = weights[op["name"]]
+            s_w = self.log_sw[op["key"]].detach().double().exp().numpy()
+            w = self.w[op["key"]].detach().double().numpy()
+            new = nearest(w / s_w.reshape((-1,) + (1,) * (w.ndim - 1)), L)
+            out[op["name"]] = (b, kind, new.reshape(codes.shape), L, s_w)
+            biases[op["name"]] = self.b[op["key"]].detach().double()
+        scales = [None] + [math.exp(float(v)) for v in self.log_sa.detach()[1:]]
+        return out, scales, biases
+
+
+def split(n_train, heldout):
+    """The training indices QAT learns from: every training image but the held-out ones."""
+    keep = np.ones(n_train, bool)
+    keep[heldout] = False
+    return np.flatnonzero(keep)
+
+
+def _state(net, opt, sched, epoch, history, cfg, start):
+    return {"format": FORMAT, "version": VERSION, "config": dict(cfg), "start": start, "epoch": epoch,
+            "net": {k: v.detach().clone() for k, v in net.state_dict().items()},
+            "optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "history": list(history),
+            "versions": {"torch": str(torch.__version__), "python": platform.python_version()}}
+
+
+def save(path, state):
+    """Atomically, as the trainer's checkpoints: a temporary file, fsync, os.replace."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        torch.save(state, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def load(path):
+    """A QAT checkpoint (weights_only=True), or QATError in one line."""
+    from trainer.checkpoint import CheckpointError, read_file
+    try:
+        state = read_file(path)
+    except CheckpointError as e:
+        raise QATError(str(e).replace("PyTorch checkpoint", "QAT checkpoint")) from None
+    if not isinstance(state, dict) or state.get("format") != FORMAT or state.get("version") != VERSION:
+        raise QATError(f"{path} is not a {FORMAT} version {VERSION} file")
+    return state
+
+
+def start_record(weights, lo, hi, recon_report, ptq_meta):
+    """The PTQ solution QAT starts from, as plain values and tensors (weights_only-safe)."""
+    return {"weights": {n: {"bits": b, "kind": k, "codes": torch.as_tensor(c), "L": torch.as_tensor(L),
+                            "s_w": torch.as_tensor(s)} for n, (b, k, c, L, s) in weights.items()},
+            "lo": torch.as_tensor(lo), "hi": torch.as_tensor(hi), "recon": recon_report, "meta": ptq_meta}
+
+
+def start_from(record):
+    """start_record's inverse -> (weights, lo, hi, recon_report, ptq_meta)."""
+    w = {n: (v["bits"], v["kind"], v["codes"].numpy(), v["L"].numpy(), v["s_w"].numpy())
+         for n, v in record["weights"].items()}
+    return w, record["lo"].numpy(), record["hi"].numpy(), record["recon"], record["meta"]
+
+
+@torch.no_grad()
+def agreement(net, x, fp_pred, labels, bs=500):
+    """(top-1 agreement with the FP32 model, accuracy) of the fake-quant net on held-out images."""
+    net.eval()
+    pred = torch.cat([net(x[s:s + bs]).argmax(1) for s in range(0, len(x), bs)])
+    return float((pred == fp_pred).float().mean()), float((pred == labels).float().mean())
+
+
+def train(ops, qpoints, weights, train_x, train_y, held_x, held_y, fp_model, *, cfg, seed, ckpt, start,
+          resumed=None, progress=True, log=None):
+    """Run QAT (cfg: DEFAULTS filled) from the PTQ `weights` and points `qpoints` (learned
+    step sizes included); checkpoint into `ckpt` after every epoch.  `resumed`: a loaded
+    checkpoint to continue.  Returns (weights, act scales, biases, report)."""
+    say = log or (lambda m: None)
+    net = QATNet(ops, qpoints, weights)
+    groups = [{"params": list(net.w.values()), "lr": cfg["lr"], "weight_decay": cfg["weight_decay"]},
+              {"params": list(net.b.values()), "lr": cfg["lr"], "weight_decay": 0.0},
+              {"params": [*net.log_sw.values(), net.log_sa], "lr": cfg["scale_lr"], "weight_decay": 0.0}]
+    opt = torch.optim.Adam(groups)
+    steps = len(train_y) // cfg["batch"]
+    if steps == 0:
+        raise QATError(f"{len(train_y)} training images are fewer than one batch of {cfg['batch']}")
+    total = cfg["epochs"] * steps
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda t: 0.5 * (1 + math.cos(math.pi * min(t, total) / total)))
+    epoch, history = 0, []
+    if resumed is not None:
+        net.load_state_dict(resumed["net"])
+        opt.load_state_dict(resumed["optimizer"])
+        sched.load_state_dict(resumed["scheduler"])
+        epoch, history = resumed["epoch"], list(resumed["history"])
+    held = data.normalize(held_x)
+    with torch.no_grad():
+        fp_pred = torch.cat([fp_model(held[s:s + 500]).argmax(1) for s in range(0, len(held), 500)])
+    if epoch == 0 and not history:
+        agree, acc = agreement(net, held, fp_pred, held_y)
+        history.append({"epoch": 0, "heldout_agree": agree, "heldout_acc": acc})
+        say(f"QAT starts from the PTQ file: held-out agreement with FP32 {agree:.4f}, accuracy {acc:.4f}")
+        save(ckpt, _state(net, opt, sched, 0, history, cfg, start))
+    criterion = nn.CrossEntropyLoss(label_smoothing=cfg["label_smoothing"])
+    t_all = time.perf_counter()
+    for e in range(epoch, cfg["epochs"]):
+        t0 = time.perf_counter()
+        g = epoch_generator(seed, e)
+        perm = torch.randperm(len(train_y), generator=g)
+        images, labels = data.augment(train_x[perm], g), train_y[perm]
+        net.train()
+        bar = tqdm(range(steps), desc=f"QAT epoch {e + 1}/{cfg['epochs']}", leave=False, disable=not progress,
+                   unit="step", mininterval=1.0)
+        loss_sum = correct = seen = 0.0
+        try:
+            for t in bar:
+                rows = slice(t * cfg["batch"], (t + 1) * cfg["batch"])
+                out = net(data.normalize(images[rows]))
+                loss = criterion(out, labels[rows])
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                sched.step()
+                loss_sum += float(loss.detach()) * len(out)
+                correct += float((out.argmax(1) == labels[rows]).sum())
+                seen += len(out)
+                if t % 10 == 9 or t == steps - 1:
+                    last = history[-1]
+                    bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}",
+                                    heldout_agree=f"{last['heldout_agree']:.4f}")
+        except KeyboardInterrupt:
+            bar.close()
+            done = f"epochs 1-{e}" if e else "the PTQ start (no epoch yet)"
+            raise QATError(f"interrupted in QAT epoch {e + 1}; {ckpt} holds {done}; run the same command "
+                           f"with --resume to continue") from None
+        bar.close()
+        agree, acc = agreement(net, held, fp_pred, held_y)
+        row = {"epoch": e + 1, "train_loss": loss_sum / seen, "train_acc": correct / seen,
+               "heldout_agree": agree, "heldout_acc": acc, "seconds": round(time.perf_counter() - t0, 1)}
+        history.append(row)
+        save(ckpt, _state(net, opt, sched, e + 1, history, cfg, start))
+        say(f"QAT epoch {e + 1}/{cfg['epochs']}: train loss {row['train_loss']:.4f}, held-out agreement "
+            f"{agree:.4f}, accuracy {acc:.4f}, {row['seconds']:.0f} s")
+    w, scales, biases = net.result(weights)
+    report = {"config": dict(cfg), "seed": seed, "epochs_run": len(history) - 1, "history": history,
+              "seconds_this_run": round(time.perf_counter() - t_all, 1), "train_images": int(len(train_y)),
+              "heldout_images": int(len(held_y)), "threads": torch.get_num_threads()}
+    return w, scales, biases, report

@@ -1,0 +1,202 @@
+"""Quantization-aware training (docs/quantization.md section 15): the held-out choice of its
+settings, the committed QAT files, and their evaluation.  Every figure it writes comes from
+a run it made.
+
+    CIFAR10_DIR=../shared/data python scripts/qat_sweep.py sweep --width w2a2 --lrs 1e-4,1e-3 --epochs 1 [--publish]
+    CIFAR10_DIR=../shared/data python scripts/qat_sweep.py export --only w2a2 [--publish]
+    CIFAR10_DIR=../shared/data python scripts/qat_sweep.py evaluate [--publish]
+
+- `sweep` runs QAT at each learning rate from one PTQ solution (the first run's, reused) and
+  scores every file with the engine on the 5,000 held-out training images, which QAT never
+  trains on: top-1 agreement with FP32 and accuracy.  The test set is never read.  One JSON
+  line per run, appended to results/qat/sweep.jsonl with --publish.
+- `export` makes the files of EXPORTS with `python -m exporter` in a subprocess (timed, with
+  the load average), with --publish into models/ and results/qat/exports.json, else into
+  exports/qat/ (untracked).  Its QAT checkpoints go to reports/qat/; rerunning resumes them.
+- `evaluate` runs the engine on all 10,000 test images for every file in the export record
+  and writes results/qat/eval.json and results/qat/README.md with --publish, else prints.
+"""
+import datetime
+import json
+import os
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import click
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from exporter.report import Progress, machine, versions, write_atomic  # noqa: E402
+
+RESULTS = ROOT / "results" / "qat"
+WIDTHS = {"w2a8": ["--bits", "2"], "w4a4": ["--bits", "4", "--act-bits", "4"],
+          "w2a2": ["--bits", "2", "--act-bits", "2"]}
+# The committed QAT files: name -> exporter options (the held-out choice, results/qat/sweep.jsonl).
+EXPORTS = {
+    "w2a2_qat_s0": [*WIDTHS["w2a2"], "--qat-epochs", "12", "--qat-lr", "1e-3", "--seed", "0"],
+    "w4a4_qat_s0": [*WIDTHS["w4a4"], "--qat-epochs", "8", "--qat-lr", "1e-3", "--seed", "0"],
+    "w2a8_qat_s0": [*WIDTHS["w2a8"], "--qat-epochs", "8", "--qat-lr", "1e-3", "--seed", "0"],
+}
+
+
+def heldout_scores(path, data_dir=None):
+    """Engine top-1 agreement with FP32 and accuracy on the 5,000 held-out training images."""
+    import intengine
+    from exporter import calibrate, fold
+    from exporter.torchao import normalize
+    from trainer import data
+    import torch
+    arrays = data.load_arrays(data_dir)
+    held = calibrate.heldout_indices(len(arrays["x_train"]))
+    x, y = arrays["x_train"][held], arrays["y_train"][held]
+    model = intengine.load(path)
+    pred = np.concatenate([model.predict(x[s:s + 500]).argmax(1) for s in range(0, len(x), 500)])
+    fp = fold.load_resnet20(ROOT / "checkpoints" / "resnet20.pt")
+    with torch.no_grad():
+        fpp = np.concatenate([fp(normalize(x[s:s + 500])).argmax(1).numpy() for s in range(0, len(x), 500)])
+    return {"heldout_agree": float((pred == fpp).mean()), "heldout_acc": float((pred == y).mean())}
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def main():
+    """QAT: held-out sweep, committed exports, test-set evaluation (docs/quantization.md section 15)."""
+
+
+@main.command()
+@click.option("--width", type=click.Choice(sorted(WIDTHS)), required=True)
+@click.option("--lrs", default="1e-4,1e-3", show_default=True, help="Comma-separated QAT learning rates.")
+@click.option("--epochs", type=click.IntRange(1), default=1, show_default=True)
+@click.option("--images", type=click.IntRange(1), default=None, help="Train on a seeded subset (smoke runs).")
+@click.option("--calib-images", type=int, default=1024, show_default=True)
+@click.option("--iters", type=click.IntRange(0), default=None, help="PTQ reconstruction steps (default: the exporter's).")
+@click.option("--data-dir", default=None)
+@click.option("--out", default=str(ROOT / "reports" / "qat" / "sweep"), show_default=True)
+@click.option("--publish", is_flag=True, help="Append to results/qat/sweep.jsonl.")
+def sweep(width, lrs, epochs, images, calib_images, iters, data_dir, out, publish):
+    """QAT at each learning rate from one PTQ solution, scored on the held-out images."""
+    from exporter import qat
+    from exporter.pipeline import Config, export
+    say = Progress()
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    opts = WIDTHS[width]
+    bits = int(opts[1])
+    act = int(opts[3]) if len(opts) > 2 else 8
+    start = None
+    for lr in [float(v) for v in lrs.split(",")]:
+        t0, load0 = time.perf_counter(), os.getloadavg()[0]
+        name = f"{width}_e{epochs}_lr{lr:g}"
+        cfg = Config(str(ROOT / "checkpoints" / "resnet20.pt"), bits, act_bits=act, calib_images=calib_images,
+                     data_dir=data_dir, recon={"iters": iters},
+                     qat={"epochs": epochs, "lr": lr, "images": images}, qat_checkpoint=str(out / f"{name}.pt"))
+        path, size, _, _ = export(cfg, out / f"{name}.npz", progress=False, log=say, ptq_start=start)
+        if start is None:
+            start = qat.load(out / f"{name}.pt")["start"]
+        from intengine import fileformat
+        meta = fileformat.read(path)[0]["meta"]
+        rec = {"width": width, "lr": lr, "epochs": epochs, "images": images, "calib_images": calib_images,
+               "iters": iters, **heldout_scores(path, data_dir),
+               "fakequant_history": meta["qat"]["history"], "seconds": round(time.perf_counter() - t0, 1),
+               "load1": round(load0, 2), "bytes": size,
+               "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+               "machine": machine(), "versions": versions("torch", "numpy", "numba")}
+        line = json.dumps(rec)
+        click.echo(line)
+        say(f"{name}: held-out agreement {rec['heldout_agree']:.4f}, accuracy {rec['heldout_acc']:.4f}")
+        if publish:
+            RESULTS.mkdir(parents=True, exist_ok=True)
+            with open(RESULTS / "sweep.jsonl", "a") as f:
+                f.write(line + "\n")
+
+
+@main.command("export")
+@click.option("--only", multiple=True, help="Names from EXPORTS (default: all).")
+@click.option("--publish", is_flag=True, help="Into models/ and results/qat/exports.json.")
+def export_cmd(only, publish):
+    """Make the committed QAT files with `python -m exporter` (resuming their checkpoints)."""
+    say = Progress()
+    names = list(only) or list(EXPORTS)
+    bad = [n for n in names if n not in EXPORTS]
+    if bad:
+        raise click.ClickException(f"unknown export {bad[0]!r}; choose from {', '.join(EXPORTS)}")
+    folder = ROOT / ("models" if publish else "exports/qat")
+    folder.mkdir(parents=True, exist_ok=True)
+    record_path = RESULTS / "exports.json"
+    records = json.loads(record_path.read_text()) if record_path.is_file() else {}
+    for name in names:
+        path = folder / f"resnet20_{name}.npz"
+        ckpt = ROOT / "reports" / "qat" / f"{name}.pt"
+        ckpt.parent.mkdir(parents=True, exist_ok=True)
+        args = [*EXPORTS[name], "--no-progress", "--out", str(path.relative_to(ROOT)),
+                "--qat-checkpoint", str(ckpt.relative_to(ROOT))]
+        resume = ckpt.is_file()
+        cmd = [sys.executable, "-m", "exporter", *args, *(["--resume"] if resume else [])]
+        say(f"{name}: {'resuming' if resume else 'starting'} `python -m exporter {shlex.join(args)}`")
+        t0, load0 = time.perf_counter(), os.getloadavg()[0]
+        r = subprocess.run(cmd, cwd=ROOT, stderr=subprocess.PIPE, text=True)
+        if r.returncode:
+            raise click.ClickException(f"{name}: the exporter failed: {r.stderr.strip().splitlines()[-1]}")
+        from intengine import fileformat
+        meta = fileformat.read(path)[0]["meta"]
+        hist = meta["qat"]["history"]
+        rec = {"file": str(path.relative_to(ROOT)), "command": "python -m exporter " + shlex.join(args),
+               "seconds_last_call": round(time.perf_counter() - t0, 1), "resumed": resume,
+               "qat_seconds": round(sum(h.get("seconds", 0) for h in hist), 1),
+               "seconds_per_epoch": round(float(np.median([h["seconds"] for h in hist[1:]])), 1),
+               "load1_start": round(load0, 2), "load1_end": round(os.getloadavg()[0], 2),
+               "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+               "machine": machine(), "versions": versions("torch", "numpy", "numba")}
+        records[name] = rec
+        say(f"{name}: {rec['seconds_per_epoch']} s per epoch, held-out agreement "
+            f"{hist[0]['heldout_agree']:.4f} -> {hist[-1]['heldout_agree']:.4f}")
+        if publish:
+            RESULTS.mkdir(parents=True, exist_ok=True)
+            write_atomic(record_path, json.dumps(records, indent=1) + "\n")
+
+
+@main.command()
+@click.option("--data-dir", default=None)
+@click.option("--publish", is_flag=True, help="Write results/qat/eval.json and results/qat/README.md.")
+def evaluate(data_dir, publish):
+    """The engine on all 10,000 test images for every recorded QAT file; the README table."""
+    import intengine
+    from intengine import fileformat
+    from intengine.cifar10 import load_test
+    records = json.loads((RESULTS / "exports.json").read_text())
+    x, y = load_test(data_dir)
+    rows = {}
+    for name, rec in records.items():
+        path = ROOT / rec["file"]
+        model = intengine.load(path)
+        pred = np.concatenate([model.predict(x[s:s + 500]).argmax(1) for s in range(0, len(x), 500)])
+        meta = fileformat.read(path)[0]["meta"]
+        rows[name] = {"top1": float((pred == y).mean()), "bytes": path.stat().st_size,
+                      "bits": meta["bits"], "act_bits": meta["act_bits"], "epochs": meta["qat"]["epochs_run"],
+                      "heldout_start": meta["qat"]["history"][0]["heldout_agree"],
+                      "heldout_end": meta["qat"]["history"][-1]["heldout_agree"]}
+    lines = ["# Quantization-aware training: the committed files, the engine on all 10,000 test images", "",
+             "Generated by `python scripts/qat_sweep.py evaluate --publish` from results/qat/exports.json "
+             "and eval.json.  FP32: 0.9234.", "",
+             "| file | W/A | QAT epochs | engine top-1 | held-out agreement (PTQ start -> QAT) | s per epoch "
+             "| QAT s | load1 | command |", "|---|---|---|---|---|---|---|---|---|"]
+    for name, r in rows.items():
+        rec = records[name]
+        lines.append(f"| {rec['file']} | W{r['bits']}A{r['act_bits']} | {r['epochs']} | {r['top1']:.4f} | "
+                     f"{r['heldout_start']:.4f} -> {r['heldout_end']:.4f} | {rec['seconds_per_epoch']} | "
+                     f"{rec['qat_seconds']:.0f} | {rec['load1_start']}-{rec['load1_end']} | `{rec['command']}` |")
+    m = next(iter(records.values()))["machine"] if records else {}
+    lines += ["", f"Machine: {m.get('cpu')} ({m.get('cores')} cores).  Seeds: calibration and QAT data order 0."]
+    text = "\n".join(lines) + "\n"
+    if publish:
+        write_atomic(RESULTS / "eval.json", json.dumps(rows, indent=1) + "\n")
+        write_atomic(RESULTS / "README.md", text)
+    click.echo(text)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,188 @@
+"""The ready-made peer of our QAT: torch.ao's own quantization-aware training of the shipped
+ResNet20 (eager mode: fuse conv+BN(+ReLU) for QAT, `prepare_qat`, train, `convert`), run on
+torch's own int8 kernels and scored on all 10,000 test images.
+
+    CIFAR10_DIR=../shared/data python scripts/torchao_qat.py --bits 8 --epochs 3 [--resume] [--publish]
+
+- `--bits 8` is torch.ao's x86 default QAT qconfig (`get_default_qat_qconfig("x86")`: per-channel
+  symmetric int8 weights, moving-average activation ranges with reduce_range).  `--bits 4` and
+  `--bits 2` restrict the weight fake-quant to [-2^(b-1), 2^(b-1)-1] (`quant_min/quant_max`),
+  the original work's way of asking torch.ao for fewer bits; the converted model still runs
+  int8 kernels, with weight values of b bits (labelled simulated in the report).
+- The recipe is PyTorch's QAT tutorial's, scaled to the epochs given: SGD (momentum 0.9) at
+  --lr with a cosine decay, BN statistics frozen after half the epochs and the observers after
+  all but the last.  It trains on the training images minus the 5,000 held-out ones, with the
+  trainer's augmentation and data order, and reports held-out accuracy after every epoch.
+- A checkpoint after every epoch (reports/qat/torchao_w{b}.pt); --resume continues it.
+  --publish records into results/qat/torchao.json, keyed W{b}A8_e{epochs}.
+"""
+import datetime
+import json
+import math
+import os
+import sys
+import time
+from pathlib import Path
+
+import click
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from exporter.report import Progress, machine, versions, write_atomic  # noqa: E402
+
+
+def qat_qconfig(bits):
+    from torch.ao import quantization as tq
+    if bits == 8:
+        return tq.get_default_qat_qconfig("x86")
+    base = tq.get_default_qat_qconfig("x86")
+    weight = tq.FusedMovingAvgObsFakeQuantize.with_args(
+        observer=tq.MovingAveragePerChannelMinMaxObserver, quant_min=-(1 << (bits - 1)),
+        quant_max=(1 << (bits - 1)) - 1, dtype=torch.qint8, qscheme=torch.per_channel_symmetric)
+    return tq.QConfig(activation=base.activation, weight=weight)
+
+
+def build(bits):
+    from torch.ao import quantization as tq
+    from exporter import fold, torchao
+    torch.backends.quantized.engine = "x86"
+    q = torchao.QResNet20(fold.load_resnet20(ROOT / "checkpoints" / "resnet20.pt")).train().fuse(qat=True)
+    q.qconfig = qat_qconfig(bits)
+    tq.prepare_qat(q, inplace=True)
+    return q
+
+
+def evaluate(model, images_nchw_u8, labels, bs=500):
+    from trainer import data
+    with torch.no_grad():
+        pred = torch.cat([model(data.normalize(images_nchw_u8[s:s + bs])).argmax(1)
+                          for s in range(0, len(labels), bs)])
+    return float((pred == labels).float().mean())
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--bits", type=click.Choice(["2", "4", "8"]), default="8", show_default=True,
+              help="Weight bits (8: torch.ao's default QAT; 4 and 2: quant_min/quant_max, simulated).")
+@click.option("--epochs", type=click.IntRange(1), default=3, show_default=True)
+@click.option("--lr", type=click.FloatRange(0, min_open=True), default=1e-3, show_default=True)
+@click.option("--batch", type=click.IntRange(1), default=128, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--images", type=click.IntRange(1), default=None, help="Train on a seeded subset (smoke tests).")
+@click.option("--limit", type=click.IntRange(1, 10000), default=None, help="Test images (default: all 10,000).")
+@click.option("--data-dir", default=None)
+@click.option("--checkpoint-dir", default=str(ROOT / "reports" / "qat"), show_default=True)
+@click.option("--resume", is_flag=True, help="Continue from the checkpoint of the same settings.")
+@click.option("--publish", is_flag=True, help="Record into results/qat/torchao.json.")
+def main(bits, epochs, lr, batch, seed, images, limit, data_dir, checkpoint_dir, resume, publish):
+    """torch.ao's QAT (prepare_qat, convert) on the shipped model: the peer row of the kinds section."""
+    from torch.ao import quantization as tq
+    from exporter import calibrate
+    from intengine.cifar10 import DataError, load_test, seeded_subset
+    from trainer import data
+    from trainer.train import epoch_generator
+    say = Progress()
+    bits = int(bits)
+    t_start, load0 = time.perf_counter(), os.getloadavg()[0]
+    try:
+        arrays = data.load_arrays(data_dir)
+        test_x, test_y = load_test(data_dir)
+    except DataError as e:
+        raise click.ClickException(str(e)) from None
+    if limit:
+        pick = seeded_subset(len(test_y), limit, seed)
+        test_x, test_y = test_x[pick], test_y[pick]
+    train = arrays["x_train"]
+    held = calibrate.heldout_indices(len(train))
+    keep = np.flatnonzero(~np.isin(np.arange(len(train)), held))
+    if images:
+        keep = np.sort(keep[seeded_subset(len(keep), images, seed)])
+    nchw = lambda x: torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))
+    tx, ty = nchw(train[keep]), torch.from_numpy(arrays["y_train"][keep].astype(np.int64))
+    hx, hy = nchw(train[held]), torch.from_numpy(arrays["y_train"][held].astype(np.int64))
+    torch.manual_seed(seed)
+    model = build(bits)
+    opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9)
+    steps = len(ty) // batch
+    if steps == 0:
+        raise click.ClickException(f"{len(ty)} training images are fewer than one batch of {batch}")
+    total = epochs * steps
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda t: 0.5 * (1 + math.cos(math.pi * min(t, total) / total)))
+    ckpt = Path(checkpoint_dir) / f"torchao_w{bits}.pt"
+    settings = {"bits": bits, "epochs": epochs, "lr": lr, "batch": batch, "seed": seed, "images": images}
+    start, history = 0, []
+    if resume and ckpt.is_file():
+        state = torch.load(ckpt, weights_only=True)
+        if state["settings"] != settings:
+            raise click.ClickException(f"{ckpt} was made with {state['settings']}; rerun with those or without --resume")
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        start, history = state["epoch"], state["history"]
+        say(f"resumed from {ckpt} after epoch {start}")
+    crit = torch.nn.CrossEntropyLoss()
+    for e in range(start, epochs):
+        t0 = time.perf_counter()
+        model.train()
+        if e >= max(1, epochs // 2):
+            model.apply(torch.nn.intrinsic.qat.freeze_bn_stats)
+        if e >= max(1, epochs - 1):
+            model.apply(tq.disable_observer)
+        g = epoch_generator(seed, e)
+        perm = torch.randperm(len(ty), generator=g)
+        ex, ey = data.augment(tx[perm], g), ty[perm]
+        loss_sum = 0.0
+        for t in range(steps):
+            rows = slice(t * batch, (t + 1) * batch)
+            loss = crit(model(data.normalize(ex[rows])), ey[rows])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            loss_sum += float(loss.detach())
+            if t % 50 == 49:
+                say(f"epoch {e + 1}/{epochs} step {t + 1}/{steps}: loss {loss_sum / (t + 1):.4f}")
+        model.eval()
+        acc = evaluate(model, hx, hy)
+        history.append({"epoch": e + 1, "train_loss": loss_sum / steps, "heldout_acc_fakequant": acc,
+                        "seconds": round(time.perf_counter() - t0, 1)})
+        ckpt.parent.mkdir(parents=True, exist_ok=True)
+        tmp = ckpt.with_name(ckpt.name + ".tmp")
+        torch.save({"settings": settings, "model": model.state_dict(), "optimizer": opt.state_dict(),
+                    "scheduler": sched.state_dict(), "epoch": e + 1, "history": history}, tmp)
+        os.replace(tmp, ckpt)
+        say(f"epoch {e + 1}/{epochs}: held-out top-1 (fake-quant) {acc:.4f}, {history[-1]['seconds']:.0f} s")
+    model.eval()
+    fq_acc = evaluate(model, nchw(test_x), torch.from_numpy(test_y.astype(np.int64)))
+    q = tq.convert(model.cpu().eval(), inplace=False)
+    int8_acc = evaluate(q, nchw(test_x), torch.from_numpy(test_y.astype(np.int64)))
+    with torch.no_grad():
+        engine = getattr(torch.backends.quantized, "engine", None)
+    rec = {"bits_w": bits, "bits_a": 8, "top1_int8": int8_acc, "top1_fakequant": fq_acc,
+           "test_images": len(test_y), "epochs": epochs, "history": history, "settings": settings,
+           "train_images": int(len(ty)), "heldout_images": int(len(hy)),
+           "seconds": round(time.perf_counter() - t_start, 1), "load1_start": round(load0, 2),
+           "load1_end": round(os.getloadavg()[0], 2), "quantized_engine": engine,
+           "qconfig": "get_default_qat_qconfig('x86')" if bits == 8 else
+           f"x86 default activations; weights FusedMovingAvgObsFakeQuantize per-channel [{-(1 << (bits - 1))}, "
+           f"{(1 << (bits - 1)) - 1}] (simulated {bits}-bit values in int8 kernels)",
+           "command": "python scripts/torchao_qat.py " + " ".join(sys.argv[1:]),
+           "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+           "machine": machine(), "versions": versions("torch", "numpy")}
+    say(f"torch.ao QAT W{bits}A8, {epochs} epochs: int8 top-1 {int8_acc:.4f} (fake-quant {fq_acc:.4f}) "
+        f"on {len(test_y):,} test images, {rec['seconds']:.0f} s")
+    if publish:
+        path = ROOT / "results" / "qat" / "torchao.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        records = json.loads(path.read_text()) if path.is_file() else {}
+        records[f"W{bits}A8_e{epochs}"] = rec
+        write_atomic(path, json.dumps(records, indent=1) + "\n")
+        say(f"recorded in {path.relative_to(ROOT)}")
+    else:
+        click.echo(json.dumps({k: v for k, v in rec.items() if k not in ("machine",)}, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,149 @@
+"""Quantization-aware training (docs/quantization.md section 15, issue 17): the file it writes
+runs on the engine and equals the exact simulation; a resumed run equals an uninterrupted one;
+the README's QAT command runs end to end; bad settings end in one line."""
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import intengine
+from exporter import qat
+from exporter.pipeline import Config, export
+from exporter.simulate import run_exact
+from intengine import fileformat
+
+ROOT = Path(__file__).resolve().parent.parent
+TINY = {"epochs": 2, "images": 256, "heldout": 200, "batch": 64}
+FAST = dict(calib_images=64, recon={"iters": 4})
+
+
+def _cfg(shipped, data_dir, tmp_path, **kw):
+    return Config(shipped, 2, act_bits=2, data_dir=data_dir, qat=dict(TINY), qat_checkpoint=str(tmp_path / "q.pt"),
+                  **FAST, **kw)
+
+
+def test_qat_file_runs_on_the_engine_and_equals_the_exact_simulation(data_dir, shipped, tmp_path, test_images):
+    path, _, qnet, _ = export(_cfg(shipped, data_dir, tmp_path), tmp_path / "w2a2.npz", progress=False)
+    meta = fileformat.read(path)[0]["meta"]
+    assert meta["qat"]["epochs_run"] == 2 and meta["qat"]["start"]["rounding"] == "brecq"
+    assert meta["qat"]["config"]["lr"] == qat.DEFAULTS["lr"]
+    model = intengine.load(path)
+    assert sorted(set(model.act_bits.tolist())) == [2, 8]
+    x = test_images[0][:64]
+    fast, ref, sim = model.run(x, keep=True), model.run(x, reference_ops=True, keep=True), run_exact(qnet, x)
+    for name, a, b, c in zip(model.points, fast, ref, sim):
+        assert np.array_equal(a, b), f"fast path != reference at {name}"
+        assert np.array_equal(a, c.numpy()), f"engine != exact simulation at {name}"
+
+
+def test_qat_moves_the_weights_from_the_ptq_start(data_dir, shipped, tmp_path):
+    """Two epochs at a large learning rate change codes and step sizes: the training reaches the file."""
+    cfg = _cfg(shipped, data_dir, tmp_path)
+    ptq = export(Config(shipped, 2, act_bits=2, data_dir=data_dir, **FAST), tmp_path / "ptq.npz", progress=False)[2]
+    big = Config(**{**cfg.__dict__, "qat": {**TINY, "lr": 1e-2}})
+    trained = export(big, tmp_path / "qat.npz", progress=False)[2]
+    changed = sum(int((a["codes"] != b["codes"]).sum()) for a, b in zip(ptq["ops"], trained["ops"]) if "codes" in a)
+    assert changed > 100
+    assert any(p["scale"] != q["scale"] for p, q in zip(ptq["points"][1:], trained["points"][1:]))
+    assert ptq["points"][0]["scale"] == trained["points"][0]["scale"]          # the input LUT stays
+
+
+def test_resumed_qat_equals_an_uninterrupted_run(data_dir, shipped, tmp_path, monkeypatch):
+    torch.set_num_threads(2)
+    whole, _, _, _ = export(_cfg(shipped, data_dir, tmp_path / "a"), tmp_path / "a.npz", progress=False)
+    (tmp_path / "b").mkdir()
+    save = qat.save
+
+    def save_then_die(path, state):
+        save(path, state)
+        if state["epoch"] == 1:
+            raise KeyboardInterrupt
+    monkeypatch.setattr(qat, "save", save_then_die)
+    cfg = _cfg(shipped, data_dir, tmp_path / "b")
+    with pytest.raises(KeyboardInterrupt):
+        export(cfg, tmp_path / "b.npz", progress=False)
+    assert not (tmp_path / "b.npz").exists() and qat.load(tmp_path / "b" / "q.pt")["epoch"] == 1
+    monkeypatch.setattr(qat, "save", save)
+    logs = []
+    resumed, _, _, _ = export(Config(**{**cfg.__dict__, "resume": True}), tmp_path / "b.npz", progress=False,
+                              log=logs.append)
+    assert any("resumed QAT" in m and "after epoch 1 of 2" in m for m in logs), logs
+    (ha, a), (hb, b) = fileformat.read(whole), fileformat.read(resumed)
+    for k in a:
+        assert np.array_equal(a[k], b[k]), k
+    strip = lambda h: [{k: v for k, v in r.items() if k != "seconds"} for r in h["meta"]["qat"]["history"]]
+    assert strip(ha) == strip(hb)
+
+
+def test_resume_with_other_settings_is_refused(data_dir, shipped, tmp_path):
+    cfg = _cfg(shipped, data_dir, tmp_path, )
+    cfg = Config(**{**cfg.__dict__, "qat": {**TINY, "epochs": 1}})
+    export(cfg, tmp_path / "a.npz", progress=False)
+    other = Config(**{**cfg.__dict__, "qat": {**TINY, "epochs": 3}, "resume": True})
+    with pytest.raises(qat.QATError, match="other settings.*epochs"):
+        export(other, tmp_path / "b.npz", progress=False)
+
+
+def _run(*args, env_dir=None, timeout=900):
+    import os
+    env = {**os.environ, "CIFAR10_DIR": env_dir} if env_dir else None
+    return subprocess.run([sys.executable, *map(str, args)], cwd=ROOT, capture_output=True, text=True,
+                          timeout=timeout, env=env)
+
+
+def test_readme_qat_command_end_to_end(data_dir, tmp_path):
+    """The README's `python -m exporter --bits 2 --act-bits 2 --qat-epochs N`, at a tiny size,
+    as a subprocess: it writes the file and the checkpoint, says what it did, and the
+    engine runs the file."""
+    out = tmp_path / "m" / "w2a2_qat.npz"
+    r = _run("-m", "exporter", "--bits", "2", "--act-bits", "2", "--qat-epochs", "1", "--qat-images", "256",
+             "--qat-batch", "64", "--iters", "3", "--calib-images", "64", "--no-progress", "--out", out,
+             env_dir=data_dir)
+    assert r.returncode == 0, r.stderr
+    assert "QAT: 1 epochs on 256 labelled training images (the 5,000 held-out ones excluded)" in r.stderr
+    assert "QAT epoch 1/1" in r.stderr and "then 1 QAT epochs" in r.stdout
+    assert out.is_file() and out.with_suffix(".pt").is_file()
+    r = _run("-m", "intengine", "eval", out, "--limit", "256", env_dir=data_dir)
+    assert r.returncode == 0 and "accuracy" in r.stdout, r.stderr
+    r = _run("-m", "exporter", "--bits", "2", "--act-bits", "2", "--qat-epochs", "1", "--qat-images", "256",
+             "--qat-batch", "64", "--iters", "3", "--calib-images", "64", "--no-progress", "--out", out,
+             "--resume", env_dir=data_dir)
+    assert r.returncode == 0 and "resumed QAT" in r.stderr and "after epoch 1 of 1" in r.stderr, r.stderr
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--bits", "2", "--qat-lr", "0.1"], "--qat-lr sets up QAT: give --qat-epochs too"),
+    (["--bits", "2", "--resume"], "--resume sets up QAT: give --qat-epochs too"),
+    (["--bits", "16", "--qat-epochs", "1"], "not with 16 bits"),
+    (["--bits", "2", "--qat-epochs", "0"], "--qat-epochs"),
+    (["--bits", "2", "--qat-epochs", "1", "--budget", "100KB"], "--budget does not go with QAT"),
+])
+def test_bad_qat_options_fail_in_one_line(args, message, tmp_path):
+    r = _run("-m", "exporter", *args, "--out", tmp_path / "x.npz")
+    assert r.returncode == 2 and message in r.stderr, r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr
+    assert not (tmp_path / "x.npz").exists()
+
+
+def test_damaged_qat_checkpoint_is_refused_in_one_line(data_dir, tmp_path):
+    ck = tmp_path / "q.pt"
+    ck.write_bytes(b"PK\x03\x04 not a zip")
+    r = _run("-m", "exporter", "--bits", "2", "--qat-epochs", "1", "--qat-checkpoint", ck, "--resume",
+             "--calib-images", "64", "--out", tmp_path / "x.npz", env_dir=data_dir)
+    assert r.returncode == 2 and str(ck) in r.stderr and "Traceback" not in r.stderr, r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+
+
+def test_torchao_qat_peer_tiny(data_dir, tmp_path):
+    """scripts/torchao_qat.py end to end on a tiny subset: it trains, converts, and reports
+    both the int8 and the fake-quant top-1."""
+    import json
+    r = _run("scripts/torchao_qat.py", "--bits", "8", "--epochs", "1", "--images", "256", "--limit", "200",
+             "--checkpoint-dir", tmp_path, env_dir=data_dir)
+    assert r.returncode == 0, r.stderr
+    rec = json.loads(r.stdout)
+    assert 0.5 < rec["top1_int8"] <= 1 and rec["history"][0]["epoch"] == 1 and rec["test_images"] == 200
+    assert (tmp_path / "torchao_w8.pt").is_file()
