@@ -35,18 +35,20 @@ def dequantized(weights):
             for k, (_, _, codes, L, s_w) in weights.items()}
 
 
-EDGE_ACT_BITS = 8                                    # section 4: the edge points below 8 bits
+STREAM_BITS = 8                                      # section 3: the points no conv reads, below 8 bits
 
 
 def point_bits(ops, n_points, act_bits):
-    """Each point's width (section 4): act_bits, except that below 8 bits the network's
-    input, the last layer's input and the logits stay at 8 bits, as the first and last
-    layers' weights do (fold.edge_points)."""
-    from .fold import edge_points
-    bits = [act_bits] * n_points
-    if act_bits < EDGE_ACT_BITS:
-        for i in edge_points(ops):
-            bits[i] = EDGE_ACT_BITS
+    """Each point's width (section 3): act_bits; below 8 bits, act_bits at the points a conv
+    reads (the stem's input, the image, excepted) and 8 bits everywhere else: the image, the
+    residual stream, the pool and the logits (the graph is fold.split_stream's)."""
+    if act_bits >= STREAM_BITS:
+        return [act_bits] * n_points
+    bits = [STREAM_BITS] * n_points
+    first = next(op for op in ops if op["op"] in ("conv", "linear"))
+    for op in ops:
+        if op["op"] == "conv" and op is not first:
+            bits[op["in"]] = act_bits
     return bits
 
 
@@ -70,6 +72,7 @@ def quantize_graph(points, ops, lo, hi, weights, *, act_bits, bias_shift=None, s
     `weights` from quantize_weights_all; `bias_shift` {name: (Co,)} is added to the
     folded bias before eq. (7) (bias correction, section 2); `scales` as in act_points."""
     qpts = act_points(points, ops, lo, hi, act_bits, scales)
+    widened = widen_outputs(ops, qpts, weights)
     qops = []
     for op in ops:
         if op["op"] in ("conv", "linear"):
@@ -78,7 +81,27 @@ def quantize_graph(points, ops, lo, hi, weights, *, act_bits, bias_shift=None, s
             qops.append(weighted_integers(op, qpts, b, kind, codes, L, s_w, bias))
         else:
             qops.append(unweighted_integers(op, qpts))
-    return {"points": qpts, "ops": qops, "lut": input_lut(qpts[0])}
+    return {"points": qpts, "ops": qops, "lut": input_lut(qpts[0]), "widened": widened}
+
+
+MAX_MULTIPLIER = 0.999
+
+
+def widen_outputs(ops, qpts, weights):
+    """eq. (9) stores multipliers below 1.  A conv with a coarse (2-bit) input and a fine 8-bit
+    output can need s_x s_w / s_y >= 1; there the output step s_y grows to s_x max(s_w) / 0.999
+    (its zero point kept), a slightly coarser 8-bit grid (section 3).  Changes qpts in place;
+    returns the names of the points it widened."""
+    widened = []
+    for op in ops:
+        if op["op"] not in ("conv", "linear"):
+            continue
+        s_w = weights[op["name"]][4]
+        need = qpts[op["in"]]["scale"] * float(np.max(s_w)) / MAX_MULTIPLIER
+        if need > qpts[op["out"]]["scale"]:
+            qpts[op["out"]]["scale"] = need
+            widened.append(qpts[op["out"]]["name"])
+    return widened
 
 
 def weighted_integers(op, qpts, bits, kind, codes, L, s_w, bias):
@@ -106,6 +129,9 @@ def unweighted_integers(op, qpts):
         u = max(sa, sb) / 2.0 ** ADD_UNIT_BITS
         m0, n = quantize_multiplier(u / sy, op["name"])                             # eq. (14)
         q.update(ka=int(rnd(sa / u)), kb=int(rnd(sb / u)), m0=m0, n=n)             # eq. (12)
+    elif op["op"] == "requant":
+        m0, n = quantize_multiplier(qpts[op["in"]]["scale"] / sy, op["name"])      # eq. (17a)
+        q.update(m0=m0, n=n)
     else:
         h, w, _ = qpts[op["in"]]["shape"]
         m0, n = quantize_multiplier(qpts[op["in"]]["scale"] / (h * w * sy), op["name"])   # eq. (16)

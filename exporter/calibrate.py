@@ -52,7 +52,8 @@ def mse_ranges(ops, widths, images, lo, hi, batch_size=128, sample=200_000, grid
     `grid`) that minimises the squared error of eq. (1)+(4) over the point's values on
     `images` (a seeded sample of at most `sample` values per point); points of 8 bits or
     more keep min/max (section 3).  A 2-bit point on its min/max range rounds nearly every
-    value to 0.  -> (lo, hi) copies."""
+    value to 0.  a stays at least 2 (2^b - 1) / 255, so that the multiplier of a requant from
+    an 8-bit point (eq. 17a) is at most 1/2.  -> (lo, hi) copies."""
     from .quantize import act_qparams
     low = [i for i, b in enumerate(widths) if b < 8]
     lo, hi = np.array(lo, np.float64), np.array(hi, np.float64)
@@ -73,7 +74,8 @@ def mse_ranges(ops, widths, images, lo, hi, batch_size=128, sample=200_000, grid
         v = torch.cat(seen[i])
         v = v[torch.randint(0, v.numel(), (min(v.numel(), sample),), generator=gen)].numpy()
         qmax, best = (1 << widths[i]) - 1, None
-        for a in np.arange(1, grid + 1) / grid:
+        floor = 2 * qmax / 255            # keeps a requant from the 8-bit stream below 1/2 (eq. 17a)
+        for a in [a for a in np.arange(1, grid + 1) / grid if a >= floor]:
             sc, z = act_qparams(lo[i] * a, hi[i] * a, widths[i])
             q = np.clip(np.floor(v / sc + 0.5) + z, 0, qmax)
             err = float(((v - (q - z) * sc) ** 2).mean())

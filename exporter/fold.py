@@ -70,14 +70,31 @@ def first_last(ops):
     return weighted[0], weighted[-1]
 
 
-def edge_points(ops):
-    """The points that stay at 8 bits below 8-bit activations (docs/quantization.md section 4):
-    the first layer's input (the image), the pool's input, the last layer's input and its
-    output (the logits).  (An 8-bit pool output over a 2-bit input would need a multiplier
-    above 1, which eq. (9) cannot store.)"""
-    weighted = [op for op in ops if op["op"] in ("conv", "linear")]
-    pools = [op["in"] for op in ops if op["op"] == "pool"]
-    return tuple(sorted({weighted[0]["in"], *pools, weighted[-1]["in"], weighted[-1]["out"]}))
+def split_stream(points, ops):
+    """Below 8-bit activations (docs/quantization.md section 3): a `requant` op in front of
+    every conv that reads a point the residual add also reads, so that the conv reads its own
+    low-bit copy while the residual stream keeps 8 bits.  -> (points, ops), renumbered in op
+    order; `layerS.B.in` is the new point of block layerS.B."""
+    readers = {}
+    for op in ops:
+        for i in (op["in"] if isinstance(op["in"], list) else [op["in"]]):
+            readers.setdefault(i, set()).add(op["op"])
+    new_pts, where, out = [points[0]], {0: 0}, []
+    for op in ops:
+        op = dict(op)
+        if op["op"] == "conv" and op["in"] != 0 and "add" in readers[op["in"]]:
+            block = op["name"].rsplit(".", 1)[0]
+            new_pts.append({"name": f"{block}.in", "shape": list(points[op["in"]]["shape"])})
+            out.append({"op": "requant", "name": f"{block}.requant", "in": where[op["in"]],
+                        "out": len(new_pts) - 1})
+            op["in"] = len(new_pts) - 1
+        else:
+            op["in"] = [where[i] for i in op["in"]] if isinstance(op["in"], list) else where[op["in"]]
+        new_pts.append(points[op["out"]])
+        where[op["out"]] = len(new_pts) - 1
+        op["out"] = len(new_pts) - 1
+        out.append(op)
+    return new_pts, out
 
 
 @torch.no_grad()

@@ -106,6 +106,13 @@ class Config:
         return {k: getattr(self, k) for k in keys}
 
 
+def graph_for(model, act_bits):
+    """The float graph of a file with `act_bits` activations: below 8 bits with a requant in
+    front of each block's first conv (fold.split_stream, docs section 3)."""
+    points, ops = fold.graph(model)
+    return fold.split_stream(points, ops) if act_bits < 8 else (points, ops)
+
+
 def export(cfg, out, *, progress=True, log=None, extra_meta=None, ranges=None, ptq_start=None):
     """The whole export of `cfg` (a Config) into the model file `out`; returns (out path,
     size in bytes, qnet, float ops).  Reconstruction settings missing from cfg.recon take
@@ -116,7 +123,7 @@ def export(cfg, out, *, progress=True, log=None, extra_meta=None, ranges=None, p
     PTQ settings (scripts/qat_sweep.py tries several QAT settings from one PTQ solution)."""
     cfg = cfg.resolved()
     model = fold.load_resnet20(cfg.checkpoint)
-    points, ops = fold.graph(model)
+    points, ops = graph_for(model, cfg.act_bits)
     arrays = data.load_arrays(cfg.data_dir)
     train = arrays["x_train"]
     images, _, idx_hash = calibrate.calibration_images(train, cfg.calib_images, cfg.seed)
@@ -177,6 +184,8 @@ def export(cfg, out, *, progress=True, log=None, extra_meta=None, ranges=None, p
         meta["reconstruction"] = {k: recon_report[k] for k in ("method", "seed", "config")}
     if cfg.layer_bits:
         meta["layer_bits"] = dict(cfg.layer_bits)
+    if qnet.get("widened"):
+        meta["widened_points"] = qnet["widened"]           # build.widen_outputs
     if qat_report is not None:
         meta["qat"] = qat_report
     meta.update(extra_meta or {})
@@ -263,7 +272,7 @@ def export_budget(cfg, budget, out, *, log=None, sens=None, solver="dp", progres
     checkpoint, calib_images, seed, data_dir = cfg.checkpoint, cfg.calib_images, cfg.seed, cfg.data_dir
     choices = tuple(b for b in mixed.CHOICES if b >= cfg.bits)
     model = fold.load_resnet20(checkpoint)
-    points, ops = fold.graph(model)
+    points, ops = graph_for(model, act_bits)
     names = [op["name"] for op in mixed.weighted(ops)]
     pick = mixed.solve if solver == "dp" else mixed.greedy
     costs = mixed.layer_costs(ops, choices, levels, clip)

@@ -34,8 +34,8 @@ FORMAT, VERSION = "lowbit-ptq/qat-checkpoint", 1
 DEFAULTS = {                      # one flat block of the defaults (section 15)
     "epochs": 10,
     "batch": 128,
-    "lr": 1e-4,                   # Adam on the latent weights and biases, cosine to 0
-    "scale_lr": 1e-3,             # Adam on every log step size (weights and activations)
+    "lr": 1e-2,                   # SGD (momentum 0.9, Nesterov) on the latent weights and biases
+    "scale_lr": 1e-4,             # Adam on every log step size (weights and activations)
     "weight_decay": 0.0,
     "label_smoothing": 0.1,       # as the trainer's
     "images": None,               # train on the first N of the shuffled training images (tests)
@@ -111,6 +111,29 @@ class QATNet(nn.Module):
         return out, scales, biases
 
 
+class Optimizers:
+    """Several optimizers (or schedulers) stepped, zeroed and checkpointed as one: SGD on the
+    weights, Adam on the log step sizes, whose gradients are sums over whole tensors."""
+
+    def __init__(self, *parts):
+        self.parts = parts
+
+    def zero_grad(self, set_to_none=True):
+        for p in self.parts:
+            p.zero_grad(set_to_none=set_to_none)
+
+    def step(self):
+        for p in self.parts:
+            p.step()
+
+    def state_dict(self):
+        return [p.state_dict() for p in self.parts]
+
+    def load_state_dict(self, states):
+        for p, s in zip(self.parts, states):
+            p.load_state_dict(s)
+
+
 def split(n_train, heldout):
     """The training indices QAT learns from: every training image but the held-out ones."""
     keep = np.ones(n_train, bool)
@@ -128,6 +151,7 @@ def _state(net, opt, sched, epoch, history, cfg, start):
 def save(path, state):
     """Atomically, as the trainer's checkpoints: a temporary file, fsync, os.replace."""
     path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "wb") as f:
         torch.save(state, f)
@@ -177,15 +201,16 @@ def train(ops, qpoints, weights, train_x, train_y, held_x, held_y, fp_model, *, 
     checkpoint to continue.  Returns (weights, act scales, biases, report)."""
     say = log or (lambda m: None)
     net = QATNet(ops, qpoints, weights)
-    groups = [{"params": list(net.w.values()), "lr": cfg["lr"], "weight_decay": cfg["weight_decay"]},
-              {"params": list(net.b.values()), "lr": cfg["lr"], "weight_decay": 0.0},
-              {"params": [*net.log_sw.values(), net.log_sa], "lr": cfg["scale_lr"], "weight_decay": 0.0}]
-    opt = torch.optim.Adam(groups)
+    groups = [{"params": list(net.w.values()), "weight_decay": cfg["weight_decay"]},
+              {"params": list(net.b.values()), "weight_decay": 0.0}]
+    opt = Optimizers(torch.optim.SGD(groups, lr=cfg["lr"], momentum=0.9, nesterov=True),
+                     torch.optim.Adam([*net.log_sw.values(), net.log_sa], lr=cfg["scale_lr"]))
     steps = len(train_y) // cfg["batch"]
     if steps == 0:
         raise QATError(f"{len(train_y)} training images are fewer than one batch of {cfg['batch']}")
     total = cfg["epochs"] * steps
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda t: 0.5 * (1 + math.cos(math.pi * min(t, total) / total)))
+    cosine = lambda t: 0.5 * (1 + math.cos(math.pi * min(t, total) / total))
+    sched = Optimizers(*(torch.optim.lr_scheduler.LambdaLR(o, cosine) for o in opt.parts))
     epoch, history = 0, []
     if resumed is not None:
         net.load_state_dict(resumed["net"])

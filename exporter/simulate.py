@@ -44,6 +44,8 @@ def apply(op, acts, weight):
     elif kind == "add":
         a, b = acts[op["in"][0]], acts[op["in"][1]]
         y = a + _shortcut(b, op["stride"], op["pad"])
+    elif kind == "requant":                    # the float value is unchanged; its point rounds it
+        y = acts[op["in"]]
     elif kind == "pool":
         y = acts[op["in"]].mean((2, 3))
     else:
@@ -98,6 +100,8 @@ def run_exact(qnet, images):
             b = acts[op["in"][1]] - pts[op["in"][1]]["zp"]                      # real 0 == 0 here
             b = _shortcut(b.permute(0, 3, 1, 2), op["stride"], op["pad"]).permute(0, 2, 3, 1)
             y = zy + requant(op["ka"] * a + op["kb"] * b, op["m0"], op["n"])     # eq. (13)-(14)
+        elif kind == "requant":                                                    # eq. (17a)
+            y = zy + requant(acts[op["in"]] - pts[op["in"]]["zp"], op["m0"], op["n"])
         else:  # pool, eq. (15)-(16a)
             acc = (acts[op["in"]] - pts[op["in"]]["zp"]).sum((1, 2))
             y = zy + requant_even(acc, op["m0"], op["n"])

@@ -21,11 +21,11 @@ KINDS = {"portable": 0, "vnni": 1}
 
 
 def eligible(model):
-    """True when every activation and weight is <= 8 bits and the ops are the known four."""
+    """True when every activation and weight is <= 8 bits and the ops are the known five."""
     if int(model.act_bits.max()) > 8:
         return False
     kinds = {op.kind for op in model.ops}
-    if not kinds <= {"conv", "add", "pool", "linear"} or model.ops[-1].kind != "linear":
+    if not kinds <= {"conv", "add", "requant", "pool", "linear"} or model.ops[-1].kind != "linear":
         return False
     return all(op.w.dtype == np.int8 for op in model.ops if op.kind in ("conv", "linear"))
 
@@ -69,6 +69,11 @@ class Graph:
             elif op.kind == "add":
                 geo[o] = b.point(sh, zp[o])
                 b.add_op(geo[op.ins[0]], op.zx[0], sh, *self._add_args(op, geo, shapes), geo[o])
+            elif op.kind == "requant":           # an add row with K_a = 1, K_b = 0: eq. (17a)
+                geo[o] = b.point(sh, zp[o])
+                src = geo[op.ins[0]]
+                b.add_op(src, op.zx[0], sh, src, sh[2], op.zx[0], 1, 0, 1, 0, int(op.m0[0]), int(op.n[0]),
+                         op.zy, op.lo, op.hi, geo[o])
             elif op.kind == "pool":
                 geo[o] = b.point(sh, zp[o])
                 b.pool(geo[op.ins[0]], shapes[op.ins[0]], op.zx[0], op.m0[0], op.n[0],

@@ -76,6 +76,20 @@ def add(a, za, b, zb, ka, kb, stride, pad, m0, n, zy, lo, hi):
 
 
 @njit(cache=True, parallel=True)
+def requantize(x, zx, m0, n, zy, lo, hi):
+    """x (N,H,W,C) at another scale and width, eq. (17a)."""
+    N, H, W, C = x.shape
+    out = np.empty((N, H, W, C), np.int32)
+    for r in prange(N * H):
+        i = r // H
+        y = r % H
+        for xx in range(W):
+            for c in range(C):
+                out[i, y, xx, c] = clamp(zy + requant(np.int64(x[i, y, xx, c]) - zx, m0, n), lo, hi)
+    return out
+
+
+@njit(cache=True, parallel=True)
 def avgpool(x, zx, m0, n, zy, lo, hi):
     """x (N,H,W,C) -> (N,C), eq. (15)-(16a)."""
     N, H, W, C = x.shape

@@ -62,6 +62,8 @@ class Op:
             return ops.add(x, self.zx[0], acts[self.ins[1]], self.zx[1], self.ka, self.kb,
                            self.spec["stride"], self.spec["pad"], self.m0[0], self.n[0],
                            self.zy, self.lo, self.hi)
+        if self.kind == "requant":
+            return ops.requantize(x, self.zx[0], self.m0[0], self.n[0], self.zy, self.lo, self.hi)
         if self.kind == "pool":
             return ops.avgpool(x, self.zx[0], self.m0[0], self.n[0], self.zy, self.lo, self.hi)
         return ops.linear(x, self.zx[0], self.w, self.bias, self.m0, self.n, self.zy, self.lo, self.hi)

@@ -44,6 +44,11 @@ def add(a, za, b, zb, ka, kb, stride, pad, m0, n, zy, lo, hi):
     return _finish(acc, m0, n, zy, lo, hi)
 
 
+def requantize(x, zx, m0, n, zy, lo, hi):
+    """One point's integers at another point's scale and width, eq. (17a)."""
+    return _finish(x.astype(np.int64) - zx, m0, n, zy, lo, hi)
+
+
 def avgpool(x, zx, m0, n, zy, lo, hi):
     """x (N,H,W,C) -> (N,C), eq. (15)-(16a): ties to even."""
     acc = (x.astype(np.int64) - zx).sum(axis=(1, 2))

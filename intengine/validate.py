@@ -20,6 +20,7 @@ FIELDS = {
     "linear": ("name", "in", "out", "cin", "cout", "relu", "bits_w", "w_offset", "w_nbytes",
                "cb_offset", "offset"),
     "add": ("name", "in", "out", "stride", "pad", "relu", "offset", "factor_offset"),
+    "requant": ("name", "in", "out", "offset"),
     "pool": ("name", "in", "out", "offset"),
 }
 
@@ -118,7 +119,7 @@ def check(header, arrays, path):
         if made[out]:
             _fail(path, f"op {op['name']!r} writes point {out} twice")
         made[out] = True
-        if not isinstance(op.get("relu"), bool) and kind != "pool":
+        if not isinstance(op.get("relu"), bool) and kind not in ("pool", "requant"):
             _fail(path, f"op {op['name']!r}: relu must be true or false")
         macs += _check_op(path, kind, op, ins, out, shapes, bits, arrays, nch, used)
     if macs > MAX_MACS:
@@ -194,6 +195,11 @@ def _check_op(path, kind, op, ins, out, shapes, bits, arrays, nch, used):
         f = _int(path, op, "factor_offset", 0, len(arrays["add_factor"]) - 2)
         used["channels"].append((o, o + 1))
         used["add_factor"].append((f, f + 2))
+    elif kind == "requant":
+        if len(sin) != 3 or sout != sin:
+            _fail(path, f"requant {op['name']!r}: {sin} -> {sout}")
+        o = _int(path, op, "offset", 0, nch - 1)
+        used["channels"].append((o, o + 1))
     else:  # pool
         if len(sin) != 3 or sout != (sin[2],):
             _fail(path, f"pool {op['name']!r}: {sin} -> {sout}")

@@ -363,6 +363,34 @@ def committed_rows(add, rows, say):
                 f"{r['load1_before']:.1f}-{r['load1_after']:.1f}", speed=False,
                 bits_label="/".join(map(str, widths)), allocation=alloc, cli=r["command"],
                 export_s=r["export_seconds"], budget_bytes=r["budget_bytes"])
+    qat_rec = ROOT / "results" / "qat" / "exports.json"
+    if qat_rec.is_file():                           # our QAT files (section 15)
+        for name, r in json.loads(qat_rec.read_text()).items():
+            path = ROOT / r["file"]
+            if not path.is_file():
+                continue
+            say(f"committed file {r['file']}")
+            model = intengine.load(path)
+            meta = model.header["meta"]
+            h = meta["qat"]["history"]
+            add(f"intengine W{meta['bits']}A{meta['act_bits']} QAT ({name})", "intengine QAT", "ours-qat",
+                meta["bits"], meta["act_bits"], model.run, path.stat().st_size,
+                f"{len(h) - 1} QAT epochs from the brecq + learned step sizes file, {r['seconds_per_epoch']:.0f} s "
+                f"per epoch, {r['qat_seconds'] / 60:.0f} min at machine load average {r['load1_start']:.1f}-"
+                f"{r['load1_end']:.1f}; held-out agreement {h[0]['heldout_agree']:.4f} -> {h[-1]['heldout_agree']:.4f}",
+                speed=False, first_last_bits=meta["first_last_bits"], cli=r["command"], export_s=r["qat_seconds"])
+    tao_qat = ROOT / "results" / "qat" / "torchao.json"
+    if tao_qat.is_file():                           # torch.ao's QAT (scripts/torchao_qat.py)
+        for key, a in json.loads(tao_qat.read_text()).items():
+            sim = a["bits_w"] < 8
+            rows.append({"name": f"torch.ao QAT W{a['bits_w']}A8 ({key}), committed figure", "method": "torch.ao QAT",
+                         "kind": "peer-committed", "bits_w": a["bits_w"], "bits_a": a["bits_a"],
+                         "accuracy": a["top1_int8"], "agreement_fp32": a["agree_fp32"], "size_bytes": None,
+                         "simulated": sim, "export_s": a["seconds"], "cli": a["command"],
+                         "note": f"prepare_qat + convert, {a['epochs']} epochs, torch's int8 kernels on "
+                                 f"{a['test_images']:,} images (fake-quant {a['top1_fakequant']:.4f})"
+                                 + (f"; {a['bits_w']}-bit weight values in int8 kernels" if sim else "")
+                                 + f"; {a['seconds'] / 60:.0f} min at machine load average {a['load1_start']:.1f}"})
     aimet = ROOT / "results" / "aimet_adaround.json"
     if aimet.is_file():
         for key, a in json.loads(aimet.read_text()).items():
@@ -487,6 +515,44 @@ def headline(rep):
     return lines
 
 
+KIND_WIDTHS = [(8, 8), (4, 8), (2, 8), (4, 4), (2, 2)]
+
+
+def kinds(rep):
+    """The kinds of quantization (docs/quantization.md section 12), ours and torch.ao's side by
+    side at each width: the best row of each (kind, tool) per width."""
+    def pick(test):
+        by = {}
+        for r in rep["rows"]:
+            if test(r) and (width_key(r) not in by or r["accuracy"] > by[width_key(r)]["accuracy"]):
+                by[width_key(r)] = r
+        return by
+    nearest = lambda r: r.get("rounding") == "nearest" and r["kind"] in ("ours", "ours-ablation", "ours-committed") \
+        and r.get("first_last_bits") == 8 and "torch.ao" not in r["method"]
+    recon = lambda r: (r["kind"] == "ours" and r.get("rounding") == "brecq") or \
+        (r["kind"] == "ours-committed" and r.get("default_method") and r.get("first_last_bits") == 8)
+    table = [("dynamic (weights int8, activations quantized at run time)", "torch.ao `quantize_dynamic`",
+              pick(lambda r: r["method"] == "torch.ao dynamic")),
+             ("static PTQ, round-to-nearest", "torch.ao (x86 default qconfig; below 8 bits the original settings)",
+              pick(lambda r: r["method"] in ("torch.ao best", "torch.ao original"))),
+             ("static PTQ, round-to-nearest", "intengine (MSE clipping, bias correction)", pick(nearest)),
+             ("PTQ with learned rounding", "AIMET AdaRound (simulated)", pick(lambda r: r["method"] == "AIMET AdaRound")),
+             ("PTQ with learned rounding", "intengine (BRECQ + learned step sizes, the default)", pick(recon)),
+             ("QAT", "torch.ao `prepare_qat` + `convert` (below 8 bits simulated)",
+              pick(lambda r: r["method"] == "torch.ao QAT")),
+             ("QAT", "intengine (`--qat-epochs`, from the PTQ file)", pick(lambda r: r["kind"] == "ours-qat"))]
+    lines = ["| kind | tool | " + " | ".join(f"W{w}A{a}" for w, a in KIND_WIDTHS) + " |",
+             "|---" * (len(KIND_WIDTHS) + 2) + "|"]
+    for kind, tool, by in table:
+        cells = []
+        for w in KIND_WIDTHS:
+            r = by.get(w) or (by.get((8, 32)) if w == (8, 8) else None)
+            cells.append("" if r is None else f"{r['accuracy']:.4f}" + (" (A32)" if r["bits_a"] == 32 else "")
+                         + (" sim." if r.get("simulated") else ""))
+        lines.append(f"| {kind} | {tool} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def verdict_text(rep):
     """Two sentences above the headline table."""
     fp = rep["rows"][0]
@@ -539,6 +605,11 @@ def markdown(r, plot_rel):
                  if la else "") + "). "
               + ", ".join(f"{k} {v}" for k, v in r["versions"].items() if v) + ". "
               f"Checkpoint sha256 {r['checkpoint_sha256'][:16]}.", "",
+              "## Kinds of quantization", "",
+              "Each kind of quantization (docs/quantization.md section 12), ours and PyTorch's, at each width: "
+              "the most accurate row of that kind and tool in this report (top-1; *sim.* simulated). The QAT and "
+              "AIMET figures come from committed runs (results/qat/, results/aimet_adaround.json); our QAT files "
+              "are run by the engine here.", "", *kinds(r), "",
               "## All runs", "",
               f"Speed: images/s at batch 256 (uint8 NHWC in, logits out), timed in one block after the "
               f"accuracy runs, {sp.get('rounds', '?')} interleaved rounds of {sp.get('images', '?')} images, "

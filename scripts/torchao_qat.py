@@ -155,12 +155,17 @@ def main(bits, epochs, lr, batch, seed, images, limit, data_dir, checkpoint_dir,
         os.replace(tmp, ckpt)
         say(f"epoch {e + 1}/{epochs}: held-out top-1 (fake-quant) {acc:.4f}, {history[-1]['seconds']:.0f} s")
     model.eval()
-    fq_acc = evaluate(model, nchw(test_x), torch.from_numpy(test_y.astype(np.int64)))
+    from exporter import fold
+    tx_, ty_ = nchw(test_x), torch.from_numpy(test_y.astype(np.int64))
+    fq_acc = evaluate(model, tx_, ty_)
     q = tq.convert(model.cpu().eval(), inplace=False)
-    int8_acc = evaluate(q, nchw(test_x), torch.from_numpy(test_y.astype(np.int64)))
+    int8_acc = evaluate(q, tx_, ty_)
+    fp = fold.load_resnet20(ROOT / "checkpoints" / "resnet20.pt")
     with torch.no_grad():
-        engine = getattr(torch.backends.quantized, "engine", None)
-    rec = {"bits_w": bits, "bits_a": 8, "top1_int8": int8_acc, "top1_fakequant": fq_acc,
+        fp_pred = torch.cat([fp(data.normalize(tx_[s:s + 500])).argmax(1) for s in range(0, len(ty_), 500)])
+    agree = evaluate(q, tx_, fp_pred)                    # top-1 agreement with FP32
+    engine = torch.backends.quantized.engine
+    rec = {"bits_w": bits, "bits_a": 8, "top1_int8": int8_acc, "top1_fakequant": fq_acc, "agree_fp32": agree,
            "test_images": len(test_y), "epochs": epochs, "history": history, "settings": settings,
            "train_images": int(len(ty)), "heldout_images": int(len(hy)),
            "seconds": round(time.perf_counter() - t_start, 1), "load1_start": round(load0, 2),

@@ -47,6 +47,10 @@ def exported(data_dir, shipped, tmp_path_factory):
         path, _, qnet, ops = export(Config(shipped, bits, calib_images=CALIB, seed=0, data_dir=data_dir,
                                            rounding="nearest"), folder / f"w{bits}a{act}.npz", progress=False)
         out[bits] = (path, qnet, ops)
+    for bits, act in ((4, 4), (2, 2)):             # low-bit activations (section 3): "w4a4", "w2a2"
+        path, _, qnet, ops = export(Config(shipped, bits, act_bits=act, calib_images=CALIB, seed=0, data_dir=data_dir,
+                                           rounding="nearest"), folder / f"w{bits}a{act}.npz", progress=False)
+        out[f"w{bits}a{act}"] = (path, qnet, ops)
     return out
 
 

@@ -34,6 +34,9 @@ COVERED = {
     "scripts/reconstruct_sweep.py": "test_reconstruct_sweep_quick",
     "scripts/bench.py": "test_bench.py::test_bench_quick",
     "scripts/budget_sweep.py": "test_mixed.py::test_budget_sweep_tiny",
+    "scripts/qat_sweep.py": "test_qat.py::test_qat_sweep_tiny",
+    "scripts/torchao_qat.py": "test_qat.py::test_torchao_qat_peer_tiny",
+    "exporter qat": "test_qat.py::test_readme_qat_command_end_to_end",
     "trainer": "test_trainer_train_then_eval",
     "trainer eval": "test_trainer_train_then_eval",
     "torchrun trainer": "test_torchrun_trainer",
@@ -72,6 +75,8 @@ def command_key(words):
     if words[1] == "-m":
         mod = words[2]
         sub = words[3] if len(words) > 3 and words[3] in SUBCOMMANDS.get(mod, ()) else ""
+        if mod == "exporter" and "--qat-epochs" in words:
+            sub = "qat"
         return f"{mod} {sub}".strip()
     return words[1]
 

@@ -53,7 +53,7 @@ def conv_case(n, h, w, ci, co, wbits, abits, stride, relu, zx=None, zy=None):
 
 @pytest.mark.parametrize("kernel", KERNELS)
 @pytest.mark.parametrize("wbits", [2, 4, 8])
-@pytest.mark.parametrize("abits", [8, 4])
+@pytest.mark.parametrize("abits", [8, 4, 2])
 @pytest.mark.parametrize("stride", [1, 2])
 def test_conv_equals_reference(kernel, wbits, abits, stride):
     need(kernel)
@@ -105,7 +105,7 @@ def test_standalone_add(stride, pad):
 
 
 @pytest.mark.parametrize("kernel", KERNELS)
-@pytest.mark.parametrize("bits", [8, 4, 2])
+@pytest.mark.parametrize("bits", [8, 4, 2, "w4a4", "w2a2"])
 def test_model_equals_reference(kernel, bits, exported, test_images):
     """Whole networks (fused conv+add, pool, linear): logits equal the reference path."""
     need(kernel)
@@ -130,7 +130,7 @@ _REFERENCE = {}
 
 
 @pytest.mark.parametrize("kernel", KERNELS)
-@pytest.mark.parametrize("bits", [8, 4, 2])
+@pytest.mark.parametrize("bits", [8, 4, 2, "w4a4", "w2a2"])
 def test_fast_path_equals_reference_at_every_point(kernel, bits, exported, batch256):
     """The debug layout (no fusion) of the fast path returns every point; on a batch of 256
     test images each one equals reference.py, and the fused layout's logits equal them too."""

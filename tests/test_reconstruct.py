@@ -92,7 +92,9 @@ def test_four_bit_activations_run_through_the_engine(data_dir, shipped, tmp_path
     path, _, qnet, _ = export(Config(shipped, 4, act_bits=4, calib_images=64, data_dir=data_dir, rounding="nearest"),
                               tmp_path / "w4a4.npz", progress=False)
     model = intengine.load(path)
-    assert model.act_bits.tolist() == [8] + [4] * (len(model.points) - 4) + [8, 8, 8]   # section 4
+    readers = {i for op in model.ops if op.kind == "conv" for i in op.ins} - {0}
+    assert [int(b) for b in model.act_bits] == [4 if i in readers else 8 for i in range(len(model.points))]
+    assert sum(op.kind == "requant" for op in model.ops) == 9                   # section 3
     x = test_images[0][:8]
     fast = model.run(x, keep=True)
     ref = model.run(x, reference_ops=True, keep=True)
@@ -100,7 +102,7 @@ def test_four_bit_activations_run_through_the_engine(data_dir, shipped, tmp_path
     for name, a, b, c in zip(model.points, fast, ref, sim):
         assert np.array_equal(a, b), f"kernels != reference at {name}"
         assert np.array_equal(a, c.numpy()), f"engine != exact simulation at {name}"
-        assert a.max() <= (1 << (8 if name in ("input", "layer3.2.out", "pool", "logits") else 4)) - 1
+        assert a.max() <= (1 << int(model.act_bits[model.points.index(name)])) - 1
 
 
 def test_learned_step_sizes_lower_the_error_at_four_bits():
@@ -109,7 +111,7 @@ def test_learned_step_sizes_lower_the_error_at_four_bits():
     points, ops, images = _tiny_layer(1, second=True)
     lo, hi = calibrate.minmax(ops, len(points), images, progress=False)
     qpts = build.act_points(points, ops, lo, hi, 4)
-    assert [p["bits"] for p in qpts] == [8, 4, 8, 8]
+    assert [p["bits"] for p in qpts] == [8, 4, 4, 8]
     weights = build.quantize_weights_all(ops, bits=4, first_last_bits=4, levels="midrise", clip="mse")
     cfg = dict(batch=32, qdrop=0.0, lr=1e-2, iters=200, progress=False)
     _, fixed = reconstruct.reconstruct(ops, qpts, images, weights, act_lr=0.0, **cfg)
