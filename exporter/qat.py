@@ -28,13 +28,14 @@ from tqdm import tqdm
 
 from trainer import data
 from trainer.train import epoch_generator
+from .build import MAX_MULTIPLIER
 from .simulate import forward
 
 FORMAT, VERSION = "lowbit-ptq/qat-checkpoint", 1
 DEFAULTS = {                      # one flat block of the defaults (section 15)
     "epochs": 10,
     "batch": 128,
-    "lr": 1e-2,                   # SGD (momentum 0.9, Nesterov) on the latent weights and biases
+    "lr": 0.03,                   # SGD (momentum 0.9, Nesterov) on the latent weights and biases (held-out choice)
     "scale_lr": 1e-4,             # Adam on every log step size (weights and activations)
     "weight_decay": 0.0,
     "label_smoothing": 0.1,       # as the trainer's
@@ -54,7 +55,7 @@ class QATNet(nn.Module):
         super().__init__()
         self.ops = [dict(op) for op in ops]
         self.w, self.log_sw, self.b = nn.ParameterDict(), nn.ParameterDict(), nn.ParameterDict()
-        self.levels = {}
+        self.levels, self.producer = {}, {}
         for op in self.ops:
             if op["op"] not in ("conv", "linear"):
                 continue
@@ -68,6 +69,7 @@ class QATNet(nn.Module):
             self.b[key] = nn.Parameter(op["bias"].float().clone())
             op["bias"] = self.b[key]
             self.levels[key] = (float(L[0]), float(L[1] - L[0]), float(len(L) - 1))
+            self.producer[op["out"]] = (op["in"], key)
         self.log_sa = nn.Parameter(torch.tensor([math.log(p["scale"]) for p in qpoints], dtype=torch.float32))
         self.register_buffer("zp", torch.tensor([float(p["zp"]) for p in qpoints]))
         self.register_buffer("hi", torch.tensor([float((1 << p["bits"]) - 1) for p in qpoints]))
@@ -82,9 +84,20 @@ class QATNet(nn.Module):
         u = u + (torch.floor(u + 0.5) - u).detach()
         return s * (l0 + step * u)
 
+    def _scale(self, i):
+        """The step of point i: the input's calibrated one, else the learned one, raised where
+        the file will raise it (build.widen_outputs), so that training sees the file's grid."""
+        if i == 0:
+            return self.s_in
+        s = self.log_sa[i].exp()
+        if i in self.producer:
+            j, key = self.producer[i]
+            s = torch.maximum(s, self._scale(j) * self.log_sw[key].exp().max() / MAX_MULTIPLIER)
+        return s
+
     def _act(self, i, t):
-        """eq. (1)+(4) with LSQ (eq. 26): the input's scale stays the calibrated one."""
-        s = self.s_in if i == 0 else self.log_sa[i].exp()
+        """eq. (1)+(4) with LSQ (eq. 26)."""
+        s = self._scale(i)
         v = t / s
         v = v + (torch.floor(v + 0.5) - v).detach()
         return (torch.clamp(v + self.zp[i], 0, self.hi[i]) - self.zp[i]) * s
@@ -107,7 +120,7 @@ class QATNet(nn.Module):
             new = nearest(w / s_w.reshape((-1,) + (1,) * (w.ndim - 1)), L)
             out[op["name"]] = (b, kind, new.reshape(codes.shape), L, s_w)
             biases[op["name"]] = self.b[op["key"]].detach().double()
-        scales = [None] + [math.exp(float(v)) for v in self.log_sa.detach()[1:]]
+        scales = [None] + [math.exp(float(v)) for v in self.log_sa.detach()[1:]]   # widened again by build
         return out, scales, biases
 
 

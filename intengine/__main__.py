@@ -281,6 +281,9 @@ def info_cmd(model_path, as_json):
         inner = sorted({r["bits_w"] for r in layers[1:-1] if r["bits_w"]})
         label = (f"mixed {'/'.join(f'W{b}' for b in widths)} A{m.get('act_bits')}" if len(inner) > 1
                  else f"W{m.get('bits')}A{m.get('act_bits')}")
+        q = m.get("qat") if isinstance(m.get("qat"), dict) else None
+        if q and isinstance(q.get("history"), list):
+            label += f", QAT {len(q['history']) - 1} epochs"
         click.echo(f"{model_path}: {info['size_bytes']:,} bytes, {label}, "
                    f"exporter {m.get('exporter_version')}, checkpoint sha256 {str(m.get('checkpoint_sha256'))[:12]}, "
                    f"format {VERSION}, content sha256 {info['content_sha256'][:12]} (checked)")

@@ -7,8 +7,8 @@ end to end (docs/engine.md).  The op table and the arena are layout.py's; graph.
       acc = bias + sum w (x - z_x) = (bias - z_x sum w) + sum w x
   A conv whose only reader is the following residual add (conv2 of a block) also does that
   add in its epilogue (eq. 12-14) and never stores its own point.
-- The input LUT (eq. 5), add, pool (eq. 15-16a) and linear layer are plain Numba loops with
-  the fixedpoint.py helpers, as in kernels.py.
+- The input LUT (eq. 5), add (also the requant of eq. 17a, as K_b = 0), pool (eq. 15-16a)
+  and linear layer are plain Numba loops with the fixedpoint.py helpers, as in kernels.py.
 - `run` works on N images: each worker thread runs whole images on its own arena, with no
   synchronisation at all; batch 1 runs on one thread.
 

@@ -109,6 +109,8 @@ def test_readme_qat_command_end_to_end(data_dir, tmp_path):
     assert out.is_file() and out.with_suffix(".pt").is_file()
     r = _run("-m", "intengine", "eval", out, "--limit", "256", env_dir=data_dir)
     assert r.returncode == 0 and "accuracy" in r.stdout, r.stderr
+    r = _run("-m", "intengine", "info", out)
+    assert r.returncode == 0 and "W2A2, QAT 1 epochs" in r.stdout and " requant " in r.stdout, r.stdout
     r = _run("-m", "exporter", "--bits", "2", "--act-bits", "2", "--qat-epochs", "1", "--qat-images", "256",
              "--qat-batch", "64", "--iters", "3", "--calib-images", "64", "--no-progress", "--out", out,
              "--resume", env_dir=data_dir)
