@@ -468,6 +468,10 @@ def summary(rep):
     if mixed_rows:
         lines.append("  --budget (mixed W2/W4/W8, A8; committed files): " + ", ".join(
             f"<= {r['budget_bytes'] / 1000:.1f} KB {r['accuracy']:.4f}" for r in mixed_rows))
+    qat_rows = [r for r in rep["rows"] if r["kind"] == "ours-qat"]
+    if qat_rows:
+        lines.append("  QAT (--qat-epochs; committed files): " + ", ".join(
+            f"W{r['bits_w']}A{r['bits_a']} {r['accuracy']:.4f}" for r in qat_rows))
     if rep.get("quick") or rep.get("recon_iters"):
         lines.append(f"  (W4A8/W2A8 reconstruction at {rep['recon_iters']} steps per block, not the "
                      f"exporter's default; the full run uses the defaults)")
@@ -577,8 +581,17 @@ def verdict_text(rep):
         b = max(mix, key=lambda r: r["accuracy"])
         budget = (f" Under a byte budget, `--budget` mixes 2-, 4- and 8-bit layers: the best committed file of "
                   f"at most 100 KB scores {b['accuracy']:.4f} in {kb(b['size_bytes'])} ({b['name']}).")
+    qat = sorted((r for r in rep["rows"] if r["kind"] == "ours-qat"), key=lambda r: (-r["bits_a"], -r["bits_w"]))
+    qat_text = ""
+    if qat:
+        ptq = {width_key(r): r for r in rep["rows"] if (r["kind"] == "ours-committed" and r.get("default_method")
+                                                       and r.get("first_last_bits") == 8) or
+               (r["kind"] == "ours" and r.get("rounding") == "brecq")}
+        qat_text = " Quantization-aware training (`--qat-epochs`, committed files) gives " + "; ".join(
+            f"W{r['bits_w']}A{r['bits_a']} {r['accuracy']:.4f}"
+            + (f" (PTQ {ptq[width_key(r)]['accuracy']:.4f})" if width_key(r) in ptq else "") for r in qat) + "."
     return ("**Verdict.** With no options, the exporter and the integer engine score " + "; ".join(parts)
-            + f" (FP32 {fp['accuracy']:.4f})." + small + budget)
+            + f" (FP32 {fp['accuracy']:.4f})." + small + budget + qat_text)
 
 
 def markdown(r, plot_rel):

@@ -79,7 +79,10 @@ def main():
 @click.option("--out", default=str(ROOT / "reports" / "qat" / "sweep"), show_default=True)
 @click.option("--publish", is_flag=True, help="Append to results/qat/sweep.jsonl.")
 def sweep(width, lrs, epochs, images, calib_images, iters, data_dir, out, publish):
-    """QAT at each learning rate from one PTQ solution, scored on the held-out images."""
+    """Learning rates, scored on the held-out images.
+
+    QAT at each learning rate from one PTQ solution (the first run's), each file scored by the
+    engine on the 5,000 held-out training images."""
     from exporter import qat
     from exporter.pipeline import Config, export
     say = Progress()
@@ -119,7 +122,9 @@ def sweep(width, lrs, epochs, images, calib_images, iters, data_dir, out, publis
 @click.option("--only", multiple=True, help="Names from EXPORTS (default: all).")
 @click.option("--publish", is_flag=True, help="Into models/ and results/qat/exports.json.")
 def export_cmd(only, publish):
-    """Make the committed QAT files with `python -m exporter` (resuming their checkpoints)."""
+    """The committed QAT files.
+
+    Made with `python -m exporter` in a subprocess, resuming their checkpoints."""
     say = Progress()
     names = list(only) or list(EXPORTS)
     bad = [n for n in names if n not in EXPORTS]
@@ -164,7 +169,9 @@ def export_cmd(only, publish):
 @click.option("--data-dir", default=None)
 @click.option("--publish", is_flag=True, help="Write results/qat/eval.json and results/qat/README.md.")
 def evaluate(data_dir, publish):
-    """The engine on all 10,000 test images for every recorded QAT file; the README table."""
+    """The engine on the test set; the README.
+
+    The engine on all 10,000 test images for every recorded QAT file, and results/qat/README.md."""
     import intengine
     from intengine import fileformat
     from intengine.cifar10 import load_test
@@ -190,8 +197,29 @@ def evaluate(data_dir, publish):
         lines.append(f"| {rec['file']} | W{r['bits']}A{r['act_bits']} | {r['epochs']} | {r['top1']:.4f} | "
                      f"{r['heldout_start']:.4f} -> {r['heldout_end']:.4f} | {rec['seconds_per_epoch']} | "
                      f"{rec['qat_seconds']:.0f} | {rec['load1_start']}-{rec['load1_end']} | `{rec['command']}` |")
+    if records:
+        per = float(np.median([r["seconds_per_epoch"] for r in records.values()]))
+        lines += ["", f"Time budget: one QAT epoch takes {per:.0f} s here (median of the runs above, 2 threads, "
+                  f"45,000 images at batch 128), so the issue's 2-hour budget per run buys {int(7200 // per)} "
+                  f"epochs after the PTQ start (about 1.5 min).  The committed runs are shorter, as this "
+                  f"session's time allowed; no GPU was lent."]
     m = next(iter(records.values()))["machine"] if records else {}
-    lines += ["", f"Machine: {m.get('cpu')} ({m.get('cores')} cores).  Seeds: calibration and QAT data order 0."]
+    lines += ["", f"Machine: {m.get('cpu')} ({m.get('llvm_cpu')}, {m.get('cores')} cores).  Seeds: calibration, "
+              "reconstruction and QAT data order 0.  The held-out agreement is the fake-quant network's, on the "
+              "5,000 training images QAT never trains on; the test set chose nothing."]
+    sweep_path = RESULTS / "sweep.jsonl"
+    if sweep_path.is_file():
+        lines += ["", "## Held-out choice of the learning rate", "",
+                  "`python scripts/qat_sweep.py sweep`: one epoch from the same PTQ file, scored by the engine on the "
+                  "5,000 held-out training images.", "",
+                  "| width | lr | epochs | engine agreement FP32 | engine accuracy | fake-quant agreement (start -> end) "
+                  "| s | load1 |", "|---|---|---|---|---|---|---|---|"]
+        for line in sweep_path.read_text().splitlines():
+            r = json.loads(line)
+            h = r["fakequant_history"]
+            lines.append(f"| {r['width']} | {r['lr']:g} | {r['epochs']} | {r['heldout_agree']:.4f} | "
+                         f"{r['heldout_acc']:.4f} | {h[0]['heldout_agree']:.4f} -> {h[-1]['heldout_agree']:.4f} | "
+                         f"{r['seconds']:.0f} | {r['load1']} |")
     text = "\n".join(lines) + "\n"
     if publish:
         write_atomic(RESULTS / "eval.json", json.dumps(rows, indent=1) + "\n")

@@ -1,6 +1,6 @@
 """The ready-made peer of our QAT: torch.ao's own quantization-aware training of the shipped
-ResNet20 (eager mode: fuse conv+BN(+ReLU) for QAT, `prepare_qat`, train, `convert`), run on
-torch's own int8 kernels and scored on all 10,000 test images.
+ResNet20 (FX mode: `prepare_qat_fx`, train, `convert_fx`), run on torch's own int8 kernels and
+scored on all 10,000 test images.
 
     CIFAR10_DIR=../shared/data python scripts/torchao_qat.py --bits 8 --epochs 3 [--resume] [--publish]
 
@@ -45,14 +45,17 @@ def qat_qconfig(bits):
     return tq.QConfig(activation=base.activation, weight=weight)
 
 
-def build(bits):
-    from torch.ao import quantization as tq
-    from exporter import fold, torchao
+def build(bits, example):
+    """The shipped FP32 model, prepared for QAT by torch.ao's FX mode (conv+BN(+ReLU) fused into
+    its QAT modules, fake-quant observers everywhere)."""
+    import copy
+    from torch.ao.quantization import QConfigMapping
+    from torch.ao.quantization.quantize_fx import prepare_qat_fx
+    from exporter import fold
     torch.backends.quantized.engine = "x86"
-    q = torchao.QResNet20(fold.load_resnet20(ROOT / "checkpoints" / "resnet20.pt")).train().fuse(qat=True)
-    q.qconfig = qat_qconfig(bits)
-    tq.prepare_qat(q, inplace=True)
-    return q
+    model = copy.deepcopy(fold.load_resnet20(ROOT / "checkpoints" / "resnet20.pt")).train()
+    mapping = QConfigMapping().set_global(qat_qconfig(bits))
+    return prepare_qat_fx(model, mapping, (example,))
 
 
 def evaluate(model, images_nchw_u8, labels, bs=500):
@@ -77,7 +80,7 @@ def evaluate(model, images_nchw_u8, labels, bs=500):
 @click.option("--resume", is_flag=True, help="Continue from the checkpoint of the same settings.")
 @click.option("--publish", is_flag=True, help="Record into results/qat/torchao.json.")
 def main(bits, epochs, lr, batch, seed, images, limit, data_dir, checkpoint_dir, resume, publish):
-    """torch.ao's QAT (prepare_qat, convert) on the shipped model: the peer row of the kinds section."""
+    """torch.ao's QAT (prepare_qat_fx, convert_fx) on the shipped model: the peer row of the kinds section."""
     from torch.ao import quantization as tq
     from exporter import calibrate
     from intengine.cifar10 import DataError, load_test, seeded_subset
@@ -103,7 +106,7 @@ def main(bits, epochs, lr, batch, seed, images, limit, data_dir, checkpoint_dir,
     tx, ty = nchw(train[keep]), torch.from_numpy(arrays["y_train"][keep].astype(np.int64))
     hx, hy = nchw(train[held]), torch.from_numpy(arrays["y_train"][held].astype(np.int64))
     torch.manual_seed(seed)
-    model = build(bits)
+    model = build(bits, data.normalize(tx[:2]))
     opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9)
     steps = len(ty) // batch
     if steps == 0:
@@ -127,7 +130,7 @@ def main(bits, epochs, lr, batch, seed, images, limit, data_dir, checkpoint_dir,
         t0 = time.perf_counter()
         model.train()
         if e >= max(1, epochs // 2):
-            model.apply(torch.nn.intrinsic.qat.freeze_bn_stats)
+            model.apply(torch.ao.nn.intrinsic.qat.freeze_bn_stats)
         if e >= max(1, epochs - 1):
             model.apply(tq.disable_observer)
         g = epoch_generator(seed, e)
@@ -158,7 +161,9 @@ def main(bits, epochs, lr, batch, seed, images, limit, data_dir, checkpoint_dir,
     from exporter import fold
     tx_, ty_ = nchw(test_x), torch.from_numpy(test_y.astype(np.int64))
     fq_acc = evaluate(model, tx_, ty_)
-    q = tq.convert(model.cpu().eval(), inplace=False)
+    from torch.ao.quantization.quantize_fx import convert_fx
+    import copy
+    q = convert_fx(copy.deepcopy(model).eval())
     int8_acc = evaluate(q, tx_, ty_)
     fp = fold.load_resnet20(ROOT / "checkpoints" / "resnet20.pt")
     with torch.no_grad():
@@ -170,6 +175,7 @@ def main(bits, epochs, lr, batch, seed, images, limit, data_dir, checkpoint_dir,
            "train_images": int(len(ty)), "heldout_images": int(len(hy)),
            "seconds": round(time.perf_counter() - t_start, 1), "load1_start": round(load0, 2),
            "load1_end": round(os.getloadavg()[0], 2), "quantized_engine": engine,
+           "api": "prepare_qat_fx + convert_fx",
            "qconfig": "get_default_qat_qconfig('x86')" if bits == 8 else
            f"x86 default activations; weights FusedMovingAvgObsFakeQuantize per-channel [{-(1 << (bits - 1))}, "
            f"{(1 << (bits - 1)) - 1}] (simulated {bits}-bit values in int8 kernels)",
