@@ -267,7 +267,7 @@ def train(ops, qpoints, weights, train_x, train_y, held_x, held_y, fp_model, *, 
                                     heldout_agree=f"{last['heldout_agree']:.4f}")
         except KeyboardInterrupt:
             bar.close()
-            done = f"epochs 1-{e}" if e else "the PTQ start (no epoch yet)"
+            done = (f"epochs 1-{e}" if e > 1 else "epoch 1") if e else "the PTQ start (no epoch yet)"
             raise QATError(f"interrupted in QAT epoch {e + 1}; {ckpt} holds {done}; run the same command "
                            f"with --resume to continue") from None
         bar.close()

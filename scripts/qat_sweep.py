@@ -40,8 +40,8 @@ WIDTHS = {"w2a8": ["--bits", "2"], "w4a4": ["--bits", "4", "--act-bits", "4"],
 # choice at W2A2 (results/qat/sweep.jsonl); the epochs are what this session's time allowed.
 EXPORTS = {
     "w2a2_qat_s0": [*WIDTHS["w2a2"], "--qat-epochs", "10", "--seed", "0"],
-    "w4a4_qat_s0": [*WIDTHS["w4a4"], "--qat-epochs", "5", "--seed", "0"],
-    "w2a8_qat_s0": [*WIDTHS["w2a8"], "--qat-epochs", "5", "--seed", "0"],
+    "w4a4_qat_s0": [*WIDTHS["w4a4"], "--qat-epochs", "4", "--seed", "0"],
+    "w2a8_qat_s0": [*WIDTHS["w2a8"], "--qat-epochs", "3", "--seed", "0"],
 }
 
 

@@ -63,8 +63,6 @@ for _s in (0, 1, 2):
     EXPORTS[f"w4a8_brecq_s{_s}"] = ["--bits", "4", *W4, "--seed", str(_s)]
     EXPORTS[f"w2a8_brecq_s{_s}"] = ["--bits", "2", *W2, "--seed", str(_s)]
 EXPORTS["w2a8_all2_brecq_s0"] = ["--bits", "2", "--first-last-bits", "2", *W2, "--seed", "0"]
-EXPORTS["w4a4_brecq_s0"] = ["--bits", "4", "--act-bits", "4", *W4, "--seed", "0"]
-EXPORTS["w2a4_brecq_s0"] = ["--bits", "2", "--act-bits", "4", *W2, "--seed", "0"]
 # round-to-nearest at the same widths (the exporter's defaults: MSE clipping + bias correction)
 for _n, _o in (("w2a8_all2_nearest_s0", ["--bits", "2", "--first-last-bits", "2"]),
                ("w4a4_nearest_s0", ["--bits", "4", "--act-bits", "4"]),

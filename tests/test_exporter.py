@@ -157,3 +157,37 @@ def test_out_notes_a_new_folder_and_a_replaced_file(tmp_path, shipped, data_dir)
     r = run_cli(*args, env={"CIFAR10_DIR": data_dir})
     assert r.returncode == 0 and f"note: replaced the existing {out}" in r.stderr, r.stderr
     assert out.read_bytes() == first and sorted(p.name for p in out.parent.iterdir()) == ["w8.npz"]
+
+
+def test_split_stream_keeps_the_residual_stream_at_eight_bits(shipped, test_images):
+    """Below 8-bit activations (section 3): a requant before each block's first conv, every
+    conv but the stem reads an a-bit point, every other point is 8-bit, the float walk is
+    unchanged."""
+    from exporter import build
+    model = fold.load_resnet20(shipped)
+    points, ops = fold.graph(model)
+    sp, so = fold.split_stream(points, ops)
+    req = [op for op in so if op["op"] == "requant"]
+    assert len(req) == 9 and len(sp) == len(points) + 9 and sp[-1]["name"] == "logits"
+    for r in req:
+        nxt = so[so.index(r) + 1]
+        assert nxt["name"].endswith(".conv1") and nxt["in"] == r["out"]
+        add = next(op for op in so if op["op"] == "add" and op["name"].startswith(r["name"].rsplit(".", 1)[0]))
+        assert add["in"][1] == r["in"]                          # the shortcut reads the 8-bit stream
+    bits = build.point_bits(so, len(sp), 2)
+    conv_in = {op["in"] for op in so if op["op"] == "conv" and op["name"] != "stem"}
+    assert {i for i, b in enumerate(bits) if b == 2} == conv_in and len(conv_in) == 18
+    assert build.point_bits(so, len(sp), 8) == [8] * len(sp)
+    x = calibrate.normalize64(test_images[0][:4])
+    assert torch.equal(forward(ops, x), forward(so, x))
+
+
+def test_widened_outputs_keep_every_multiplier_below_one():
+    """eq. (9): where s_x s_w / s_y would reach 1, the output step grows (build.widen_outputs)."""
+    from exporter import build
+    ops = [{"op": "conv", "name": "c", "in": 0, "out": 1}]
+    qpts = [{"name": "a", "scale": 1.0}, {"name": "b", "scale": 0.01}]
+    weights = {"c": (2, "midrise", None, None, np.array([0.02, 0.05]))}
+    assert build.widen_outputs(ops, qpts, weights) == ["b"]
+    assert 1.0 * 0.05 / qpts[1]["scale"] == pytest.approx(build.MAX_MULTIPLIER)
+    assert build.widen_outputs(ops, qpts, weights) == []      # already wide enough: unchanged
