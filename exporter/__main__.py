@@ -125,7 +125,8 @@ def check_out(out, explicit):
               help="Quantization-aware training: fine-tune this many epochs on the labelled training images, "
                    "starting from the PTQ file (docs/quantization.md section 15; about 3 min per epoch on 2 cores).")
 @click.option("--qat-lr", type=click.FloatRange(0, min_open=True), default=None,
-              help=f"QAT: SGD learning rate of the weights and biases, cosine to 0  [default: {qat.DEFAULTS['lr']}]")
+              help="QAT: SGD learning rate of the weights and biases, cosine to 0  [default: 0.03 at 2 bits, "
+                   "0.006 at 4 bits (qat.default_lr)]")
 @click.option("--qat-batch", type=click.IntRange(1), default=None,
               help=f"QAT: images per step  [default: {qat.DEFAULTS['batch']}]")
 @click.option("--qat-images", type=click.IntRange(1), default=None,

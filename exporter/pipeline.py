@@ -82,6 +82,9 @@ class Config:
         if self.qat is not None:
             from .qat import DEFAULTS as QAT_DEFAULTS
             qat_cfg = {**QAT_DEFAULTS, **{k: v for k, v in self.qat.items() if v is not None}}
+            if qat_cfg["lr"] is None:
+                from .qat import default_lr
+                qat_cfg["lr"] = default_lr(self.bits)
             if self.params_from != "ours" or self.bits == 16 or act == 16:
                 raise ValueError("QAT trains through the fake-quant of weights and activations of 8 bits "
                                  "or fewer, from our own PTQ: not with 16 bits or --params-from torchao")
