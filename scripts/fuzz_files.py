@@ -169,7 +169,6 @@ def model_cases(good, seed):
     semantic("add-factor-one-2^29", "add factors", set_member("add_factor", one("add_factor", 2 ** 29)))
     semantic("act-scale-one-zero", "activation scales", set_member("act_scale", one("act_scale", 0.0)))
     semantic("act-bits-one-3", "activation bits", set_member("act_bits", one("act_bits", 3)))
-    semantic("act-bits-input-2", "LUT", set_member("act_bits", one("act_bits", 2, idx=0)))   # LUT > 3
     signed_pt = int(np.flatnonzero(A["act_zero_point"] > 3)[0])        # a 2-bit point cannot hold it
     semantic("act-bits-2-zero-point", "zero point", set_member("act_bits", one("act_bits", 2, idx=signed_pt)))
     semantic("weight-scale-one-inf", "weight scales", set_member("weight_scale", one("weight_scale", np.inf)))

@@ -68,7 +68,7 @@ for _n, _o in (("w2a8_all2_nearest_s0", ["--bits", "2", "--first-last-bits", "2"
                ("w4a4_nearest_s0", ["--bits", "4", "--act-bits", "4"]),
                ("w2a4_nearest_s0", ["--bits", "2", "--act-bits", "4"]),
                ("w2a2_nearest_s0", ["--bits", "2", "--act-bits", "2"])):
-    EXPORTS[_n] = [*_o, "--seed", "0"]
+    EXPORTS[_n] = [*_o, "--rounding", "nearest", "--seed", "0"]
 
 
 def machine():
@@ -256,7 +256,9 @@ def fakequant_top1(path, images, labels, checkpoint):
     from exporter.simulate import FakeQuantNet
     from intengine import fileformat
     header, arrays = fileformat.read(path)
-    _, ops = fold.graph(fold.load_resnet20(checkpoint))
+    points, ops = fold.graph(fold.load_resnet20(checkpoint))
+    if any(spec["op"] == "requant" for spec in header["ops"]):          # below 8-bit activations
+        points, ops = fold.split_stream(points, ops)
     qnet = qnet_from_file(header, arrays)
     for op, q in zip(ops, qnet["ops"]):       # the file's weights: nearest() gives back its codes
         if "codes" in q:
