@@ -542,7 +542,7 @@ def kinds(rep):
              ("static PTQ, round-to-nearest", "intengine (MSE clipping, bias correction)", pick(nearest)),
              ("PTQ with learned rounding", "AIMET AdaRound (simulated)", pick(lambda r: r["method"] == "AIMET AdaRound")),
              ("PTQ with learned rounding", "intengine (BRECQ + learned step sizes, the default)", pick(recon)),
-             ("QAT", "torch.ao `prepare_qat` + `convert` (below 8 bits simulated)",
+             ("QAT", "torch.ao `prepare_qat_fx` + `convert_fx` (below 8 bits simulated)",
               pick(lambda r: r["method"] == "torch.ao QAT")),
              ("QAT", "intengine (`--qat-epochs`, from the PTQ file)", pick(lambda r: r["kind"] == "ours-qat"))]
     lines = ["| kind | tool | " + " | ".join(f"W{w}A{a}" for w, a in KIND_WIDTHS) + " |",
