@@ -140,7 +140,7 @@ def test_main_job_quick(tmp_path, data_dir):
     assert (out / "accuracy_vs_size.png").read_bytes()[:4] == b"\x89PNG"
     # the console ends with the verdict: one line per width with ours and the best peer
     tail = r.stdout.strip().splitlines()
-    assert tail[0].startswith("Verdict (96 test images; FP32 ") and len(tail) <= 9, tail
+    assert tail[0].startswith("Verdict (96 test images; FP32 ") and len(tail) <= 10, tail
     assert any(l.startswith("  W2A8   ours ") and "best peer" in l for l in tail), tail
     assert "2 steps per block, not the exporter's default" in tail[-1]
     sp = rep["speed_protocol"]
