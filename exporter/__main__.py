@@ -127,6 +127,9 @@ def check_out(out, explicit):
 @click.option("--qat-lr", type=click.FloatRange(0, min_open=True), default=None,
               help="QAT: SGD learning rate of the weights and biases, cosine to 0  [default: 0.03 at 2 bits, "
                    "0.006 at 4 bits (qat.default_lr)]")
+@click.option("--qat-distill", type=click.FloatRange(0, 1), default=None,
+              help="QAT: weight of distillation from the FP32 model (KL to its softmax, eq. 27), the rest on the "
+                   f"labels  [default: {qat.DEFAULTS['distill']:g}]")
 @click.option("--qat-batch", type=click.IntRange(1), default=None,
               help=f"QAT: images per step  [default: {qat.DEFAULTS['batch']}]")
 @click.option("--qat-images", type=click.IntRange(1), default=None,
@@ -140,8 +143,8 @@ def check_out(out, explicit):
 @click.option("--progress/--no-progress", default=True, show_default=True)
 def cli(bits, checkpoint, act_bits, first_last_bits, calib_images, seed, data_dir, weight_clip,
         weight_levels, bias_correction, params_from, rounding, iters, recon_batch, lr, reg, qdrop, act_lr,
-        scale_lr, budget, sensitivity_images, qat_epochs, qat_lr, qat_batch, qat_images, qat_checkpoint, resume,
-        out, progress):
+        scale_lr, budget, sensitivity_images, qat_epochs, qat_lr, qat_distill, qat_batch, qat_images, qat_checkpoint,
+        resume, out, progress):
     """Export a trained ResNet20 to an integer model file for `python -m intengine`.
 
     With no options beyond --bits it gives the best file the tool knows: below 8 bits the
@@ -155,7 +158,7 @@ def cli(bits, checkpoint, act_bits, first_last_bits, calib_images, seed, data_di
                           seed=seed, data_dir=data_dir, clip=weight_clip, levels=weight_levels,
                           bias_correction=bias_correction, params_from=params_from, rounding=rounding, recon=recon,
                           resume=resume)
-    qat_given = [o for o, v in (("--qat-lr", qat_lr), ("--qat-batch", qat_batch), ("--qat-images", qat_images),
+    qat_given = [o for o, v in (("--qat-lr", qat_lr), ("--qat-distill", qat_distill), ("--qat-batch", qat_batch), ("--qat-images", qat_images),
                                 ("--qat-checkpoint", qat_checkpoint), ("--resume", resume or None)) if v is not None]
     given = [f"--{k.replace('_', '-')}" for k, v in zip(RECON_OPTIONS, recon.values()) if v is not None]
     explicit = out is not None
@@ -170,7 +173,7 @@ def cli(bits, checkpoint, act_bits, first_last_bits, calib_images, seed, data_di
                 raise ValueError(f"{', '.join(qat_given)} set{'s' if len(qat_given) == 1 else ''} up QAT: "
                                  f"give --qat-epochs too")
             if qat_epochs is not None:
-                cfg = dataclasses.replace(cfg, qat={"epochs": qat_epochs, "lr": qat_lr, "batch": qat_batch,
+                cfg = dataclasses.replace(cfg, qat={"epochs": qat_epochs, "lr": qat_lr, "distill": qat_distill, "batch": qat_batch,
                                                     "images": qat_images}, qat_checkpoint="pending")
             full = cfg.resolved()                                 # export() says the rounding too
             suffix = "_torchao" if params_from == "torchao" else "_qat" if qat_epochs else ""

@@ -90,6 +90,8 @@ class Config:
                                  "or fewer, from our own PTQ: not with 16 bits or --params-from torchao")
             if not self.qat_checkpoint:
                 raise ValueError("QAT needs a checkpoint path (qat_checkpoint)")
+            if not 0 <= qat_cfg["distill"] <= 1:
+                raise ValueError(f"--qat-distill must be within [0, 1], got {qat_cfg['distill']}")
             if qat_cfg["epochs"] < 1:
                 raise ValueError(f"--qat-epochs must be at least 1, got {qat_cfg['epochs']}")
         elif self.resume:

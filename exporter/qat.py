@@ -7,8 +7,9 @@ bias b'' and the per-channel log s_w; and the log step size of every activation 
 the input (whose LUT keeps the calibrated scale).  The forward pass rounds weights to the
 nearest level of the layer's level set (eq. 3, ties up) and activations as eq. (1)+(4), both
 with straight-through rounding and LSQ gradients for the step sizes (eq. 26).  The loss is
-the cross-entropy on the labelled training images minus the 5,000 held-out ones, with the
-trainer's augmentation and data order (trainer.data.augment, trainer.train.epoch_generator).
+the cross-entropy on the labelled training images minus the 5,000 held-out ones, mixed with
+the KL divergence to the FP32 model's softmax on the same images (eq. 27, weight `distill`),
+with the trainer's augmentation and data order (trainer.data.augment, trainer.train.epoch_generator).
 
 `train(...)` returns codes, scales and biases in the forms build.quantize_graph takes, so the
 file is written by the ordinary path and the engine runs it unchanged.  A checkpoint after
@@ -38,7 +39,8 @@ DEFAULTS = {                      # one flat block of the defaults (section 15)
     "lr": None,                   # SGD (momentum 0.9, Nesterov) on the latent weights and biases: default_lr
     "scale_lr": 1e-4,             # Adam on every log step size (weights and activations)
     "weight_decay": 0.0,
-    "label_smoothing": 0.1,       # as the trainer's
+    "label_smoothing": 0.1,       # as the trainer's (on the cross-entropy part)
+    "distill": 0.0,               # weight of the KL to the FP32 model's softmax (eq. 27); 1 - it on the cross-entropy
     "images": None,               # train on the first N of the shuffled training images (tests)
     "heldout": 5000,              # held-out images for the per-epoch agreement
 }
@@ -246,6 +248,18 @@ def train(ops, qpoints, weights, train_x, train_y, held_x, held_y, fp_model, *, 
         say(f"QAT starts from the PTQ file: held-out agreement with FP32 {agree:.4f}, accuracy {acc:.4f}")
         save(ckpt, _state(net, opt, sched, 0, history, cfg, start))
     criterion = nn.CrossEntropyLoss(label_smoothing=cfg["label_smoothing"])
+    alpha = float(cfg["distill"])
+
+    def objective(out, x, y):
+        """eq. (27): (1 - alpha) * CE(out, y) + alpha * KL(softmax(FP32(x)) || softmax(out))."""
+        loss = criterion(out, y) if alpha < 1 else 0.0
+        if alpha > 0:
+            with torch.no_grad():
+                teacher = F.softmax(fp_model(x), 1)
+            kl = F.kl_div(F.log_softmax(out, 1), teacher, reduction="batchmean")
+            loss = (1 - alpha) * loss + alpha * kl
+        return loss
+
     t_all = time.perf_counter()
     for e in range(epoch, cfg["epochs"]):
         t0 = time.perf_counter()
@@ -259,8 +273,9 @@ def train(ops, qpoints, weights, train_x, train_y, held_x, held_y, fp_model, *, 
         try:
             for t in bar:
                 rows = slice(t * cfg["batch"], (t + 1) * cfg["batch"])
-                out = net(data.normalize(images[rows]))
-                loss = criterion(out, labels[rows])
+                x = data.normalize(images[rows])
+                out = net(x)
+                loss = objective(out, x, labels[rows])
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()

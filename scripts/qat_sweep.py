@@ -3,6 +3,7 @@ settings, the committed QAT files, and their evaluation.  Every figure it writes
 a run it made.
 
     CIFAR10_DIR=../shared/data python scripts/qat_sweep.py sweep --width w2a2 --lrs 3e-3,1e-2,3e-2,0.1 --epochs 1 [--publish]
+    CIFAR10_DIR=../shared/data python scripts/qat_sweep.py sweep --width w2a2 --lrs 3e-2 --distills 0.5,1 [--publish]
     CIFAR10_DIR=../shared/data python scripts/qat_sweep.py export --only w2a2 [--publish]
     CIFAR10_DIR=../shared/data python scripts/qat_sweep.py evaluate [--publish]
 
@@ -71,6 +72,8 @@ def main():
 @main.command()
 @click.option("--width", type=click.Choice(sorted(WIDTHS)), required=True)
 @click.option("--lrs", default="3e-3,1e-2,3e-2,0.1", show_default=True, help="Comma-separated QAT learning rates.")
+@click.option("--distills", default="0", show_default=True,
+              help="Comma-separated distillation weights (--qat-distill); every lr with every weight.")
 @click.option("--epochs", type=click.IntRange(1), default=1, show_default=True)
 @click.option("--images", type=click.IntRange(1), default=None, help="Train on a seeded subset (smoke runs).")
 @click.option("--calib-images", type=int, default=1024, show_default=True)
@@ -78,7 +81,7 @@ def main():
 @click.option("--data-dir", default=None)
 @click.option("--out", default=str(ROOT / "reports" / "qat" / "sweep"), show_default=True)
 @click.option("--publish", is_flag=True, help="Append to results/qat/sweep.jsonl.")
-def sweep(width, lrs, epochs, images, calib_images, iters, data_dir, out, publish):
+def sweep(width, lrs, distills, epochs, images, calib_images, iters, data_dir, out, publish):
     """Learning rates, scored on the held-out images.
 
     QAT at each learning rate from one PTQ solution (the first run's), each file scored by the
@@ -92,18 +95,19 @@ def sweep(width, lrs, epochs, images, calib_images, iters, data_dir, out, publis
     bits = int(opts[1])
     act = int(opts[3]) if len(opts) > 2 else 8
     start = None
-    for lr in [float(v) for v in lrs.split(",")]:
+    runs = [(float(lr), float(d)) for lr in lrs.split(",") for d in distills.split(",")]
+    for lr, distill in runs:
         t0, load0 = time.perf_counter(), os.getloadavg()[0]
-        name = f"{width}_e{epochs}_lr{lr:g}"
+        name = f"{width}_e{epochs}_lr{lr:g}" + (f"_kd{distill:g}" if distill else "")
         cfg = Config(str(ROOT / "checkpoints" / "resnet20.pt"), bits, act_bits=act, calib_images=calib_images,
                      data_dir=data_dir, recon={"iters": iters},
-                     qat={"epochs": epochs, "lr": lr, "images": images}, qat_checkpoint=str(out / f"{name}.pt"))
+                     qat={"epochs": epochs, "lr": lr, "distill": distill, "images": images}, qat_checkpoint=str(out / f"{name}.pt"))
         path, size, _, _ = export(cfg, out / f"{name}.npz", progress=False, log=say, ptq_start=start)
         if start is None:
             start = qat.load(out / f"{name}.pt")["start"]
         from intengine import fileformat
         meta = fileformat.read(path)[0]["meta"]
-        rec = {"width": width, "lr": lr, "epochs": epochs, "images": images, "calib_images": calib_images,
+        rec = {"width": width, "lr": lr, "distill": distill, "epochs": epochs, "images": images, "calib_images": calib_images,
                "iters": iters, **heldout_scores(path, data_dir),
                "fakequant_history": meta["qat"]["history"], "seconds": round(time.perf_counter() - t0, 1),
                "load1": round(load0, 2), "bytes": size,
@@ -212,12 +216,12 @@ def evaluate(data_dir, publish):
         lines += ["", "## Held-out choice of the learning rate", "",
                   "`python scripts/qat_sweep.py sweep`: one epoch from the same PTQ file, scored by the engine on the "
                   "5,000 held-out training images.", "",
-                  "| width | lr | epochs | engine agreement FP32 | engine accuracy | fake-quant agreement (start -> end) "
-                  "| s | load1 |", "|---|---|---|---|---|---|---|---|"]
+                  "| width | lr | distill | epochs | engine agreement FP32 | engine accuracy | fake-quant agreement (start -> end) "
+                  "| s | load1 |", "|---|---|---|---|---|---|---|---|---|"]
         for line in sweep_path.read_text().splitlines():
             r = json.loads(line)
             h = r["fakequant_history"]
-            lines.append(f"| {r['width']} | {r['lr']:g} | {r['epochs']} | {r['heldout_agree']:.4f} | "
+            lines.append(f"| {r['width']} | {r['lr']:g} | {r.get('distill', 0):g} | {r['epochs']} | {r['heldout_agree']:.4f} | "
                          f"{r['heldout_acc']:.4f} | {h[0]['heldout_agree']:.4f} -> {h[-1]['heldout_agree']:.4f} | "
                          f"{r['seconds']:.0f} | {r['load1']} |")
     text = "\n".join(lines) + "\n"
