@@ -5,8 +5,8 @@ The trainable parameters are, for every conv/linear layer, the latent float weig
 at the PTQ weight s_w * L[code], so that the first forward pass is the PTQ file), the float
 bias b'' and the per-channel log s_w; and the log step size of every activation point but
 the input (whose LUT keeps the calibrated scale).  The forward pass rounds weights to the
-nearest level of the layer's level set (eq. 3, ties up) and activations as eq. (1)+(4), both
-with straight-through rounding and LSQ gradients for the step sizes (eq. 26).  The loss is
+nearest level of the layer's level set (eq. 3, ties up), biases to their accumulator unit
+s_x s_w (eq. 7) and activations as eq. (1)+(4), all with straight-through rounding and LSQ gradients for the step sizes (eq. 26).  The loss is
 the cross-entropy on the labelled training images minus the 5,000 held-out ones, mixed with
 the KL divergence to the FP32 model's softmax on the same images (eq. 27, weight `distill`),
 with the trainer's augmentation and data order (trainer.data.augment, trainer.train.epoch_generator).
@@ -76,7 +76,6 @@ class QATNet(nn.Module):
             self.w[key] = nn.Parameter(torch.as_tensor(L[codes] * s_w.reshape(shape)).float())
             self.log_sw[key] = nn.Parameter(torch.as_tensor(np.log(s_w)).float())
             self.b[key] = nn.Parameter(op["bias"].float().clone())
-            op["bias"] = self.b[key]
             self.levels[key] = (float(L[0]), float(L[1] - L[0]), float(len(L) - 1))
             self.producer[op["out"]] = (op["in"], key)
         self.log_sa = nn.Parameter(torch.tensor([math.log(p["scale"]) for p in qpoints], dtype=torch.float32))
@@ -92,6 +91,14 @@ class QATNet(nn.Module):
         u = torch.clamp((w / s - l0) / step, 0, top)
         u = u + (torch.floor(u + 0.5) - u).detach()
         return s * (l0 + step * u)
+
+    def _bias(self, op):
+        """eq. (7) with straight-through rounding: the engine adds the bias in accumulator units
+        s_x s_w, which at low-bit inputs are coarse next to the output step."""
+        key = op["key"]
+        unit = self._scale(op["in"]) * self.log_sw[key].exp()
+        v = self.b[key] / unit
+        return (v + (torch.floor(v + 0.5) - v).detach()) * unit
 
     def _scale(self, i):
         """The step of point i: the input's calibrated one, else the learned one, raised where
@@ -112,6 +119,9 @@ class QATNet(nn.Module):
         return (torch.clamp(v + self.zp[i], 0, self.hi[i]) - self.zp[i]) * s
 
     def forward(self, x):
+        for op in self.ops:
+            if "key" in op:
+                op["bias"] = self._bias(op)
         return forward(self.ops, x, self._act, self._weight)
 
     def result(self, weights):
