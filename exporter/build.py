@@ -7,11 +7,9 @@ single definition of the format.
 import numpy as np
 
 from intengine import fileformat
-from intengine.fixedpoint import FILE_ACC_BOUND, acc_bound
 from intengine.cifar10 import CLASSES, MEAN, STD
-from .quantize import ExportError, act_qparams, quantize_multiplier, quantize_weights, rnd
-
-ADD_UNIT_BITS = 28                                   # eq. (12): u = max(s_a, s_b) / 2^28
+from intengine.ops import INPUT, KINDS
+from .quantize import act_qparams, quantize_weights
 
 
 def quantize_weights_all(ops, *, bits, first_last_bits, levels, clip, layer_bits=None):
@@ -20,7 +18,7 @@ def quantize_weights_all(ops, *, bits, first_last_bits, levels, clip, layer_bits
     from .fold import first_last
     edge = set(first_last(ops))
     out = {}
-    for op in (op for op in ops if op["op"] in ("conv", "linear")):
+    for op in (op for op in ops if KINDS[op["op"]].WEIGHTED):
         b = first_last_bits if op["name"] in edge else bits
         b = (layer_bits or {}).get(op["name"], b)
         kind = levels if b <= 4 else "twos"                        # section 2 table
@@ -73,15 +71,8 @@ def quantize_graph(points, ops, lo, hi, weights, *, act_bits, bias_shift=None, s
     folded bias before eq. (7) (bias correction, section 2); `scales` as in act_points."""
     qpts = act_points(points, ops, lo, hi, act_bits, scales)
     widened = widen_outputs(ops, qpts, weights)
-    qops = []
-    for op in ops:
-        if op["op"] in ("conv", "linear"):
-            b, kind, codes, L, s_w = weights[op["name"]]
-            bias = op["bias"].numpy() + (bias_shift[op["name"]] if bias_shift else 0.0)
-            qops.append(weighted_integers(op, qpts, b, kind, codes, L, s_w, bias))
-        else:
-            qops.append(unweighted_integers(op, qpts))
-    return {"points": qpts, "ops": qops, "lut": input_lut(qpts[0]), "widened": widened}
+    qops = [KINDS[op["op"]].integers(op, qpts, weights, bias_shift) for op in ops]   # intengine/ops/
+    return {"points": qpts, "ops": qops, "lut": INPUT.integers(qpts[0]), "widened": widened}
 
 
 MAX_MULTIPLIER = 0.999
@@ -94,7 +85,7 @@ def widen_outputs(ops, qpts, weights):
     returns the names of the points it widened."""
     widened = []
     for op in ops:
-        if op["op"] not in ("conv", "linear"):
+        if not KINDS[op["op"]].WEIGHTED:
             continue
         s_w = weights[op["name"]][4]
         need = qpts[op["in"]]["scale"] * float(np.max(s_w)) / MAX_MULTIPLIER
@@ -102,47 +93,6 @@ def widen_outputs(ops, qpts, weights):
             qpts[op["out"]]["scale"] = need
             widened.append(qpts[op["out"]]["name"])
     return widened
-
-
-def weighted_integers(op, qpts, bits, kind, codes, L, s_w, bias):
-    """A conv/linear op with its weight codes (levels L, scales s_w) and float bias: eq. (7)-(9)."""
-    sx, sy = qpts[op["in"]]["scale"], qpts[op["out"]]["scale"]
-    bias_q = rnd(bias / (sx * s_w)).astype(np.int64)                                 # eq. (7)
-    taps = codes[0].size
-    bound = acc_bound(np.abs(bias_q).max(), taps, np.abs(L).max(), qpts[op["in"]]["bits"])
-    if bound >= FILE_ACC_BOUND:
-        raise ExportError(f"{op['name']}: accumulator bound {bound} exceeds 2^47 (section 5)")
-    mq = [quantize_multiplier(sx * s / sy, f"{op['name']} channel {c}") for c, s in enumerate(s_w)]
-    q = {k: v for k, v in op.items() if k not in ("weight", "bias")}
-    q.update(bits_w=bits, levels=kind, codes=codes, L=L, w_int=L[codes], w_scale=s_w, bias_q=bias_q,
-             bias_float=np.asarray(bias, np.float64),                   # b'' of eq. (3a), for fake-quant
-             m0=np.array([m for m, _ in mq], np.int64), n=np.array([n for _, n in mq], np.int64))
-    return q
-
-
-def unweighted_integers(op, qpts):
-    """An add (eq. 12-14) or the pool (eq. 16): factors, multiplier and shift."""
-    q = {k: v for k, v in op.items() if k not in ("weight", "bias")}
-    sy = qpts[op["out"]]["scale"]
-    if op["op"] == "add":
-        sa, sb = qpts[op["in"][0]]["scale"], qpts[op["in"][1]]["scale"]
-        u = max(sa, sb) / 2.0 ** ADD_UNIT_BITS
-        m0, n = quantize_multiplier(u / sy, op["name"])                             # eq. (14)
-        q.update(ka=int(rnd(sa / u)), kb=int(rnd(sb / u)), m0=m0, n=n)             # eq. (12)
-    elif op["op"] == "requant":
-        m0, n = quantize_multiplier(qpts[op["in"]]["scale"] / sy, op["name"])      # eq. (17a)
-        q.update(m0=m0, n=n)
-    else:
-        h, w, _ = qpts[op["in"]]["shape"]
-        m0, n = quantize_multiplier(qpts[op["in"]]["scale"] / (h * w * sy), op["name"])   # eq. (16)
-        q.update(m0=m0, n=n)
-    return q
-
-
-def input_lut(p):
-    """eq. (5): LUT[ch, pixel] for the 3 x 256 possible inputs."""
-    x = (np.arange(256)[None, :] / 255.0 - np.array(MEAN)[:, None]) / np.array(STD)[:, None]
-    return np.clip(rnd(x / p["scale"]) + p["zp"], 0, (1 << p["bits"]) - 1).astype(np.int64)
 
 
 def packed_weights(kind, bits, codes, L):
@@ -153,53 +103,58 @@ def packed_weights(kind, bits, codes, L):
     return fileformat.pack_codes(codes if bits <= 4 else L[codes], bits)
 
 
+class Tables:
+    """The file's flat arrays as build.to_file fills them, op by op; each kind's `header`
+    appends its part and gets back the offsets (docs/format.md)."""
+
+    def __init__(self):
+        self.packed, self.cb, self.factor = [], [], []
+        self.chan = {"multiplier": [], "shift": [], "bias": [], "weight_scale": []}
+        self.nbytes = self.ncb = self.nch = 0
+
+    def channels(self, m0, n, bias, wscale):
+        """Per-channel entries (multiplier, shift, integer bias, weight scale) -> their start."""
+        for key, v in zip(self.chan, (m0, n, bias, wscale)):
+            self.chan[key].append(np.asarray(v))
+        self.nch += len(m0)
+        return self.nch - len(m0)
+
+    def weights(self, packed):
+        """Packed weight bytes -> their count (they start at self.nbytes before the call)."""
+        self.packed.append(packed)
+        self.nbytes += len(packed)
+        return len(packed)
+
+    def codebook(self, L):
+        self.cb.append(L)
+        self.ncb += len(L)
+        return self.ncb - len(L)
+
+    def factors(self, values):
+        self.factor += list(values)
+        return len(self.factor) - len(values)
+
+
 def to_file(qnet, path, meta):
     """Lay out the qnet as docs/format.md and write it atomically."""
-    weights, codebook, mult, shift, bias, wscale, factors = [], [], [], [], [], [], []
-    nbytes = ncb = nch = 0
-    ops = []
+    t, ops = Tables(), []
     for q in qnet["ops"]:
         spec = {k: q[k] for k in ("op", "name", "in", "out") if k in q}
-        spec["offset"] = nch
-        if q["op"] in ("conv", "linear"):
-            b = q["bits_w"]
-            packed = packed_weights(q["op"], b, q["codes"], q["L"])
-            spec.update(cin=q["cin"], cout=q["cout"], relu=q["relu"], bits_w=b, levels=q["levels"],
-                        w_offset=nbytes, w_nbytes=len(packed), cb_offset=ncb if b <= 4 else -1)
-            if q["op"] == "conv":
-                spec["stride"] = q["stride"]
-            weights.append(packed)
-            nbytes += len(packed)
-            if b <= 4:
-                codebook.append(q["L"])
-                ncb += len(q["L"])
-            mult.append(q["m0"])
-            shift.append(q["n"])
-            bias.append(q["bias_q"])
-            wscale.append(q["w_scale"])
-            nch += q["cout"]
-        else:
-            if q["op"] == "add":
-                spec.update(stride=q["stride"], pad=q["pad"], relu=True, factor_offset=len(factors))
-                factors += [q["ka"], q["kb"]]
-            mult.append([q["m0"]])
-            shift.append([q["n"]])
-            bias.append([0])
-            wscale.append([0.0])
-            nch += 1
+        spec["offset"] = t.nch
+        spec.update(KINDS[q["op"]].header(q, t))                   # intengine/ops/
         ops.append(spec)
     pts = qnet["points"]
-    all_bias = np.concatenate(bias).astype(np.int64)
+    all_bias = np.concatenate(t.chan["bias"]).astype(np.int64)
     small = max(p["bits"] for p in pts) <= 8 and all(q.get("bits_w", 0) <= 8 for q in qnet["ops"])
     fits32 = np.abs(all_bias).max() < 2 ** 31
     arrays = {
-        "weights": np.concatenate(weights).astype(np.uint8),
-        "codebook": np.concatenate(codebook or [np.zeros(0)]).astype(np.int16),
+        "weights": np.concatenate(t.packed).astype(np.uint8),
+        "codebook": np.concatenate(t.cb or [np.zeros(0)]).astype(np.int16),
         "bias": all_bias.astype(np.int32 if small and fits32 else np.int64),
-        "multiplier": np.concatenate([np.asarray(m, np.int64) for m in mult]).astype(np.int32),
-        "shift": np.concatenate([np.asarray(s, np.int64) for s in shift]).astype(np.int8),
-        "add_factor": np.array(factors, np.int64),
-        "weight_scale": np.concatenate(wscale).astype(np.float32),
+        "multiplier": np.concatenate([np.asarray(m, np.int64) for m in t.chan["multiplier"]]).astype(np.int32),
+        "shift": np.concatenate([np.asarray(s, np.int64) for s in t.chan["shift"]]).astype(np.int8),
+        "add_factor": np.array(t.factor, np.int64),
+        "weight_scale": np.concatenate(t.chan["weight_scale"]).astype(np.float32),
         "lut": qnet["lut"].astype(np.int32),
         "act_zero_point": np.array([p["zp"] for p in pts], np.int32),
         "act_bits": np.array([p["bits"] for p in pts], np.int8),

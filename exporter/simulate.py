@@ -1,24 +1,19 @@
 """PyTorch walks of the graph (fold.graph): float, exact integer, and fake-quant.
 
-- `forward(ops, x, act, weight)`: the float network; `act(point, t)` sees every point
+- `forward(ops, x, act, weight)`: the float network, each kind's `float_op`; `act(point, t)` sees every point
   (calibration observes there, fake-quant rounds there).
 - `run_exact(qnet, images)`: the integers of docs/quantization.md, in int64/float64
-  tensors, section 11.  It never calls intengine: eq. (11) is written again below, so
-  the engine and this file check each other (tests/test_exporter.py and tests/test_reconstruct.py, tolerance 0).
+  tensors, section 11: each kind's `exact` (intengine/ops/), in torch.  It never calls the
+  engine's arithmetic: eq. (11) is written again below, so the engine and this check each other (tests/test_exporter.py and tests/test_reconstruct.py, tolerance 0).
 - `FakeQuantNet`: the differentiable mode (straight-through rounding) for later
   AdaRound/BRECQ/QAT work.
 """
-import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from intengine.ops import INPUT, KINDS
 from .quantize import nearest
-
-
-def _shortcut(x, stride, pad):
-    """Option A on NCHW: subsample, then `pad` zero channels each side (section 7)."""
-    return F.pad(x[:, :, ::stride, ::stride], (0, 0, 0, 0, pad, pad)) if stride > 1 or pad else x
 
 
 def forward(ops, x, act=lambda i, t: t, weight=lambda op: op["weight"]):
@@ -37,20 +32,7 @@ def walk(ops, acts, weight, act):
 
 def apply(op, acts, weight):
     """One op of the float walk on acts {point: tensor} -> its output, before `act`."""
-    kind = op["op"]
-    if kind == "conv":
-        w = weight(op)
-        y = F.conv2d(acts[op["in"]], w, op["bias"].to(w.dtype), op["stride"], 1)
-    elif kind == "add":
-        a, b = acts[op["in"][0]], acts[op["in"][1]]
-        y = a + _shortcut(b, op["stride"], op["pad"])
-    elif kind == "requant":                    # the float value is unchanged; its point rounds it
-        y = acts[op["in"]]
-    elif kind == "pool":
-        y = acts[op["in"]].mean((2, 3))
-    else:
-        w = weight(op)
-        y = F.linear(acts[op["in"]], w, op["bias"].to(w.dtype))
+    y = KINDS[op["op"]].float_op(op, acts, weight)             # intengine/ops/
     return F.relu(y) if op.get("relu") else y
 
 
@@ -78,34 +60,12 @@ def requant_even(acc, m0, n):
 def run_exact(qnet, images):
     """images (N,32,32,3) uint8 -> list of int64 tensors, one per point, NHWC (section 11)."""
     pts = qnet["points"]
-    x = torch.as_tensor(np.asarray(images)).long()
     acts = [None] * len(pts)
-    acts[0] = torch.as_tensor(qnet["lut"]).long()[torch.arange(3), x]          # eq. (5)
+    acts[0] = INPUT.exact(qnet["lut"], images)                                  # eq. (5)
     for op in qnet["ops"]:
-        kind, out = op["op"], op["out"]
+        out = op["out"]
         zy, hi = pts[out]["zp"], (1 << pts[out]["bits"]) - 1
-        lo = zy if op.get("relu") else 0
-        if kind in ("conv", "linear"):
-            xin = acts[op["in"]] - pts[op["in"]]["zp"]
-            w = torch.as_tensor(op["w_int"]).double()
-            if kind == "conv":                         # padding 0 == z_x after centring, eq. (6)
-                acc = F.conv2d(xin.permute(0, 3, 1, 2).double(), w, None, op["stride"], 1)
-                acc = acc.permute(0, 2, 3, 1)
-            else:
-                acc = xin.double() @ w.T
-            acc = acc.round().long() + torch.as_tensor(op["bias_q"])              # exact below 2^53
-            y = zy + requant(acc, op["m0"], op["n"])
-        elif kind == "add":
-            a = acts[op["in"][0]] - pts[op["in"][0]]["zp"]
-            b = acts[op["in"][1]] - pts[op["in"][1]]["zp"]                      # real 0 == 0 here
-            b = _shortcut(b.permute(0, 3, 1, 2), op["stride"], op["pad"]).permute(0, 2, 3, 1)
-            y = zy + requant(op["ka"] * a + op["kb"] * b, op["m0"], op["n"])     # eq. (13)-(14)
-        elif kind == "requant":                                                    # eq. (17a)
-            y = zy + requant(acts[op["in"]] - pts[op["in"]]["zp"], op["m0"], op["n"])
-        else:  # pool, eq. (15)-(16a)
-            acc = (acts[op["in"]] - pts[op["in"]]["zp"]).sum((1, 2))
-            y = zy + requant_even(acc, op["m0"], op["n"])
-        acts[out] = y.clamp(lo, hi)
+        acts[out] = KINDS[op["op"]].exact(op, acts, pts).clamp(zy if op.get("relu") else 0, hi)
     return acts
 
 
@@ -122,7 +82,7 @@ class FakeQuantNet(nn.Module):
         self.ops = [dict(op) for op in float_ops]
         self.params = nn.ParameterList()
         for op, q in zip(self.ops, qnet["ops"]):
-            if op["op"] in ("conv", "linear"):
+            if KINDS[op["op"]].WEIGHTED:
                 op["weight"] = nn.Parameter(op["weight"].float().clone())
                 op["bias"] = torch.as_tensor(q["bias_float"]).float()     # b'' (bias correction included)
                 op["L"], op["s_w"] = torch.as_tensor(q["L"]).float(), torch.as_tensor(q["w_scale"]).float()

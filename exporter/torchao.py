@@ -28,8 +28,8 @@ import torch.nn.functional as F
 from torch.ao import quantization as tq
 
 from intengine.cifar10 import MEAN, STD
+from intengine.ops import KINDS, weighted
 from trainer.model import ShortcutA
-from . import build
 
 warnings.filterwarnings("ignore", message=".*deprecated.*")     # eager torch.ao, see the docs
 
@@ -182,8 +182,8 @@ def to_qnet(qmodel, points, ops):
     L = np.arange(-128, 128, dtype=np.int64)
     qops = []
     for op in ops:
-        if op["op"] not in ("conv", "linear"):
-            qops.append(build.unweighted_integers(op, qpts))
+        if not KINDS[op["op"]].WEIGHTED:
+            qops.append(KINDS[op["op"]].integers(op, qpts, None, None))
             continue
         m = mods[op["name"]]
         w = m.weight()
@@ -193,7 +193,7 @@ def to_qnet(qmodel, points, ops):
         w_int = w.int_repr().numpy().astype(np.int64)
         s_w = w.q_per_channel_scales().numpy().astype(np.float64)
         bias = m.bias().detach().numpy().astype(np.float64)
-        qops.append(build.weighted_integers(op, qpts, 8, "twos", w_int + 128, L, s_w, bias))
+        qops.append(weighted.layer_integers(op, qpts, 8, "twos", w_int + 128, L, s_w, bias))
     return {"points": qpts, "ops": qops, "lut": torch_lut(qmodel)}
 
 

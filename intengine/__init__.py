@@ -1,8 +1,9 @@
 """Integer-only inference engine for the exported ResNet20.  Never imports torch.
 
 Data path: fileformat.py (read the .npz) -> validate.py (check it) -> model.py (unpack,
-then input LUT -> conv/add/pool/linear -> integer logits).  By default model.py runs the
-whole network in one jitted call, graph.py, whose convs are the micro-kernels of vnni.py
+then input LUT -> conv/add/requant/pool/linear -> integer logits).  Each op kind is one
+module of ops/ (fields, checks, unpacking, reference, kernel, fast-path lowering).  By
+default model.py runs the whole network in one jitted call, graph.py, whose convs are the micro-kernels of vnni.py
 (vpdpbusd where cpu.py finds AVX512-VNNI, portable LLVM vectors elsewhere); 16-bit files
 use the per-op kernels of kernels.py (Numba); `keep=True` returns every point, from
 graph.py's unfused debug layout on the fast path.  Every path is bit-identical

@@ -62,18 +62,17 @@ def conv_rows(kind, P, ar, koffs, wpk, bias, m0, n, rnd, acc, r0, r1):
                     micro2(kind, ar, xoff, s * icp, npix, koffs, P[KOFF], nk, wpk, wbase, acc)
                 else:
                     micro(kind, ar, xoff, s * icp, npix, koffs, P[KOFF], nk, wpk, wbase, acc)
-                for j in range(tiles):
+                for j in range(tiles):        # eq. (8), and the fused add: vnni.epilogue
                     co0 = (cot + j) * TILE_CO
                     c0, c1 = max(0, pad - co0), min(TILE_CO, bc + pad - co0)   # lanes with b
-                    for p in range(npix):     # eq. (8), and the fused add: vnni.epilogue
-                        ox = ox0 + p
-                        if fuse == 0:
-                            o, bb = ooff + ((oy + 1) * owp + ox + 1) * ocp + co0, 0
-                        else:
-                            o = aoff + ((oy + 1) * awp + ox + 1) * acp + co0
-                            bb = boff + ((oy * ast + 1) * bwp + ox * ast + 1) * bcp + co0 - pad
-                        epilogue(acc, j * TILE_P + p, bias, m0, n, rnd, ch + co0, zy, lo, hi, ar,
-                                 o, fuse, bb, c0, c1, zb, addp)
+                    if fuse == 0:
+                        o, ostr, bb, bstr = ooff + ((oy + 1) * owp + ox0 + 1) * ocp + co0, ocp, 0, 0
+                    else:
+                        o, ostr = aoff + ((oy + 1) * awp + ox0 + 1) * acp + co0, acp
+                        bb = boff + ((oy * ast + 1) * bwp + ox0 * ast + 1) * bcp + co0 - pad
+                        bstr = ast * bcp
+                    epilogue(acc, j * TILE_P, npix, bias, m0, n, rnd, ch + co0, zy, lo, hi, ar, o, ostr, fuse,
+                             bb, bstr, c0, c1, zb, addp)
             cot += tiles
 
 

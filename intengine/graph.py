@@ -1,5 +1,5 @@
 """The fast path's runtime: a model's ops packed into layout.py's tables once, at load
-time, then the whole network in one jitted call (fastops.run), uint8 activations end to end.
+time (each kind's `lower`, intengine/ops/), then the whole network in one jitted call (fastops.run), uint8 activations end to end.
 
 For files whose weights and activations are all <= 8 bits (`eligible`); docs/engine.md
 describes the path.  Arenas are kept between calls.  `Graph.profile` times each op alone;
@@ -13,21 +13,48 @@ import numpy as np
 from numba import config, set_parallel_chunksize
 
 from .fastops import run, run_image
-from .layout import FUSE, Builder, NotEligible  # noqa: F401  (NotEligible: model.py catches it)
+from .layout import Builder, NotEligible  # noqa: F401  (NotEligible: model.py catches it)
+from .ops import INPUT, KINDS
 from .vnni import CO as TILE_CO, P as TILE_P
 
 CHUNK = 2                          # images per hand-out to a thread (dynamic scheduling)
-KINDS = {"portable": 0, "vnni": 1}
+KIND_IDS = {"portable": 0, "vnni": 1}
 
 
 def eligible(model):
-    """True when every activation and weight is <= 8 bits and the ops are the known five."""
+    """True when every activation and weight is <= 8 bits, every op has a row kind here and
+    the last op is the linear layer."""
     if int(model.act_bits.max()) > 8:
         return False
-    kinds = {op.kind for op in model.ops}
-    if not kinds <= {"conv", "add", "requant", "pool", "linear"} or model.ops[-1].kind != "linear":
+    if not {op.kind for op in model.ops} <= set(KINDS) or model.ops[-1].kind != "linear":
         return False
-    return all(op.w.dtype == np.int8 for op in model.ops if op.kind in ("conv", "linear"))
+    return all(op.w.dtype == np.int8 for op in model.ops if KINDS[op.kind].WEIGHTED)
+
+
+class Lowering:
+    """What an op kind's `lower(op, k, lw)` works with: the Builder, the model's ops, who reads
+    each point, the point shapes and their arena places (geo), and whether to fuse."""
+    NotEligible, TILE_CO = NotEligible, TILE_CO
+
+    def __init__(self, ops, shapes, zero_points, fuse):
+        self.ops, self.fuse = ops, fuse
+        self.shapes = [tuple(s) for s in shapes]
+        self.zp = [int(z) for z in zero_points]
+        self.builder, self.geo, self.skip = Builder(), {}, set()
+        self.readers = {}
+        for k, op in enumerate(ops):
+            for i in op.ins:
+                self.readers.setdefault(i, []).append(k)
+
+    def point(self, i, cmul=16):
+        """Give point i its place in the arena."""
+        self.geo[i] = self.builder.point(self.shapes[i], self.zp[i], cmul)
+        return self.geo[i]
+
+    def fused(self, k):
+        """Op k went into the row before it."""
+        self.skip.add(k)
+        self.builder.names[-1] += f" + {self.ops[k].name}"
 
 
 class Graph:
@@ -36,66 +63,21 @@ class Graph:
     `run_points` can return every point of the network."""
 
     def __init__(self, model, kernel, fuse=True):
-        self.kernel, self.kind, self.fused = kernel, KINDS[kernel], fuse
-        shapes = [tuple(p["shape"]) for p in model.header["points"]]
-        zp = [int(z) for z in model.zero_points]
-        readers = {}
+        self.kernel, self.kind, self.fused = kernel, KIND_IDS[kernel], fuse
+        lw = Lowering(model.ops, [p["shape"] for p in model.header["points"]], model.zero_points, fuse)
+        INPUT.lower(lw)
         for k, op in enumerate(model.ops):
-            for i in op.ins:
-                readers.setdefault(i, []).append(k)
-        b = Builder()
-        geo = {0: b.point(shapes[0], zp[0], cmul=4)}
-        skip, self.names = set(), []                # names: one per row of the op table
-        for k, op in enumerate(model.ops):
-            if k in skip:
-                continue
-            o, sh = op.out, shapes[op.out]
-            self.names.append(op.name)
-            if op.kind == "conv":
-                nxt = model.ops[k + 1] if k + 1 < len(model.ops) else None
-                fuse = (self.fused and nxt is not None and nxt.kind == "add" and nxt.ins[0] == o
-                        and readers.get(o) == [k + 1] and nxt.ins[1] != o)
-                if not fuse:
-                    geo[o] = b.point(sh, zp[o])
-                row = b.conv(geo[op.ins[0]], geo.get(o, (0, 0, 0)), sh[:2], op.w, op.bias,
-                             op.zx[0], op.m0, op.n, op.zy, op.lo, op.hi, op.spec["stride"])
-                if fuse:
-                    a = nxt.out
-                    geo[a] = b.point(shapes[a], zp[a])
-                    row[FUSE] = 1
-                    b.add(row, *self._add_args(nxt, geo, shapes), geo[a])
-                    skip.add(k + 1)
-                    self.names[-1] += f" + {nxt.name}"
-            elif op.kind == "add":
-                geo[o] = b.point(sh, zp[o])
-                b.add_op(geo[op.ins[0]], op.zx[0], sh, *self._add_args(op, geo, shapes), geo[o])
-            elif op.kind == "requant":           # an add row with K_a = 1, K_b = 0: eq. (17a)
-                geo[o] = b.point(sh, zp[o])
-                src = geo[op.ins[0]]
-                b.add_op(src, op.zx[0], sh, src, sh[2], op.zx[0], 1, 0, 1, 0, int(op.m0[0]), int(op.n[0]),
-                         op.zy, op.lo, op.hi, geo[o])
-            elif op.kind == "pool":
-                geo[o] = b.point(sh, zp[o])
-                b.pool(geo[op.ins[0]], shapes[op.ins[0]], op.zx[0], op.m0[0], op.n[0],
-                       op.zy, op.lo, op.hi, geo[o])
-            else:
-                if len(shapes[op.ins[0]]) != 1 or k != len(model.ops) - 1:
-                    raise NotEligible("the fast path needs the linear layer last, on a flat point")
-                b.linear(geo[op.ins[0]], op.w, op.bias, op.zx[0], op.m0, op.n, op.zy, op.lo, op.hi)
+            if k not in lw.skip:
+                KINDS[op.kind].lower(op, k, lw)
+        self.names = lw.builder.names               # one per row of the op table
         (self.ops, self.koffs, self.wpk, self.bias, self.m0, self.n, self.rnd,
-         self.arena_template) = b.tables()
-        self.inp = np.array(geo[0], np.int64)
-        self.geo, self.shapes = geo, shapes
+         self.arena_template) = lw.builder.tables()
+        self.inp = np.array(lw.geo[0], np.int64)
+        self.geo, self.shapes = lw.geo, lw.shapes
         self.lut = np.ascontiguousarray(model.lut)
         self.classes = len(model.classes)
         self._arenas = None
         self._lock = threading.Lock()           # the arenas serve one call at a time
-
-    @staticmethod
-    def _add_args(op, geo, shapes):
-        """(geo_b, C_b, z_b, K_a, K_b, stride, pad, M0, n, z_y, lo, hi) of an add op."""
-        return (geo[op.ins[1]], shapes[op.ins[1]][2], op.zx[1], op.ka, op.kb, op.spec["stride"],
-                op.spec["pad"], int(op.m0[0]), int(op.n[0]), op.zy, op.lo, op.hi)
 
     def arenas(self):
         """One arena per Numba thread id, made once and kept (borders hold the zero points)."""

@@ -5,14 +5,11 @@ table that graph.py hands to fastops.run (docs/engine.md).
   offset.  A spatial point (H,W,C) is stored padded, (H+2, W+2, Cp) with Cp = C rounded up to
   4 (the network input) or 16 (conv outputs); its border holds the point's zero point z,
   written once when the arena is made, so a conv reads its 3x3 taps with no bounds test.
-- The op table.  One int64 row per op; its fields are named once, in FIELDS, and Builder
-  fills them by name (set_fields).  The residual add's seven parameters that
+- The op table.  One int64 row per op; its fields are named once, in FIELDS, and each op
+  kind's `lower` (intengine/ops/) fills them by name through Builder.row.  The residual add's seven parameters that
   vnni.epilogue reads as one slice (EPILOGUE_ADD) are checked to be contiguous, in order.
 """
 import numpy as np
-
-from .fixedpoint import INT32_ACC_MAX, acc_bound
-from .vnni import CO as TILE_CO
 
 CONV, ADD, POOL, LINEAR = 1, 2, 3, 4
 GUARD = 64                         # spare arena bytes at both ends (Builder)
@@ -54,13 +51,14 @@ def _round_up(v, m):
 
 
 class Builder:
-    """Assigns arena offsets to points and packs each op into the flat tables."""
+    """Assigns arena offsets to points and gathers the flat tables; each op kind's `lower`
+    (intengine/ops/) fills its rows through it, by field name."""
 
     def __init__(self):
         # 64 spare bytes before the first point and after the last: vnni.epilogue reads 16
         # bytes of the shortcut input at once (and ignores the lanes it does not need)
         self.size, self.fill = GUARD, []                   # fill: (offset, bytes, zero point)
-        self.rows, self.koffs, self.w, self.chan = [], [], [], []
+        self.rows, self.names, self._koffs, self._w, self.chan = [], [], [], [], []
         self.nk = self.nw = self.nch = 0
 
     def point(self, shape, z, cmul=16):
@@ -75,7 +73,8 @@ class Builder:
         self.size += _round_up(nbytes, 64)
         return geo
 
-    def _channels(self, *arrays, count):
+    def channels(self, *arrays, count):
+        """Append `count` entries to each per-channel table (zero-padded) -> their start."""
         start = self.nch
         for k, a in enumerate(arrays):
             pad = np.zeros(count, np.int64)
@@ -86,63 +85,28 @@ class Builder:
         self.nch += count
         return start
 
-    def conv(self, geo_in, geo_out, hw_out, w, bias, zx, m0, n, zy, lo, hi, stride):
-        """w (3,3,Ci,Co) int8.  Packs w as [co tile][tap, K-group][16 co][4 ci] (vnni.py)."""
-        (ioff, iwp, icp), (ooff, owp, ocp) = geo_in, geo_out
-        ci, co = w.shape[2], w.shape[3]
-        cot = _round_up(co, TILE_CO) // TILE_CO
-        wp = np.zeros((3, 3, icp, cot * TILE_CO), np.int64)
-        wp[:, :, :ci, :co] = w
-        groups = icp // 4
-        packed = wp.reshape(9 * groups, 4, cot, TILE_CO).transpose(2, 0, 3, 1)   # cot, K, co, j
-        koff = [(ky * iwp + kx) * icp + 4 * g for ky in range(3) for kx in range(3)
-                for g in range(groups)]
-        wsum = w.astype(np.int64).sum(axis=(0, 1, 2))
-        folded = bias.astype(np.int64) - zx * wsum         # eq. (6), z_x moved into the bias
-        maxw = int(np.abs(w.astype(np.int64)).max(initial=0))
-        # the raw (uncentred) uint8 inputs, x <= 255, against the folded bias, eq. (6)
-        if acc_bound(np.abs(folded).max(initial=0), 9 * icp, maxw, 8) > INT32_ACC_MAX:
-            raise NotEligible("conv accumulator bound exceeds int32")
-        ch = self._channels(folded, m0, n, np.left_shift(1, np.asarray(n, np.int64) - 1),
-                            count=cot * TILE_CO)
-        row = set_fields(np.zeros(NFIELDS, np.int64), KIND=CONV, O_OFF=ooff, O_WP=owp, O_CP=ocp, HO=hw_out[0],
-                         WO=hw_out[1], CO=co, ZY=zy, LO=lo, HI=hi, CH=ch, I_OFF=ioff, I_WP=iwp, I_CP=icp,
-                         STRIDE=stride, ZX=zx, NK=len(koff), KOFF=self.nk, WOFF=self.nw, COT=cot)
-        self.koffs.append(np.array(koff, np.int64))
-        self.nk += len(koff)
-        self.w.append(packed.astype(np.int8).ravel())
-        self.nw += packed.size
+    def koffs(self, offsets):
+        """Append a conv's tap offsets -> their start in the koffs table."""
+        self._koffs.append(np.array(offsets, np.int64))
+        self.nk += len(offsets)
+        return self.nk - len(offsets)
+
+    def weights(self, w):
+        """Append int8 weights (any shape, flattened) -> their start in the weight table."""
+        self._w.append(np.asarray(w).astype(np.int8).ravel())
+        self.nw += self._w[-1].size
+        return self.nw - self._w[-1].size
+
+    def row(self, name, **fields):
+        """A new row of the op table, its fields set by name -> the row (an int64 array)."""
+        row = set_fields(np.zeros(NFIELDS, np.int64), **fields)
         self.rows.append(row)
+        self.names.append(name)
         return row
 
-    def add(self, row, geo_b, c_b, zb, ka, kb, stride, pad, m0, n, zy, lo, hi, geo_out):
-        """Residual add params into `row` (a conv row to fuse, or a new add row)."""
-        return set_fields(row, B_OFF=geo_b[0], B_WP=geo_b[1], B_CP=geo_b[2], B_C=c_b, ZB=zb, A_STRIDE=stride,
-                          PAD=pad, KA=ka, KB=kb, A_M0=m0, A_N=n, A_ZY=zy, A_LO=lo, A_HI=hi,
-                          A_OFF=geo_out[0], A_WP=geo_out[1], A_CP=geo_out[2])
-
-    def add_op(self, geo_a, za, hwc, *args):
-        row = set_fields(np.zeros(NFIELDS, np.int64), KIND=ADD, HO=hwc[0], WO=hwc[1], CO=hwc[2],
-                         I_OFF=geo_a[0], I_WP=geo_a[1], I_CP=geo_a[2], ZX=za)
-        self.rows.append(self.add(row, *args))
-        return row
-
-    def pool(self, geo_in, hwc, zx, m0, n, zy, lo, hi, geo_out):
-        ch = self._channels([0], [m0], [n], [0], count=1)
-        row = set_fields(np.zeros(NFIELDS, np.int64), KIND=POOL, HO=hwc[0], WO=hwc[1], CO=hwc[2], I_OFF=geo_in[0],
-                         I_WP=geo_in[1], I_CP=geo_in[2], ZX=zx, O_OFF=geo_out[0], ZY=zy, LO=lo, HI=hi, CH=ch)
-        self.rows.append(row)
-        return row
-
-    def linear(self, geo_in, w, bias, zx, m0, n, zy, lo, hi):
-        """w (Ci, Co) int8."""
-        ch = self._channels(bias, m0, n, np.zeros(len(m0), np.int64), count=w.shape[1])
-        row = set_fields(np.zeros(NFIELDS, np.int64), KIND=LINEAR, CO=w.shape[1], I_OFF=geo_in[0], I_CP=w.shape[0],
-                         ZX=zx, WOFF=self.nw, ZY=zy, LO=lo, HI=hi, CH=ch, HO=1)
-        self.w.append(w.astype(np.int8).ravel())
-        self.nw += w.size
-        self.rows.append(row)
-        return row
+    @staticmethod
+    def set(row, **fields):
+        return set_fields(row, **fields)
 
     def tables(self):
         """(ops, koffs, wpk, bias, m0, n, rnd, arena template)."""
@@ -152,5 +116,5 @@ class Builder:
         arena = np.zeros(self.size + GUARD, np.uint8)
         for off, nbytes, z in self.fill:
             arena[off:off + nbytes] = z
-        return (np.ascontiguousarray(np.stack(self.rows)), cat(self.koffs, np.int64),
-                cat(self.w, np.int8), *chans, arena)
+        return (np.ascontiguousarray(np.stack(self.rows)), cat(self._koffs, np.int64),
+                cat(self._w, np.int8), *chans, arena)

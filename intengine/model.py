@@ -4,69 +4,38 @@
     logits = m.predict(images)          # images (N,32,32,3) uint8 -> (N,10) int32
 
 The file is read and fully validated (fileformat.read, validate.check) before any kernel
-runs; 2- and 4-bit codes are unpacked through their codebook to int8 here, once.
+runs; each op's parameters are unpacked once, by its kind (intengine/ops/): 2- and 4-bit
+codes through their codebook to int8.
 """
 import numpy as np
 
-from . import cpu, fileformat, kernels, reference, validate
+from . import cpu, fileformat, validate
 from .fileformat import FormatError
-from .fixedpoint import INT32_ACC_MAX, acc_bound
+from .ops import INPUT, KINDS
 
 
 class Op:
-    """One op with its parameters unpacked to the arrays the kernels take."""
+    """One op with its parameters unpacked to the arrays the kernels take: the generic part
+    here (points, zero points, clamp range, multipliers), the rest by its kind's `load`."""
 
     def __init__(self, spec, header, arrays):
         self.kind, self.name, self.spec = spec["op"], spec["name"], spec
+        self.impl = KINDS[self.kind]
         zp, bits = arrays["act_zero_point"], arrays["act_bits"]
-        ins = spec["in"] if self.kind == "add" else [spec["in"]]
-        self.ins, self.out = ins, spec["out"]
-        self.zx = [int(zp[i]) for i in ins]
+        self.ins, self.out = self.impl.inputs(spec), spec["out"]
+        self.zx = [int(zp[i]) for i in self.ins]
+        self.in_bits = int(bits[self.ins[0]])
         self.zy = int(zp[self.out])
         self.hi = (1 << int(bits[self.out])) - 1
         self.lo = self.zy if spec.get("relu") else 0       # eq. (8): ReLU clamps at z_y
-        o = spec["offset"]
-        count = spec["cout"] if self.kind in ("conv", "linear") else 1
+        o, count = spec["offset"], self.impl.channels(spec)
         self.m0 = arrays["multiplier"][o:o + count].astype(np.int64)
         self.n = arrays["shift"][o:o + count].astype(np.int64)
-        if self.kind in ("conv", "linear"):
-            self._load_weights(spec, arrays, int(bits[ins[0]]))
-        elif self.kind == "add":
-            f = spec["factor_offset"]
-            self.ka, self.kb = (int(v) for v in arrays["add_factor"][f:f + 2])
+        self.impl.load(self, spec, arrays)
 
-    def _load_weights(self, spec, arrays, in_bits):
-        b, cin, cout = spec["bits_w"], spec["cin"], spec["cout"]
-        taps = 9 if self.kind == "conv" else 1
-        raw = arrays["weights"][spec["w_offset"]:spec["w_offset"] + spec["w_nbytes"]]
-        codes = fileformat.unpack_codes(raw, b, cout * taps * cin)
-        if b <= 4:                                  # per-layer codebook: code -> level, eq. (3)
-            codes = arrays["codebook"][spec["cb_offset"]:spec["cb_offset"] + (1 << b)][codes]
-        dtype = np.int16 if b == 16 else np.int8
-        w = codes.astype(dtype).reshape((cout, 3, 3, cin) if taps == 9 else (cout, cin))
-        # file order is (Co,Kh,Kw,Ci); the kernels want Co innermost (format.md "Weights")
-        self.w = np.ascontiguousarray(w.transpose(1, 2, 3, 0) if taps == 9 else w.T)
-        self.bias = arrays["bias"][spec["offset"]:spec["offset"] + cout].astype(np.int64)
-        maxw = int(np.abs(self.w.astype(np.int64)).max(initial=0))
-        bound = acc_bound(np.abs(self.bias).max(), taps * cin, maxw, in_bits)
-        self.acc_like = np.zeros(1, np.int32 if bound <= INT32_ACC_MAX else np.int64)  # section 5
-
-    def run(self, acts, ops):
-        """Apply with `ops` = the kernels or the reference module."""
-        x = acts[self.ins[0]]
-        if self.kind == "conv":
-            args = (x, self.zx[0], self.w, self.bias, self.m0, self.n, self.zy, self.lo, self.hi,
-                    self.spec["stride"])
-            return ops.conv3x3(*args, self.acc_like) if ops is kernels else ops.conv3x3(*args)
-        if self.kind == "add":
-            return ops.add(x, self.zx[0], acts[self.ins[1]], self.zx[1], self.ka, self.kb,
-                           self.spec["stride"], self.spec["pad"], self.m0[0], self.n[0],
-                           self.zy, self.lo, self.hi)
-        if self.kind == "requant":
-            return ops.requantize(x, self.zx[0], self.m0[0], self.n[0], self.zy, self.lo, self.hi)
-        if self.kind == "pool":
-            return ops.avgpool(x, self.zx[0], self.m0[0], self.n[0], self.zy, self.lo, self.hi)
-        return ops.linear(x, self.zx[0], self.w, self.bias, self.m0, self.n, self.zy, self.lo, self.hi)
+    def run(self, acts, scalar):
+        """Apply to the points `acts`: the Numba kernel (scalar) or the NumPy reference."""
+        return self.impl.run(self, acts, scalar)
 
 
 class Model:
@@ -100,7 +69,8 @@ class Model:
 
         On the fast path (kernel vnni or portable) keep runs graph.py's debug layout, with no
         fusion, so every point comes from the kernels that `predict` uses.  reference_ops runs
-        reference.py; the scalar kernel, kernels.py."""
+        the kinds' NumPy references (reference.py); the scalar kernel, their Numba twins
+        (kernels.py)."""
         images = check_images(images)
         if self.graph is not None and not reference_ops:
             if not keep:
@@ -109,11 +79,11 @@ class Model:
                 from . import graph
                 self._debug = graph.Graph(self, self.kernel, fuse=False)
             return self._debug.run_points(images)
-        ops = reference if reference_ops else kernels
+        scalar = not reference_ops
         acts = [None] * len(self.points)
-        acts[0] = ops.input_lut(images, self.lut)
+        acts[0] = (INPUT.kernel if scalar else INPUT.reference)(images, self.lut)
         for op, done in zip(self.ops, self.free_after):
-            acts[op.out] = op.run(acts, ops)
+            acts[op.out] = op.run(acts, scalar)
             if not keep:                                     # free what no later op reads
                 for i in done:
                     acts[i] = None

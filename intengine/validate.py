@@ -1,39 +1,46 @@
 """Semantic checks of a model file, run before any jitted kernel sees it (docs/format.md).
 
-`check(header, arrays, path)` verifies that every op's fields are present and in range,
-that the point shapes chain (conv, add with its shortcut, pool, linear), that every offset
-stays inside its array, and that every integer parameter is inside the range the kernels
+`check(header, arrays, path)` verifies the parts every file has here, and hands each op to
+its kind's `check` (intengine/ops/): its fields present and in range, the point shapes
+chaining (conv, add with its shortcut, pool, linear), every offset inside its array, and that every integer parameter is inside the range the kernels
 assume: multipliers and shifts (eq. 9), codebooks, zero points, the input LUT, and the
 accumulator bound of docs/quantization.md section 5.  Raises FormatError.
 """
 import numpy as np
 
-from .fileformat import ACT_BITS, WEIGHT_BITS, FormatError, packed_nbytes, regenerate
-from .fixedpoint import FILE_ACC_BOUND, M0_MIN, M0_MAX, SHIFT_MAX, SHIFT_MIN, acc_bound
+from .fileformat import ACT_BITS, FormatError, regenerate
+from .fixedpoint import M0_MIN, M0_MAX, SHIFT_MAX, SHIFT_MIN
+from .ops import INPUT, KINDS
+from .ops.add import MAX_FACTOR
 
 MAX_OPS = 1024                  # ResNet20 has 31 points and 30 ops
 MAX_POINT_ELEMENTS = 1 << 17    # per image; ResNet20's largest point has 16,384
 MAX_MACS = 1 << 28              # multiply-accumulates per image; ResNet20 needs about 41 million
-FIELDS = {
-    "conv": ("name", "in", "out", "cin", "cout", "stride", "relu", "bits_w", "w_offset",
-             "w_nbytes", "cb_offset", "offset"),
-    "linear": ("name", "in", "out", "cin", "cout", "relu", "bits_w", "w_offset", "w_nbytes",
-               "cb_offset", "offset"),
-    "add": ("name", "in", "out", "stride", "pad", "relu", "offset", "factor_offset"),
-    "requant": ("name", "in", "out", "offset"),
-    "pool": ("name", "in", "out", "offset"),
-}
-
-
 def _fail(path, msg):
     raise FormatError(f"{path}: {msg}; {regenerate(path)}")
 
 
-def _int(path, op, key, lo, hi):
-    v = op.get(key)
-    if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
-        _fail(path, f"op {op.get('name', '?')!r}: field {key!r} = {v!r} is not an integer in [{lo}, {hi}]")
-    return v
+class Context:
+    """What a kind's `check(c, spec, ins, out)` sees: the point shapes and widths, the arrays,
+    the channel count, and the array ranges each op claims (`use`)."""
+
+    def __init__(self, path, shapes, bits, arrays):
+        self.path, self.shapes, self.bits, self.arrays = path, shapes, bits, arrays
+        self.nch = len(arrays["multiplier"])
+        self.used = {"weights": [], "codebook": [], "channels": [], "add_factor": []}   # [start, end)
+
+    def fail(self, msg):
+        _fail(self.path, msg)
+
+    def int(self, spec, key, lo, hi):
+        """spec[key], which must be an integer in [lo, hi]."""
+        v = spec.get(key)
+        if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
+            self.fail(f"op {spec.get('name', '?')!r}: field {key!r} = {v!r} is not an integer in [{lo}, {hi}]")
+        return v
+
+    def use(self, array, start, end):
+        self.used[array].append((start, end))
 
 
 def _name(path, what, v):
@@ -72,11 +79,10 @@ def check(header, arrays, path):
         _fail(path, "activation scales must be finite and positive")
     if shapes[0] != (32, 32, 3):
         _fail(path, f"input point has shape {shapes[0]}, expected (32, 32, 3)")
-    lut = arrays["lut"]
-    if lut.shape != (3, 256) or lut.min() < 0 or lut.max() > (1 << bits[0]) - 1:
-        _fail(path, f"input LUT must be (3, 256) with values in [0, 2^{bits[0]} - 1]")
+    c = Context(path, shapes, bits, arrays)
+    INPUT.check(c)
 
-    nch = len(arrays["multiplier"])
+    nch = c.nch
     for name in ("bias", "shift", "weight_scale"):
         if arrays[name].shape != (nch,):
             _fail(path, f"{name} has shape {arrays[name].shape}, expected ({nch},) like multiplier")
@@ -92,41 +98,41 @@ def check(header, arrays, path):
     if cb.ndim != 1 or (np.abs(cb) > 127).any():
         _fail(path, "codebook entries must be a 1-D list of levels in [-127, 127]")
     factors = arrays["add_factor"]
-    if factors.ndim != 1 or (factors < 0).any() or (factors > (1 << 28) + 1).any():
+    if factors.ndim != 1 or (factors < 0).any() or (factors > MAX_FACTOR).any():
         _fail(path, "add factors must lie in [0, 2^28 + 1] (eq. 12)")
 
     made = [True] + [False] * (P - 1)
     ops = header["ops"]
     if not ops:
         _fail(path, "no ops")
-    used = {"weights": [], "codebook": [], "channels": [], "add_factor": []}   # [start, end) ranges
     macs = 0
     for op in ops:
         kind = op.get("op") if isinstance(op, dict) else None
-        if kind not in FIELDS:
+        if kind not in KINDS:
             _fail(path, f"unknown op {str(kind)[:40]!r}")
-        missing = [k for k in FIELDS[kind] if k not in op]
+        impl = KINDS[kind]
+        missing = [k for k in ("name", "in", "out") + impl.FIELDS if k not in op]
         if missing:
             _fail(path, f"op {str(op.get('name', '?'))[:40]!r} lacks fields {missing}")
         _name(path, "op", op["name"])
-        ins = op["in"] if kind == "add" else [op["in"]]
-        if kind == "add" and (not isinstance(ins, list) or len(ins) != 2):
-            _fail(path, f"add {op['name']!r} needs two inputs")
+        ins = impl.inputs(op)
+        if not isinstance(ins, list) or len(ins) != impl.N_IN:
+            _fail(path, f"{kind} {op['name']!r} needs {('one input', 'two inputs')[impl.N_IN - 1]}")
         for i in ins:
             if isinstance(i, bool) or not isinstance(i, int) or not 0 <= i < P or not made[i]:
                 _fail(path, f"op {op['name']!r} reads point {i!r} before it is computed")
-        out = _int(path, op, "out", 1, P - 1)
+        out = c.int(op, "out", 1, P - 1)
         if made[out]:
             _fail(path, f"op {op['name']!r} writes point {out} twice")
         made[out] = True
-        if not isinstance(op.get("relu"), bool) and kind not in ("pool", "requant"):
+        if "relu" in impl.FIELDS and not isinstance(op.get("relu"), bool):
             _fail(path, f"op {op['name']!r}: relu must be true or false")
-        macs += _check_op(path, kind, op, ins, out, shapes, bits, arrays, nch, used)
+        macs += impl.check(c, op, ins, out)
     if macs > MAX_MACS:
         _fail(path, f"the ops need {macs:,} multiply-accumulates per image (at most {MAX_MACS:,})")
     sizes = {"weights": len(arrays["weights"]), "codebook": len(arrays["codebook"]),
              "channels": nch, "add_factor": len(arrays["add_factor"])}
-    for name, ranges in used.items():        # every entry belongs to exactly one op
+    for name, ranges in c.used.items():        # every entry belongs to exactly one op
         ranges.sort()
         covered = 0
         for lo, hi in ranges:
@@ -143,68 +149,3 @@ def check(header, arrays, path):
         _name(path, "class", c)
     if not made[-1] or shapes[-1] != (len(header.get("classes", [])),):
         _fail(path, f"the last point must be the logits, shape ({len(header.get('classes', []))},)")
-
-
-def _check_op(path, kind, op, ins, out, shapes, bits, arrays, nch, used):
-    """Check one op's fields against the points and arrays; record the array ranges it uses
-    in `used`; return its multiply-accumulates per image."""
-    sin, sout = shapes[ins[0]], shapes[out]
-    if kind in ("conv", "linear"):
-        cin, cout = _int(path, op, "cin", 1, 4096), _int(path, op, "cout", 1, 4096)
-        if kind == "conv":
-            s = _int(path, op, "stride", 1, 2)
-            if len(sin) != 3 or sin[2] != cin or sout != ((sin[0] - 1) // s + 1, (sin[1] - 1) // s + 1, cout):
-                _fail(path, f"conv {op['name']!r}: shapes {sin} -> {sout} do not fit cin={cin} cout={cout} stride={s}")
-            taps = 9 * cin
-        else:
-            if sin != (cin,) or sout != (cout,):
-                _fail(path, f"linear {op['name']!r}: shapes {sin} -> {sout} do not fit {cin}x{cout}")
-            taps = cin
-        b = _int(path, op, "bits_w", 2, 16)
-        if b not in WEIGHT_BITS:
-            _fail(path, f"op {op['name']!r}: weight bits {b} not in {WEIGHT_BITS}")
-        off = _int(path, op, "w_offset", 0, len(arrays["weights"]))
-        nb = _int(path, op, "w_nbytes", 0, len(arrays["weights"]) - off)
-        if nb != packed_nbytes(taps * cout, b):
-            _fail(path, f"op {op['name']!r}: {nb} weight bytes for {taps * cout} {b}-bit weights")
-        if b <= 4:
-            _int(path, op, "cb_offset", 0, len(arrays["codebook"]) - (1 << b))
-            maxw = 127
-        else:
-            if op["cb_offset"] != -1:
-                _fail(path, f"op {op['name']!r}: {b}-bit weights take no codebook (cb_offset -1)")
-            maxw = 1 << (b - 1)
-        o = _int(path, op, "offset", 0, nch - cout)
-        bias = np.abs(arrays["bias"][o:o + cout].astype(np.int64)).max()
-        bound = acc_bound(bias, taps, maxw, bits[ins[0]])
-        if bound >= FILE_ACC_BOUND:
-            _fail(path, f"op {op['name']!r}: accumulator bound {bound} exceeds 2^47")
-        used["weights"].append((off, off + nb))
-        used["channels"].append((o, o + cout))
-        if b <= 4:
-            used["codebook"].append((op["cb_offset"], op["cb_offset"] + (1 << b)))
-        return taps * cout * (sout[0] * sout[1] if kind == "conv" else 1)
-    elif kind == "add":
-        s = _int(path, op, "stride", 1, 2)
-        pad = _int(path, op, "pad", 0, 4096)
-        sb = shapes[ins[1]]
-        if len(sin) != 3 or len(sb) != 3 or sout != sin or \
-                ((sb[0] - 1) // s + 1, (sb[1] - 1) // s + 1, sb[2] + 2 * pad) != sin:
-            _fail(path, f"add {op['name']!r}: shortcut of {sb} (stride {s}, pad {pad}) does not match {sin}")
-        o = _int(path, op, "offset", 0, nch - 1)
-        f = _int(path, op, "factor_offset", 0, len(arrays["add_factor"]) - 2)
-        used["channels"].append((o, o + 1))
-        used["add_factor"].append((f, f + 2))
-    elif kind == "requant":
-        if len(sin) != 3 or sout != sin:
-            _fail(path, f"requant {op['name']!r}: {sin} -> {sout}")
-        o = _int(path, op, "offset", 0, nch - 1)
-        used["channels"].append((o, o + 1))
-    else:  # pool
-        if len(sin) != 3 or sout != (sin[2],):
-            _fail(path, f"pool {op['name']!r}: {sin} -> {sout}")
-        if sin[0] * sin[1] > 1 << 16:
-            _fail(path, f"pool {op['name']!r}: too many positions")
-        o = _int(path, op, "offset", 0, nch - 1)
-        used["channels"].append((o, o + 1))
-    return 0

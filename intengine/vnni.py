@@ -2,8 +2,8 @@
 
     acc[p, c] = sum_t sum_j x[off_p + koff[t] + j] * w[wbase + 64 t + 4 c + j]     (j < 4)
 
-x is uint8 (activations of <= 8 bits), w is int8 (weights of <= 8 bits), packed by
-layout.Builder.conv: each K-group t of 4 input bytes (4 channels of one tap) has 64 bytes, 4 per
+x is uint8 (activations of <= 8 bits), w is int8 (weights of <= 8 bits), packed by the
+conv's `lower` (intengine/ops/conv.py): each K-group t of 4 input bytes (4 channels of one tap) has 64 bytes, 4 per
 output channel.  This is the operand layout of AVX512-VNNI's vpdpbusd, which adds the four
 u8 x s8 products of each 32-bit lane to an int32 lane, without saturation.
 
@@ -13,8 +13,8 @@ Two bodies, chosen at run time by `kind` (cpu.py decides which is allowed):
                 added (x86 lowers this to vpmaddwd on SSE2/AVX2/AVX-512; other CPUs to
                 their own multiply-adds)
 Both are exact: every product |x*w| <= 255*128 < 2^15, and the sum of K of them stays below
-K * 2^15 <= 2^31 for K < 65536 taps (layout.Builder.conv checks it for each layer; ResNet20 has K <= 576,
-|acc| < 2^25).  The sums are the integer sum, whatever the order, so both bodies are
+K * 2^15 <= 2^31 for K < 65536 taps (the conv's `lower` checks it for each layer; ResNet20 has
+K <= 576, |acc| < 2^25).  The sums are the integer sum, whatever the order, so both bodies are
 bit-identical.  Written as LLVM IR through llvmlite: no C, no assembly, no floats.
 """
 from llvmlite import ir
@@ -104,7 +104,7 @@ def _make_micro(tiles):
             accs = [[cgutils.alloca_once(builder, V16) for _ in range(P)] for _ in range(tiles)]
             for a in sum(accs, []):
                 builder.store(ir.Constant(V16, None), a)
-            # channel tile j's weights follow tile j-1's: nk groups of 64 bytes (layout.Builder)
+            # channel tile j's weights follow tile j-1's: nk groups of 64 bytes (ops/conv.py)
             wbases = [builder.add(wbase, builder.mul(nk, ir.Constant(I64, 64 * j))) for j in range(tiles)]
             with builder.if_else(builder.icmp_signed("==", kind, ir.Constant(I64, 1))) as (on, off):
                 with on:
@@ -149,71 +149,82 @@ def _splat(builder, value, ty):
 
 
 @intrinsic
-def epilogue(typingctx, acc, p, bias, m0, n, rnd, cb, zy, lo, hi, ar, o, fuse, bb, c0, c1, zb, add):
-    """Pixel p of a tile: eq. (8) on 16 channels, into the uint8 arena `ar` at byte o.
+def epilogue(typingctx, acc, p0, npix, bias, m0, n, rnd, cb, zy, lo, hi, ar, o, ostride, fuse, bb, bstride,
+             c0, c1, zb, add):
+    """Pixels p0 .. p0+npix-1 of a tile: eq. (8) on 16 channels each, into the uint8 arena `ar`,
+    pixel k at byte o + k*ostride.
 
-    acc (128,) int32 tile sums; bias (folded), m0, n, rnd = 2^(n-1): int64 per channel, this
-    tile's from index cb.  q = clamp(z_y + ((acc + bias)*M0 + 2^(n-1)) >> n, lo, hi): exact,
-    because |acc + bias| < 2^31 (layout.Builder.conv checks it), so the product and the sum
-    fit in int64 (eq. 10).  With fuse = 1 the residual add follows (section 7), with
-    add = (K_a, K_b, M0, n, z, lo, hi) of the add (int64): eq. (12)-(14) on q and
-    q_b = ar[bb + c] for lanes c0 <= c < c1, z_b elsewhere (padded channels hold z_b), with
-    eq. (11)'s exact split for the requantize.  Generic LLVM vectors: portable."""
-    sig = types.void(acc, types.int64, bias, m0, n, rnd, types.int64, types.int64, types.int64,
+    acc (256,) int32 tile sums, pixel p's 16 at 16 p; bias (folded), m0, n, rnd = 2^(n-1): int64
+    per channel, this tile's from index cb, loaded once for all the pixels.
+    q = clamp(z_y + ((acc + bias)*M0 + 2^(n-1)) >> n, lo, hi): exact, because |acc + bias| < 2^31
+    (the conv's `lower` checks it), so the product and the sum fit in int64 (eq. 10).  With
+    fuse = 1 the residual add follows (section 7), with add = (K_a, K_b, M0, n, z, lo, hi) of the
+    add (int64): eq. (12)-(14) on q and q_b = ar[bb + k*bstride + c] for lanes c0 <= c < c1, z_b
+    elsewhere (padded channels hold z_b), with eq. (11)'s exact split for the requantize.
+    Generic LLVM vectors: portable."""
+    sig = types.void(acc, types.int64, types.int64, bias, m0, n, rnd, types.int64, types.int64, types.int64,
                      types.int64, ar, types.int64, types.int64, types.int64, types.int64, types.int64,
-                     types.int64, add)
+                     types.int64, types.int64, types.int64, add)
 
     def codegen(context, builder, signature, args):
         tys = signature.args
-        (acc, p, bias, m0, n, rnd, cb, zy, lo, hi, ar, o, fuse, bb, c0, c1, zb, add) = args
+        (acc, p0, npix, bias, m0, n, rnd, cb, zy, lo, hi, ar, o, ostride, fuse, bb, bstride,
+         c0, c1, zb, add) = args
         data = {i: context.make_array(tys[i])(context, builder, args[i]).data
-                for i in (0, 2, 3, 4, 5, 10, 17)}
+                for i in (0, 3, 4, 5, 6, 11, 20)}
         V64, V16I32, V16I8 = ir.VectorType(I64, 16), ir.VectorType(I32, 16), ir.VectorType(I8, 16)
-        a = _vec_load(builder, data[0], builder.mul(p, ir.Constant(I64, CO)), V16I32)
-        v = builder.add(builder.sext(a, V64), _vec_load(builder, data[2], cb, V64))
-        m = _vec_load(builder, data[3], cb, V64)
-        # both factors fit int32
-        t = builder.ashr(builder.add(builder.mul(_fits32(builder, v), _fits32(builder, m)), _vec_load(builder, data[5], cb, V64)),
-                         _vec_load(builder, data[4], cb, V64))
-        t = builder.add(t, _splat(builder, zy, V64))
-        lov, hiv = _splat(builder, lo, V64), _splat(builder, hi, V64)
-        t = builder.select(builder.icmp_signed("<", t, lov), lov, t)
-        q = builder.select(builder.icmp_signed(">", t, hiv), hiv, t)
-        dst = builder.bitcast(builder.gep(data[10], [o]), V16I8.as_pointer())
-        with builder.if_else(builder.icmp_signed("==", fuse, ir.Constant(I64, 0))) as (plain, add):
-            with plain:
-                builder.store(builder.trunc(q, V16I8), dst, align=1)
-            with add:                     # eq. (12)-(14), with eq. (11) for the requantize
-                ka, kb, am0, an, azy, alo, ahi = (
-                    builder.load(builder.gep(data[17], [ir.Constant(I64, k)])) for k in range(7))
-                qb = builder.zext(_vec_load(builder, data[10], bb, V16I8), V64)
-                lane = ir.Constant(V64, list(range(CO)))
-                inside = builder.and_(builder.icmp_signed(">=", lane, _splat(builder, c0, V64)),
-                                      builder.icmp_signed("<", lane, _splat(builder, c1, V64)))
-                zbv = _splat(builder, zb, V64)
-                db = builder.sub(builder.select(inside, qb, zbv), zbv)     # padding holds z_b
-                da = builder.sub(q, _splat(builder, zy, V64))
-                # |q - z| < 2^8 and K <= 2^28 + 1 fit int32: 32x32->64 multiplies;
-                # |acc| < 2^37 (section 7)
-                acc = builder.add(builder.mul(_fits32(builder, da), _fits32(builder, _splat(builder, ka, V64))),
-                                  builder.mul(_fits32(builder, db), _fits32(builder, _splat(builder, kb, V64))))
-                big = builder.icmp_signed(">=", an, ir.Constant(I64, 32))
-                one = ir.Constant(I64, 1)
-                ra = builder.select(big, builder.shl(one, builder.sub(an, ir.Constant(I64, 32))),
-                                    ir.Constant(I64, 0))
-                rb = builder.select(big, ir.Constant(I64, 0), ir.Constant(I64, 1 << 30))
-                m = _fits32(builder, _splat(builder, am0, V64))
-                hi31 = builder.ashr(acc, ir.Constant(V64, [31] * CO))
-                lo31 = builder.and_(acc, ir.Constant(V64, [(1 << 31) - 1] * CO))
-                a_ = builder.add(builder.mul(_fits32(builder, hi31), m), _splat(builder, ra, V64))
-                b_ = builder.add(builder.mul(_fits32(builder, lo31), m), _splat(builder, rb, V64))
-                t = builder.add(a_, builder.ashr(b_, ir.Constant(V64, [31] * CO)))
-                t = builder.ashr(t, _splat(builder, builder.sub(an, ir.Constant(I64, 31)), V64))
-                t = builder.add(t, _splat(builder, azy, V64))
-                lov, hiv = _splat(builder, alo, V64), _splat(builder, ahi, V64)
-                t = builder.select(builder.icmp_signed("<", t, lov), lov, t)
-                t = builder.select(builder.icmp_signed(">", t, hiv), hiv, t)
-                builder.store(builder.trunc(t, V16I8), dst, align=1)
+        # the tile's per-channel vectors and the splats, once for all its pixels
+        bias_v, m_v = _vec_load(builder, data[3], cb, V64), _fits32(builder, _vec_load(builder, data[4], cb, V64))
+        n_v, rnd_v = _vec_load(builder, data[5], cb, V64), _vec_load(builder, data[6], cb, V64)
+        zy_v, lov, hiv = _splat(builder, zy, V64), _splat(builder, lo, V64), _splat(builder, hi, V64)
+        ka, kb, am0, an, azy, alo, ahi = (
+            builder.load(builder.gep(data[20], [ir.Constant(I64, k)])) for k in range(7))
+        lane = ir.Constant(V64, list(range(CO)))
+        inside = builder.and_(builder.icmp_signed(">=", lane, _splat(builder, c0, V64)),
+                              builder.icmp_signed("<", lane, _splat(builder, c1, V64)))
+        zbv = _splat(builder, zb, V64)
+        kav, kbv = _fits32(builder, _splat(builder, ka, V64)), _fits32(builder, _splat(builder, kb, V64))
+        big = builder.icmp_signed(">=", an, ir.Constant(I64, 32))
+        one = ir.Constant(I64, 1)
+        ra = _splat(builder, builder.select(big, builder.shl(one, builder.sub(an, ir.Constant(I64, 32))),
+                                            ir.Constant(I64, 0)), V64)
+        rb = _splat(builder, builder.select(big, ir.Constant(I64, 0), ir.Constant(I64, 1 << 30)), V64)
+        am_v = _fits32(builder, _splat(builder, am0, V64))
+        an_v = _splat(builder, builder.sub(an, ir.Constant(I64, 31)), V64)
+        azy_v, alov, ahiv = _splat(builder, azy, V64), _splat(builder, alo, V64), _splat(builder, ahi, V64)
+        c31, low31 = ir.Constant(V64, [31] * CO), ir.Constant(V64, [(1 << 31) - 1] * CO)
+        plain = builder.icmp_signed("==", fuse, ir.Constant(I64, 0))
+        with cgutils.for_range(builder, npix) as loop:
+            k = loop.index
+            a = _vec_load(builder, data[0], builder.mul(builder.add(p0, k), ir.Constant(I64, CO)), V16I32)
+            v = builder.add(builder.sext(a, V64), bias_v)
+            # both factors fit int32
+            t = builder.ashr(builder.add(builder.mul(_fits32(builder, v), m_v), rnd_v), n_v)
+            t = builder.add(t, zy_v)
+            t = builder.select(builder.icmp_signed("<", t, lov), lov, t)
+            q = builder.select(builder.icmp_signed(">", t, hiv), hiv, t)
+            dst = builder.bitcast(builder.gep(data[11], [builder.add(o, builder.mul(k, ostride))]),
+                                  V16I8.as_pointer())
+            with builder.if_else(plain) as (store, fused):
+                with store:
+                    builder.store(builder.trunc(q, V16I8), dst, align=1)
+                with fused:                   # eq. (12)-(14), with eq. (11) for the requantize
+                    qb = builder.zext(_vec_load(builder, data[11], builder.add(bb, builder.mul(k, bstride)),
+                                                V16I8), V64)
+                    db = builder.sub(builder.select(inside, qb, zbv), zbv)     # padding holds z_b
+                    da = builder.sub(q, zy_v)
+                    # |q - z| < 2^8 and K <= 2^28 + 1 fit int32: 32x32->64 multiplies;
+                    # |acc| < 2^37 (section 7)
+                    s_ = builder.add(builder.mul(_fits32(builder, da), kav), builder.mul(_fits32(builder, db), kbv))
+                    hi31 = builder.ashr(s_, c31)
+                    lo31 = builder.and_(s_, low31)
+                    a_ = builder.add(builder.mul(_fits32(builder, hi31), am_v), ra)
+                    b_ = builder.add(builder.mul(_fits32(builder, lo31), am_v), rb)
+                    t = builder.ashr(builder.add(a_, builder.ashr(b_, c31)), an_v)
+                    t = builder.add(t, azy_v)
+                    t = builder.select(builder.icmp_signed("<", t, alov), alov, t)
+                    t = builder.select(builder.icmp_signed(">", t, ahiv), ahiv, t)
+                    builder.store(builder.trunc(t, V16I8), dst, align=1)
         return context.get_dummy_value()
 
     return sig, codegen

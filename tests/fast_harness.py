@@ -1,10 +1,12 @@
 """Single ops through the fast path, for the equality tests: reference.py's arguments in,
 the fast kernel's output out (tests/test_fast_kernels.py, tests/test_kernels.py)."""
+from types import SimpleNamespace
+
 import numpy as np
 
 from intengine.fastops import run_one_op
-from intengine.graph import KINDS
-from intengine.layout import Builder
+from intengine.graph import KIND_IDS, Lowering
+from intengine.ops import add as add_kind, conv
 
 
 def _arenas_with(b, geo, x):
@@ -25,32 +27,39 @@ def _interior(ars, geo, shape):
     return view[:, 1:h + 1, 1:w + 1, :c].astype(np.int32)
 
 
+def _op(kind, ins, out, zx, zy, lo, hi, m0, n, **params):
+    """A model.Op stand-in with the fields the kinds' `lower` reads."""
+    return SimpleNamespace(kind=kind, name=kind, ins=ins, out=out, zx=zx, zy=zy, lo=lo, hi=hi,
+                           m0=np.atleast_1d(np.asarray(m0, np.int64)), n=np.atleast_1d(np.asarray(n, np.int64)),
+                           **params)
+
+
 def conv3x3(x, zx, w, bias, m0, n, zy, lo, hi, stride, kernel):
     """reference.conv3x3's arguments (x int32 values of <= 8 bits, w int8) through the fast
     conv of `kernel` ('vnni' or 'portable'): for the equality tests."""
     N, H, W, C = x.shape
     ho, wo = (H - 1) // stride + 1, (W - 1) // stride + 1
-    b = Builder()
-    gin = b.point((H, W, C), zx, cmul=4)
-    gout = b.point((ho, wo, w.shape[3]), zy)
-    row = b.conv(gin, gout, (ho, wo), w, np.asarray(bias), zx, np.asarray(m0), np.asarray(n),
-                 zy, lo, hi, stride)
+    op = _op("conv", [0], 1, [zx], zy, lo, hi, m0, n, w=w, bias=np.asarray(bias, np.int64), stride=stride)
+    lw = Lowering([op], [(H, W, C), (ho, wo, w.shape[3])], [zx, zy], fuse=False)
+    gin = lw.point(0, cmul=4)
+    conv.lower(op, 0, lw)
+    b = lw.builder
     ops, koffs, wpk, bias_, m0_, n_, rnd, _ = b.tables()
     ars = _arenas_with(b, gin, x)
-    run_one_op(KINDS[kernel], row, ars, koffs, wpk, bias_, m0_, n_, rnd, np.zeros((N, 1), np.int32))
-    return _interior(ars, gout, (ho, wo, w.shape[3]))
+    run_one_op(KIND_IDS[kernel], ops[0], ars, koffs, wpk, bias_, m0_, n_, rnd, np.zeros((N, 1), np.int32))
+    return _interior(ars, lw.geo[1], (ho, wo, w.shape[3]))
 
 
 def add(a, za, b, zb, ka, kb, stride, pad, m0, n, zy, lo, hi):
     """reference.add's arguments (int32 values of <= 8 bits) through the standalone add."""
     N, H, W, C = a.shape
-    bld = Builder()
-    ga, gb = bld.point(a.shape[1:], za), bld.point(b.shape[1:], zb)
-    gout = bld.point((H, W, C), zy)
-    row = bld.add_op(ga, za, (H, W, C), gb, b.shape[3], zb, ka, kb, stride, pad, m0, n, zy, lo,
-                     hi, gout)
+    op = _op("add", [0, 1], 2, [za, zb], zy, lo, hi, m0, n, ka=ka, kb=kb, stride=stride, pad=pad)
+    lw = Lowering([op], [a.shape[1:], b.shape[1:], (H, W, C)], [za, zb, zy], fuse=False)
+    ga, gb = lw.point(0), lw.point(1)
+    add_kind.lower(op, 0, lw)
+    bld = lw.builder
     ops, koffs, wpk, bias_, m0_, n_, rnd, arena = bld.tables()
     ars = _arenas_with(bld, ga, a)
     ars[:] = np.where(np.arange(ars.shape[1]) < gb[0], ars, _arenas_with(bld, gb, b))
-    run_one_op(0, row, ars, koffs, wpk, bias_, m0_, n_, rnd, np.zeros((N, 1), np.int32))
-    return _interior(ars, gout, (H, W, C))
+    run_one_op(0, ops[0], ars, koffs, wpk, bias_, m0_, n_, rnd, np.zeros((N, 1), np.int32))
+    return _interior(ars, lw.geo[2], (H, W, C))

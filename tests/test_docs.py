@@ -72,7 +72,7 @@ def test_backticked_names_exist():
     assert not bad, bad
 
 
-@pytest.mark.parametrize("name", ["mixed.solve", "exporter.pipeline.export", "graph.Builder.conv"])
+@pytest.mark.parametrize("name", ["mixed.solve", "exporter.pipeline.export", "graph.Lowering.fused"])
 def test_the_resolver_finds_real_names(name):
     assert resolve(name, modules()) is not None
     with pytest.raises(AttributeError):

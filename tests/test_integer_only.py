@@ -35,7 +35,7 @@ z = np.zeros
 fast_harness.conv3x3(z((1, 4, 4, 3), np.int32), 0, z((3, 3, 3, 16), np.int8), z(16, np.int64),
               np.full(16, 1 << 30), np.full(16, 40), 0, 0, 255, 1, "portable")
 found, vnni = {}, False
-for mod, names in ((kernels, ("input_lut", "conv3x3", "add", "avgpool", "linear")),
+for mod, names in ((kernels, ("input_lut", "conv3x3", "add", "requantize", "avgpool", "linear")),
                    (fastops, ("input_lut", "conv_rows", "add_rows", "pool", "linear", "run_op",
                             "run", "run_one_op"))):
     for name in names:
@@ -56,7 +56,8 @@ print(json.dumps({"kernels": found, "control": control}))
 
 
 def test_no_float_instructions(exported, tmp_path):
-    paths = [str(exported[b][0]) for b in (4, 16)]       # int32 and int64 accumulators, int8/int16 weights
+    # int32 and int64 accumulators, int8/int16 weights, and the requant op of 4-bit activations
+    paths = [str(exported[b][0]) for b in (4, 16, "w4a4")]
     env = {"NUMBA_CACHE_DIR": str(tmp_path / "numba-cache"), "PATH": "/usr/bin:/bin"}
     r = subprocess.run([sys.executable, "-c", SCAN, *paths], capture_output=True, text=True, cwd=ROOT,
                        env=env, timeout=600)
@@ -65,5 +66,6 @@ def test_no_float_instructions(exported, tmp_path):
     assert result["control"], "the scan finds nothing even in float code"
     assert len(result["kernels"]) >= 7 + 8
     assert any(k.startswith("intengine.fastops.run(") for k in result["kernels"])
+    assert any(k.startswith("intengine.kernels.requantize(") for k in result["kernels"])
     offenders = {k: v for k, v in result["kernels"].items() if v}
     assert not offenders, offenders

@@ -1,0 +1,33 @@
+"""The op kinds: one module each, holding the whole definition of its kind (docs/engine.md
+"Op kinds"), as TFLite Micro registers one kernel per op.
+
+Every module in KINDS defines the same names (INTERFACE; tests/test_ops.py checks them):
+
+- the file (docs/format.md "Ops"):
+    NAME, FIELDS      the header's "op" value and its fields besides op/name/in/out
+    WEIGHTED          True for the kinds with weight codes and per-channel tables
+    N_IN, inputs(spec) how many points it reads, and which
+    channels(spec)    its entries in the bias, multiplier and shift arrays
+    check(c, spec, ins, out) -> multiply-accumulates per image  (c: validate.Context)
+- the engine:
+    load(op, spec, arrays)    unpack the parameters onto model.Op `op`
+    reference                 the plain NumPy integer function: the executable spec
+    kernel                    its Numba twin (the scalar path), bit-identical
+    run(op, acts, scalar)     apply one of the two to the points `acts`
+    lower(op, k, lw)          rows of the fast path's op table (lw: graph.Lowering)
+- the exporter (torch, imported only there):
+    integers(op, qpts, weights, bias_shift) -> the op's integers (exporter/build.py)
+    header(q, t)              the op's header entry, its arrays appended to t (build.Tables)
+    float_op(op, acts, weight) the float value before ReLU (exporter/simulate.py's walks)
+    exact(q, acts, pts)       the integers of the engine in torch int64, before the clamp
+
+A new kind is one new module here, added to KINDS, plus its tests; the fast path also needs
+its row kind in fastops.run_op.  The input LUT (lut.py) is the one kind that is not a header
+op: it maps the pixels to point 0.
+"""
+from . import add, conv, linear, lut, pool, requant
+
+KINDS = {m.NAME: m for m in (conv, linear, add, requant, pool)}
+INPUT = lut
+INTERFACE = ("NAME", "FIELDS", "WEIGHTED", "N_IN", "inputs", "channels", "check", "load", "reference", "kernel",
+             "run", "lower", "integers", "header", "float_op", "exact")

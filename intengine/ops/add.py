@@ -1,0 +1,130 @@
+"""The residual add relu(a + shortcut(b)) with a common unit: eq. (12)-(14); the shortcut is
+option A (section 7): b subsampled by `stride`, with `pad` channels of z_b on each side."""
+import numpy as np
+from numba import njit, prange
+
+from ..fixedpoint import clamp, requant
+from ..layout import ADD
+from .common import finish, one_channel, use_one_channel
+
+NAME, WEIGHTED = "add", False
+FIELDS = ("stride", "pad", "relu", "offset", "factor_offset")
+MAX_FACTOR = (1 << 28) + 1             # eq. (12): K = round(s / u) with u = max(s_a, s_b) / 2^28
+N_IN = 2                               # input points: a, then b (the shortcut's source)
+channels = one_channel
+
+
+def inputs(spec):
+    return spec["in"]
+
+
+def check(c, spec, ins, out):
+    sin, sb, sout = c.shapes[ins[0]], c.shapes[ins[1]], c.shapes[out]
+    s = c.int(spec, "stride", 1, 2)
+    pad = c.int(spec, "pad", 0, 4096)
+    if len(sin) != 3 or len(sb) != 3 or sout != sin or \
+            ((sb[0] - 1) // s + 1, (sb[1] - 1) // s + 1, sb[2] + 2 * pad) != sin:
+        c.fail(f"add {spec['name']!r}: shortcut of {sb} (stride {s}, pad {pad}) does not match {sin}")
+    use_one_channel(c, spec)
+    f = c.int(spec, "factor_offset", 0, len(c.arrays["add_factor"]) - 2)
+    c.use("add_factor", f, f + 2)
+    return 0
+
+
+def load(op, spec, arrays):
+    f = spec["factor_offset"]
+    op.ka, op.kb = (int(v) for v in arrays["add_factor"][f:f + 2])
+    op.stride, op.pad = spec["stride"], spec["pad"]
+
+
+def shortcut(x, zx, stride, pad):
+    """Option A, section 7: x[:, ::s, ::s, :] with `pad` channels of zx before and after."""
+    x = x[:, ::stride, ::stride, :]
+    return np.pad(x, ((0, 0), (0, 0), (0, 0), (pad, pad)), constant_values=zx)
+
+
+def reference(a, za, b, zb, ka, kb, stride, pad, m0, n, zy, lo, hi):
+    """relu(a + shortcut(b)) with a common unit, eq. (12)-(14)."""
+    b = shortcut(b, zb, stride, pad)
+    acc = ka * (a.astype(np.int64) - za) + kb * (b.astype(np.int64) - zb)
+    return finish(acc, m0, n, zy, lo, hi)
+
+
+@njit(cache=True, parallel=True)
+def kernel(a, za, b, zb, ka, kb, stride, pad, m0, n, zy, lo, hi):
+    """relu(a + shortcut(b)): a (N,H,W,C), b (N,Hb,Wb,Cb) -> (N,H,W,C), eq. (12)-(14)."""
+    N, H, W, C = a.shape
+    Cb = b.shape[3]
+    out = np.empty((N, H, W, C), np.int32)
+    for r in prange(N * H):
+        i = r // H
+        y = r % H
+        for x in range(W):
+            for c in range(C):
+                acc = np.int64(ka) * (a[i, y, x, c] - za)   # |acc| < 2^45, section 7
+                cb = c - pad
+                if cb >= 0 and cb < Cb:       # padded channels hold zb: add nothing
+                    acc += np.int64(kb) * (b[i, y * stride, x * stride, cb] - zb)
+                out[i, y, x, c] = clamp(zy + requant(acc, m0, n), lo, hi)
+    return out
+
+
+def run(op, acts, scalar):
+    return (kernel if scalar else reference)(acts[op.ins[0]], op.zx[0], acts[op.ins[1]], op.zx[1], op.ka, op.kb,
+                                              op.stride, op.pad, op.m0[0], op.n[0], op.zy, op.lo, op.hi)
+
+
+def fill(row, op, lw):
+    """The add's fields of `row`: its own row, or the conv row it is fused into."""
+    gb = lw.geo[op.ins[1]]
+    lw.builder.set(row, B_OFF=gb[0], B_WP=gb[1], B_CP=gb[2], B_C=lw.shapes[op.ins[1]][2], ZB=op.zx[1],
+                   A_STRIDE=op.stride, PAD=op.pad, KA=op.ka, KB=op.kb, A_M0=int(op.m0[0]), A_N=int(op.n[0]),
+                   A_ZY=op.zy, A_LO=op.lo, A_HI=op.hi, A_OFF=lw.geo[op.out][0], A_WP=lw.geo[op.out][1],
+                   A_CP=lw.geo[op.out][2])
+
+
+def lower(op, k, lw):
+    """A row of its own (an add that no conv before it can take in)."""
+    sh, ga = lw.shapes[op.out], lw.geo[op.ins[0]]
+    lw.point(op.out)
+    row = lw.builder.row(op.name, KIND=ADD, HO=sh[0], WO=sh[1], CO=sh[2], I_OFF=ga[0], I_WP=ga[1], I_CP=ga[2],
+                         ZX=op.zx[0])
+    fill(row, op, lw)
+
+
+# ---- the exporter side ----------------------------------------------------------------------
+
+UNIT_BITS = 28                                   # eq. (12): u = max(s_a, s_b) / 2^28
+
+
+def integers(op, qpts, weights, bias_shift):
+    from exporter.quantize import quantize_multiplier, rnd
+    q = {k: v for k, v in op.items() if k not in ("weight", "bias")}
+    sa, sb, sy = qpts[op["in"][0]]["scale"], qpts[op["in"][1]]["scale"], qpts[op["out"]]["scale"]
+    u = max(sa, sb) / 2.0 ** UNIT_BITS
+    m0, n = quantize_multiplier(u / sy, op["name"])                             # eq. (14)
+    q.update(ka=int(rnd(sa / u)), kb=int(rnd(sb / u)), m0=m0, n=n)             # eq. (12)
+    return q
+
+
+def header(q, t):
+    t.channels([q["m0"]], [q["n"]], [0], [0.0])
+    return {"stride": q["stride"], "pad": q["pad"], "relu": True, "factor_offset": t.factors([q["ka"], q["kb"]])}
+
+
+def shortcut_t(x, stride, pad):
+    """Option A on NCHW tensors: subsample, then `pad` zero channels each side (section 7)."""
+    import torch.nn.functional as F
+    return F.pad(x[:, :, ::stride, ::stride], (0, 0, 0, 0, pad, pad)) if stride > 1 or pad else x
+
+
+def float_op(op, acts, weight):
+    return acts[op["in"][0]] + shortcut_t(acts[op["in"][1]], op["stride"], op["pad"])
+
+
+def exact(q, acts, pts):
+    from exporter.simulate import requant as requant_t
+    a = acts[q["in"][0]] - pts[q["in"][0]]["zp"]
+    b = acts[q["in"][1]] - pts[q["in"][1]]["zp"]                      # real 0 == 0 here
+    b = shortcut_t(b.permute(0, 3, 1, 2), q["stride"], q["pad"]).permute(0, 2, 3, 1)
+    return pts[q["out"]]["zp"] + requant_t(q["ka"] * a + q["kb"] * b, q["m0"], q["n"])   # eq. (13)-(14)

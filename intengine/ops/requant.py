@@ -1,0 +1,83 @@
+"""One point's integers at another point's scale and width: eq. (17a).  The exporter puts one
+before each block's first conv when activations are below 8 bits (section 3)."""
+import numpy as np
+from numba import njit, prange
+
+from ..fixedpoint import clamp, requant
+from ..layout import ADD
+from .common import finish, one_channel, one_input, use_one_channel
+
+NAME, WEIGHTED = "requant", False
+FIELDS = ("offset",)
+N_IN = 1                               # input points
+inputs, channels = one_input, one_channel
+
+
+def check(c, spec, ins, out):
+    sin, sout = c.shapes[ins[0]], c.shapes[out]
+    if len(sin) != 3 or sout != sin:
+        c.fail(f"requant {spec['name']!r}: {sin} -> {sout}")
+    use_one_channel(c, spec)
+    return 0
+
+
+def load(op, spec, arrays):
+    pass
+
+
+def reference(x, zx, m0, n, zy, lo, hi):
+    """x (N,H,W,C) at another scale and width, eq. (17a)."""
+    return finish(x.astype(np.int64) - zx, m0, n, zy, lo, hi)
+
+
+@njit(cache=True, parallel=True)
+def kernel(x, zx, m0, n, zy, lo, hi):
+    """x (N,H,W,C) at another scale and width, eq. (17a)."""
+    N, H, W, C = x.shape
+    out = np.empty((N, H, W, C), np.int32)
+    for r in prange(N * H):
+        i = r // H
+        y = r % H
+        for xx in range(W):
+            for c in range(C):
+                out[i, y, xx, c] = clamp(zy + requant(np.int64(x[i, y, xx, c]) - zx, m0, n), lo, hi)
+    return out
+
+
+def run(op, acts, scalar):
+    return (kernel if scalar else reference)(acts[op.ins[0]], op.zx[0], op.m0[0], op.n[0], op.zy, op.lo, op.hi)
+
+
+def lower(op, k, lw):
+    """An add row with K_a = 1 and K_b = 0, which is eq. (17a): the same integers."""
+    sh, src = lw.shapes[op.out], lw.geo[op.ins[0]]
+    lw.point(op.out)
+    dst = lw.geo[op.out]
+    lw.builder.row(op.name, KIND=ADD, HO=sh[0], WO=sh[1], CO=sh[2], I_OFF=src[0], I_WP=src[1], I_CP=src[2],
+                   ZX=op.zx[0], B_OFF=src[0], B_WP=src[1], B_CP=src[2], B_C=sh[2], ZB=op.zx[0], A_STRIDE=1,
+                   PAD=0, KA=1, KB=0, A_M0=int(op.m0[0]), A_N=int(op.n[0]), A_ZY=op.zy, A_LO=op.lo,
+                   A_HI=op.hi, A_OFF=dst[0], A_WP=dst[1], A_CP=dst[2])
+
+
+# ---- the exporter side ----------------------------------------------------------------------
+
+def integers(op, qpts, weights, bias_shift):
+    from exporter.quantize import quantize_multiplier
+    q = {k: v for k, v in op.items() if k not in ("weight", "bias")}
+    m0, n = quantize_multiplier(qpts[op["in"]]["scale"] / qpts[op["out"]]["scale"], op["name"])   # eq. (17a)
+    q.update(m0=m0, n=n)
+    return q
+
+
+def header(q, t):
+    t.channels([q["m0"]], [q["n"]], [0], [0.0])
+    return {}
+
+
+def float_op(op, acts, weight):
+    return acts[op["in"]]                      # the float value is unchanged; its point rounds it
+
+
+def exact(q, acts, pts):
+    from exporter.simulate import requant as requant_t
+    return pts[q["out"]]["zp"] + requant_t(acts[q["in"]] - pts[q["in"]]["zp"], q["m0"], q["n"])
