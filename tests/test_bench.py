@@ -42,3 +42,22 @@ def test_bench_quick(data_dir, tmp_path):
     md = (tmp_path / "bench.md").read_text()
     assert "| intengine W8A8 portable |" in md and "× torch.ao int8" in md and "**The fair protocol**" in md
     assert "torch.ao int8" in r.stdout
+
+
+def test_asm_counts_reads_the_micro_kernels():
+    """scripts/asm_counts.py finds the vpdpbusd loops of both micro-kernels (where the processor
+    has AVX512-VNNI), or says in one line why not."""
+    from intengine import cpu
+    r = subprocess.run([sys.executable, "scripts/asm_counts.py"], capture_output=True, text=True, cwd=ROOT,
+                       timeout=600)
+    if not cpu.HAS_VNNI:
+        assert r.returncode != 0 and "AVX512-VNNI" in r.stderr and "Traceback" not in r.stderr
+        return
+    assert r.returncode == 0, r.stderr[-2000:]
+    rows = [line.split("|")[1:-1] for line in r.stdout.splitlines()[2:]]
+    kernels = {row[1].strip().split(" ")[0]: [c.strip() for c in row] for row in rows}
+    assert set(kernels) == {"micro", "micro2"}
+    for name, tiles in (("micro", 1), ("micro2", 2)):
+        row = kernels[name]
+        groups, vpdpbusd, accs = int(row[2]), int(row[3]), int(row[4])
+        assert accs == 8 * tiles and vpdpbusd == 8 * tiles * groups       # 8 pixels x 16 channels per tile
