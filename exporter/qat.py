@@ -40,7 +40,8 @@ DEFAULTS = {                      # one flat block of the defaults (section 15)
     "scale_lr": 1e-4,             # Adam on every log step size (weights and activations)
     "weight_decay": 0.0,
     "label_smoothing": 0.1,       # as the trainer's (on the cross-entropy part)
-    "distill": 0.0,               # weight of the KL to the FP32 model's softmax (eq. 27); 1 - it on the cross-entropy
+    "distill": 1.0,               # weight of the KL to the FP32 model's softmax (eq. 27, the held-out choice);
+                                  # 1 - it on the cross-entropy with the labels
     "images": None,               # train on the first N of the shuffled training images (tests)
     "heldout": 5000,              # held-out images for the per-epoch agreement
 }
