@@ -125,8 +125,8 @@ def check_out(out, explicit):
               help="Quantization-aware training: fine-tune this many epochs on the labelled training images, "
                    "starting from the PTQ file (docs/quantization.md section 15; about 3 min per epoch on 2 cores).")
 @click.option("--qat-lr", type=click.FloatRange(0, min_open=True), default=None,
-              help="QAT: SGD learning rate of the weights and biases, cosine to 0  [default: 0.03 at 2 bits, "
-                   "0.006 at 4 bits (qat.default_lr)]")
+              help="QAT: SGD learning rate of the weights and biases, cosine to 0  [default: 0.03 at W2A2, "
+                   "0.006 at W4A4, 0.003 at W2A8 (qat.default_lr)]")
 @click.option("--qat-distill", type=click.FloatRange(0, 1), default=None,
               help="QAT: weight of distillation from the FP32 model (KL to its softmax, eq. 27), the rest on the "
                    f"labels  [default: {qat.DEFAULTS['distill']:g}]")

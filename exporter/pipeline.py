@@ -84,7 +84,7 @@ class Config:
             qat_cfg = {**QAT_DEFAULTS, **{k: v for k, v in self.qat.items() if v is not None}}
             if qat_cfg["lr"] is None:
                 from .qat import default_lr
-                qat_cfg["lr"] = default_lr(self.bits)
+                qat_cfg["lr"] = default_lr(self.bits, act)
             if self.params_from != "ours" or self.bits == 16 or act == 16:
                 raise ValueError("QAT trains through the fake-quant of weights and activations of 8 bits "
                                  "or fewer, from our own PTQ: not with 16 bits or --params-from torchao")

@@ -47,11 +47,12 @@ DEFAULTS = {                      # one flat block of the defaults (section 15)
 }
 
 
-def default_lr(bits):
-    """0.03 at 2-bit weights (the held-out choice at W2A2, results/qat/sweep.jsonl), scaled by
-    the level spacing relative to the weight range, 3 / (2^b - 1): 0.006 at 4 bits.  (0.03 at
-    W4A4 collapsed the held-out agreement from 0.99 to 0.10 in one epoch.)"""
-    return 0.03 * 3 / ((1 << bits) - 1)
+def default_lr(bits, act_bits):
+    """The held-out choices (results/qat/sweep.jsonl): 0.03 at W2A2; at 8-bit activations 0.003
+    at W2A8 (0.01 lost 0.1 pp of agreement in one epoch, 0.03 collapsed it to 0.10).  Wider
+    weights scale by the level spacing relative to the weight range, 3 / (2^b - 1): 0.006 at
+    W4A4 (where 0.03 also collapsed the agreement from 0.99 to 0.10 in one epoch)."""
+    return round((0.03 if act_bits < 8 else 0.003) * 3 / ((1 << bits) - 1), 10)
 
 
 class QATError(Exception):

@@ -29,7 +29,8 @@ def test_qat_file_runs_on_the_engine_and_equals_the_exact_simulation(data_dir, s
     path, _, qnet, _ = export(_cfg(shipped, data_dir, tmp_path), tmp_path / "w2a2.npz", progress=False)
     meta = fileformat.read(path)[0]["meta"]
     assert meta["qat"]["epochs_run"] == 2 and meta["qat"]["start"]["rounding"] == "brecq"
-    assert meta["qat"]["config"]["lr"] == qat.default_lr(2) == 0.03 and qat.default_lr(4) == pytest.approx(0.006)
+    assert meta["qat"]["config"]["lr"] == qat.default_lr(2, 2) == 0.03
+    assert qat.default_lr(4, 4) == pytest.approx(0.006) and qat.default_lr(2, 8) == pytest.approx(0.003)
     model = intengine.load(path)
     assert sorted(set(model.act_bits.tolist())) == [2, 8]
     x = test_images[0][:64]
