@@ -241,7 +241,7 @@ def verify_cmd(model_paths):
                 bad.append(msg if msg.startswith(str(p)) else f"{p}: {msg}")
                 continue
             meta = m.header.get("meta", {})
-            n = sum(op.kind in ("conv", "linear") for op in m.ops)
+            n = sum(op.impl.WEIGHTED for op in m.ops)
             click.echo(f"{p}: ok, format version {VERSION}, W{meta.get('bits')}A{meta.get('act_bits')}, "
                        f"{n} weighted layers, {os.path.getsize(p):,} bytes, content sha256 "
                        f"{m.header['content_sha256'][:16]}")
@@ -263,7 +263,7 @@ def info_cmd(model_path, as_json):
             spec, bits = op.spec, int(model.act_bits[op.out])
             row = {"name": op.name, "op": op.kind, "bits_a": bits, "out_scale": float(model.act_scale[op.out]),
                    "out_zero_point": int(model.zero_points[op.out]), "bits_w": spec.get("bits_w")}
-            if op.kind in ("conv", "linear"):
+            if op.impl.WEIGHTED:
                 ws = model.weight_scale[spec["offset"]:spec["offset"] + spec["cout"]]
                 row.update(shape=list(op.w.shape), weight_bytes=spec["w_nbytes"],
                            levels=spec.get("levels"), weight_scale_min=float(ws.min()),

@@ -1,5 +1,6 @@
 """The fast path's runtime: a model's ops packed into layout.py's tables once, at load
-time (each kind's `lower`, intengine/ops/), then the whole network in one jitted call (fastops.run), uint8 activations end to end.
+time (each kind's `lower`, intengine/ops/), then the whole network in one jitted call
+(fastops.run), uint8 activations end to end.
 
 For files whose weights and activations are all <= 8 bits (`eligible`); docs/engine.md
 describes the path.  Arenas are kept between calls.  `Graph.profile` times each op alone;
