@@ -3,8 +3,8 @@ import numpy as np
 from numba import njit, prange
 
 from ..fixedpoint import INT32_ACC_MAX, acc_bound, clamp, requant
-from ..layout import CONV, FUSE
-from . import weighted
+from ..layout import CONV
+from . import add, weighted
 from .common import finish, one_input
 
 NAME, WEIGHTED = "conv", True
@@ -95,7 +95,6 @@ def lower(op, k, lw):
     """One conv row: w packed as [co tile][tap, K-group][16 co][4 ci] (vnni.py), z_x folded into
     the bias (eq. 6).  A following add that alone reads this conv's point is fused into the
     row's epilogue (eq. 12-14), and this conv's point is not stored (docs/engine.md)."""
-    from . import add
     tile = lw.TILE_CO
     nxt = fusable_add(k, lw)
     if nxt is None:
@@ -123,7 +122,7 @@ def lower(op, k, lw):
                 WOFF=b.weights(packed), COT=cot)
     if nxt is not None:
         lw.point(nxt.out)
-        row[FUSE] = 1
+        b.set(row, FUSE=1)
         add.fill(row, nxt, lw)
         lw.fused(k + 1)
 
