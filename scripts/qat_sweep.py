@@ -46,6 +46,7 @@ EXPORTS = {
     "w2a2_qat_s0": [*WIDTHS["w2a2"], "--qat-epochs", "10", "--qat-distill", "0", "--seed", "0"],
     "w4a4_qat_s0": [*WIDTHS["w4a4"], "--qat-epochs", "4", "--qat-distill", "0", "--seed", "0"],
     "w2a8_qat_kd_s0": [*WIDTHS["w2a8"], "--qat-epochs", "10", "--qat-distill", "1", "--seed", "0"],
+    "w2a2_qat_kd_s0": [*WIDTHS["w2a2"], "--qat-epochs", "24", "--qat-distill", "1", "--seed", "0"],
 }
 
 
