@@ -16,7 +16,11 @@ to reference.py (NumPy), which is docs/quantization.md in code.
     proba = model.predict_proba(images)   # softmax of the real logits, (N,10)
     classes, p = model.top_k(images, k=3)
 """
-from .fileformat import FormatError
-from .model import Model, load
+from . import jitcache
+
+jitcache.install()                     # before any jitted function is defined (jitcache.py)
+
+from .fileformat import FormatError  # noqa: E402
+from .model import Model, load  # noqa: E402
 
 __all__ = ["FormatError", "Model", "load"]

@@ -49,7 +49,7 @@ def conv_rows(kind, P, ar, koffs, wpk, bias, m0, n, rnd, acc, r0, r1):
     fuse = P[FUSE]
     zb, pad, bc, ast = P[ZB], P[PAD], P[B_C], P[A_STRIDE]     # the fused residual add
     boff, bwp, bcp, aoff, awp, acp = P[B_OFF], P[B_WP], P[B_CP], P[A_OFF], P[A_WP], P[A_CP]
-    addp = P[ADD_START:ADD_END]           # K_a, K_b, M0, n, z, lo, hi (layout.EPILOGUE_ADD)
+    addp = P[ADD_START:ADD_END]           # n, z, lo, hi, A_h, B_h, L, side (layout.EPILOGUE_ADD)
     for oy in range(r0, r1):
         cot = 0
         while cot < P[COT]:

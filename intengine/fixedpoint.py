@@ -91,6 +91,35 @@ def requant_even_exact(acc, m0, n):
     return q + 1 if twice > (1 << int(n)) else (q + (q & 1) if twice == (1 << int(n)) else q)
 
 
+ADD_SPLIT = 28                                # eq. (14a): K*M0 split at 2^28
+ADD_LANE_MAX = (1 << 31) - 1                 # eq. (14a): each factor and the result fit int32
+
+
+def add_split(ka, kb, m0, n, d_max=255):
+    """The constants of eq. (14a), or None where the int32-lane form does not apply:
+    (A_h, B_h, L, side, n) with K_a*M0 = A_h*2^28 + A_l, K_b*M0 = B_h*2^28 + B_l, L the low
+    part that is not zero (side 1: a's, 0: b's; L = 0 when both are), for |d_a|, |d_b| <= d_max.
+    None when both low parts are non-zero (eq. (12) makes one K exactly 2^28, so an exported
+    file always has one), when A_h or B_h does not fit int32, or when the result might not."""
+    ah, al = divmod(int(ka) * int(m0), 1 << ADD_SPLIT)
+    bh, bl = divmod(int(kb) * int(m0), 1 << ADD_SPLIT)
+    if al and bl or max(ah, bh) > ADD_LANE_MAX or int(n) < SHIFT_MIN:
+        return None
+    side, low = (1, al) if al else (0, bl)
+    top = d_max * (ah + bh + 1) + (1 << (int(n) - ADD_SPLIT - 1))
+    if (top >> (int(n) - ADD_SPLIT)) + 1 > ADD_LANE_MAX - 512:
+        return None
+    return ah, bh, low, side, int(n)
+
+
+def requant_add(da, db, ah, bh, low, side, n):
+    """eq. (14a) with Python ints, as vnni.epilogue computes it: equals
+    requant(K_a*da + K_b*db, M0, n) for the constants of add_split."""
+    ds = da if side else db
+    t = da * ah + db * bh + (1 << (n - ADD_SPLIT - 1)) + ((ds * low) >> ADD_SPLIT)
+    return t >> (n - ADD_SPLIT)
+
+
 def requant_exact(acc, m0, n):
     """eq. (10) with Python ints: the definition that eq. (11) must equal."""
     return (int(acc) * int(m0) + (1 << (int(n) - 1))) >> int(n)

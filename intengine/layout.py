@@ -20,16 +20,17 @@ GUARD = 64                         # spare arena bytes at both ends (Builder)
 FIELDS = ("KIND O_OFF O_WP O_CP HO WO CO ZY LO HI CH "
           "I_OFF I_WP I_CP STRIDE ZX "
           "NK KOFF WOFF COT FUSE "
-          "B_OFF B_WP B_CP B_C ZB A_STRIDE PAD KA KB A_M0 A_N A_ZY A_LO A_HI "
+          "B_OFF B_WP B_CP B_C ZB A_STRIDE PAD KA KB A_M0 A_N A_ZY A_LO A_HI AH BH AL ASIDE "
           "A_OFF A_WP A_CP").split()
 FIELD = {name: k for k, name in enumerate(FIELDS)}
 NFIELDS = len(FIELDS)
 (KIND, O_OFF, O_WP, O_CP, HO, WO, CO, ZY, LO, HI, CH, I_OFF, I_WP, I_CP, STRIDE, ZX, NK, KOFF, WOFF, COT,
- FUSE, B_OFF, B_WP, B_CP, B_C, ZB, A_STRIDE, PAD, KA, KB, A_M0, A_N, A_ZY, A_LO, A_HI, A_OFF, A_WP,
- A_CP) = (FIELD[n] for n in FIELDS)
-# What vnni.epilogue reads as P[ADD_SLICE], in this order (K_a, K_b, M0, n, z, lo, hi)
-EPILOGUE_ADD = ("KA", "KB", "A_M0", "A_N", "A_ZY", "A_LO", "A_HI")
-ADD_START, ADD_END = FIELD["KA"], FIELD["KA"] + len(EPILOGUE_ADD)
+ FUSE, B_OFF, B_WP, B_CP, B_C, ZB, A_STRIDE, PAD, KA, KB, A_M0, A_N, A_ZY, A_LO, A_HI, AH, BH, AL, ASIDE,
+ A_OFF, A_WP, A_CP) = (FIELD[n] for n in FIELDS)
+# What vnni.epilogue reads as P[ADD_START:ADD_END], in this order: the add's n, z, lo, hi and
+# the constants of eq. (14a) (fixedpoint.add_split), set when the add is fused into a conv
+EPILOGUE_ADD = ("A_N", "A_ZY", "A_LO", "A_HI", "AH", "BH", "AL", "ASIDE")
+ADD_START, ADD_END = FIELD["A_N"], FIELD["A_N"] + len(EPILOGUE_ADD)
 if tuple(FIELDS[ADD_START:ADD_END]) != EPILOGUE_ADD:          # a reordered FIELDS fails at import
     raise ImportError("layout.FIELDS: the epilogue's add fields are not contiguous and in order")
 

@@ -137,15 +137,48 @@ def _vec_load(builder, arr_ptr, index, ty):
     return builder.load(builder.bitcast(builder.gep(arr_ptr, [index]), ty.as_pointer()), align=1)
 
 
+V8 = ir.VectorType(I64, 8)
+EVEN, ODD = list(range(0, 16, 2)), list(range(1, 16, 2))
+
+
+def _lanes(builder, v, idx):
+    """Lanes idx of a <16 x i64> -> <8 x i64>."""
+    return builder.shuffle_vector(v, v, ir.Constant(ir.VectorType(I32, len(idx)), idx))
+
+
 def _fits32(builder, v):
-    """v (<16 x i64>) whose values fit int32, said so to LLVM (x86: vpmuldq, not vpmullq)."""
-    v32 = ir.VectorType(I32, v.type.count)
-    return builder.sext(builder.trunc(v, v32), v.type)
+    """v (<k x i64>) whose values fit int32, said so to LLVM (x86: vpmuldq, not vpmullq)."""
+    return builder.sext(builder.trunc(v, ir.VectorType(I32, v.type.count)), v.type)
+
+
+def _wide_mul(builder, x, fe, fo):
+    """x (<16 x i32>) times int32-valued factors -> (even lanes, odd lanes) as <8 x i64>
+    products: two vpmuldq on x86, each reading the low half of every 64-bit lane."""
+    x64 = builder.bitcast(x, V8)
+    c32 = ir.Constant(V8, [32] * 8)
+    even = builder.ashr(builder.shl(x64, c32), c32)
+    odd = builder.ashr(x64, c32)
+    return builder.mul(even, fe), builder.mul(odd, fo)
+
+
+def _join(builder, even, odd):
+    """(even lanes, odd lanes) <8 x i64> of int32 values -> <16 x i32> in lane order."""
+    v = ir.VectorType(I32, 16)
+    idx = [2 * (k // 2) + 16 * (k % 2) for k in range(16)]
+    return builder.shuffle_vector(builder.bitcast(even, v), builder.bitcast(odd, v),
+                                  ir.Constant(ir.VectorType(I32, 16), idx))
 
 
 def _splat(builder, value, ty):
-    return _broadcast(builder, builder.sext(value, ty.element) if value.type != ty.element else value,
-                      ty.count)
+    v = value
+    if v.type != ty.element:
+        v = builder.sext(v, ty.element) if v.type.width < ty.element.width else builder.trunc(v, ty.element)
+    return _broadcast(builder, v, ty.count)
+
+
+def _clamp(builder, v, lo, hi):
+    v = builder.select(builder.icmp_signed("<", v, lo), lo, v)
+    return builder.select(builder.icmp_signed(">", v, hi), hi, v)
 
 
 @intrinsic
@@ -157,11 +190,12 @@ def epilogue(typingctx, acc, p0, npix, bias, m0, n, rnd, cb, zy, lo, hi, ar, o, 
     acc (256,) int32 tile sums, pixel p's 16 at 16 p; bias (folded), m0, n, rnd = 2^(n-1): int64
     per channel, this tile's from index cb, loaded once for all the pixels.
     q = clamp(z_y + ((acc + bias)*M0 + 2^(n-1)) >> n, lo, hi): exact, because |acc + bias| < 2^31
-    (the conv's `lower` checks it), so the product and the sum fit in int64 (eq. 10).  With
-    fuse = 1 the residual add follows (section 7), with add = (K_a, K_b, M0, n, z, lo, hi) of the
-    add (int64): eq. (12)-(14) on q and q_b = ar[bb + k*bstride + c] for lanes c0 <= c < c1, z_b
-    elsewhere (padded channels hold z_b), with eq. (11)'s exact split for the requantize.
-    Generic LLVM vectors: portable."""
+    (the conv's `lower` checks it), so the sum fits int32 and the product and rounding int64
+    (eq. 10); the result fits int32 (M0 < 2^n).  With fuse = 1 the residual add follows
+    (section 7), with add = (n, z, lo, hi, A_h, B_h, L, side) of the add (int64, eq. 14a and
+    fixedpoint.add_split): d_a = q - z_a, d_b = q_b - z_b with q_b = ar[bb + k*bstride + c]
+    for lanes c0 <= c < c1, z_b elsewhere (padded channels hold z_b).
+    Generic LLVM vectors: portable.  The 64-bit products run on even and odd int32 lanes."""
     sig = types.void(acc, types.int64, types.int64, bias, m0, n, rnd, types.int64, types.int64, types.int64,
                      types.int64, ar, types.int64, types.int64, types.int64, types.int64, types.int64,
                      types.int64, types.int64, types.int64, add)
@@ -172,59 +206,56 @@ def epilogue(typingctx, acc, p0, npix, bias, m0, n, rnd, cb, zy, lo, hi, ar, o, 
          c0, c1, zb, add) = args
         data = {i: context.make_array(tys[i])(context, builder, args[i]).data
                 for i in (0, 3, 4, 5, 6, 11, 20)}
-        V64, V16I32, V16I8 = ir.VectorType(I64, 16), ir.VectorType(I32, 16), ir.VectorType(I8, 16)
+        V64, V32, V16I8 = ir.VectorType(I64, 16), ir.VectorType(I32, 16), ir.VectorType(I8, 16)
         # the tile's per-channel vectors and the splats, once for all its pixels
-        bias_v, m_v = _vec_load(builder, data[3], cb, V64), _fits32(builder, _vec_load(builder, data[4], cb, V64))
+        bias32 = builder.trunc(_vec_load(builder, data[3], cb, V64), V32)
+        m_v = _vec_load(builder, data[4], cb, V64)
         n_v, rnd_v = _vec_load(builder, data[5], cb, V64), _vec_load(builder, data[6], cb, V64)
-        zy_v, lov, hiv = _splat(builder, zy, V64), _splat(builder, lo, V64), _splat(builder, hi, V64)
-        ka, kb, am0, an, azy, alo, ahi = (
-            builder.load(builder.gep(data[20], [ir.Constant(I64, k)])) for k in range(7))
-        lane = ir.Constant(V64, list(range(CO)))
-        inside = builder.and_(builder.icmp_signed(">=", lane, _splat(builder, c0, V64)),
-                              builder.icmp_signed("<", lane, _splat(builder, c1, V64)))
-        zbv = _splat(builder, zb, V64)
-        kav, kbv = _fits32(builder, _splat(builder, ka, V64)), _fits32(builder, _splat(builder, kb, V64))
-        big = builder.icmp_signed(">=", an, ir.Constant(I64, 32))
-        one = ir.Constant(I64, 1)
-        ra = _splat(builder, builder.select(big, builder.shl(one, builder.sub(an, ir.Constant(I64, 32))),
-                                            ir.Constant(I64, 0)), V64)
-        rb = _splat(builder, builder.select(big, ir.Constant(I64, 0), ir.Constant(I64, 1 << 30)), V64)
-        am_v = _fits32(builder, _splat(builder, am0, V64))
-        an_v = _splat(builder, builder.sub(an, ir.Constant(I64, 31)), V64)
-        azy_v, alov, ahiv = _splat(builder, azy, V64), _splat(builder, alo, V64), _splat(builder, ahi, V64)
-        c31, low31 = ir.Constant(V64, [31] * CO), ir.Constant(V64, [(1 << 31) - 1] * CO)
+        me, mo = (_fits32(builder, _lanes(builder, m_v, ix)) for ix in (EVEN, ODD))
+        ne, no = (_lanes(builder, n_v, ix) for ix in (EVEN, ODD))
+        re, ro = (_lanes(builder, rnd_v, ix) for ix in (EVEN, ODD))
+        zy32 = _splat(builder, zy, V32)
+        dlo, dhi = _splat(builder, builder.sub(lo, zy), V32), _splat(builder, builder.sub(hi, zy), V32)
+        an, azy, alo, ahi, ah, bh, al, aside = (
+            builder.load(builder.gep(data[20], [ir.Constant(I64, k)])) for k in range(8))
+        lane = ir.Constant(V32, list(range(CO)))
+        inside = builder.and_(builder.icmp_signed(">=", lane, _splat(builder, c0, V32)),
+                              builder.icmp_signed("<", lane, _splat(builder, c1, V32)))
+        zb32 = _splat(builder, zb, V32)
+        ah_v, bh_v, al_v = (_fits32(builder, _splat(builder, v, V8)) for v in (ah, bh, al))
+        side_a = builder.icmp_signed("!=", aside, ir.Constant(I64, 0))
+        shift = _splat(builder, builder.sub(an, ir.Constant(I64, 28)), V8)          # eq. (14a)
+        half = _splat(builder, builder.shl(ir.Constant(I64, 1), builder.sub(an, ir.Constant(I64, 29))), V8)
+        c28 = ir.Constant(V8, [28] * 8)
+        azy32 = _splat(builder, azy, V32)
+        alo32, ahi32 = _splat(builder, builder.sub(alo, azy), V32), _splat(builder, builder.sub(ahi, azy), V32)
         plain = builder.icmp_signed("==", fuse, ir.Constant(I64, 0))
         with cgutils.for_range(builder, npix) as loop:
             k = loop.index
-            a = _vec_load(builder, data[0], builder.mul(builder.add(p0, k), ir.Constant(I64, CO)), V16I32)
-            v = builder.add(builder.sext(a, V64), bias_v)
-            # both factors fit int32
-            t = builder.ashr(builder.add(builder.mul(_fits32(builder, v), m_v), rnd_v), n_v)
-            t = builder.add(t, zy_v)
-            t = builder.select(builder.icmp_signed("<", t, lov), lov, t)
-            q = builder.select(builder.icmp_signed(">", t, hiv), hiv, t)
+            a = _vec_load(builder, data[0], builder.mul(builder.add(p0, k), ir.Constant(I64, CO)), V32)
+            v = builder.add(a, bias32)                          # fits int32 (lower checks it)
+            pe, po = _wide_mul(builder, v, me, mo)
+            t = _join(builder, builder.ashr(builder.add(pe, re), ne), builder.ashr(builder.add(po, ro), no))
+            d = _clamp(builder, t, dlo, dhi)                    # q - z_y, eq. (8)
             dst = builder.bitcast(builder.gep(data[11], [builder.add(o, builder.mul(k, ostride))]),
                                   V16I8.as_pointer())
             with builder.if_else(plain) as (store, fused):
                 with store:
-                    builder.store(builder.trunc(q, V16I8), dst, align=1)
-                with fused:                   # eq. (12)-(14), with eq. (11) for the requantize
+                    builder.store(builder.trunc(builder.add(d, zy32), V16I8), dst, align=1)
+                with fused:                   # eq. (12)-(14) in the form of eq. (14a)
                     qb = builder.zext(_vec_load(builder, data[11], builder.add(bb, builder.mul(k, bstride)),
-                                                V16I8), V64)
-                    db = builder.sub(builder.select(inside, qb, zbv), zbv)     # padding holds z_b
-                    da = builder.sub(q, zy_v)
-                    # |q - z| < 2^8 and K <= 2^28 + 1 fit int32: 32x32->64 multiplies;
-                    # |acc| < 2^37 (section 7)
-                    s_ = builder.add(builder.mul(_fits32(builder, da), kav), builder.mul(_fits32(builder, db), kbv))
-                    hi31 = builder.ashr(s_, c31)
-                    lo31 = builder.and_(s_, low31)
-                    a_ = builder.add(builder.mul(_fits32(builder, hi31), am_v), ra)
-                    b_ = builder.add(builder.mul(_fits32(builder, lo31), am_v), rb)
-                    t = builder.ashr(builder.add(a_, builder.ashr(b_, c31)), an_v)
-                    t = builder.add(t, azy_v)
-                    t = builder.select(builder.icmp_signed("<", t, alov), alov, t)
-                    t = builder.select(builder.icmp_signed(">", t, ahiv), ahiv, t)
-                    builder.store(builder.trunc(t, V16I8), dst, align=1)
+                                                V16I8), V32)
+                    db = builder.sub(builder.select(inside, qb, zb32), zb32)     # padding holds z_b
+                    ds = builder.select(side_a, d, db)
+                    ae, ao = _wide_mul(builder, d, ah_v, ah_v)
+                    be, bo = _wide_mul(builder, db, bh_v, bh_v)
+                    le, lodd = _wide_mul(builder, ds, al_v, al_v)
+                    # |d| <= 255, A_h, B_h < 2^31, L < 2^28: every sum is below 2^41
+                    se = builder.add(builder.add(ae, be), builder.add(builder.ashr(le, c28), half))
+                    so = builder.add(builder.add(ao, bo), builder.add(builder.ashr(lodd, c28), half))
+                    r = _join(builder, builder.ashr(se, shift), builder.ashr(so, shift))   # fits int32 (add_split)
+                    r = builder.add(_clamp(builder, r, alo32, ahi32), azy32)
+                    builder.store(builder.trunc(r, V16I8), dst, align=1)
         return context.get_dummy_value()
 
     return sig, codegen

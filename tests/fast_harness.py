@@ -6,6 +6,7 @@ import numpy as np
 
 from intengine.fastops import run_one_op
 from intengine.graph import KIND_IDS, Lowering
+from intengine.layout import set_fields
 from intengine.ops import add as add_kind, conv
 
 
@@ -63,3 +64,30 @@ def add(a, za, b, zb, ka, kb, stride, pad, m0, n, zy, lo, hi):
     ars[:] = np.where(np.arange(ars.shape[1]) < gb[0], ars, _arenas_with(bld, gb, b))
     run_one_op(0, ops[0], ars, koffs, wpk, bias_, m0_, n_, rnd, np.zeros((N, 1), np.int32))
     return _interior(ars, lw.geo[2], (H, W, C))
+
+
+def conv_add(conv_args, b, zb, ka, kb, pad, m0, n, zy, lo, hi, kernel, split=None):
+    """A conv (reference.conv3x3's arguments) and the residual add after it (shortcut source b,
+    reference.add's other arguments) through the fast path with fusion on: -> (add output,
+    whether the add went into the conv's epilogue).  split=(A_h, B_h, L, side, n) replaces
+    the fused row's eq. (14a) constants, to test the epilogue on its own terms."""
+    x, zx, w, bias, cm0, cn, czy, clo, chi, stride = conv_args
+    N, H, W, C = x.shape
+    ho, wo, co = (H - 1) // stride + 1, (W - 1) // stride + 1, w.shape[3]
+    cv = _op("conv", [0], 2, [zx], czy, clo, chi, cm0, cn, w=w, bias=np.asarray(bias, np.int64), stride=stride)
+    ad = _op("add", [2, 1], 3, [czy, zb], zy, lo, hi, m0, n, ka=ka, kb=kb, stride=stride, pad=pad)
+    lw = Lowering([cv, ad], [(H, W, C), b.shape[1:], (ho, wo, co), (ho, wo, co)], [zx, zb, czy, zy], fuse=True)
+    gx, gb = lw.point(0, cmul=4), lw.point(1)
+    conv.lower(cv, 0, lw)
+    if 1 not in lw.skip:
+        add_kind.lower(ad, 1, lw)
+    bld = lw.builder
+    ops, koffs, wpk, bias_, m0_, n_, rnd, _ = bld.tables()
+    if split is not None:
+        ah, bh, low, side, sn = split
+        set_fields(ops[0], AH=ah, BH=bh, AL=low, ASIDE=side, A_N=sn)
+    ars = _arenas_with(bld, gx, x)
+    ars[:] = np.where(np.arange(ars.shape[1]) < gb[0], ars, _arenas_with(bld, gb, b))
+    for row in ops:
+        run_one_op(KIND_IDS[kernel], row, ars, koffs, wpk, bias_, m0_, n_, rnd, np.zeros((N, 1), np.int32))
+    return _interior(ars, lw.geo[3], (ho, wo, co)), 1 in lw.skip

@@ -105,6 +105,54 @@ def test_standalone_add(stride, pad):
 
 
 @pytest.mark.parametrize("kernel", KERNELS)
+@pytest.mark.parametrize("stride,pad", [(1, 0), (2, 8), (2, 4)])
+def test_fused_conv_add(kernel, stride, pad):
+    """A conv with the add after it in its epilogue (eq. 14a) equals the reference conv then
+    add: the larger factor on either side, K_b = 0, equal factors, the extreme multipliers;
+    and an add with neither factor 2^28 runs as its own row, equal too."""
+    need(kernel)
+    big = 1 << 28
+    cases = [(big, int(rng.integers(1 << 20, big)), None), (int(rng.integers(1 << 20, big)), big, None),
+             (big, 0, None), (big, big, None), (big, int(rng.integers(1 << 26, big)), ((1 << 31) - 1, 59)),
+             (big, 3, (1 << 30, 58)), (big - 5, big - 3, None)]
+    for ka, kb, mn in cases:
+        conv_args = conv_case(2, 9, 11, 12, 32, 8, 8, stride, relu=True)
+        co = conv_args[2].shape[3]
+        b = rng.integers(0, 256, size=(2, 9, 11, co - 2 * pad)).astype(np.int32)
+        zb, zy = int(rng.integers(0, 256)), int(rng.integers(0, 128))       # the add's output: relu at z_y
+        m0, n = mn or (int(rng.integers(1 << 30, 1 << 31)), 59)
+        add_args = (zb, ka, kb, stride, pad, m0, n, zy, zy, 255)
+        c = reference.conv3x3(*conv_args)
+        want = reference.add(c, conv_args[6], b, *add_args)
+        got, fused = fast_harness.conv_add(conv_args, b, zb, ka, kb, pad, m0, n, zy, zy, 255, kernel)
+        assert fused == (ka == big or kb == big), (ka, kb)
+        assert np.array_equal(got, want), (ka, kb, m0, n)
+        assert len(np.unique(want)) > 4, (ka, kb, m0, n)   # not saturated
+
+
+@pytest.mark.parametrize("kernel", KERNELS)
+@pytest.mark.parametrize("side", [0, 1])
+def test_fused_add_epilogue_computes_eq_14a(kernel, side):
+    """The epilogue's eq. (14a) term by term, at constants where the low term moves the result
+    (a small shift n - 28): equal to fixedpoint.requant_add on the reference conv's output."""
+    from intengine.fixedpoint import requant_add
+    need(kernel)
+    conv_args = conv_case(2, 6, 9, 12, 32, 8, 8, 1, relu=True)
+    b = rng.integers(0, 256, size=(2, 6, 9, 32)).astype(np.int32)
+    zb, zy, n = int(rng.integers(0, 256)), 20, 33
+    split = (3, 2, (1 << 28) - 12345, side, n)        # (d_s L) >> 28 is about d_s, against 2^5
+    got, fused = fast_harness.conv_add(conv_args, b, zb, 1 << 28, 1 << 27, 0, 1 << 30, 58, zy, zy, 255,
+                                       kernel, split=split)
+    c = reference.conv3x3(*conv_args).astype(np.int64)
+    f = np.vectorize(lambda da, db: requant_add(int(da), int(db), *split))
+    want = np.clip(zy + f(c - conv_args[6], b - zb), zy, 255)
+    no_low = np.clip(zy + f(c - conv_args[6], b - zb) * 0 + ((3 * (c - conv_args[6]) + 2 * (b - zb)
+                                                               + (1 << (n - 29))) >> (n - 28)), zy, 255)
+    assert fused and not np.array_equal(want, no_low)        # the low term matters here
+    assert np.array_equal(got, want)
+
+
+@pytest.mark.parametrize("kernel", KERNELS)
 @pytest.mark.parametrize("bits", [8, 4, 2, "w4a4", "w2a2"])
 def test_model_equals_reference(kernel, bits, exported, test_images):
     """Whole networks (fused conv+add, pool, linear): logits equal the reference path."""
@@ -186,12 +234,12 @@ def test_cli_says_which_kernel_ran(exported, data_dir):
 
 def test_op_table_layout():
     """The op table's fields are named once (layout.FIELDS), each name a distinct column, and
-    the seven add parameters vnni.epilogue reads as one slice are contiguous and in order."""
+    the eight add parameters vnni.epilogue reads as one slice are contiguous and in order."""
     from intengine import layout
     assert len(set(layout.FIELDS)) == layout.NFIELDS == len(layout.FIELD)
     assert [getattr(layout, n) for n in layout.FIELDS] == list(range(layout.NFIELDS))
     assert tuple(layout.FIELDS[layout.ADD_START:layout.ADD_END]) == layout.EPILOGUE_ADD == (
-        "KA", "KB", "A_M0", "A_N", "A_ZY", "A_LO", "A_HI")
+        "A_N", "A_ZY", "A_LO", "A_HI", "AH", "BH", "AL", "ASIDE")
     row = layout.set_fields(np.zeros(layout.NFIELDS, np.int64), KA=3, A_HI=9)
     assert row[layout.KA] == 3 and row[layout.A_HI] == 9 and row.sum() == 12
     with pytest.raises(KeyError):

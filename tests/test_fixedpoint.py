@@ -4,8 +4,8 @@ import random
 import numpy as np
 import pytest
 
-from intengine.fixedpoint import (requant, requant_array, requant_even, requant_even_array,
-                                  requant_even_exact, requant_exact)
+from intengine.fixedpoint import (add_split, requant, requant_add, requant_array, requant_even,
+                                  requant_even_array, requant_even_exact, requant_exact)
 from exporter.quantize import ExportError, quantize_multiplier
 
 EDGE_ACC = [0, 1, -1, 2, -2, (1 << 31) - 1, -(1 << 31), 1 << 31, (1 << 40) + 12345,
@@ -46,6 +46,30 @@ def test_requant_even_matches_unbounded_integers():
         assert requant_even(a, m, s) == want, (a, m, s)
         assert vec[i] == want, (a, m, s)
     assert [requant_even(v, 1 << 30, 36) for v in (32, 96, 160, 224, -32, -96)] == [0, 2, 2, 4, 0, -2]
+
+
+def test_fused_add_split_matches_unbounded_integers():
+    """eq. (14a), the fast path's form of the add's requantize, equals eq. (10) on K_a*d_a + K_b*d_b."""
+    rng = random.Random(2)
+    big = 1 << 28
+    ks = [(big, big), (big, 0), (0, big), (big, 1), (1, big), (big, big - 1), (12345678, big),
+          (big, 200000000)] + [(big, rng.randrange(big)) if rng.random() < .5 else (rng.randrange(big), big)
+                               for _ in range(200)]
+    ds = [-255, -254, -1, 0, 1, 2, 254, 255]
+    tried = 0
+    for ka, kb in ks:
+        for m0, n in [(0, 62), (1 << 30, 31), ((1 << 31) - 1, 62), (1518500250, 58), (1 << 30, 59),
+                      (rng.randrange(1 << 30, 1 << 31), rng.randrange(31, 63))]:
+            c = add_split(ka, kb, m0, n)
+            if c is None:                     # only where the result might not fit int32
+                assert max(ka, kb) * m0 >> n > 1 << 20, (ka, kb, m0, n)
+                continue
+            tried += 1
+            for da in ds + [rng.randrange(-255, 256) for _ in range(8)]:
+                for db in ds + [rng.randrange(-255, 256) for _ in range(8)]:
+                    assert requant_add(da, db, *c) == requant_exact(ka * da + kb * db, m0, n), (ka, kb, m0, n, da, db)
+    assert tried > 800
+    assert add_split(big - 1, big - 3, (1 << 30) + 1, 60) is None          # neither low part is zero
 
 
 def test_round_half_up_by_hand():

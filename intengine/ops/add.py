@@ -3,7 +3,7 @@ option A (section 7): b subsampled by `stride`, with `pad` channels of z_b on ea
 import numpy as np
 from numba import njit, prange
 
-from ..fixedpoint import clamp, requant
+from ..fixedpoint import add_split, clamp, requant
 from ..layout import ADD
 from .common import finish, one_channel, use_one_channel
 
@@ -81,6 +81,19 @@ def fill(row, op, lw):
                    A_STRIDE=op.stride, PAD=op.pad, KA=op.ka, KB=op.kb, A_M0=int(op.m0[0]), A_N=int(op.n[0]),
                    A_ZY=op.zy, A_LO=op.lo, A_HI=op.hi, A_OFF=lw.geo[op.out][0], A_WP=lw.geo[op.out][1],
                    A_CP=lw.geo[op.out][2])
+
+
+def fuse(row, op, lw):
+    """Fill `row` (a conv's) for the add `op` in its epilogue: eq. (14a)'s constants too."""
+    fill(row, op, lw)
+    ah, bh, low, side, _ = split(op)
+    lw.builder.set(row, FUSE=1, AH=ah, BH=bh, AL=low, ASIDE=side)
+
+
+def split(op):
+    """eq. (14a)'s constants for this add (fixedpoint.add_split), or None: then no conv takes
+    it into its epilogue, and it runs as a row of its own (add_rows, eq. 11)."""
+    return add_split(op.ka, op.kb, int(op.m0[0]), int(op.n[0]))
 
 
 def lower(op, k, lw):

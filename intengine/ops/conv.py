@@ -82,11 +82,12 @@ def run(op, acts, scalar):
 
 def fusable_add(k, lw):
     """The add after conv k that its epilogue can do, or None: fusion on, the add reads the
-    conv's point as its first input, and nothing else reads that point."""
+    conv's point as its first input, nothing else reads that point, and eq. (14a) applies."""
     if not lw.fuse or k + 1 >= len(lw.ops):
         return None
     op, nxt = lw.ops[k], lw.ops[k + 1]
-    if nxt.kind == "add" and nxt.ins[0] == op.out and lw.readers.get(op.out) == [k + 1] and nxt.ins[1] != op.out:
+    if nxt.kind == "add" and nxt.ins[0] == op.out and lw.readers.get(op.out) == [k + 1] and nxt.ins[1] != op.out \
+            and add.split(nxt) is not None:
         return nxt
     return None
 
@@ -122,8 +123,7 @@ def lower(op, k, lw):
                 WOFF=b.weights(packed), COT=cot)
     if nxt is not None:
         lw.point(nxt.out)
-        b.set(row, FUSE=1)
-        add.fill(row, nxt, lw)
+        add.fuse(row, nxt, lw)
         lw.fused(k + 1)
 
 
