@@ -137,12 +137,16 @@ class Graph:
     def run(self, images):
         """images (N,32,32,3) uint8 C-contiguous -> (N, classes) int32 logits."""
         logits = np.empty((len(images), self.classes), np.int32)
-        if len(images):
+        args = (self.kind, images, self.lut, self.inp, self.ops, self.koffs, self.wpk, self.bias, self.m0,
+                self.n, self.rnd)
+        if len(images) == 1:                # one thread, no chunks: setting the size costs 5 us
+            with self._lock:
+                run(*args, self.arenas(), logits)
+        elif len(images):
             with self._lock:
                 old = set_parallel_chunksize(CHUNK)
                 try:
-                    run(self.kind, images, self.lut, self.inp, self.ops, self.koffs, self.wpk,
-                        self.bias, self.m0, self.n, self.rnd, self.arenas(), logits)
+                    run(*args, self.arenas(), logits)
                 finally:
                     set_parallel_chunksize(old)
         return logits
