@@ -175,15 +175,16 @@ def fair_env(threads):
 
 def fair_rounds(files, threads, images_path, rounds, ref, say):
     """The fair protocol: every contender in its own fresh process, `rounds` rounds, the
-    order rotating each round.  -> {name: {median, min, max, ratio, rounds}}, ratio the
-    median of the per-round ratios to `ref`."""
+    order rotating each round.  files {name: (kind, path)} or (kind, path, threads) for a
+    contender at another thread count (the scaling rows).  -> {name: {median, min, max, ratio,
+    rounds}}, ratio the median of the per-round ratios to `ref`."""
     names = list(files)
     seen = {n: [] for n in names}
     for k in range(rounds):
         for name in names[k % len(names):] + names[:k % len(names)]:
-            kind, path = files[name]
-            r = subprocess.run([sys.executable, __file__, CHILD + "-speed", kind, str(path), str(threads),
-                                str(images_path)], capture_output=True, text=True, env=fair_env(threads),
+            kind, path, t = (*files[name], threads)[:3]
+            r = subprocess.run([sys.executable, __file__, CHILD + "-speed", kind, str(path), str(t),
+                                str(images_path)], capture_output=True, text=True, env=fair_env(t),
                                cwd=ROOT, timeout=900)
             if r.returncode != 0:
                 raise RuntimeError(f"child {name} failed: {r.stderr.strip().splitlines()[-1:]}")
@@ -352,6 +353,11 @@ def measure(checkpoint, data_dir, quick, threads, n_images, passes, n_latency, c
     fair_names = ["torch.ao int8", "onnxruntime int8", f"intengine W8A8 {fast}", "intengine W8A8 portable",
                   f"intengine W2A8 {fast}", "FP32 torch"]
     fair_files = {n: files[n] for n in fair_names if n in files}
+    scaling = {}                          # the same contenders on one thread: the thread scaling
+    if threads > 1:
+        for n in ((f"intengine W8A8 {fast}",) if quick else ("torch.ao int8", f"intengine W8A8 {fast}")):
+            scaling[n] = f"{n}, 1 thread"
+            fair_files[scaling[n]] = (*files[n], 1)
     say(f"fair protocol: {len(fair_files)} contenders, each in its own fresh process at its own defaults, "
         f"{rounds} interleaved rounds of {len(x)} images")
     fair = fair_rounds(fair_files, threads, work / "images_all.npy", rounds, "torch.ao int8", say)
@@ -373,6 +379,8 @@ def measure(checkpoint, data_dir, quick, threads, n_images, passes, n_latency, c
             with tempfile.TemporaryDirectory() as cache:
                 cold[name] = in_child(kind, path, threads, work / "images.npy", {"NUMBA_CACHE_DIR": cache})[0]
     ref_name = "torch.ao int8"
+    scaling = {n: {"threads": threads, "images_per_s": fair[n]["median"], "one_thread": fair[one]["median"],
+                   "speedup": fair[n]["median"] / fair[one]["median"]} for n, one in scaling.items()}
     rows = []
     for k in fns:
         r = {"name": k, "images_per_s": speed[k], "passes": all_speeds[k],
@@ -410,7 +418,7 @@ def measure(checkpoint, data_dir, quick, threads, n_images, passes, n_latency, c
             "machine": machine(threads), "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
             "load_average": {"before": load_before, "after": os.getloadavg()},
             "fast_kernel": fast, "notes": notes, "rows": rows, "targets": targets(rows, fast),
-            "profile_us_per_image": profile, "roofline": roofline, "fair_rounds": rounds,
+            "profile_us_per_image": profile, "roofline": roofline, "fair_rounds": rounds, "thread_scaling": scaling,
             "fair_env": {"OMP_WAIT_POLICY": USER_OMP_WAIT_POLICY, "threads": threads}}
 
 
@@ -464,6 +472,14 @@ def markdown(rep):
             lines.append(f"| {r['name']} | {r['fair_images_per_s']:.0f} | {r['fair_spread'][0]:.0f}-"
                          f"{r['fair_spread'][1]:.0f} | {r['fair_x_torchao']:.2f} | {frac} |")
         lines.append("")
+    scaling = rep.get("thread_scaling") or {}
+    if scaling:
+        lines += ["Threads, in the same fair rounds (each contender's own process, 1 thread against "
+                  f"{next(iter(scaling.values()))['threads']}): "
+                  + "; ".join(f"{n} {v['one_thread']:.0f} → {v['images_per_s']:.0f} images/s, "
+                              f"{v['speedup']:.2f}×" for n, v in scaling.items())
+                  + ". The engine's threads share nothing but the weights: each runs whole images on its own "
+                  "arena, with no synchronisation (docs/engine.md).", ""]
     if roof.get("peak_macs_per_s_1_thread"):
         lines += [f"The roofline: vpdpbusd on 16 independent zmm accumulators runs "
                   f"{roof['peak_macs_per_s_1_thread'] / 1e9:.0f} G int8 multiply-accumulates/s on one thread and "

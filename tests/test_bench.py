@@ -39,8 +39,12 @@ def test_bench_quick(data_dir, tmp_path):
         assert roof["peak_macs_per_s_all_threads"] >= roof["peak_macs_per_s_1_thread"] > 1e10
         assert 0 < rows[f"intengine W8A8 {fast}"]["fraction_of_peak"] < 1
         assert any(len(o) == 3 and o[2] and 0 < o[2] < 1 for o in prof["ops"])
+    sc = rep["thread_scaling"][f"intengine W8A8 {fast}"]       # the same contender on one thread, in its rounds
+    assert sc["threads"] == 2 and sc["one_thread"] > 0 and sc["speedup"] == sc["images_per_s"] / sc["one_thread"]
+    assert sc["images_per_s"] == rows[f"intengine W8A8 {fast}"]["fair_images_per_s"]
     md = (tmp_path / "bench.md").read_text()
     assert "| intengine W8A8 portable |" in md and "× torch.ao int8" in md and "**The fair protocol**" in md
+    assert "Threads, in the same fair rounds" in md
     assert "torch.ao int8" in r.stdout
 
 
