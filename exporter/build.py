@@ -43,7 +43,7 @@ def point_bits(ops, n_points, act_bits):
     if act_bits >= STREAM_BITS:
         return [act_bits] * n_points
     bits = [STREAM_BITS] * n_points
-    first = next(op for op in ops if op["op"] in ("conv", "linear"))
+    first = next(op for op in ops if KINDS[op["op"]].WEIGHTED)
     for op in ops:
         if op["op"] == "conv" and op is not first:
             bits[op["in"]] = act_bits
@@ -97,9 +97,8 @@ def widen_outputs(ops, qpts, weights):
 
 def packed_weights(kind, bits, codes, L):
     """A layer's weights as the file stores them (format.md "Packing"): codes at 2 and 4 bits,
-    the level itself at 8 and 16, conv taps reordered (Co,Ci,3,3) -> (Co,3,3,Ci)."""
-    if kind == "conv":
-        codes = codes.transpose(0, 2, 3, 1)
+    the level itself at 8 and 16, in the kind's file order (its `file_codes`)."""
+    codes = KINDS[kind].file_codes(codes)
     return fileformat.pack_codes(codes if bits <= 4 else L[codes], bits)
 
 

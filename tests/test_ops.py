@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from intengine import fileformat, ops, validate
-from intengine.ops import INTERFACE, KINDS
+from intengine.ops import INTERFACE, KINDS, WEIGHTED_INTERFACE
 
 
 @pytest.mark.parametrize("name", sorted(KINDS))
@@ -20,6 +20,8 @@ def test_every_kind_defines_the_interface(name):
         assert callable(getattr(mod, fn))
     assert hasattr(mod.kernel, "py_func"), "the scalar kernel is a Numba function"
     assert "offset" in mod.FIELDS
+    if mod.WEIGHTED:
+        assert all(callable(getattr(mod, n, None)) for n in WEIGHTED_INTERFACE)
 
 
 def test_the_input_lut_kind():

@@ -20,6 +20,7 @@ Every module in KINDS defines the same names (INTERFACE; tests/test_ops.py check
     header(q, t)              the op's header entry, its arrays appended to t (build.Tables)
     float_op(op, acts, weight) the float value before ReLU (exporter/simulate.py's walks)
     exact(q, acts, pts)       the integers of the engine in torch int64, before the clamp
+    file_codes(codes)         (WEIGHTED kinds) the weight codes in the file's order
 
 A new kind is one new module here, added to KINDS, plus its tests; the fast path also needs
 its row kind in fastops.run_op.  The input LUT (lut.py) is the one kind that is not a header
@@ -31,3 +32,4 @@ KINDS = {m.NAME: m for m in (conv, linear, add, requant, pool)}
 INPUT = lut
 INTERFACE = ("NAME", "FIELDS", "WEIGHTED", "N_IN", "inputs", "channels", "check", "load", "reference", "kernel",
              "run", "lower", "integers", "header", "float_op", "exact")
+WEIGHTED_INTERFACE = ("file_codes",)

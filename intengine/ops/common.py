@@ -23,3 +23,13 @@ def use_one_channel(c, spec):
     """Check and claim the one channel entry of a kind without weights."""
     o = c.int(spec, "offset", 0, c.nch - 1)
     c.use("channels", o, o + 1)
+
+
+def no_fields(op, spec, arrays):
+    """`load` of a kind whose only arrays are its one channel's requantize (model.Op has those)."""
+
+
+def one_channel_header(q, t):
+    """`header` of a one-channel kind: its M0 and n in the per-channel arrays, no other field."""
+    t.channels([q["m0"]], [q["n"]], [0], [0.0])
+    return {}

@@ -137,6 +137,11 @@ def header(q, t):
     return {**weighted.header(q, t), "stride": q["stride"]}
 
 
+def file_codes(codes):
+    """(Co,Ci,3,3) as torch holds them -> (Co,3,3,Ci), the file's order (format.md "Weights")."""
+    return codes.transpose(0, 2, 3, 1)
+
+
 def float_op(op, acts, weight):
     import torch.nn.functional as F
     w = weight(op)

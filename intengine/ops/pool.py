@@ -4,13 +4,14 @@ from numba import njit, prange
 
 from ..fixedpoint import clamp, requant_even, requant_even_array
 from ..layout import POOL
-from .common import finish, one_channel, one_input, use_one_channel
+from .common import finish, no_fields, one_channel, one_channel_header, one_input, use_one_channel
 
 NAME, WEIGHTED = "pool", False
 FIELDS = ("offset",)
 MAX_POSITIONS = 1 << 16
 N_IN = 1                               # input points
 inputs, channels = one_input, one_channel
+load, header = no_fields, one_channel_header    # no fields beyond its channel's M0 and n
 
 
 def check(c, spec, ins, out):
@@ -21,10 +22,6 @@ def check(c, spec, ins, out):
         c.fail(f"pool {spec['name']!r}: too many positions")
     use_one_channel(c, spec)
     return 0
-
-
-def load(op, spec, arrays):
-    pass
 
 
 def reference(x, zx, m0, n, zy, lo, hi):
@@ -70,11 +67,6 @@ def integers(op, qpts, weights, bias_shift):
     m0, n = quantize_multiplier(qpts[op["in"]]["scale"] / (h * w * qpts[op["out"]]["scale"]), op["name"])  # eq. (16)
     q.update(m0=m0, n=n)
     return q
-
-
-def header(q, t):
-    t.channels([q["m0"]], [q["n"]], [0], [0.0])
-    return {}
 
 
 def float_op(op, acts, weight):

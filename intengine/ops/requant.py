@@ -5,12 +5,13 @@ from numba import njit, prange
 
 from ..fixedpoint import clamp, requant
 from ..layout import ADD
-from .common import finish, one_channel, one_input, use_one_channel
+from .common import finish, no_fields, one_channel, one_channel_header, one_input, use_one_channel
 
 NAME, WEIGHTED = "requant", False
 FIELDS = ("offset",)
 N_IN = 1                               # input points
 inputs, channels = one_input, one_channel
+load, header = no_fields, one_channel_header    # no fields beyond its channel's M0 and n
 
 
 def check(c, spec, ins, out):
@@ -19,10 +20,6 @@ def check(c, spec, ins, out):
         c.fail(f"requant {spec['name']!r}: {sin} -> {sout}")
     use_one_channel(c, spec)
     return 0
-
-
-def load(op, spec, arrays):
-    pass
 
 
 def reference(x, zx, m0, n, zy, lo, hi):
@@ -67,11 +64,6 @@ def integers(op, qpts, weights, bias_shift):
     m0, n = quantize_multiplier(qpts[op["in"]]["scale"] / qpts[op["out"]]["scale"], op["name"])   # eq. (17a)
     q.update(m0=m0, n=n)
     return q
-
-
-def header(q, t):
-    t.channels([q["m0"]], [q["n"]], [0], [0.0])
-    return {}
 
 
 def float_op(op, acts, weight):
