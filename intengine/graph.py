@@ -35,7 +35,6 @@ def eligible(model):
 class Lowering:
     """What an op kind's `lower(op, k, lw)` works with: the Builder, the model's ops, who reads
     each point, the point shapes and their arena places (geo), and whether to fuse."""
-    NotEligible, TILE_CO = NotEligible, TILE_CO
 
     def __init__(self, ops, shapes, zero_points, fuse):
         self.ops, self.fuse = ops, fuse

@@ -3,7 +3,8 @@ import numpy as np
 from numba import njit, prange
 
 from ..fixedpoint import INT32_ACC_MAX, acc_bound, clamp, requant
-from ..layout import CONV
+from ..layout import CONV, NotEligible
+from ..vnni import CO as TILE_CO
 from . import add, weighted
 from .common import finish, one_input
 
@@ -96,7 +97,7 @@ def lower(op, k, lw):
     """One conv row: w packed as [co tile][tap, K-group][16 co][4 ci] (vnni.py), z_x folded into
     the bias (eq. 6).  A following add that alone reads this conv's point is fused into the
     row's epilogue (eq. 12-14), and this conv's point is not stored (docs/engine.md)."""
-    tile = lw.TILE_CO
+    tile = TILE_CO
     nxt = fusable_add(k, lw)
     if nxt is None:
         lw.point(op.out)
@@ -114,7 +115,7 @@ def lower(op, k, lw):
     maxw = int(np.abs(w.astype(np.int64)).max(initial=0))
     # the raw (uncentred) uint8 inputs, x <= 255, against the folded bias, eq. (6)
     if acc_bound(np.abs(folded).max(initial=0), 9 * icp, maxw, 8) > INT32_ACC_MAX:
-        raise lw.NotEligible("conv accumulator bound exceeds int32")
+        raise NotEligible("conv accumulator bound exceeds int32")
     b = lw.builder
     ch = b.channels(folded, op.m0, op.n, np.left_shift(1, np.asarray(op.n, np.int64) - 1), count=cot * tile)
     row = b.row(op.name, KIND=CONV, O_OFF=ooff, O_WP=owp, O_CP=ocp, HO=lw.shapes[op.out][0],

@@ -3,7 +3,7 @@ import numpy as np
 from numba import njit, prange
 
 from ..fixedpoint import clamp, requant
-from ..layout import LINEAR
+from ..layout import LINEAR, NotEligible
 from . import weighted
 from .common import finish, one_input
 
@@ -56,7 +56,7 @@ def run(op, acts, scalar):
 def lower(op, k, lw):
     """The last row: it writes the int32 logits straight into the caller's output."""
     if len(lw.shapes[op.ins[0]]) != 1 or k != len(lw.ops) - 1:
-        raise lw.NotEligible("the fast path needs the linear layer last, on a flat point")
+        raise NotEligible("the fast path needs the linear layer last, on a flat point")
     b, w = lw.builder, op.w
     ch = b.channels(op.bias, op.m0, op.n, np.zeros(len(op.m0), np.int64), count=w.shape[1])
     b.row(op.name, KIND=LINEAR, CO=w.shape[1], I_OFF=lw.geo[op.ins[0]][0], I_CP=w.shape[0], ZX=op.zx[0],
