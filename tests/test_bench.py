@@ -39,6 +39,12 @@ def test_bench_quick(data_dir, tmp_path):
         assert roof["peak_macs_per_s_all_threads"] >= roof["peak_macs_per_s_1_thread"] > 1e10
         assert 0 < rows[f"intengine W8A8 {fast}"]["fraction_of_peak"] < 1
         assert any(len(o) == 3 and o[2] and 0 < o[2] < 1 for o in prof["ops"])
+    if "onnxruntime int8" in rows:                            # batch-1 latency by the fair rule too
+        for name in ("onnxruntime int8", f"intengine W8A8 {fast}"):
+            lo, hi = rows[name]["fair_p50_spread_ms"]
+            assert len(rows[name]["fair_p50_rounds_ms"]) == 3 and 0 < lo <= rows[name]["fair_p50_ms"] <= hi
+        assert rows["onnxruntime int8"]["fair_p50_x_onnxruntime"] == 1.0
+        assert any(t[0].startswith("W8A8 batch-1 p50") for t in rep["targets"])
     sc = rep["thread_scaling"][f"intengine W8A8 {fast}"]       # the same contender on one thread, in its rounds
     assert sc["threads"] == 2 and sc["one_thread"] > 0 and sc["speedup"] == sc["images_per_s"] / sc["one_thread"]
     assert sc["images_per_s"] == rows[f"intengine W8A8 {fast}"]["fair_images_per_s"]
