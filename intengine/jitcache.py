@@ -52,8 +52,14 @@ def _locator(base):
 
 
 def install():
-    """Put the package-stamped locators first (once); before any jitted function is defined."""
-    classes = caching.CacheImpl._locator_classes
+    """Put the package-stamped locators first (once); before any jitted function is defined.
+    A Numba without this (private) list keeps its own keys: a warning says so."""
+    classes = getattr(getattr(caching, "CacheImpl", None), "_locator_classes", None)
+    if not isinstance(classes, list):
+        import warnings
+        warnings.warn("intengine.jitcache: this Numba has no CacheImpl._locator_classes; the compile cache "
+                      "follows each function's own file only (docs/engine.md, \"The compile cache\")")
+        return
     if not any(getattr(c, "engine", False) for c in classes):
         classes[:0] = [_locator(b) for b in (caching.UserProvidedCacheLocator, caching.InTreeCacheLocator,
                                              caching.UserWideCacheLocator)]
