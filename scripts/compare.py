@@ -470,8 +470,8 @@ def summary(rep):
             f"<= {r['budget_bytes'] / 1000:.1f} KB {r['accuracy']:.4f}" for r in mixed_rows))
     qat_rows = [r for r in rep["rows"] if r["kind"] == "ours-qat"]
     if qat_rows:
-        lines.append("  QAT (--qat-epochs; committed files): " + ", ".join(
-            f"W{r['bits_w']}A{r['bits_a']} {r['accuracy']:.4f}" for r in qat_rows))
+        lines.append("  QAT (--qat-epochs; committed files): " + ", ".join(     # named by file: two per width
+            f"{r['name'].split('(')[-1].rstrip(')')} {r['accuracy']:.4f}" for r in qat_rows))
     if rep.get("quick") or rep.get("recon_iters"):
         lines.append(f"  (W4A8/W2A8 reconstruction at {rep['recon_iters']} steps per block, not the "
                      f"exporter's default; the full run uses the defaults)")
@@ -581,13 +581,17 @@ def verdict_text(rep):
         b = max(mix, key=lambda r: r["accuracy"])
         budget = (f" Under a byte budget, `--budget` mixes 2-, 4- and 8-bit layers: the best committed file of "
                   f"at most 100 KB scores {b['accuracy']:.4f} in {kb(b['size_bytes'])} ({b['name']}).")
-    qat = sorted((r for r in rep["rows"] if r["kind"] == "ours-qat"), key=lambda r: (-r["bits_a"], -r["bits_w"]))
+    best_qat = {}                                   # the best committed QAT file at each width
+    for r in rep["rows"]:
+        if r["kind"] == "ours-qat" and r["accuracy"] > best_qat.get(width_key(r), {"accuracy": -1})["accuracy"]:
+            best_qat[width_key(r)] = r
+    qat = sorted(best_qat.values(), key=lambda r: (-r["bits_a"], -r["bits_w"]))
     qat_text = ""
     if qat:
         ptq = {width_key(r): r for r in rep["rows"] if (r["kind"] == "ours-committed" and r.get("default_method")
                                                        and r.get("first_last_bits") == 8) or
                (r["kind"] == "ours" and r.get("rounding") == "brecq")}
-        qat_text = " Quantization-aware training (`--qat-epochs`, committed files) gives " + "; ".join(
+        qat_text = " Quantization-aware training (`--qat-epochs`, the best committed file per width) gives " + "; ".join(
             f"W{r['bits_w']}A{r['bits_a']} {r['accuracy']:.4f}"
             + (f" (PTQ {ptq[width_key(r)]['accuracy']:.4f})" if width_key(r) in ptq else "") for r in qat) + "."
     return ("**Verdict.** With no options, the exporter and the integer engine score " + "; ".join(parts)
