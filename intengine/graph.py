@@ -136,16 +136,14 @@ class Graph:
     def run(self, images):
         """images (N,32,32,3) uint8 C-contiguous -> (N, classes) int32 logits."""
         logits = np.empty((len(images), self.classes), np.int32)
-        args = (self.kind, images, self.lut, self.inp, self.ops, self.koffs, self.wpk, self.bias, self.m0,
-                self.n, self.rnd)
-        if len(images) == 1:                # one thread, no chunks: setting the size costs 5 us
+        if len(images):
             with self._lock:
-                run(*args, self.arenas(), logits)
-        elif len(images):
-            with self._lock:
-                old = set_parallel_chunksize(CHUNK)
+                # one image runs on this thread: setting the chunk size would cost 5 us for nothing
+                old = set_parallel_chunksize(CHUNK) if len(images) > 1 else None
                 try:
-                    run(*args, self.arenas(), logits)
+                    run(self.kind, images, self.lut, self.inp, self.ops, self.koffs, self.wpk,
+                        self.bias, self.m0, self.n, self.rnd, self.arenas(), logits)
                 finally:
-                    set_parallel_chunksize(old)
+                    if old is not None:
+                        set_parallel_chunksize(old)
         return logits

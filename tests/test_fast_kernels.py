@@ -144,10 +144,9 @@ def test_fused_add_epilogue_computes_eq_14a(kernel, side):
     got, fused = fast_harness.conv_add(conv_args, b, zb, 1 << 28, 1 << 27, 0, 1 << 30, 58, zy, zy, 255,
                                        kernel, split=split)
     c = reference.conv3x3(*conv_args).astype(np.int64)
-    f = np.vectorize(lambda da, db: requant_add(int(da), int(db), *split))
-    want = np.clip(zy + f(c - conv_args[6], b - zb), zy, 255)
-    no_low = np.clip(zy + f(c - conv_args[6], b - zb) * 0 + ((3 * (c - conv_args[6]) + 2 * (b - zb)
-                                                               + (1 << (n - 29))) >> (n - 28)), zy, 255)
+    f = np.vectorize(lambda da, db, low: requant_add(int(da), int(db), 3, 2, int(low), side, n))
+    want = np.clip(zy + f(c - conv_args[6], b - zb, split[2]), zy, 255)
+    no_low = np.clip(zy + f(c - conv_args[6], b - zb, 0), zy, 255)
     assert fused and not np.array_equal(want, no_low)        # the low term matters here
     assert np.array_equal(got, want)
 
