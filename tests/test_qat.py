@@ -107,6 +107,7 @@ def test_readme_qat_command_end_to_end(data_dir, tmp_path):
     assert r.returncode == 0, r.stderr
     assert "QAT: 1 epochs on 256 labelled training images (the 5,000 held-out ones excluded)" in r.stderr
     assert "QAT epoch 1/1" in r.stderr and "then 1 QAT epochs" in r.stdout
+    assert "post-training quantization only" not in r.stderr
     assert out.is_file() and out.with_suffix(".pt").is_file()
     r = _run("-m", "intengine", "eval", out, "--limit", "256", env_dir=data_dir)
     assert r.returncode == 0 and "accuracy" in r.stdout, r.stderr
@@ -164,3 +165,11 @@ def test_qat_sweep_tiny(data_dir, tmp_path):
     assert [x["lr"] for x in recs] == [1e-4, 1e-2]
     assert all(0 <= x["heldout_agree"] <= 1 for x in recs)
     assert r.stderr.count("output MSE") == 11                 # one reconstruction of the 11 units
+
+
+def test_a_low_bit_ptq_export_says_qat_is_there(data_dir, tmp_path):
+    """Without --qat-epochs, an export below 8-bit activations says that QAT can go further."""
+    r = _run("-m", "exporter", "--bits", "4", "--act-bits", "4", "--rounding", "nearest", "--calib-images", "64",
+             "--out", tmp_path / "w4a4.npz", env_dir=data_dir)
+    assert r.returncode == 0, r.stderr
+    assert "note: post-training quantization only; --qat-epochs N trains on from this file" in r.stderr
