@@ -10,7 +10,9 @@ end to end (docs/engine.md).  The op table and the arena are layout.py's; graph.
 - The input LUT (eq. 5), add (also the requant of eq. 17a, as K_b = 0), pool (eq. 15-16a)
   and linear layer are plain Numba loops with the fixedpoint.py helpers, as in kernels.py.
 - `run` works on N images: each worker thread runs whole images on its own arena, with no
-  synchronisation at all; batch 1 runs on one thread.
+  synchronisation at all.  `run_shared` splits one image's ops into row blocks that every
+  thread takes from atomic counters (sync.py), in one arena; graph.BatchOne chooses between
+  it and `run` on one thread (docs/engine.md, "One image on every thread").
 
 Every result equals reference.py bit for bit (tests/test_fast_kernels.py).  Integer-only:
 tests/test_integer_only.py scans this module's IR too.
@@ -22,6 +24,7 @@ from .fixedpoint import clamp, requant, requant_even
 from .layout import (A_CP, A_HI, A_LO, A_M0, A_N, A_OFF, A_STRIDE, A_WP, A_ZY, ADD, ADD_END, ADD_START, B_C,
                      B_CP, B_OFF, B_WP, CH, CO, CONV, COT, FUSE, HI, HO, I_CP, I_OFF, I_WP, KA, KB, KIND, KOFF,
                      LO, NK, O_CP, O_OFF, O_WP, PAD, POOL, STRIDE, WO, WOFF, ZB, ZX, ZY)
+from .sync import fetch_add, load, pause
 from .vnni import CO as TILE_CO, P as TILE_P, epilogue, micro, micro2
 
 @njit(cache=True, inline="always")
@@ -118,10 +121,10 @@ def linear(P, ar, wpk, bias, m0, n, out):
 
 
 @njit(cache=True)
-def input_lut(img, lut, ar, off, wp, cp):
-    """img (H,W,3) uint8 -> the padded input point, LUT[c, pixel], eq. (5)."""
+def input_lut(img, lut, ar, off, wp, cp, y0, y1):
+    """Rows y0..y1 of img (H,W,3) uint8 -> the padded input point, LUT[c, pixel], eq. (5)."""
     H, W, C = img.shape
-    for y in range(H):
+    for y in range(y0, y1):
         for x in range(W):
             o = off + ((y + 1) * wp + x + 1) * cp
             for c in range(C):
@@ -144,7 +147,7 @@ def run_op(kind, P, ar, koffs, wpk, bias, m0, n, rnd, acc, out, r0, r1):
 @njit(cache=True)
 def run_image(kind, img, lut, inp, ops, koffs, wpk, bias, m0, n, rnd, ar, acc, out):
     """One image (H,W,3) uint8 through every op on arena `ar` -> out (C,) int32."""
-    input_lut(img, lut, ar, inp[0], inp[1], inp[2])
+    input_lut(img, lut, ar, inp[0], inp[1], inp[2], 0, img.shape[0])
     for k in range(ops.shape[0]):
         run_op(kind, ops[k], ar, koffs, wpk, bias, m0, n, rnd, acc, out, 0, ops[k, HO])
 
@@ -157,8 +160,7 @@ def run(kind, images, lut, inp, ops, koffs, wpk, bias, m0, n, rnd, arenas, logit
     arenas (threads, bytes), one per Numba thread id, initialised by Graph.  kind 1 vnni,
     0 portable.  Images are handed out to the threads in chunks of 2 (dynamically, so that a
     thread that the OS pauses does not hold the others up); each thread uses its own arena.
-    One image runs on the calling thread: splitting each op's rows over threads costs a
-    barrier per op, which on a shared 2-core machine measured slower (docs/engine.md)."""
+    One image runs on the calling thread (run_shared splits one image over the threads)."""
     N = images.shape[0]
     if N == 1:
         run_image(kind, images[0], lut, inp, ops, koffs, wpk, bias, m0, n, rnd, arenas[0],
@@ -168,6 +170,49 @@ def run(kind, images, lut, inp, ops, koffs, wpk, bias, m0, n, rnd, arenas, logit
         acc = np.empty(2 * TILE_P * TILE_CO, np.int32)
         run_image(kind, images[i], lut, inp, ops, koffs, wpk, bias, m0, n, rnd,
                   arenas[get_thread_id()], acc, logits[i])
+
+
+@njit(cache=True)
+def share_image(kind, img, lut, inp, ops, plan, koffs, wpk, bias, m0, n, rnd, ar, acc, out, sync, w):
+    """Worker w's part of one image that every worker works on, in one arena (docs/engine.md,
+    "One image on every thread").  plan (stages, 3): op row (-1: the input LUT), tasks, rows
+    per task.  Each stage's tasks are cut into R ranges, one per thread the plan was made for
+    (sync has R + 1 cache lines of 8 int64 per stage: the done count, then each range's next
+    task).  Worker w takes tasks with fetch_add from range w mod R first, so that it mostly
+    reads rows that it wrote itself, then from the others; it counts each done, and goes on to
+    the next stage when all are done.  No worker waits for one that has not started: a late
+    one finds fewer tasks, or none, so any number of workers, together or one after another,
+    is correct."""
+    R = sync.shape[0] // (8 * plan.shape[0]) - 1
+    for s in range(plan.shape[0]):
+        k, tasks, rows = plan[s, 0], plan[s, 1], plan[s, 2]
+        base = 8 * (R + 1) * s
+        for j in range(R):
+            r = (w + j) % R
+            hi = (r + 1) * tasks // R
+            while True:
+                t = r * tasks // R + fetch_add(sync, base + 8 * (r + 1), 1)
+                if t >= hi:
+                    break
+                if k < 0:
+                    input_lut(img, lut, ar, inp[0], inp[1], inp[2], t * rows, min(t * rows + rows, img.shape[0]))
+                else:
+                    run_op(kind, ops[k], ar, koffs, wpk, bias, m0, n, rnd, acc, out, t * rows,
+                           min(t * rows + rows, ops[k, HO]))
+                fetch_add(sync, base, 1)
+        while load(sync, base) < tasks:
+            pause()
+
+
+@njit(cache=True, parallel=True)
+def run_shared(kind, img, lut, inp, ops, plan, koffs, wpk, bias, m0, n, rnd, ar, sync, out, workers):
+    """One image img (H,W,3) uint8 -> out (C,) int32 on `workers` threads sharing arena `ar`;
+    sync (8 (R + 1) stages,) int64 is zeroed here, before the threads start."""
+    for i in range(sync.shape[0]):        # a plain loop: an array expression would be a parfor
+        sync[i] = 0
+    for w in prange(workers):
+        acc = np.empty(2 * TILE_P * TILE_CO, np.int32)
+        share_image(kind, img, lut, inp, ops, plan, koffs, wpk, bias, m0, n, rnd, ar, acc, out, sync, w)
 
 
 @njit(cache=True, parallel=True)

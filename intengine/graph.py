@@ -8,17 +8,20 @@ describes the path.  Arenas are kept between calls.  `Graph.profile` times each 
 
 Every result equals reference.py bit for bit (tests/test_fast_kernels.py).
 """
+import statistics
 import threading
+import time
 
 import numpy as np
-from numba import config, set_parallel_chunksize
+from numba import config, get_num_threads, set_parallel_chunksize
 
-from .fastops import run, run_image
-from .layout import Builder, NotEligible  # noqa: F401  (NotEligible: model.py catches it)
+from .fastops import run, run_image, run_shared
+from .layout import ADD, CONV, HO, KIND, Builder, NotEligible  # noqa: F401  (NotEligible: model.py catches it)
 from .ops import INPUT, KINDS
 from .vnni import CO as TILE_CO, P as TILE_P
 
 CHUNK = 2                          # images per hand-out to a thread (dynamic scheduling)
+TASKS_PER_THREAD = 2               # row blocks per thread and op when one image is shared
 KIND_IDS = {"portable": 0, "vnni": 1}
 
 
@@ -78,6 +81,22 @@ class Graph:
         self.classes = len(model.classes)
         self._arenas = None
         self._lock = threading.Lock()           # the arenas serve one call at a time
+        self._plans = {}
+        self.way = BatchOne()
+
+    def plan(self, threads):
+        """The stages of one image shared by `threads` threads (fastops.share_image): (op row, tasks,
+        rows per task), the input LUT (-1) first; a conv or add is cut into row blocks, about
+        TASKS_PER_THREAD per thread, pool and linear are one task each.  And its sync counters."""
+        if threads not in self._plans:
+            rows = [(-1, int(self.shapes[0][0]))] + [
+                (k, int(r[HO]) if r[KIND] in (CONV, ADD) else 1) for k, r in enumerate(self.ops)]
+            plan = []
+            for k, h in rows:
+                per = -(-h // min(h, TASKS_PER_THREAD * threads))
+                plan.append((k, -(-h // per), per))
+            self._plans[threads] = (np.array(plan, np.int64), np.zeros(8 * (threads + 1) * len(plan), np.int64))
+        return self._plans[threads]
 
     def arenas(self):
         """One arena per Numba thread id, made once and kept (borders hold the zero points)."""
@@ -136,14 +155,52 @@ class Graph:
     def run(self, images):
         """images (N,32,32,3) uint8 C-contiguous -> (N, classes) int32 logits."""
         logits = np.empty((len(images), self.classes), np.int32)
-        if len(images):
-            with self._lock:
-                # one image runs on this thread: setting the chunk size would cost 5 us for nothing
-                old = set_parallel_chunksize(CHUNK) if len(images) > 1 else None
-                try:
-                    run(self.kind, images, self.lut, self.inp, self.ops, self.koffs, self.wpk,
-                        self.bias, self.m0, self.n, self.rnd, self.arenas(), logits)
-                finally:
-                    if old is not None:
-                        set_parallel_chunksize(old)
+        if not len(images):
+            return logits
+        with self._lock:
+            threads = get_num_threads()
+            if len(images) == 1 and threads > 1 and self.way.shared():
+                t = time.perf_counter_ns()
+                plan, sync = self.plan(threads)
+                run_shared(self.kind, images[0], self.lut, self.inp, self.ops, plan, self.koffs, self.wpk,
+                           self.bias, self.m0, self.n, self.rnd, self.arenas()[0], sync, logits[0], threads)
+                self.way.took(True, time.perf_counter_ns() - t)
+                return logits
+            t = time.perf_counter_ns()
+            # one image runs on this thread: setting the chunk size would cost 5 us for nothing
+            old = set_parallel_chunksize(CHUNK) if len(images) > 1 else None
+            try:
+                run(self.kind, images, self.lut, self.inp, self.ops, self.koffs, self.wpk,
+                    self.bias, self.m0, self.n, self.rnd, self.arenas(), logits)
+            finally:
+                if old is not None:
+                    set_parallel_chunksize(old)
+            if len(images) == 1 and threads > 1:
+                self.way.took(False, time.perf_counter_ns() - t)
         return logits
+
+
+class BatchOne:
+    """How a batch of one image runs when there are threads to share it (docs/engine.md, "One
+    image on every thread"): shared by all of them, or alone on the calling thread.  Sharing is
+    faster on an idle machine (about 1.7x on 2 cores) and far slower on a busy one, where a
+    descheduled thread holds the others up for a time slice.  So both ways are timed: the
+    faster of the last SAMPLES calls' medians runs, and every PROBE-th call times the other one.
+    Integer nanoseconds; this decides only who runs, never what is computed."""
+    SAMPLES, PROBE = 5, 128
+
+    def __init__(self):
+        self.ns = {True: [], False: []}
+        self.calls = 0
+
+    def shared(self):
+        """True when the next batch-1 call should be shared."""
+        self.calls += 1
+        for way in (True, False):                 # each way timed a few times first
+            if len(self.ns[way]) < 3:
+                return way
+        best = statistics.median_low(self.ns[True]) <= statistics.median_low(self.ns[False])
+        return best if self.calls % self.PROBE else not best
+
+    def took(self, way, ns):
+        self.ns[way] = (self.ns[way] + [int(ns)])[-self.SAMPLES:]

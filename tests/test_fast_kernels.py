@@ -1,7 +1,7 @@
 """The fast paths (graph.py, fastops.py, vnni.py) equal the NumPy reference bit for bit, on every path
 this processor has: 'vnni' where it has AVX512-VNNI (else the tests say why they skip), and
 'portable' everywhere.  Random shapes, every weight width, 8- and 4-bit activations, the
-extreme values, and whole exported models at batch 1 (one thread) and batch > threads
+extreme values, and whole exported models at batch 1 (one image on every thread, or alone) and batch > threads
 (images across threads)."""
 import json
 import zlib
@@ -11,7 +11,7 @@ import pytest
 
 import intengine
 import fast_harness
-from intengine import cpu, reference
+from intengine import cpu, layout, reference
 
 rng = np.random.default_rng(11)
 KERNELS = ["vnni", "portable"]
@@ -161,8 +161,63 @@ def test_model_equals_reference(kernel, bits, exported, test_images):
     x = test_images[0][:9]
     want = model.run(x, reference_ops=True)
     assert np.array_equal(model.run(x), want)                     # images across threads
-    assert np.array_equal(model.run(x[:1]), want[:1])             # batch 1: one thread
+    assert np.array_equal(model.run(x[:1]), want[:1])             # batch 1 (graph.BatchOne's way)
     assert np.array_equal(model.predict(x, batch_size=4), want)   # arenas reused, ragged batches
+
+
+@pytest.mark.parametrize("kernel", KERNELS)
+@pytest.mark.parametrize("bits", [8, 2, "w4a4", "w2a2"])
+def test_one_image_shared_by_threads_equals_reference(kernel, bits, exported, test_images):
+    """One image split over threads (fastops.run_shared): for plans made for 1 to 4 threads and
+    1 to 5 workers, more workers than Numba has threads included (some then run one after
+    another, and the late ones find every task taken), the logits equal the reference's."""
+    from numba import get_num_threads
+    from intengine.fastops import run_shared
+    need(kernel)
+    model = intengine.load(exported[bits][0], kernel=kernel)
+    g = model.graph
+    x = test_images[0][:4]
+    want = model.run(x, reference_ops=True)
+    assert get_num_threads() >= 2, "the suite runs with Numba's threads (2 or more)"
+    for threads in (1, 2, 3, 4):
+        plan, sync = g.plan(threads)
+        assert plan[0, 0] == -1 and list(plan[1:, 0]) == list(range(len(g.ops)))
+        rows = [32] + [r[layout.HO] if r[layout.KIND] in (layout.CONV, layout.ADD) else 1 for r in g.ops]
+        assert (plan[:, 1] * plan[:, 2] >= rows).all() and ((plan[:, 1] - 1) * plan[:, 2] < rows).all()
+        for workers in (1, 2, 5):
+            for i in range(len(x)):
+                out = np.full(g.classes, -1, np.int32)
+                run_shared(g.kind, x[i], g.lut, g.inp, g.ops, plan, g.koffs, g.wpk, g.bias, g.m0, g.n,
+                           g.rnd, g.arenas()[0], sync, out, workers)
+                assert np.array_equal(out, want[i]), (threads, workers, i)
+                assert (sync[::8 * (threads + 1)] == plan[:, 1]).all()   # every task counted done once
+    g.way = intengine.graph.BatchOne()                             # both ways at batch 1, through run
+    got = [model.run(x[i % 4:i % 4 + 1])[0] for i in range(6)]
+    assert len(g.way.ns[True]) == len(g.way.ns[False]) == 3
+    got += [model.run(x[i:i + 1])[0] for i in range(2, 4)]
+    assert np.array_equal(np.array(got), np.concatenate([want, want[:2], want[2:]]))
+
+
+def test_batch_one_takes_the_faster_way_and_probes_the_other():
+    from intengine.graph import BatchOne
+    b = BatchOne()
+    ways = []
+    for _ in range(6):                              # each way timed three times first
+        ways.append(b.shared())
+        b.took(ways[-1], 100 if ways[-1] else 300)
+    assert sorted(ways) == [False] * 3 + [True] * 3
+    runs = []
+    for _ in range(2 * b.PROBE):
+        w = b.shared()
+        runs.append(w)
+        b.took(w, 100 if w else 300)
+    assert runs.count(False) == 2                  # the slower way, once every PROBE calls
+    for _ in range(3):                             # the machine gets busy: sharing slows down
+        b.took(True, 10_000)
+    assert not b.shared() and not b.shared()
+    for _ in range(3):                             # and idle again, seen by the probes
+        b.took(True, 100)
+    assert b.shared()
 
 
 @pytest.fixture(scope="module")

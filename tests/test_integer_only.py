@@ -37,7 +37,7 @@ fast_harness.conv3x3(z((1, 4, 4, 3), np.int32), 0, z((3, 3, 3, 16), np.int8), z(
 found, vnni = {}, False
 for mod, names in ((kernels, ("input_lut", "conv3x3", "add", "requantize", "avgpool", "linear")),
                    (fastops, ("input_lut", "conv_rows", "add_rows", "pool", "linear", "run_op",
-                            "run", "run_one_op"))):
+                            "run", "run_one_op", "share_image", "run_shared"))):
     for name in names:
         k = getattr(mod, name)
         for sig in k.signatures:
