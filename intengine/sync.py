@@ -17,7 +17,6 @@ from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-I64 = ir.IntType(64)
 X86 = platform.machine().lower() in ("x86_64", "amd64", "i686", "x86")
 
 
