@@ -186,6 +186,7 @@ def share_image(kind, img, lut, inp, ops, plan, koffs, wpk, bias, m0, n, rnd, ar
     R = sync.shape[0] // (8 * plan.shape[0]) - 1
     for s in range(plan.shape[0]):
         k, tasks, rows = plan[s, 0], plan[s, 1], plan[s, 2]
+        h = img.shape[0] if k < 0 else ops[k, HO]            # the stage's output rows
         base = 8 * (R + 1) * s
         for j in range(R):
             r = (w + j) % R
@@ -194,11 +195,11 @@ def share_image(kind, img, lut, inp, ops, plan, koffs, wpk, bias, m0, n, rnd, ar
                 t = r * tasks // R + fetch_add(sync, base + 8 * (r + 1), 1)
                 if t >= hi:
                     break
+                r1 = min(t * rows + rows, h)
                 if k < 0:
-                    input_lut(img, lut, ar, inp[0], inp[1], inp[2], t * rows, min(t * rows + rows, img.shape[0]))
+                    input_lut(img, lut, ar, inp[0], inp[1], inp[2], t * rows, r1)
                 else:
-                    run_op(kind, ops[k], ar, koffs, wpk, bias, m0, n, rnd, acc, out, t * rows,
-                           min(t * rows + rows, ops[k, HO]))
+                    run_op(kind, ops[k], ar, koffs, wpk, bias, m0, n, rnd, acc, out, t * rows, r1)
                 fetch_add(sync, base, 1)
         while load(sync, base) < tasks:
             pause()

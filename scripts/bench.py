@@ -507,7 +507,8 @@ def markdown(rep):
                   f"{rep['latency_images']} single-image calls after 20 warm-up calls, {rep.get('fair_rounds')} "
                   "rounds interleaved; the median of the rounds' p50 (min-max), and the median of the per-round "
                   "ratios. Both use every thread on one image: onnxruntime its intra-op pool, intengine its "
-                  "shared-image path when that is the faster (docs/engine.md, \"One image on every thread\").", "", "| contender | p50 (ms) | min-max | × onnxruntime int8 |", "|---|---|---|---|"]
+                  "shared-image path when that is the faster (docs/engine.md, \"One image on every thread\").",
+                  "", "| contender | p50 (ms) | min-max | × onnxruntime int8 |", "|---|---|---|---|"]
         lines += [f"| {r['name']} | {r['fair_p50_ms']:.3f} | {r['fair_p50_spread_ms'][0]:.3f}-"
                   f"{r['fair_p50_spread_ms'][1]:.3f} | {r['fair_p50_x_onnxruntime']:.2f} |" for r in lat]
         lines.append("")
