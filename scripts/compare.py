@@ -390,6 +390,9 @@ def committed_rows(add, rows, say):
                          "note": f"prepare_qat + convert, {a['epochs']} epochs, torch's int8 kernels on "
                                  f"{a['test_images']:,} images (fake-quant {a['top1_fakequant']:.4f})"
                                  + (f"; {a['bits_w']}-bit weight values in int8 kernels" if sim else "")
+                                 + (f"; the trained weights put back after convert_fx, whose own model scores "
+                                    f"{a['top1_int8_as_converted']:.4f} (scripts/torchao_qat.py trained_weights)"
+                                    if a.get("trained_weights") else "")
                                  + f"; {a['seconds'] / 60:.0f} min at machine load average {a['load1_start']:.1f}"})
     aimet = ROOT / "results" / "aimet_adaround.json"
     if aimet.is_file():

@@ -154,6 +154,48 @@ def test_torchao_qat_peer_tiny(data_dir, tmp_path):
     assert (tmp_path / "torchao_w8.pt").is_file()
 
 
+@pytest.mark.parametrize("bits", [2, 4])
+def test_torchao_low_bit_row_runs_the_weights_its_fake_quant_trained(test_images, bits):
+    """scripts/torchao_qat.trained_weights: after convert_fx, every lowered weight is the
+    fake-quant of the BN-folded weight (its scale, its clamp), and the int8 model then agrees
+    with the fake-quant model it came from."""
+    import copy
+    import importlib.util
+    from torch.ao import quantization as tq
+    from torch.ao.quantization.quantize_fx import convert_fx
+    from trainer import data
+    spec = importlib.util.spec_from_file_location("torchao_qat", ROOT / "scripts" / "torchao_qat.py")
+    tao = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tao)
+    x = data.normalize(torch.from_numpy(np.ascontiguousarray(test_images[0].transpose(0, 3, 1, 2))))
+    torch.manual_seed(0)
+    model = tao.build(bits, x[:2])
+    with torch.no_grad():
+        model(x)                                # train mode: the observers see one batch
+    model.eval()
+    model.apply(tq.disable_observer)
+    q = convert_fx(copy.deepcopy(model))
+    fixed = tao.trained_weights(model, q)
+    assert fixed["codes"] > 250_000 and fixed["codes_changed"] > 0
+    prepared = dict(model.named_modules())
+    checked = 0
+    for name, mod in q.named_modules():
+        src = prepared.get(name)
+        if not hasattr(src, "weight_fake_quant"):
+            continue
+        w = next(p for n, p in copy.deepcopy(src).to_float().named_parameters() if n.endswith("weight"))
+        want = src.weight_fake_quant(w.detach())
+        got = mod.weight()
+        assert int(got.int_repr().min()) >= -(1 << (bits - 1)) and int(got.int_repr().max()) < 1 << (bits - 1)
+        torch.testing.assert_close(got.dequantize(), want, rtol=0, atol=1e-6)
+        checked += 1
+    assert checked == 20                        # the stem, the 18 block convs and the fc
+    if bits == 4:              # untrained at 2 bits, the network is near chance and its argmax is noise
+        with torch.no_grad():
+            agree = (model(x).argmax(1) == q(x).argmax(1)).float().mean()
+        assert agree >= 0.9, agree
+
+
 def test_qat_sweep_tiny(data_dir, tmp_path):
     """`scripts/qat_sweep.py sweep` end to end at a tiny size: two learning rates from one PTQ
     solution (the second run does not reconstruct again), each scored on the held-out images."""
