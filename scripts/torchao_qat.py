@@ -85,15 +85,12 @@ def trained_weights(prepared, q):
         floated = copy.deepcopy(src).to_float()          # folds BN with its running statistics
         w = next(p for n, p in floated.named_parameters() if n.endswith("weight")).detach().float()
         old, b = mod._weight_bias()
-        scale, zp = fq.scale.detach().double(), fq.zero_point.detach().long()
-        codes = torch.quantize_per_channel(w, scale, zp, fq.ch_axis, torch.qint8).int_repr()
-        codes = codes.clamp(fq.quant_min, fq.quant_max).to(torch.float64)
-        shape = [1] * codes.dim()
-        shape[fq.ch_axis] = -1
-        new = torch.quantize_per_channel((codes * scale.view(shape)).float(), scale, zp, fq.ch_axis, torch.qint8)
+        scale, zp = fq.scale.detach(), fq.zero_point.detach()
+        trained = torch.fake_quantize_per_channel_affine(w, scale, zp, fq.ch_axis, fq.quant_min, fq.quant_max)
+        new = torch.quantize_per_channel(trained, scale.double(), zp.long(), fq.ch_axis, torch.qint8)
         changed += int((new.int_repr() != old.int_repr()).sum())
-        ratios.append(scale / old.q_per_channel_scales())
-        total += codes.numel()
+        ratios.append(scale.double() / old.q_per_channel_scales())
+        total += w.numel()
         mod.set_weight_bias(new, b)
     ratios = torch.cat(ratios)
     return {"codes": total, "codes_changed": changed, "scale_ratio": [float(ratios.min()), float(ratios.max())]}
@@ -207,9 +204,7 @@ def main(bits, epochs, lr, batch, seed, images, limit, data_dir, checkpoint_dir,
     import copy
     q = convert_fx(copy.deepcopy(model).eval())
     converted_acc = evaluate(q, tx_, ty_)               # convert_fx's model as it comes
-    fixed = None
-    if bits < 8:                                        # ... and with the weights it trained (trained_weights)
-        fixed = trained_weights(model, q)
+    fixed = trained_weights(model, q) if bits < 8 else None   # ... and with the weights it trained
     int8_acc = evaluate(q, tx_, ty_) if fixed else converted_acc
     fp = fold.load_resnet20(ROOT / "checkpoints" / "resnet20.pt")
     with torch.no_grad():
