@@ -59,6 +59,27 @@ class QATError(Exception):
     """A QAT setting or checkpoint that cannot be used; the message says which."""
 
 
+class LSQ(torch.autograd.Function):
+    """An activation's fake-quant, eq. (26) right, with LSQ's gradients written out (section 15):
+    forward s (clamp(round(v) + z, 0, hi) - z), v = t / s; backward to t where -z <= v <= hi - z,
+    and to s the sum of g (round(v) - v) there and g (bound - z) outside.  One elementwise pass
+    each way, and the bound test is on v itself: the straight-through form v + (round(v) - v)
+    is not round(v) in floats, which made that test random on the edge codes."""
+
+    @staticmethod
+    def forward(ctx, t, s, zp, hi):
+        v = t / s
+        c = torch.floor(v + 0.5).add_(zp).clamp_(0, hi).sub_(zp)
+        inside = (v >= -zp) & (v <= hi - zp)
+        ctx.save_for_backward(inside, torch.where(inside, c - v, c))
+        return c.mul_(s)
+
+    @staticmethod
+    def backward(ctx, g):
+        inside, ds = ctx.saved_tensors
+        return g * inside, (g * ds).sum().reshape(()), None, None
+
+
 class QATNet(nn.Module):
     """The folded graph with trainable latent weights, biases and log step sizes."""
 
@@ -115,10 +136,7 @@ class QATNet(nn.Module):
 
     def _act(self, i, t):
         """eq. (1)+(4) with LSQ (eq. 26)."""
-        s = self._scale(i)
-        v = t / s
-        v = v + (torch.floor(v + 0.5) - v).detach()
-        return (torch.clamp(v + self.zp[i], 0, self.hi[i]) - self.zp[i]) * s
+        return LSQ.apply(t, self._scale(i), self.zp[i], self.hi[i])
 
     def forward(self, x):
         for op in self.ops:

@@ -387,7 +387,7 @@ def committed_rows(add, rows, say):
                          "kind": "peer-committed", "bits_w": a["bits_w"], "bits_a": a["bits_a"],
                          "accuracy": a["top1_int8"], "agreement_fp32": a["agree_fp32"], "size_bytes": None,
                          "simulated": sim, "export_s": a["seconds"], "cli": a["command"],
-                         "note": f"prepare_qat + convert, {a['epochs']} epochs, torch's int8 kernels on "
+                         "note": f"prepare_qat + convert, {a['epochs']} epoch{'s' * (a['epochs'] != 1)}, torch's int8 kernels on "
                                  f"{a['test_images']:,} images (fake-quant {a['top1_fakequant']:.4f})"
                                  + (f"; {a['bits_w']}-bit weight values in int8 kernels" if sim else "")
                                  + (f"; the trained weights put back after convert_fx, whose own model scores "

@@ -176,13 +176,19 @@ def export_cmd(only, publish):
                "seconds_per_epoch": round(float(np.median([h["seconds"] for h in hist[1:]])), 1),
                "load1_start": round(load0, 2), "load1_end": round(os.getloadavg()[0], 2),
                "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-               "machine": machine(), "versions": versions("torch", "numpy", "numba")}
+               "machine": machine(), "versions": versions("torch", "numpy", "numba"), "commit": _commit()}
         records[name] = rec
         say(f"{name}: {rec['seconds_per_epoch']} s per epoch, held-out agreement "
             f"{hist[0]['heldout_agree']:.4f} -> {hist[-1]['heldout_agree']:.4f}")
         if publish:
             RESULTS.mkdir(parents=True, exist_ok=True)
             write_atomic(record_path, json.dumps(records, indent=1) + "\n")
+
+
+def _commit():
+    """The checkout's commit (the code that made a file), or None outside git."""
+    r = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
+    return r.stdout.strip() or None if r.returncode == 0 else None
 
 
 @main.command()

@@ -40,6 +40,31 @@ def test_qat_file_runs_on_the_engine_and_equals_the_exact_simulation(data_dir, s
         assert np.array_equal(a, c.numpy()), f"engine != exact simulation at {name}"
 
 
+@pytest.mark.parametrize("zp,hi", [(0, 3), (2, 3), (130, 255)])
+def test_activation_fake_quant_has_lsq_gradients(zp, hi):
+    """qat.LSQ against LSQ's gradients (section 15) computed here in float64 on every value,
+    with values packed on the edge codes, where the bound test decides the gradient."""
+    edges = torch.tensor([-zp - 0.5, -zp - 0.25, -zp, -zp + 0.25, hi - zp - 0.5, hi - zp - 0.25, hi - zp,
+                          hi - zp + 0.25, hi - zp + 0.49], dtype=torch.float64)
+    v = torch.cat([edges + torch.rand(len(edges), generator=torch.Generator().manual_seed(1)) * 1e-3,
+                   torch.linspace(-zp - 3, hi - zp + 3, 2001, dtype=torch.float64)])
+    s = 0.0371
+    g = torch.randn(len(v), dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    t = (v * s).float().requires_grad_()
+    ls = torch.tensor(s).log().requires_grad_()
+    y = qat.LSQ.apply(t, ls.exp(), torch.tensor(float(zp)), torch.tensor(float(hi)))
+    (y.double() * g).sum().backward()
+    v = t.detach() / ls.detach().exp()                                 # float32, as the forward divides
+    q = ((torch.floor(v + 0.5) + zp).clamp(0, hi) - zp).double()
+    v = v.double()
+    inside = (v >= -zp) & (v <= hi - zp)
+    assert torch.allclose(y.detach().double(), q * s, rtol=1e-6, atol=0)
+    assert torch.equal(t.grad.double(), (g * inside).float().double())
+    want = float((g * torch.where(inside, q - v, q)).sum() * s)      # d/d log s = s d/ds
+    assert ls.grad.item() == pytest.approx(want, rel=1e-4, abs=1e-4)
+    assert (v > hi - zp).any() and (v[inside] > hi - zp - 0.5).any()  # both sides of the top bound were tried
+
+
 def test_qat_moves_the_weights_from_the_ptq_start(data_dir, shipped, tmp_path):
     """Two epochs at a large learning rate change codes and step sizes: the training reaches the file."""
     cfg = _cfg(shipped, data_dir, tmp_path)
