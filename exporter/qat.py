@@ -70,8 +70,9 @@ class LSQ(torch.autograd.Function):
     def forward(ctx, t, s, zp, hi):
         v = t / s
         c = torch.floor(v + 0.5).add_(zp).clamp_(0, hi).sub_(zp)
-        inside = (v >= -zp) & (v <= hi - zp)
-        ctx.save_for_backward(inside, torch.where(inside, c - v, c))
+        if any(ctx.needs_input_grad):                       # not when scoring under no_grad
+            inside = (v >= -zp) & (v <= hi - zp)
+            ctx.save_for_backward(inside, torch.where(inside, c - v, c))
         return c.mul_(s)
 
     @staticmethod
