@@ -228,6 +228,9 @@ def evaluate(data_dir, publish):
                      f"{r['heldout_start']:.4f} -> {r['heldout_end']:.4f} | {rec['seconds_per_epoch']} | "
                      f"{rec['qat_seconds']:.0f} | {rec['load1_start']}-{rec['load1_end']} | "
                      f"{rec.get('commit') or 'before ' + LSQ_COMMIT} | `{rec['command']}` |")
+    notes = [f"- {name}: {rec['note']}." for name, rec in records.items() if rec.get("note")]
+    if notes:
+        lines += ["", *notes]
     if records:
         per = float(np.median([r["seconds_per_epoch"] for r in records.values()]))
         lines += ["", f"Time budget: one QAT epoch takes {per:.0f} s here (median of the runs above, 2 threads, "
