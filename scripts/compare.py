@@ -377,7 +377,7 @@ def committed_rows(add, rows, say):
                 meta["bits"], meta["act_bits"], model.run, path.stat().st_size,
                 f"{len(h) - 1} QAT epochs from the brecq + learned step sizes file, {r['seconds_per_epoch']:.0f} s "
                 f"per epoch, {r['qat_seconds'] / 60:.0f} min at machine load average {r['load1_start']:.1f}-"
-                f"{r['load1_end']:.1f}" + (" (shared and paused; results/qat/README.md gives its cost)" if r.get("note")
+                f"{r['load1_end']:.1f}" + (" (some epochs not at full speed; results/qat/README.md gives its cost)" if r.get("note")
                                            else "")
                 + f"; held-out agreement {h[0]['heldout_agree']:.4f} -> {h[-1]['heldout_agree']:.4f}",
                 speed=False, first_last_bits=meta["first_last_bits"], cli=r["command"], export_s=r["qat_seconds"])

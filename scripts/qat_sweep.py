@@ -188,8 +188,11 @@ def export_cmd(only, publish):
 
 def _commit():
     """The checkout's commit (the code that made a file), or None outside git."""
-    r = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
-    return r.stdout.strip() or None if r.returncode == 0 else None
+    try:
+        r = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
+    except OSError:                                   # no git on this machine
+        return None
+    return (r.stdout.strip() or None) if r.returncode == 0 else None
 
 
 @main.command()
