@@ -60,6 +60,9 @@ EXPORTS = {
     # cosine learning rate ran down (0.9800 at epoch 4, 0.9836 at 10), so the lever is the schedule's
     # length; 18 epochs is what one session's CPU allowed after the 24-epoch W4A4 run.
     "w2a8_qat_kd18_s0": [*WIDTHS["w2a8"], "--qat-epochs", "18", "--qat-distill", "1", "--seed", "0"],
+    # W2A2 at the default settings with qat.LSQ's gradients, which matter most at 2-bit activations, where
+    # half the codes are clamp bounds; 28 epochs is what one session's CPU allowed before its checks.
+    "w2a2_qat_kd28_s0": [*WIDTHS["w2a2"], "--qat-epochs", "28", "--qat-distill", "1", "--seed", "0"],
 }
 
 
