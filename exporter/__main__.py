@@ -130,6 +130,9 @@ def check_out(out, explicit):
 @click.option("--qat-distill", type=click.FloatRange(0, 1), default=None,
               help="QAT: weight of distillation from the FP32 model (KL to its softmax, eq. 27), the rest on the "
                    f"labels  [default: {qat.DEFAULTS['distill']:g}]")
+@click.option("--qat-ste", type=click.Choice(qat.LSQ.RULES), default=None,
+              help="QAT: which activation values pass the gradient: lsq (-z <= x/s <= 2^a-1-z) or interior "
+                   f"(codes strictly inside the clamp)  [default: {qat.DEFAULTS['ste']}]")
 @click.option("--qat-batch", type=click.IntRange(1), default=None,
               help=f"QAT: images per step  [default: {qat.DEFAULTS['batch']}]")
 @click.option("--qat-images", type=click.IntRange(1), default=None,
@@ -143,7 +146,7 @@ def check_out(out, explicit):
 @click.option("--progress/--no-progress", default=True, show_default=True)
 def cli(bits, checkpoint, act_bits, first_last_bits, calib_images, seed, data_dir, weight_clip,
         weight_levels, bias_correction, params_from, rounding, iters, recon_batch, lr, reg, qdrop, act_lr,
-        scale_lr, budget, sensitivity_images, qat_epochs, qat_lr, qat_distill, qat_batch, qat_images, qat_checkpoint,
+        scale_lr, budget, sensitivity_images, qat_epochs, qat_lr, qat_distill, qat_ste, qat_batch, qat_images, qat_checkpoint,
         resume, out, progress):
     """Export a trained ResNet20 to an integer model file for `python -m intengine`.
 
@@ -158,7 +161,7 @@ def cli(bits, checkpoint, act_bits, first_last_bits, calib_images, seed, data_di
                           seed=seed, data_dir=data_dir, clip=weight_clip, levels=weight_levels,
                           bias_correction=bias_correction, params_from=params_from, rounding=rounding, recon=recon,
                           resume=resume)
-    qat_given = [o for o, v in (("--qat-lr", qat_lr), ("--qat-distill", qat_distill), ("--qat-batch", qat_batch), ("--qat-images", qat_images),
+    qat_given = [o for o, v in (("--qat-lr", qat_lr), ("--qat-distill", qat_distill), ("--qat-ste", qat_ste), ("--qat-batch", qat_batch), ("--qat-images", qat_images),
                                 ("--qat-checkpoint", qat_checkpoint), ("--resume", resume or None)) if v is not None]
     given = [f"--{k.replace('_', '-')}" for k, v in zip(RECON_OPTIONS, recon.values()) if v is not None]
     explicit = out is not None
@@ -173,7 +176,7 @@ def cli(bits, checkpoint, act_bits, first_last_bits, calib_images, seed, data_di
                 raise ValueError(f"{', '.join(qat_given)} set{'s' if len(qat_given) == 1 else ''} up QAT: "
                                  f"give --qat-epochs too")
             if qat_epochs is not None:
-                cfg = dataclasses.replace(cfg, qat={"epochs": qat_epochs, "lr": qat_lr, "distill": qat_distill, "batch": qat_batch,
+                cfg = dataclasses.replace(cfg, qat={"epochs": qat_epochs, "lr": qat_lr, "distill": qat_distill, "ste": qat_ste, "batch": qat_batch,
                                                     "images": qat_images}, qat_checkpoint="pending")
             full = cfg.resolved()                                 # export() says the rounding too
             suffix = "_torchao" if params_from == "torchao" else "_qat" if qat_epochs else ""

@@ -40,10 +40,11 @@ def test_qat_file_runs_on_the_engine_and_equals_the_exact_simulation(data_dir, s
         assert np.array_equal(a, c.numpy()), f"engine != exact simulation at {name}"
 
 
+@pytest.mark.parametrize("rule", qat.LSQ.RULES)
 @pytest.mark.parametrize("zp,hi", [(0, 3), (2, 3), (130, 255)])
-def test_activation_fake_quant_has_lsq_gradients(zp, hi):
-    """qat.LSQ against LSQ's gradients (section 15) computed here in float64 on every value,
-    with values packed on the edge codes, where the bound test decides the gradient."""
+def test_activation_fake_quant_has_the_rules_gradients(zp, hi, rule):
+    """qat.LSQ against each rule's gradients (section 15) computed here in float64 on every
+    value, with values packed on the edge codes, where the bound test decides the gradient."""
     edges = torch.tensor([-zp - 0.5, -zp - 0.25, -zp, -zp + 0.25, hi - zp - 0.5, hi - zp - 0.25, hi - zp,
                           hi - zp + 0.25, hi - zp + 0.49], dtype=torch.float64)
     v = torch.cat([edges + torch.rand(len(edges), generator=torch.Generator().manual_seed(1)) * 1e-3,
@@ -52,17 +53,19 @@ def test_activation_fake_quant_has_lsq_gradients(zp, hi):
     g = torch.randn(len(v), dtype=torch.float64, generator=torch.Generator().manual_seed(2))
     t = (v * s).float().requires_grad_()
     ls = torch.tensor(s).log().requires_grad_()
-    y = qat.LSQ.apply(t, ls.exp(), torch.tensor(float(zp)), torch.tensor(float(hi)))
+    y = qat.LSQ.apply(t, ls.exp(), torch.tensor(float(zp)), torch.tensor(float(hi)), rule)
     (y.double() * g).sum().backward()
     v = t.detach() / ls.detach().exp()                                 # float32, as the forward divides
     q = ((torch.floor(v + 0.5) + zp).clamp(0, hi) - zp).double()
     v = v.double()
-    inside = (v >= -zp) & (v <= hi - zp)
+    inside = (v >= -zp) & (v <= hi - zp) if rule == "lsq" else (q > -zp) & (q < hi - zp)
     assert torch.allclose(y.detach().double(), q * s, rtol=1e-6, atol=0)
     assert torch.equal(t.grad.double(), (g * inside).float().double())
     want = float((g * torch.where(inside, q - v, q)).sum() * s)      # d/d log s = s d/ds
     assert ls.grad.item() == pytest.approx(want, rel=1e-4, abs=1e-4)
-    assert (v > hi - zp).any() and (v[inside] > hi - zp - 0.5).any()  # both sides of the top bound were tried
+    top = v[(v > hi - zp - 0.5) & (v <= hi - zp)]                    # values that round to the top code
+    assert len(top) and (v > hi - zp).any()                           # both sides of the top bound were tried
+    assert bool(inside[(v > hi - zp - 0.5) & (v <= hi - zp)].all()) == (rule == "lsq")
 
 
 def test_qat_moves_the_weights_from_the_ptq_start(data_dir, shipped, tmp_path):
@@ -75,6 +78,17 @@ def test_qat_moves_the_weights_from_the_ptq_start(data_dir, shipped, tmp_path):
     assert changed > 100
     assert any(p["scale"] != q["scale"] for p, q in zip(ptq["points"][1:], trained["points"][1:]))
     assert ptq["points"][0]["scale"] == trained["points"][0]["scale"]          # the input LUT stays
+
+
+def test_qat_that_diverges_stops_with_one_line_and_keeps_the_last_good_checkpoint(data_dir, shipped, tmp_path):
+    """A learning rate far too large: the first epoch's held-out agreement collapses, QAT says so
+    and names the option, and the checkpoint still holds the PTQ start, not the collapsed epoch."""
+    cfg = _cfg(shipped, data_dir, tmp_path)
+    wild = Config(**{**cfg.__dict__, "qat": {**TINY, "lr": 1e3}})
+    with pytest.raises(qat.QATError, match=r"diverged in epoch 1: .* smaller --qat-lr \(now 1000\)"):
+        export(wild, tmp_path / "wild.npz", progress=False)
+    assert qat.load(tmp_path / "q.pt")["epoch"] == 0
+    assert not (tmp_path / "wild.npz").exists()
 
 
 def test_resumed_qat_equals_an_uninterrupted_run(data_dir, shipped, tmp_path, monkeypatch):
