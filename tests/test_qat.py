@@ -244,8 +244,28 @@ def test_qat_sweep_tiny(data_dir, tmp_path):
     assert r.returncode == 0, r.stderr
     recs = [json.loads(line) for line in r.stdout.splitlines() if line.startswith("{")]
     assert [x["lr"] for x in recs] == [1e-4, 1e-2]
+    assert [x["ste"] for x in recs] == ["interior", "interior"]                  # the default rule
     assert all(0 <= x["heldout_agree"] <= 1 for x in recs)
     assert r.stderr.count("output MSE") == 11                 # one reconstruction of the 11 units
+    bad = _run("scripts/qat_sweep.py", "sweep", "--width", "w2a2", "--stes", "interior,nope", "--out", tmp_path,
+               env_dir=data_dir)
+    assert bad.returncode != 0 and "unknown gradient rule 'nope'" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_qat_sweep_names_each_files_gradient_rule():
+    """results/qat/README.md's rule column: the file's setting, else from the commit that made it
+    (qat.LSQ from LSQ_COMMIT on, the straight-through form before it)."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("qat_sweep", ROOT / "scripts" / "qat_sweep.py")
+    sweep = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(sweep)
+    assert sweep._rule({"ste": "lsq"}, None) == "lsq" and sweep._rule({"ste": "interior"}, "4997c4f") == "interior"
+    assert sweep._rule({}, None) == "straight-through"
+    known = subprocess.run(["git", "cat-file", "-e", "4997c4f^{commit}"], cwd=ROOT, capture_output=True)
+    if known.returncode != 0:
+        pytest.skip("this checkout has no git history")
+    assert sweep._rule({}, "4997c4f") == "straight-through"             # before qat.LSQ
+    assert sweep._rule({}, sweep.LSQ_COMMIT) == sweep._rule({}, "f99c1b7") == "lsq"
 
 
 def test_a_low_bit_ptq_export_says_qat_is_there(data_dir, tmp_path):
