@@ -77,7 +77,7 @@ class LSQ(torch.autograd.Function):
     RULES = ("lsq", "interior")
 
     @staticmethod
-    def forward(ctx, t, s, zp, hi, rule="lsq"):
+    def forward(ctx, t, s, zp, hi, rule):
         v = t / s
         c = torch.floor(v + 0.5).add_(zp).clamp_(0, hi)
         if any(ctx.needs_input_grad):                       # not when scoring under no_grad
