@@ -217,8 +217,9 @@ def cli(bits, checkpoint, act_bits, first_last_bits, calib_images, seed, data_di
         learned = reconstruct.recorded_config(meta).get("act_lr")
         extra += f", {meta['rounding']} rounding" + (" with learned step sizes" if learned else "")
     if "qat" in meta:
-        h = meta["qat"]["history"]
-        extra += (f", then {len(h) - 1} QAT epochs (held-out agreement {h[0]['heldout_agree']:.4f} -> "
+        h, q = meta["qat"]["history"], meta["qat"]["config"]
+        extra += (f", then {len(h) - 1} QAT epochs (lr {q['lr']:g}, distillation α={q['distill']:g}, "
+                  f"{q['ste']} gradient rule; held-out agreement {h[0]['heldout_agree']:.4f} -> "
                   f"{h[-1]['heldout_agree']:.4f}; checkpoint {cfg.qat_checkpoint})")
     source = "torch.ao int8 (full range)" if meta["params_from"] == "torchao" else f"weights {meta['weight_clip']}{extra}"
     click.echo(f"wrote {path}: {size:,} bytes, W{full.bits}A{full.act_bits} (first/last layer "

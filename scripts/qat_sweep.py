@@ -125,7 +125,7 @@ def sweep(width, lrs, distills, stes, epochs, images, calib_images, iters, data_
         raise click.ClickException(f"unknown gradient rule {bad[0]!r}; choose from {', '.join(qat.LSQ.RULES)}")
     for lr, distill, ste in runs:
         t0, load0 = time.perf_counter(), os.getloadavg()[0]
-        name = f"{width}_e{epochs}_lr{lr:g}" + (f"_kd{distill:g}" if distill else "") + ("" if ste == "lsq" else f"_{ste}")
+        name = f"{width}_e{epochs}_lr{lr:g}" + (f"_kd{distill:g}" if distill else "") + f"_{ste}"
         cfg = Config(str(ROOT / "checkpoints" / "resnet20.pt"), bits, act_bits=act, calib_images=calib_images,
                      data_dir=data_dir, recon={"iters": iters},
                      qat={"epochs": epochs, "lr": lr, "distill": distill, "ste": ste, "images": images}, qat_checkpoint=str(out / f"{name}.pt"))

@@ -63,9 +63,9 @@ def test_activation_fake_quant_has_the_rules_gradients(zp, hi, rule):
     assert torch.equal(t.grad.double(), (g * inside).float().double())
     want = float((g * torch.where(inside, q - v, q)).sum() * s)      # d/d log s = s d/ds
     assert ls.grad.item() == pytest.approx(want, rel=1e-4, abs=1e-4)
-    top = v[(v > hi - zp - 0.5) & (v <= hi - zp)]                    # values that round to the top code
-    assert len(top) and (v > hi - zp).any()                           # both sides of the top bound were tried
-    assert bool(inside[(v > hi - zp - 0.5) & (v <= hi - zp)].all()) == (rule == "lsq")
+    top = (v > hi - zp - 0.5) & (v <= hi - zp)                       # values that round to the top code
+    assert top.any() and (v > hi - zp).any()                          # both sides of the top bound were tried
+    assert bool(inside[top].all()) == (rule == "lsq")
 
 
 def test_qat_moves_the_weights_from_the_ptq_start(data_dir, shipped, tmp_path):
