@@ -29,6 +29,7 @@ from tqdm import tqdm
 
 from trainer import data
 from trainer.train import epoch_generator
+from . import fakequant
 from .build import MAX_MULTIPLIER
 from .simulate import forward
 
@@ -91,6 +92,43 @@ class LSQ(torch.autograd.Function):
         return g * inside, (g * ds).sum().reshape(()), None, None, None
 
 
+def _flat(t):
+    """The elements of a dense tensor in memory order, as a 1-D view (NCHW or channels_last)."""
+    return t.as_strided((t.numel(),), (1,)).numpy()
+
+
+class FusedLSQ(torch.autograd.Function):
+    """LSQ in one Numba pass each way (exporter/fakequant.py), equal to it bit for bit in the
+    output and both gradients (tests/test_qat.py); what QATNet trains with.  It keeps t and
+    the uint8 code for the backward pass instead of LSQ's mask and float32 ds, and works on
+    the memory of t in its own layout, which the output and the gradients keep.  A strided t
+    (never in QAT: activations are conv, add and pool outputs) is copied dense first, so the
+    sum for s then runs in another order than LSQ's."""
+
+    @staticmethod
+    def forward(ctx, t, s, zp, hi, rule):
+        t = t.detach()
+        if not (t.is_contiguous() or t.is_contiguous(memory_format=torch.channels_last)):
+            t = t.contiguous()
+        f32 = np.float32
+        s_, zp_, hi_ = f32(s.item()), f32(zp.item()), f32(hi.item())
+        out, code = torch.empty_like(t), torch.empty_like(t, dtype=torch.uint8)
+        fakequant.forward(_flat(t), s_, zp_, hi_, _flat(out), _flat(code))
+        if any(ctx.needs_input_grad):
+            ctx.save_for_backward(t, code)
+            ctx.consts = (s_, zp_, hi_, LSQ.RULES.index(rule))
+        return out
+
+    @staticmethod
+    def backward(ctx, g):
+        t, code = ctx.saved_tensors
+        if g.stride() != t.stride():
+            g = torch.empty_like(t).copy_(g)
+        grad_t, gds = torch.empty_like(t), torch.empty_like(t)
+        fakequant.backward(_flat(g), _flat(t), _flat(code), *ctx.consts, _flat(grad_t), _flat(gds))
+        return grad_t, gds.sum().reshape(()), None, None, None
+
+
 class QATNet(nn.Module):
     """The folded graph with trainable latent weights, biases and log step sizes."""
 
@@ -99,6 +137,7 @@ class QATNet(nn.Module):
         if ste not in LSQ.RULES:
             raise QATError(f"unknown gradient rule {ste!r}; choose from {', '.join(LSQ.RULES)}")
         self.ste = ste
+        self.fake_quant = FusedLSQ                          # LSQ, the reference, in the tests
         self.ops = [dict(op) for op in ops]
         self.w, self.log_sw, self.b = nn.ParameterDict(), nn.ParameterDict(), nn.ParameterDict()
         self.levels, self.producer = {}, {}
@@ -150,7 +189,7 @@ class QATNet(nn.Module):
 
     def _act(self, i, t):
         """eq. (1)+(4) with LSQ (eq. 26)."""
-        return LSQ.apply(t, self._scale(i), self.zp[i], self.hi[i], self.ste)
+        return self.fake_quant.apply(t, self._scale(i), self.zp[i], self.hi[i], self.ste)
 
     def forward(self, x):
         for op in self.ops:

@@ -65,6 +65,10 @@ EXPORTS = {
     # 0.11); 16 epochs is what one session's CPU allowed before its checks.
     "w2a2_qat_kd16_s0": [*WIDTHS["w2a2"], "--qat-epochs", "16", "--qat-distill", "1", "--qat-ste", "interior",
                          "--seed", "0"],
+    # W2A8 at today's defaults (the "interior" rule) for 32 epochs: from 10 to 18 epochs the file gained
+    # 0.12 pp while the held-out agreement rose only as the cosine ran down, so the lever is again the
+    # schedule's length; the fused fake-quant (exporter/fakequant.py) makes 32 epochs fit the 2-hour budget.
+    "w2a8_qat_kd32_s0": [*WIDTHS["w2a8"], "--qat-epochs", "32", "--qat-distill", "1", "--seed", "0"],
 }
 
 

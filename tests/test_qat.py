@@ -68,6 +68,40 @@ def test_activation_fake_quant_has_the_rules_gradients(zp, hi, rule):
     assert bool(inside[top].all()) == (rule == "lsq")
 
 
+@pytest.mark.parametrize("rule", qat.LSQ.RULES)
+@pytest.mark.parametrize("zp,hi", [(0, 3), (2, 3), (130, 255), (0, 255)])
+@pytest.mark.parametrize("layout", ["nchw", "channels_last", "strided"])
+def test_fused_fake_quant_equals_the_reference_bit_for_bit(zp, hi, rule, layout):
+    """qat.FusedLSQ (exporter/fakequant.py), which QAT trains with, against qat.LSQ, the spec:
+    the output, the gradient to t and to log s have the same bits, signed zeros included, on
+    values packed around both bounds and the rounding midpoints, in the dense layouts QAT meets
+    (every activation is a conv, add or pool output).  A strided t is copied dense, so its
+    sum for log s runs in another order than the reference's: equal to rounding there."""
+    gen = torch.Generator().manual_seed(zp + hi)
+    v = torch.cat([torch.arange(-zp - 3, hi - zp + 3, 0.25), torch.randn(4000, generator=gen) * hi])
+    n = (len(v) // 48) * 48
+    t = (v[:n] * 0.0371).float().reshape(-1, 3, 4, 4)
+    g = torch.randn(t.shape, generator=gen)
+    g.view(-1)[:7] = -0.0                                            # g * 0 keeps the sign: -0.0
+    if layout == "channels_last":
+        t, g = t.contiguous(memory_format=torch.channels_last), g.contiguous(memory_format=torch.channels_last)
+    elif layout == "strided":
+        t = t.transpose(1, 3)[:, ::2]
+        g = g.transpose(1, 3)[:, ::2]
+    got = []
+    for fn in (qat.LSQ, qat.FusedLSQ):
+        tt, ls = t.clone().requires_grad_(), torch.tensor(0.0371).log().requires_grad_()
+        y = fn.apply(tt, ls.exp(), torch.tensor(float(zp)), torch.tensor(float(hi)), rule)
+        y.backward(g)
+        got.append([y.detach(), tt.grad, ls.grad])
+    for name, a, b in zip(("output", "grad t", "grad log s"), *got):
+        if name == "grad log s" and layout == "strided":                 # summed in another order
+            assert a.item() == pytest.approx(b.item(), rel=1e-5)
+            continue
+        assert a.shape == b.shape and torch.equal(a.contiguous().view(torch.int32), b.contiguous().view(torch.int32)), name
+    assert (got[0][1] == 0).any() and (got[0][1] != 0).any()        # both sides of the mask met
+
+
 def test_qat_moves_the_weights_from_the_ptq_start(data_dir, shipped, tmp_path):
     """Two epochs at a large learning rate change codes and step sizes: the training reaches the file."""
     cfg = _cfg(shipped, data_dir, tmp_path)
