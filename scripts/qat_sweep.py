@@ -36,6 +36,7 @@ from exporter.report import Progress, machine, versions, write_atomic  # noqa: E
 
 RESULTS = ROOT / "results" / "qat"
 LSQ_COMMIT = "2715643"            # qat.LSQ: the activations' LSQ gradients written out
+FUSED_COMMIT = "a4c08fc"          # qat.FusedLSQ: QAT trains with the fused fake-quant (same bits, faster)
 WIDTHS = {"w2a8": ["--bits", "2"], "w4a4": ["--bits", "4", "--act-bits", "4"],
           "w2a2": ["--bits", "2", "--act-bits", "2"]}
 # The committed QAT files: name -> exporter options.  The learning rate is the default, the held-out
@@ -209,6 +210,17 @@ def _commit():
     return (r.stdout.strip() or None) if r.returncode == 0 else None
 
 
+def _has(ancestor, commit):
+    """Whether the code at `commit` includes `ancestor` (False outside git or for unknown commits)."""
+    if commit is None:
+        return False
+    try:
+        r = subprocess.run(["git", "merge-base", "--is-ancestor", ancestor, commit], cwd=ROOT, capture_output=True)
+    except OSError:
+        return False
+    return r.returncode == 0
+
+
 def _rule(config, commit):
     """The activation gradient rule a file or sweep run trained with (qat.LSQ.RULES): its config's,
     else, for files from before the setting, "lsq" from LSQ_COMMIT on and the straight-through form
@@ -265,10 +277,14 @@ def evaluate(data_dir, publish):
     if notes:
         lines += ["", *notes]
     if records:
-        per = float(np.median([r["seconds_per_epoch"] for r in records.values()]))
-        lines += ["", f"Time budget: one QAT epoch takes {per:.0f} s here (median of the runs above, 2 threads, "
-                  f"45,000 images at batch 128), so the issue's 2-hour budget per run buys {int(7200 // per)} "
-                  f"epochs after the PTQ start (about 1.5 min).  The committed runs are shorter, as each "
+        fused = [r["seconds_per_epoch"] for r in records.values() if _has(FUSED_COMMIT, r.get("commit"))]
+        older = [r["seconds_per_epoch"] for r in records.values() if not _has(FUSED_COMMIT, r.get("commit"))]
+        per = float(np.median(fused or older))
+        lines += ["", f"Time budget: one QAT epoch takes {per:.0f} s here (median of the runs above "
+                  + (f"made with the fused fake-quant, commit {FUSED_COMMIT} on; {np.median(older):.0f} s before it; "
+                     if fused and older else "") +
+                  f"2 threads, 45,000 images at batch 128), so the issue's 2-hour budget per run buys {int(7200 // per)} "
+                  f"epochs after the PTQ start (about 1.5 min).  Some committed runs are shorter, as each "
                   f"session's time allowed; no GPU was lent.  Files trained on the labels alone were made "
                   f"before the fake-quant rounded the biases as the engine does (commit 8143023); their "
                   f"commands reproduce them at commit 5427c04, before that change.  The code column is the commit "

@@ -288,7 +288,8 @@ def test_qat_sweep_tiny(data_dir, tmp_path):
 
 def test_qat_sweep_names_each_files_gradient_rule():
     """results/qat/README.md's rule column: the file's setting, else from the commit that made it
-    (qat.LSQ from LSQ_COMMIT on, the straight-through form before it)."""
+    (qat.LSQ from LSQ_COMMIT on, the straight-through form before it); and its time budget's
+    split at FUSED_COMMIT."""
     import importlib.util
     spec = importlib.util.spec_from_file_location("qat_sweep", ROOT / "scripts" / "qat_sweep.py")
     sweep = importlib.util.module_from_spec(spec)
@@ -300,6 +301,9 @@ def test_qat_sweep_names_each_files_gradient_rule():
         pytest.skip("this checkout has no git history")
     assert sweep._rule({}, "4997c4f") == "straight-through"             # before qat.LSQ
     assert sweep._rule({}, sweep.LSQ_COMMIT) == sweep._rule({}, "f99c1b7") == "lsq"
+    # the time budget counts the files made with the fused fake-quant apart from the older ones
+    assert sweep._has(sweep.FUSED_COMMIT, sweep.FUSED_COMMIT) and not sweep._has(sweep.FUSED_COMMIT, "014abc6")
+    assert not sweep._has(sweep.FUSED_COMMIT, None)
 
 
 def test_a_low_bit_ptq_export_says_qat_is_there(data_dir, tmp_path):
