@@ -4,13 +4,13 @@ gradients (tests/test_qat.py).  The reference takes ten elementwise passes over 
 float32 activations per step; these take two, which is most of a QAT epoch's time beside the
 convolutions.
 
-forward(t, s, zp, hi): v = t / s, c = clamp(floor(v + 0.5) + zp, 0, hi); out = (c - zp) s and
-the code c as uint8 (hi <= 255).  backward(g, t, code, ...) recomputes v = t / s, the same
-float32 division, and writes grad_t = g * inside and g * ds, ds = c - zp - v inside and c - zp
-outside; torch sums the latter, as the reference does, so the step's gradient is its sum in
-the same order.  Every operation is the reference's, in float32, in the same order: no fast
-math, no reciprocal.  The rules (qat.LSQ.RULES): 0 "lsq", -zp <= v <= hi - zp; 1 "interior",
-0 < c < hi."""
+forward(t, s, zp, hi): v = t / s, c = clamp(floor(v + 0.5) + zp, 0, hi); out = (c - zp) s, and
+the code c into an unsigned array wide enough for hi (uint8, uint16 at 16 bits).
+backward(g, t, code, ...) recomputes v = t / s, the same float32 division, and writes
+grad_t = g * inside and g * ds, ds = c - zp - v inside and c - zp outside; torch sums the
+latter, as the reference does, so the step's gradient is its sum in the same order.  Every
+operation is the reference's, in float32, in the same order: no fast math, no reciprocal.
+The rules (qat.LSQ.RULES): 0 "lsq", -zp <= v <= hi - zp; 1 "interior", 0 < c < hi."""
 import numpy as np
 from numba import njit, prange
 
@@ -21,7 +21,7 @@ def forward(t, s, zp, hi, out, code):
     for i in prange(t.size):
         c = np.floor(t[i] / s + half) + zp
         c = min(max(c, zero), hi)
-        code[i] = np.uint8(c)
+        code[i] = c                       # an integer in [0, hi]: exact in the code's uint dtype
         out[i] = (c - zp) * s
 
 

@@ -100,8 +100,9 @@ def _flat(t):
 class FusedLSQ(torch.autograd.Function):
     """LSQ in one Numba pass each way (exporter/fakequant.py), equal to it bit for bit in the
     output and both gradients (tests/test_qat.py); what QATNet trains with.  It keeps t and
-    the uint8 code for the backward pass instead of LSQ's mask and float32 ds, and works on
-    the memory of t in its own layout, which the output and the gradients keep.  A strided t
+    the code (uint8, uint16 at 16 bits) for the backward pass instead of LSQ's mask and
+    float32 ds, and works on the memory of t in its own layout, which the output and the
+    gradients keep.  A strided t
     (never in QAT: activations are conv, add and pool outputs) is copied dense first, so the
     sum for s then runs in another order than LSQ's."""
 
@@ -112,7 +113,7 @@ class FusedLSQ(torch.autograd.Function):
             t = t.contiguous()
         f32 = np.float32
         s_, zp_, hi_ = f32(s.item()), f32(zp.item()), f32(hi.item())
-        out, code = torch.empty_like(t), torch.empty_like(t, dtype=torch.uint8)
+        out, code = torch.empty_like(t), torch.empty_like(t, dtype=torch.uint8 if hi_ <= 255 else torch.uint16)
         fakequant.forward(_flat(t), s_, zp_, hi_, _flat(out), _flat(code))
         if any(ctx.needs_input_grad):
             ctx.save_for_backward(t, code)

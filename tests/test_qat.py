@@ -69,7 +69,7 @@ def test_activation_fake_quant_has_the_rules_gradients(zp, hi, rule):
 
 
 @pytest.mark.parametrize("rule", qat.LSQ.RULES)
-@pytest.mark.parametrize("zp,hi", [(0, 3), (2, 3), (130, 255), (0, 255)])
+@pytest.mark.parametrize("zp,hi", [(0, 3), (2, 3), (130, 255), (0, 255), (32768, 65535)])
 @pytest.mark.parametrize("layout", ["nchw", "channels_last", "strided"])
 def test_fused_fake_quant_equals_the_reference_bit_for_bit(zp, hi, rule, layout):
     """qat.FusedLSQ (exporter/fakequant.py), which QAT trains with, against qat.LSQ, the spec:
