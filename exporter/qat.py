@@ -102,9 +102,8 @@ class FusedLSQ(torch.autograd.Function):
     output and both gradients (tests/test_qat.py); what QATNet trains with.  It keeps t and
     the code (uint8, uint16 at 16 bits) for the backward pass instead of LSQ's mask and
     float32 ds, and works on the memory of t in its own layout, which the output and the
-    gradients keep.  A strided t
-    (never in QAT: activations are conv, add and pool outputs) is copied dense first, so the
-    sum for s then runs in another order than LSQ's."""
+    gradients keep.  A strided t (never in QAT: activations are conv, add and pool outputs)
+    is copied dense first, so the sum for s then runs in another order than LSQ's."""
 
     @staticmethod
     def forward(ctx, t, s, zp, hi, rule):
@@ -138,7 +137,6 @@ class QATNet(nn.Module):
         if ste not in LSQ.RULES:
             raise QATError(f"unknown gradient rule {ste!r}; choose from {', '.join(LSQ.RULES)}")
         self.ste = ste
-        self.fake_quant = FusedLSQ                          # LSQ, the reference, in the tests
         self.ops = [dict(op) for op in ops]
         self.w, self.log_sw, self.b = nn.ParameterDict(), nn.ParameterDict(), nn.ParameterDict()
         self.levels, self.producer = {}, {}
@@ -190,7 +188,7 @@ class QATNet(nn.Module):
 
     def _act(self, i, t):
         """eq. (1)+(4) with LSQ (eq. 26)."""
-        return self.fake_quant.apply(t, self._scale(i), self.zp[i], self.hi[i], self.ste)
+        return FusedLSQ.apply(t, self._scale(i), self.zp[i], self.hi[i], self.ste)
 
     def forward(self, x):
         for op in self.ops:

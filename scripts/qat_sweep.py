@@ -210,15 +210,18 @@ def _commit():
     return (r.stdout.strip() or None) if r.returncode == 0 else None
 
 
-def _has(ancestor, commit):
-    """Whether the code at `commit` includes `ancestor` (False outside git or for unknown commits)."""
-    if commit is None:
-        return False
+def _is_ancestor(ancestor, commit):
+    """Whether the code at `commit` includes `ancestor`: True, False, or None where git cannot say."""
     try:
         r = subprocess.run(["git", "merge-base", "--is-ancestor", ancestor, commit], cwd=ROOT, capture_output=True)
-    except OSError:
-        return False
-    return r.returncode == 0
+    except OSError:                                   # no git on this machine
+        return None
+    return {0: True, 1: False}.get(r.returncode)
+
+
+def _has(ancestor, commit):
+    """Whether a file made at `commit` had `ancestor`'s code (False when unknown)."""
+    return commit is not None and _is_ancestor(ancestor, commit) is True
 
 
 def _rule(config, commit):
@@ -229,11 +232,7 @@ def _rule(config, commit):
         return config["ste"]
     if commit is None:
         return "straight-through"
-    try:
-        r = subprocess.run(["git", "merge-base", "--is-ancestor", LSQ_COMMIT, commit], cwd=ROOT, capture_output=True)
-    except OSError:
-        return "lsq or straight-through"
-    return {0: "lsq", 1: "straight-through"}.get(r.returncode, "lsq or straight-through")
+    return {True: "lsq", False: "straight-through"}.get(_is_ancestor(LSQ_COMMIT, commit), "lsq or straight-through")
 
 
 @main.command()
@@ -277,8 +276,10 @@ def evaluate(data_dir, publish):
     if notes:
         lines += ["", *notes]
     if records:
-        fused = [r["seconds_per_epoch"] for r in records.values() if _has(FUSED_COMMIT, r.get("commit"))]
-        older = [r["seconds_per_epoch"] for r in records.values() if not _has(FUSED_COMMIT, r.get("commit"))]
+        split = {True: [], False: []}
+        for r in records.values():
+            split[_has(FUSED_COMMIT, r.get("commit"))].append(r["seconds_per_epoch"])
+        fused, older = split[True], split[False]
         per = float(np.median(fused or older))
         lines += ["", f"Time budget: one QAT epoch takes {per:.0f} s here (median of the runs above "
                   + (f"made with the fused fake-quant, commit {FUSED_COMMIT} on; {np.median(older):.0f} s before it; "
