@@ -175,6 +175,8 @@ def export(cfg, out, *, progress=True, log=None, extra_meta=None, ranges=None, p
             weights, scales, qat_report, ops = _qat(cfg, model, points, ops, lo, hi, weights, scales, shift,
                                                     recon_report, arrays, resumed, progress, log)
             shift = None                                     # trained into the biases
+            if cfg.qat["levels"] == "learned":
+                weights_from["weight_levels"] = f"learned (QAT, from {cfg.levels})"
         qnet = build.quantize_graph(points, ops, lo, hi, weights, act_bits=cfg.act_bits, bias_shift=shift,
                                     scales=scales)
     meta = {"exporter_version": __version__, "checkpoint_sha256": fold.file_sha256(cfg.checkpoint),

@@ -47,7 +47,11 @@ DEFAULTS = {                      # one flat block of the defaults (section 15)
                                   # 1 - it on the cross-entropy with the labels
     "images": None,               # train on the first N of the shuffled training images (tests)
     "heldout": 5000,              # held-out images for the per-epoch agreement
+    "levels": "fixed",            # the 2- and 4-bit level sets: "fixed" (the PTQ file's) or "learned"
+                                  # (each layer's codebook trained beside its scales, LEVEL_RULES)
 }
+LEVEL_RULES = ("fixed", "learned")
+CODEBOOK_MAX = 127                # the largest codebook entry the format allows (docs/format.md)
 
 
 def default_lr(bits, act_bits):
@@ -132,13 +136,16 @@ class FusedLSQ(torch.autograd.Function):
 class QATNet(nn.Module):
     """The folded graph with trainable latent weights, biases and log step sizes."""
 
-    def __init__(self, ops, qpoints, weights, ste=DEFAULTS["ste"]):
+    def __init__(self, ops, qpoints, weights, ste=DEFAULTS["ste"], levels=DEFAULTS["levels"]):
         super().__init__()
         if ste not in LSQ.RULES:
             raise QATError(f"unknown gradient rule {ste!r}; choose from {', '.join(LSQ.RULES)}")
+        if levels not in LEVEL_RULES:
+            raise QATError(f"unknown level rule {levels!r}; choose from {', '.join(LEVEL_RULES)}")
         self.ste = ste
         self.ops = [dict(op) for op in ops]
         self.w, self.log_sw, self.b = nn.ParameterDict(), nn.ParameterDict(), nn.ParameterDict()
+        self.cb = nn.ParameterDict()              # learned codebooks, in units of s_w (levels="learned")
         self.levels, self.producer = {}, {}
         for op in self.ops:
             if op["op"] not in ("conv", "linear"):
@@ -152,6 +159,8 @@ class QATNet(nn.Module):
             self.log_sw[key] = nn.Parameter(torch.as_tensor(np.log(s_w)).float())
             self.b[key] = nn.Parameter(op["bias"].float().clone())
             self.levels[key] = (float(L[0]), float(L[1] - L[0]), float(len(L) - 1))
+            if levels == "learned" and len(L) <= 16:                  # 2 and 4 bits: a codebook
+                self.cb[key] = nn.Parameter(torch.as_tensor(np.sort(L)).float())
             self.producer[op["out"]] = (op["in"], key)
         self.log_sa = nn.Parameter(torch.tensor([math.log(p["scale"]) for p in qpoints], dtype=torch.float32))
         self.register_buffer("zp", torch.tensor([float(p["zp"]) for p in qpoints]))
@@ -159,10 +168,18 @@ class QATNet(nn.Module):
         self.register_buffer("s_in", torch.tensor(float(qpoints[0]["scale"])))
 
     def _weight(self, op):
-        """eq. (3) with straight-through rounding: s * (L0 + step * round(clamp(u)))."""
+        """eq. (3) with straight-through rounding: s * (L0 + step * round(clamp(u))); with a
+        learned codebook c, s * c[k] for the nearest entry k (ties up), whose gradient reaches
+        c[k] itself (section 15)."""
         key = op["key"]
         w, l0, step, top = self.w[key], *self.levels[key]
         s = self.log_sw[key].exp().view(-1, *([1] * (w.dim() - 1)))
+        if key in self.cb:
+            c = torch.sort(self.cb[key]).values
+            x = w / s
+            k = torch.bucketize(x.detach(), ((c[1:] + c[:-1]) / 2).detach(), right=True)
+            xc = torch.clamp(x, c[0].detach(), c[-1].detach())
+            return s * (c[k] + (xc - xc.detach()))
         u = torch.clamp((w / s - l0) / step, 0, top)
         u = u + (torch.floor(u + 0.5) - u).detach()
         return s * (l0 + step * u)
@@ -171,7 +188,7 @@ class QATNet(nn.Module):
         """eq. (7) with straight-through rounding: the engine adds the bias in accumulator units
         s_x s_w, which at low-bit inputs are coarse next to the output step."""
         key = op["key"]
-        unit = self._scale(op["in"]) * self.log_sw[key].exp()
+        unit = self._scale(op["in"]) * self.file_sw(key)
         v = self.b[key] / unit
         return (v + (torch.floor(v + 0.5) - v).detach()) * unit
 
@@ -183,7 +200,15 @@ class QATNet(nn.Module):
         s = self.log_sa[i].exp()
         if i in self.producer:
             j, key = self.producer[i]
-            s = torch.maximum(s, self._scale(j) * self.log_sw[key].exp().max() / MAX_MULTIPLIER)
+            s = torch.maximum(s, self._scale(j) * self.file_sw(key).max() / MAX_MULTIPLIER)
+        return s
+
+    def file_sw(self, key):
+        """The layer's weight scales as the file will hold them: a learned codebook is scaled
+        to integers up to CODEBOOK_MAX (result), and s_w down by the same factor."""
+        s = self.log_sw[key].exp()
+        if key in self.cb:
+            s = s * (self.cb[key].abs().max() / CODEBOOK_MAX)
         return s
 
     def _act(self, i, t):
@@ -200,7 +225,7 @@ class QATNet(nn.Module):
         """-> (weights {name: (bits, kind, codes, L, s_w)}, act scales [None, s1, ...], biases {name: b''})
         for build.quantize_graph; the codes are quantize.nearest of w / s_w in float64, the
         rounding the forward pass trains through."""
-        from .quantize import nearest
+        from .quantize import nearest, nearest_of, rnd
         out, biases = {}, {}
         for op in self.ops:
             if "key" not in op:
@@ -208,7 +233,14 @@ class QATNet(nn.Module):
             b, kind, codes, L, _ = weights[op["name"]]
             s_w = self.log_sw[op["key"]].detach().double().exp().numpy()
             w = self.w[op["key"]].detach().double().numpy()
-            new = nearest(w / s_w.reshape((-1,) + (1,) * (w.ndim - 1)), L)
+            shape = (-1,) + (1,) * (w.ndim - 1)
+            if op["key"] in self.cb:             # the codebook as integers up to CODEBOOK_MAX, s_w / factor
+                c = np.sort(self.cb[op["key"]].detach().double().numpy())
+                factor = CODEBOOK_MAX / np.abs(c).max()
+                L, s_w, kind = rnd(c * factor).astype(np.int64), s_w / factor, "learned"
+                new = nearest_of(w / s_w.reshape(shape), L)
+            else:
+                new = nearest(w / s_w.reshape(shape), L)
             out[op["name"]] = (b, kind, new.reshape(codes.shape), L, s_w)
             biases[op["name"]] = self.b[op["key"]].detach().double()
         scales = [None] + [math.exp(float(v)) for v in self.log_sa.detach()[1:]]   # widened again by build
@@ -304,11 +336,11 @@ def train(ops, qpoints, weights, train_x, train_y, held_x, held_y, fp_model, *, 
     step sizes included); checkpoint into `ckpt` after every epoch.  `resumed`: a loaded
     checkpoint to continue.  Returns (weights, act scales, biases, report)."""
     say = log or (lambda m: None)
-    net = QATNet(ops, qpoints, weights, cfg["ste"])
+    net = QATNet(ops, qpoints, weights, cfg["ste"], cfg.get("levels", "fixed"))
     groups = [{"params": list(net.w.values()), "weight_decay": cfg["weight_decay"]},
               {"params": list(net.b.values()), "weight_decay": 0.0}]
     opt = Optimizers(torch.optim.SGD(groups, lr=cfg["lr"], momentum=0.9, nesterov=True),
-                     torch.optim.Adam([*net.log_sw.values(), net.log_sa], lr=cfg["scale_lr"]))
+                     torch.optim.Adam([*net.log_sw.values(), net.log_sa, *net.cb.values()], lr=cfg["scale_lr"]))
     steps = len(train_y) // cfg["batch"]
     if steps == 0:
         raise QATError(f"{len(train_y)} training images are fewer than one batch of {cfg['batch']}")

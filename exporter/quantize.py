@@ -33,6 +33,13 @@ def nearest(w_over_s, L):
     return np.clip(rnd((w_over_s - L[0]) / step), 0, len(L) - 1).astype(np.int64)
 
 
+def nearest_of(x, L):
+    """Index of the nearest entry of any ascending level list L (ties go up); equals nearest
+    for a uniform one, up to float rounding at the exact midpoints."""
+    L = np.asarray(L, np.float64)
+    return np.searchsorted((L[1:] + L[:-1]) / 2, np.asarray(x, np.float64), side="right").astype(np.int64)
+
+
 def quantize_weights(w, bits, kind, clip, grid=100):
     """w (Co, ...) float64 -> (codes (Co, ...) int64 indices into L, L, s_w (Co,)), eq. (3).
 

@@ -40,6 +40,53 @@ def test_qat_file_runs_on_the_engine_and_equals_the_exact_simulation(data_dir, s
         assert np.array_equal(a, c.numpy()), f"engine != exact simulation at {name}"
 
 
+def test_learned_levels_train_the_codebook_and_the_file_equals_the_exact_simulation(data_dir, shipped, tmp_path,
+                                                                                       test_images):
+    """--qat-levels learned: each 2-bit layer's codebook moves off the midrise set, is written as
+    ascending integers up to 127, and the engine still equals the exact simulation; the first
+    forward pass is the PTQ file's, as with fixed levels."""
+    cfg = _cfg(shipped, data_dir, tmp_path, )
+    learned = Config(**{**cfg.__dict__, "act_bits": 8, "qat": {**TINY, "levels": "learned", "scale_lr": 1e-2}})
+    path, _, qnet, _ = export(learned, tmp_path / "learned.npz", progress=False)
+    header = fileformat.read(path)[0]
+    meta = header["meta"]
+    assert meta["qat"]["config"]["levels"] == "learned" and meta["weight_levels"] == "learned (QAT, from midrise)"
+    books = [q["L"] for q in qnet["ops"] if q.get("bits_w") == 2]
+    assert len(books) == 18 and all(q["levels"] == "learned" for q in qnet["ops"] if q.get("bits_w") == 2)
+    assert all(np.abs(L).max() == 127 and (np.diff(L) >= 0).all() for L in books)
+    moved = [L for L in books if not np.array_equal(L, [-127, -42, 42, 127])]      # midrise, scaled to 127
+    assert len(moved) >= 9, books
+    model = intengine.load(path)
+    x = test_images[0][:32]
+    fast, ref, sim = model.run(x, keep=True), model.run(x, reference_ops=True, keep=True), run_exact(qnet, x)
+    for name, a, b, c in zip(model.points, fast, ref, sim):
+        assert np.array_equal(a, b), f"fast path != reference at {name}"
+        assert np.array_equal(a, c.numpy()), f"engine != exact simulation at {name}"
+
+
+def test_a_learned_codebook_starts_at_the_level_set_and_its_gradient_is_the_sum_over_its_codes():
+    """QATNet with levels="learned" rounds the start weights exactly as with the fixed level set
+    (the PTQ weights), and the gradient of codebook entry k is the sum of s_w * g over the weights
+    that take it."""
+    from exporter.quantize import quantize_weights
+    rng = np.random.default_rng(0)
+    w = rng.standard_normal((8, 4, 3, 3))
+    codes, L, s_w = quantize_weights(w, 2, "midrise", "mse")
+    op = {"op": "conv", "name": "c", "in": 0, "out": 1, "weight": torch.as_tensor(w), "bias": torch.zeros(8, dtype=torch.float64),
+          "stride": 1, "relu": False}
+    pts = [{"scale": 0.1, "zp": 0, "bits": 8}, {"scale": 0.1, "zp": 0, "bits": 8}]
+    weights = {"c": (2, "midrise", codes, L, s_w)}
+    fixed, learned = (qat.QATNet([op], pts, weights, levels=r) for r in qat.LEVEL_RULES)
+    q = learned._weight(learned.ops[0])
+    assert torch.equal(fixed._weight(fixed.ops[0]), q)
+    g = torch.as_tensor(rng.standard_normal(q.shape)).float()
+    (q * g).sum().backward()
+    sw = torch.as_tensor(s_w).float().view(-1, 1, 1, 1).expand_as(g)
+    want = torch.stack([(g * sw)[torch.as_tensor(codes) == k].sum() for k in range(4)])
+    assert torch.allclose(learned.cb["c"].grad, want, rtol=1e-5, atol=1e-5)
+    assert fixed.cb.keys() == set() and learned.cb["c"].grad.abs().min() > 0
+
+
 @pytest.mark.parametrize("rule", qat.LSQ.RULES)
 @pytest.mark.parametrize("zp,hi", [(0, 3), (2, 3), (130, 255)])
 def test_activation_fake_quant_has_the_rules_gradients(zp, hi, rule):
