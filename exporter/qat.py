@@ -39,6 +39,8 @@ DEFAULTS = {                      # one flat block of the defaults (section 15)
     "batch": 128,
     "lr": None,                   # SGD (momentum 0.9, Nesterov) on the latent weights and biases: default_lr
     "scale_lr": 1e-4,             # Adam on every log step size (weights and activations)
+    "levels_lr": 1e-3,            # Adam on the learned codebooks (levels="learned"), in units of s_w: at
+                                  # 1e-4 they moved under 0.011 of their spacing 2 in a W2A8 epoch
     "weight_decay": 0.0,
     "label_smoothing": 0.1,       # as the trainer's (on the cross-entropy part)
     "ste": "interior",            # which values an activation's gradient reaches (LSQ.RULES): the held-out
@@ -336,11 +338,13 @@ def train(ops, qpoints, weights, train_x, train_y, held_x, held_y, fp_model, *, 
     step sizes included); checkpoint into `ckpt` after every epoch.  `resumed`: a loaded
     checkpoint to continue.  Returns (weights, act scales, biases, report)."""
     say = log or (lambda m: None)
-    net = QATNet(ops, qpoints, weights, cfg["ste"], cfg.get("levels", "fixed"))
+    net = QATNet(ops, qpoints, weights, cfg["ste"], cfg["levels"])
     groups = [{"params": list(net.w.values()), "weight_decay": cfg["weight_decay"]},
               {"params": list(net.b.values()), "weight_decay": 0.0}]
     opt = Optimizers(torch.optim.SGD(groups, lr=cfg["lr"], momentum=0.9, nesterov=True),
-                     torch.optim.Adam([*net.log_sw.values(), net.log_sa, *net.cb.values()], lr=cfg["scale_lr"]))
+                     torch.optim.Adam([{"params": [*net.log_sw.values(), net.log_sa]}] +
+                                      ([{"params": list(net.cb.values()), "lr": cfg["levels_lr"]}] if net.cb else []),
+                                      lr=cfg["scale_lr"]))
     steps = len(train_y) // cfg["batch"]
     if steps == 0:
         raise QATError(f"{len(train_y)} training images are fewer than one batch of {cfg['batch']}")

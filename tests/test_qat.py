@@ -64,6 +64,16 @@ def test_learned_levels_train_the_codebook_and_the_file_equals_the_exact_simulat
         assert np.array_equal(a, c.numpy()), f"engine != exact simulation at {name}"
 
 
+def test_codebook_fit_script_finds_less_error_than_the_uniform_set():
+    """scripts/codebook_fit.py, the figure behind --qat-levels learned (docs section 15)."""
+    r = _run("scripts/codebook_fit.py", "--rounds", "5")
+    assert r.returncode == 0, r.stderr
+    rows = {line.split()[0]: line.split()[1:3] for line in r.stdout.splitlines()[2:]}
+    assert len(rows) == 19 and "stem" not in rows                       # 18 block convs and the total
+    uniform, fitted = map(float, rows["all"])
+    assert 0 < fitted < uniform < 0.2
+
+
 def test_a_learned_codebook_starts_at_the_level_set_and_its_gradient_is_the_sum_over_its_codes():
     """QATNet with levels="learned" rounds the start weights exactly as with the fixed level set
     (the PTQ weights), and the gradient of codebook entry k is the sum of s_w * g over the weights
@@ -320,12 +330,15 @@ def test_qat_sweep_tiny(data_dir, tmp_path):
     """`scripts/qat_sweep.py sweep` end to end at a tiny size: two learning rates from one PTQ
     solution (the second run does not reconstruct again), each scored on the held-out images."""
     import json
-    r = _run("scripts/qat_sweep.py", "sweep", "--width", "w2a2", "--lrs", "1e-4,1e-2", "--images", "256",
-             "--iters", "3", "--calib-images", "64", "--out", tmp_path, env_dir=data_dir)
+    r = _run("scripts/qat_sweep.py", "sweep", "--width", "w2a2", "--lrs", "1e-4,1e-2", "--levels", "fixed,learned",
+             "--images", "256", "--iters", "3", "--calib-images", "64", "--out", tmp_path, env_dir=data_dir)
     assert r.returncode == 0, r.stderr
     recs = [json.loads(line) for line in r.stdout.splitlines() if line.startswith("{")]
-    assert [x["lr"] for x in recs] == [1e-4, 1e-2]
-    assert [x["ste"] for x in recs] == ["interior", "interior"]                  # the default rule
+    assert [(x["lr"], x["levels"]) for x in recs] == [(1e-4, "fixed"), (1e-4, "learned"), (1e-2, "fixed"),
+                                                      (1e-2, "learned")]
+    assert [x["ste"] for x in recs] == ["interior"] * 4                          # the default rule
+    assert sorted(p.name for p in tmp_path.glob("*learned.npz")) == ["w2a2_e1_lr0.0001_interior_learned.npz",
+                                                                     "w2a2_e1_lr0.01_interior_learned.npz"]
     assert all(0 <= x["heldout_agree"] <= 1 for x in recs)
     assert r.stderr.count("output MSE") == 11                 # one reconstruction of the 11 units
     bad = _run("scripts/qat_sweep.py", "sweep", "--width", "w2a2", "--stes", "interior,nope", "--out", tmp_path,
