@@ -46,7 +46,7 @@ def test_learned_levels_train_the_codebook_and_the_file_equals_the_exact_simulat
     ascending integers up to 127, and the engine still equals the exact simulation; the first
     forward pass is the PTQ file's, as with fixed levels."""
     cfg = _cfg(shipped, data_dir, tmp_path, )
-    learned = Config(**{**cfg.__dict__, "act_bits": 8, "qat": {**TINY, "levels": "learned", "scale_lr": 1e-2}})
+    learned = Config(**{**cfg.__dict__, "act_bits": 8, "qat": {**TINY, "levels": "learned", "levels_lr": 0.02}})
     path, _, qnet, _ = export(learned, tmp_path / "learned.npz", progress=False)
     header = fileformat.read(path)[0]
     meta = header["meta"]
