@@ -177,7 +177,7 @@ class QATNet(nn.Module):
         w, l0, step, top = self.w[key], *self.levels[key]
         s = self.log_sw[key].exp().view(-1, *([1] * (w.dim() - 1)))
         if key in self.cb:
-            c = torch.sort(self.cb[key]).values
+            c = self.codebook(key)
             x = w / s
             k = torch.bucketize(x.detach(), ((c[1:] + c[:-1]) / 2).detach(), right=True)
             xc = torch.clamp(x, c[0].detach(), c[-1].detach())
@@ -205,13 +205,21 @@ class QATNet(nn.Module):
             s = torch.maximum(s, self._scale(j) * self.file_sw(key).max() / MAX_MULTIPLIER)
         return s
 
+    def factor(self, key):
+        """The integer f by which the file scales a learned codebook (and divides s_w): the
+        largest that keeps every level within CODEBOOK_MAX, so that the start (midrise, 3 at
+        2 bits) is exact: f = 42 for levels up to 3."""
+        return max(1, int(CODEBOOK_MAX // float(self.cb[key].detach().abs().max())))
+
+    def codebook(self, key):
+        """The learned levels, ascending, on the file's grid 1/f with straight-through rounding."""
+        c, f = torch.sort(self.cb[key]).values, self.factor(key)
+        return c + (torch.floor(c * f + 0.5) / f - c).detach()
+
     def file_sw(self, key):
-        """The layer's weight scales as the file will hold them: a learned codebook is scaled
-        to integers up to CODEBOOK_MAX (result), and s_w down by the same factor."""
+        """The layer's weight scales as the file will hold them: s_w / f with a learned codebook."""
         s = self.log_sw[key].exp()
-        if key in self.cb:
-            s = s * (self.cb[key].abs().max() / CODEBOOK_MAX)
-        return s
+        return s / self.factor(key) if key in self.cb else s
 
     def _act(self, i, t):
         """eq. (1)+(4) with LSQ (eq. 26)."""
@@ -236,10 +244,10 @@ class QATNet(nn.Module):
             s_w = self.log_sw[op["key"]].detach().double().exp().numpy()
             w = self.w[op["key"]].detach().double().numpy()
             shape = (-1,) + (1,) * (w.ndim - 1)
-            if op["key"] in self.cb:             # the codebook as integers up to CODEBOOK_MAX, s_w / factor
-                c = np.sort(self.cb[op["key"]].detach().double().numpy())
-                factor = CODEBOOK_MAX / np.abs(c).max()
-                L, s_w, kind = rnd(c * factor).astype(np.int64), s_w / factor, "learned"
+            if op["key"] in self.cb:             # the codebook as integers f c, s_w / f (codebook, factor)
+                f = self.factor(op["key"])
+                L = rnd(np.sort(self.cb[op["key"]].detach().double().numpy()) * f).astype(np.int64)
+                s_w, kind = s_w / f, "learned"
                 new = nearest_of(w / s_w.reshape(shape), L)
             else:
                 new = nearest(w / s_w.reshape(shape), L)
