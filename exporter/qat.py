@@ -4,7 +4,8 @@ network through the fake-quant of the engine's integers, starting where PTQ ends
 The trainable parameters are, for every conv/linear layer, the latent float weight (started
 at the PTQ weight s_w * L[code], so that the first forward pass is the PTQ file), the float
 bias b'' and the per-channel log s_w; and the log step size of every activation point but
-the input (whose LUT keeps the calibrated scale).  The forward pass rounds weights to the
+the input (whose LUT keeps the calibrated scale); with levels="learned", each 2- and 4-bit
+layer's codebook too (eq. 26b).  The forward pass rounds weights to the
 nearest level of the layer's level set (eq. 3, ties up), biases to their accumulator unit
 s_x s_w (eq. 7) and activations as eq. (1)+(4), all with straight-through rounding and LSQ gradients for the step sizes (eq. 26).  The loss is
 the cross-entropy on the labelled training images minus the 5,000 held-out ones, mixed with
@@ -233,8 +234,8 @@ class QATNet(nn.Module):
 
     def result(self, weights):
         """-> (weights {name: (bits, kind, codes, L, s_w)}, act scales [None, s1, ...], biases {name: b''})
-        for build.quantize_graph; the codes are quantize.nearest of w / s_w in float64, the
-        rounding the forward pass trains through."""
+        for build.quantize_graph; the codes are quantize.nearest (nearest_of for a learned
+        codebook) of w / s_w in float64, the rounding the forward pass trains through."""
         from .quantize import nearest, nearest_of, rnd
         out, biases = {}, {}
         for op in self.ops:
