@@ -37,7 +37,7 @@ def fit(flat, L, s, rounds):
     return c, s
 
 
-@click.command()
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--bits", type=click.Choice(["2", "4"]), default="2", show_default=True)
 @click.option("--levels", type=click.Choice(LEVEL_SETS), default="midrise", show_default=True)
 @click.option("--rounds", type=click.IntRange(1), default=60, show_default=True)
