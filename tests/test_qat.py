@@ -43,9 +43,8 @@ def test_qat_file_runs_on_the_engine_and_equals_the_exact_simulation(data_dir, s
 def test_learned_levels_train_the_codebook_and_the_file_equals_the_exact_simulation(data_dir, shipped, tmp_path,
                                                                                        test_images):
     """--qat-levels learned: each 2-bit layer's codebook moves off the midrise set, is written as
-    ascending integers up to 127, and the engine still equals the exact simulation; the first
-    forward pass is the PTQ file's, as with fixed levels."""
-    cfg = _cfg(shipped, data_dir, tmp_path, )
+    ascending integers up to 127, and the engine still equals the exact simulation."""
+    cfg = _cfg(shipped, data_dir, tmp_path)
     learned = Config(**{**cfg.__dict__, "act_bits": 8, "qat": {**TINY, "levels": "learned", "levels_lr": 0.02}})
     path, _, qnet, _ = export(learned, tmp_path / "learned.npz", progress=False)
     header = fileformat.read(path)[0]
