@@ -136,6 +136,9 @@ def check_out(out, explicit):
 @click.option("--qat-levels", type=click.Choice(qat.LEVEL_RULES), default=None,
               help="QAT: the 2- and 4-bit weight levels: fixed (the PTQ file's level set) or learned (each "
                    f"layer's codebook trained with its scales)  [default: {qat.DEFAULTS['levels']}]")
+@click.option("--qat-bn-epochs", type=click.IntRange(0), default=None,
+              help="QAT: train the first N epochs through batch normalization on each batch's statistics, "
+                   f"then fold it into the file's scales and biases  [default: {qat.DEFAULTS['bn_epochs']}]")
 @click.option("--qat-batch", type=click.IntRange(1), default=None,
               help=f"QAT: images per step  [default: {qat.DEFAULTS['batch']}]")
 @click.option("--qat-images", type=click.IntRange(1), default=None,
@@ -149,7 +152,7 @@ def check_out(out, explicit):
 @click.option("--progress/--no-progress", default=True, show_default=True)
 def cli(bits, checkpoint, act_bits, first_last_bits, calib_images, seed, data_dir, weight_clip,
         weight_levels, bias_correction, params_from, rounding, iters, recon_batch, lr, reg, qdrop, act_lr,
-        scale_lr, budget, sensitivity_images, qat_epochs, qat_lr, qat_distill, qat_ste, qat_levels, qat_batch, qat_images, qat_checkpoint,
+        scale_lr, budget, sensitivity_images, qat_epochs, qat_lr, qat_distill, qat_ste, qat_levels, qat_bn_epochs, qat_batch, qat_images, qat_checkpoint,
         resume, out, progress):
     """Export a trained ResNet20 to an integer model file for `python -m intengine`.
 
@@ -164,7 +167,7 @@ def cli(bits, checkpoint, act_bits, first_last_bits, calib_images, seed, data_di
                           seed=seed, data_dir=data_dir, clip=weight_clip, levels=weight_levels,
                           bias_correction=bias_correction, params_from=params_from, rounding=rounding, recon=recon,
                           resume=resume)
-    qat_given = [o for o, v in (("--qat-lr", qat_lr), ("--qat-distill", qat_distill), ("--qat-ste", qat_ste), ("--qat-levels", qat_levels), ("--qat-batch", qat_batch), ("--qat-images", qat_images),
+    qat_given = [o for o, v in (("--qat-lr", qat_lr), ("--qat-distill", qat_distill), ("--qat-ste", qat_ste), ("--qat-levels", qat_levels), ("--qat-bn-epochs", qat_bn_epochs), ("--qat-batch", qat_batch), ("--qat-images", qat_images),
                                 ("--qat-checkpoint", qat_checkpoint), ("--resume", resume or None)) if v is not None]
     given = [f"--{k.replace('_', '-')}" for k, v in zip(RECON_OPTIONS, recon.values()) if v is not None]
     explicit = out is not None
@@ -179,7 +182,7 @@ def cli(bits, checkpoint, act_bits, first_last_bits, calib_images, seed, data_di
                 raise ValueError(f"{', '.join(qat_given)} set{'s' if len(qat_given) == 1 else ''} up QAT: "
                                  f"give --qat-epochs too")
             if qat_epochs is not None:
-                cfg = dataclasses.replace(cfg, qat={"epochs": qat_epochs, "lr": qat_lr, "distill": qat_distill, "ste": qat_ste, "levels": qat_levels, "batch": qat_batch,
+                cfg = dataclasses.replace(cfg, qat={"epochs": qat_epochs, "lr": qat_lr, "distill": qat_distill, "ste": qat_ste, "levels": qat_levels, "bn_epochs": qat_bn_epochs, "batch": qat_batch,
                                                     "images": qat_images}, qat_checkpoint="pending")
             full = cfg.resolved()                                 # export() says the rounding too
             suffix = "_torchao" if params_from == "torchao" else "_qat" if qat_epochs else ""
@@ -221,8 +224,10 @@ def cli(bits, checkpoint, act_bits, first_last_bits, calib_images, seed, data_di
         extra += f", {meta['rounding']} rounding" + (" with learned step sizes" if learned else "")
     if "qat" in meta:
         h, q = meta["qat"]["history"], meta["qat"]["config"]
+        bn = f", batch normalization for {q['bn_epochs']} epochs" if q.get("bn_epochs") else ""
         extra += (f", then {len(h) - 1} QAT epochs (lr {q['lr']:g}, distillation α={q['distill']:g}, "
-                  f"{q['ste']} gradient rule{', learned levels' if q.get('levels') == 'learned' else ''}; held-out agreement {h[0]['heldout_agree']:.4f} -> "
+                  f"{q['ste']} gradient rule{', learned levels' if q.get('levels') == 'learned' else ''}{bn}"
+                  f"; held-out agreement {h[0]['heldout_agree']:.4f} -> "
                   f"{h[-1]['heldout_agree']:.4f}; checkpoint {cfg.qat_checkpoint})")
     source = "torch.ao int8 (full range)" if meta["params_from"] == "torchao" else f"weights {meta['weight_clip']}{extra}"
     click.echo(f"wrote {path}: {size:,} bytes, W{full.bits}A{full.act_bits} (first/last layer "

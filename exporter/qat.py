@@ -32,7 +32,7 @@ from trainer import data
 from trainer.train import epoch_generator
 from . import fakequant
 from .build import MAX_MULTIPLIER
-from .simulate import forward
+from .simulate import apply, forward
 
 FORMAT, VERSION = "lowbit-ptq/qat-checkpoint", 1
 DEFAULTS = {                      # one flat block of the defaults (section 15)
@@ -52,6 +52,9 @@ DEFAULTS = {                      # one flat block of the defaults (section 15)
     "heldout": 5000,              # held-out images for the per-epoch agreement
     "levels": "fixed",            # the 2- and 4-bit level sets: "fixed" (the PTQ file's) or "learned"
                                   # (each layer's codebook trained beside its scales, LEVEL_RULES)
+    "bn_epochs": 0,               # the first N epochs train every conv through batch normalization on the
+                                  # batch's statistics (eq. 28), folded into the file's scales and biases after
+                                  # epoch N; 0: the folded network throughout
 }
 LEVEL_RULES = ("fixed", "learned")
 CODEBOOK_MAX = 127                # the largest codebook entry the format allows (docs/format.md)
@@ -64,6 +67,9 @@ def default_lr(bits, act_bits):
     W4A4 (where 0.03 also collapsed the agreement from 0.99 to 0.10 in one epoch)."""
     return round((0.03 if act_bits < 8 else 0.003) * 3 / ((1 << bits) - 1), 10)
 
+
+BN_EPS, BN_MOMENTUM = 1e-5, 0.1    # batch normalization in training (eq. 28), as torch's defaults
+BN_RECAL = 40                     # batches whose statistics re-estimate the running ones after each BN epoch
 
 DIVERGED = 0.5                    # an epoch that ends under this fraction of the start's agreement stops QAT
 
@@ -139,7 +145,7 @@ class FusedLSQ(torch.autograd.Function):
 class QATNet(nn.Module):
     """The folded graph with trainable latent weights, biases and log step sizes."""
 
-    def __init__(self, ops, qpoints, weights, ste=DEFAULTS["ste"], levels=DEFAULTS["levels"]):
+    def __init__(self, ops, qpoints, weights, ste=DEFAULTS["ste"], levels=DEFAULTS["levels"], bn=False):
         super().__init__()
         if ste not in LSQ.RULES:
             raise QATError(f"unknown gradient rule {ste!r}; choose from {', '.join(LSQ.RULES)}")
@@ -165,15 +171,27 @@ class QATNet(nn.Module):
             if levels == "learned" and len(L) <= 16:                  # 2 and 4 bits: a codebook
                 self.cb[key] = nn.Parameter(torch.as_tensor(np.sort(L)).float())
             self.producer[op["out"]] = (op["in"], key)
+        # eq. (28): every conv's batch normalization while bn_on, with gamma = g sd0 and beta = b + mean0
+        # (mean0, sd0: the start's statistics, init_bn); log g trains beside b, the running mean and
+        # variance follow the batches (re-estimated by recalibrate)
+        self.bn_g = nn.ParameterDict()
+        for op in self.ops:
+            if bn and op["op"] == "conv":
+                n, key = op["cout"], op["key"]
+                self.bn_g[key] = nn.Parameter(torch.zeros(n))
+                for stat, v in (("mean", 0.0), ("var", 1.0), ("mean0", 0.0), ("sd0", 1.0)):
+                    self.register_buffer(f"bn_{stat}_{key}", torch.full((n,), v))
+        self.register_buffer("bn_on", torch.tensor(bool(bn)))
         self.log_sa = nn.Parameter(torch.tensor([math.log(p["scale"]) for p in qpoints], dtype=torch.float32))
         self.register_buffer("zp", torch.tensor([float(p["zp"]) for p in qpoints]))
         self.register_buffer("hi", torch.tensor([float((1 << p["bits"]) - 1) for p in qpoints]))
         self.register_buffer("s_in", torch.tensor(float(qpoints[0]["scale"])))
 
-    def _weight(self, op):
+    def _weight(self, op, unit=False):
         """eq. (3) with straight-through rounding: s * (L0 + step * round(clamp(u))); with a
         learned codebook c, s * c[k] for the nearest entry k (ties up), whose gradient reaches
-        c[k] itself (section 15)."""
+        c[k] itself (section 15).  Under batch normalization the codes come from the unit
+        scales s and the file's weights are those times the fold k (eq. 28); unit: without k."""
         key = op["key"]
         w, l0, step, top = self.w[key], *self.levels[key]
         s = self.log_sw[key].exp().view(-1, *([1] * (w.dim() - 1)))
@@ -182,17 +200,31 @@ class QATNet(nn.Module):
             x = w / s
             k = torch.bucketize(x.detach(), ((c[1:] + c[:-1]) / 2).detach(), right=True)
             xc = torch.clamp(x, c[0].detach(), c[-1].detach())
-            return s * (c[k] + (xc - xc.detach()))
-        u = torch.clamp((w / s - l0) / step, 0, top)
-        u = u + (torch.floor(u + 0.5) - u).detach()
-        return s * (l0 + step * u)
+            q = c[k] + (xc - xc.detach())
+        else:
+            u = torch.clamp((w / s - l0) / step, 0, top)
+            q = l0 + step * (u + (torch.floor(u + 0.5) - u).detach())
+        if self._bn(key) and not unit:                       # eq. (28): the fold, codes unchanged
+            s = s * self.bn_fold(key)[0].view_as(s)
+        return s * q
+
+    def _bn(self, key):
+        return bool(self.bn_on) and key in self.bn_g
+
+    def bn_fold(self, key):
+        """eq. (28) on the running statistics -> (k, b): the folded conv is k * (unit conv) + b, with
+        k = g sd0 / sqrt(var + eps) and b = b + (mean0 - k mean), which at the start are 1 and b
+        exactly, so that the start is the PTQ file bit for bit."""
+        stat = lambda s: getattr(self, f"bn_{s}_{key}")
+        k = self.bn_g[key].exp() * stat("sd0") / torch.sqrt(stat("var") + BN_EPS)
+        return k, self.b[key] + (stat("mean0") - k * stat("mean"))
 
     def _bias(self, op):
         """eq. (7) with straight-through rounding: the engine adds the bias in accumulator units
         s_x s_w, which at low-bit inputs are coarse next to the output step."""
         key = op["key"]
         unit = self._scale(op["in"]) * self.file_sw(key)
-        v = self.b[key] / unit
+        v = (self.bn_fold(key)[1] if self._bn(key) else self.b[key]) / unit
         return (v + (torch.floor(v + 0.5) - v).detach()) * unit
 
     def _scale(self, i):
@@ -220,23 +252,102 @@ class QATNet(nn.Module):
     def file_sw(self, key):
         """The layer's weight scales as the file will hold them: s_w / f with a learned codebook."""
         s = self.log_sw[key].exp()
+        if self._bn(key):
+            s = s * self.bn_fold(key)[0]
         return s / self.factor(key) if key in self.cb else s
 
     def _act(self, i, t):
         """eq. (1)+(4) with LSQ (eq. 26)."""
         return FusedLSQ.apply(t, self._scale(i), self.zp[i], self.hi[i], self.ste)
 
-    def forward(self, x):
+    def forward(self, x, momentum=BN_MOMENTUM):
+        """The file's network (eval, or no batch normalization); in training under bn_on, every
+        conv's unit output normalized by the batch's statistics (eq. 28), which move the running
+        ones by `momentum`."""
+        batch = self.training and bool(self.bn_on)
         for op in self.ops:
-            if "key" in op:
+            if "key" in op and not (batch and op["key"] in self.bn_g):
                 op["bias"] = self._bias(op)
-        return forward(self.ops, x, self._act, self._weight)
+        if not batch:
+            return forward(self.ops, x, self._act, self._weight)
+        acts = {0: self._act(0, x)}
+        for op in self.ops:
+            key = op.get("key")
+            if key in self.bn_g:
+                y = F.conv2d(acts[op["in"]], self._weight(op, unit=True), None, op["stride"], 1)
+                y = F.batch_norm(y, getattr(self, f"bn_mean_{key}"), getattr(self, f"bn_var_{key}"),
+                                 self.bn_g[key].exp() * getattr(self, f"bn_sd0_{key}"),
+                                 self.b[key] + getattr(self, f"bn_mean0_{key}"), True, momentum, BN_EPS)
+                y = F.relu(y) if op.get("relu") else y
+            else:
+                y = apply(op, acts, self._weight)
+            acts[op["out"]] = self._act(op["out"], y)
+        return acts[self.ops[-1]["out"]]
+
+    @torch.no_grad()
+    def init_bn(self, batches):
+        """Start eq. (28) at the PTQ file: the running statistics, mean0 and sd0 = sqrt(var + eps)
+        are those of each conv's unit output over `batches` (the file's network), g = 1."""
+        self.bn_on.fill_(False)
+        stats = {key: [0.0, 0.0, 0] for key in self.bn_g}
+
+        for x in batches:
+            for op in self.ops:
+                if "key" in op:
+                    op["bias"] = self._bias(op)
+            acts = {0: self._act(0, x)}
+            for op in self.ops:
+                if op.get("key") in stats:
+                    y = F.conv2d(acts[op["in"]], self._weight(op, unit=True), None, op["stride"], 1).double()
+                    st = stats[op["key"]]
+                    st[0] = st[0] + y.sum((0, 2, 3))
+                    st[1] = st[1] + (y * y).sum((0, 2, 3))
+                    st[2] += y.numel() // y.shape[1]
+                acts[op["out"]] = self._act(op["out"], apply(op, acts, self._weight))
+        for key, (s1, s2, n) in stats.items():
+            mean = s1 / n
+            var = (s2 - n * mean * mean) / (n - 1)                  # unbiased, as F.batch_norm keeps it
+            for stat, v in (("mean", mean), ("var", var), ("mean0", mean)):
+                getattr(self, f"bn_{stat}_{key}").copy_(v.float())
+            getattr(self, f"bn_sd0_{key}").copy_(torch.sqrt(getattr(self, f"bn_var_{key}") + BN_EPS))
+            self.bn_g[key].zero_()
+        self.bn_on.fill_(True)
+
+    @torch.no_grad()
+    def recalibrate(self, batches):
+        """Re-estimate the running statistics as the average of the batches' (eq. 28), so that
+        the fold and the held-out score see the trained weights' statistics."""
+        was = self.training
+        self.train()
+        for i, x in enumerate(batches):
+            self(x, momentum=1.0 / (i + 1))
+        self.train(was)
+
+    @torch.no_grad()
+    def fold_bn(self, sgd=None):
+        """End eq. (28): move the fold into the latent weights, their scales and the biases (the
+        codes w / s and the file stay as they are), scale SGD's momentum of the weights with
+        them, and train on the file's network from here."""
+        if not bool(self.bn_on):
+            return
+        for key in self.bn_g:
+            k, b = self.bn_fold(key)
+            view = k.view(-1, *([1] * (self.w[key].dim() - 1)))
+            self.w[key].mul_(view)
+            self.log_sw[key].add_(torch.log(k))
+            self.b[key].copy_(b)
+            buf = sgd.state.get(self.w[key], {}).get("momentum_buffer") if sgd is not None else None
+            if buf is not None:
+                buf.mul_(view)
+        self.bn_on.fill_(False)
 
     def result(self, weights):
         """-> (weights {name: (bits, kind, codes, L, s_w)}, act scales [None, s1, ...], biases {name: b''})
         for build.quantize_graph; the codes are quantize.nearest (nearest_of for a learned
         codebook) of w / s_w in float64, the rounding the forward pass trains through."""
         from .quantize import nearest, nearest_of, rnd
+        if bool(self.bn_on):
+            raise QATError("the batch normalization is not folded yet (fold_bn)")
         out, biases = {}, {}
         for op in self.ops:
             if "key" not in op:
@@ -347,11 +458,14 @@ def train(ops, qpoints, weights, train_x, train_y, held_x, held_y, fp_model, *, 
     step sizes included); checkpoint into `ckpt` after every epoch.  `resumed`: a loaded
     checkpoint to continue.  Returns (weights, act scales, biases, report)."""
     say = log or (lambda m: None)
-    net = QATNet(ops, qpoints, weights, cfg["ste"], cfg["levels"])
+    bn_epochs = int(cfg.get("bn_epochs") or 0)
+    if bn_epochs < 0:
+        raise QATError(f"the batch-normalization epochs must be 0 or more, got {bn_epochs}")
+    net = QATNet(ops, qpoints, weights, cfg["ste"], cfg["levels"], bn=bn_epochs > 0)
     groups = [{"params": list(net.w.values()), "weight_decay": cfg["weight_decay"]},
               {"params": list(net.b.values()), "weight_decay": 0.0}]
     opt = Optimizers(torch.optim.SGD(groups, lr=cfg["lr"], momentum=0.9, nesterov=True),
-                     torch.optim.Adam([{"params": [*net.log_sw.values(), net.log_sa]}] +
+                     torch.optim.Adam([{"params": [*net.log_sw.values(), net.log_sa, *net.bn_g.values()]}] +
                                       ([{"params": list(net.cb.values()), "lr": cfg["levels_lr"]}] if net.cb else []),
                                       lr=cfg["scale_lr"]))
     steps = len(train_y) // cfg["batch"]
@@ -369,7 +483,11 @@ def train(ops, qpoints, weights, train_x, train_y, held_x, held_y, fp_model, *, 
     held = data.normalize(held_x)
     with torch.no_grad():
         fp_pred = torch.cat([fp_model(held[s:s + 500]).argmax(1) for s in range(0, len(held), 500)])
+    recal = lambda imgs: (data.normalize(imgs[i * cfg["batch"]:(i + 1) * cfg["batch"]])
+                          for i in range(min(BN_RECAL, steps)))
     if epoch == 0 and not history:
+        if bn_epochs:
+            net.init_bn(recal(train_x))
         agree, acc = agreement(net, held, fp_pred, held_y)
         history.append({"epoch": 0, "heldout_agree": agree, "heldout_acc": acc})
         say(f"QAT starts from the PTQ file: held-out agreement with FP32 {agree:.4f}, accuracy {acc:.4f}")
@@ -420,6 +538,11 @@ def train(ops, qpoints, weights, train_x, train_y, held_x, held_y, fp_model, *, 
             raise QATError(f"interrupted in QAT epoch {e + 1}; {ckpt} holds {done}; run the same command "
                            f"with --resume to continue") from None
         bar.close()
+        if bool(net.bn_on):
+            net.recalibrate(recal(images))
+            if e + 1 >= min(bn_epochs, cfg["epochs"]):
+                net.fold_bn(opt.parts[0])
+                say(f"QAT folded the batch normalization into the weights after epoch {e + 1}")
         agree, acc = agreement(net, held, fp_pred, held_y)
         if agree < DIVERGED * history[0]["heldout_agree"]:           # not saved: the checkpoint keeps epoch e
             raise QATError(f"QAT diverged in epoch {e + 1}: held-out agreement with FP32 fell to {agree:.4f} "

@@ -63,6 +63,47 @@ def test_learned_levels_train_the_codebook_and_the_file_equals_the_exact_simulat
         assert np.array_equal(a, c.numpy()), f"engine != exact simulation at {name}"
 
 
+def test_batch_norm_starts_at_the_ptq_file_folds_exactly_and_the_file_equals_the_exact_simulation(
+        data_dir, shipped, tmp_path, test_images, monkeypatch):
+    """--qat-bn-epochs: the start (init_bn) is the PTQ file bit for bit, and the fold (fold_bn)
+    leaves the file's network as it is, to float rounding; a training step through the batch's statistics changes it; after the
+    fold QAT goes on without them, and the engine equals the exact simulation on the file."""
+    from trainer.data import normalize
+    cfg = _cfg(shipped, data_dir, tmp_path)
+    cfg = Config(**{**cfg.__dict__, "act_bits": 8, "qat": {**TINY, "epochs": 2, "bn_epochs": 1}})
+    seen, train = {}, qat.train
+
+    def spy(ops, qpoints, weights, train_x, *a, **kw):
+        plain = qat.QATNet(ops, qpoints, weights).eval()
+        net = qat.QATNet(ops, qpoints, weights, bn=True).eval()
+        x = normalize(torch.from_numpy(test_images[0][:16].transpose(0, 3, 1, 2).copy()))
+        with torch.no_grad():
+            seen["ref"] = plain(x)
+            net.init_bn([normalize(train_x[:64])])
+            seen["start"] = net(x)
+            net.train()
+            net(x)                                               # one update of the running statistics
+            seen["before"] = net.eval()(x)
+            net.fold_bn()
+            seen["after"], seen["bn_on"] = net(x), bool(net.bn_on)
+        return train(ops, qpoints, weights, train_x, *a, **kw)
+    monkeypatch.setattr(qat, "train", spy)
+    logs = []
+    path, _, qnet, _ = export(cfg, tmp_path / "bn.npz", progress=False, log=logs.append)
+    assert torch.equal(seen["start"], seen["ref"])
+    assert (seen["before"] - seen["ref"]).abs().max() > 1e-3
+    assert torch.allclose(seen["after"], seen["before"], atol=1e-4) and not seen["bn_on"]
+    assert any("folded the batch normalization into the weights after epoch 1" in m for m in logs), logs
+    meta = fileformat.read(path)[0]["meta"]
+    assert meta["qat"]["config"]["bn_epochs"] == 1 and meta["qat"]["epochs_run"] == 2
+    model = intengine.load(path)
+    x = test_images[0][:32]
+    fast, ref, sim = model.run(x, keep=True), model.run(x, reference_ops=True, keep=True), run_exact(qnet, x)
+    for name, a, b, c in zip(model.points, fast, ref, sim):
+        assert np.array_equal(a, b), f"fast path != reference at {name}"
+        assert np.array_equal(a, c.numpy()), f"engine != exact simulation at {name}"
+
+
 def test_codebook_fit_script_finds_less_error_than_the_uniform_set():
     """scripts/codebook_fit.py, the figure behind --qat-levels learned (docs section 15)."""
     r = _run("scripts/codebook_fit.py", "--rounds", "5")
@@ -181,9 +222,16 @@ def test_qat_that_diverges_stops_with_one_line_and_keeps_the_last_good_checkpoin
     assert not (tmp_path / "wild.npz").exists()
 
 
-def test_resumed_qat_equals_an_uninterrupted_run(data_dir, shipped, tmp_path, monkeypatch):
+@pytest.mark.parametrize("bn_epochs", [0, 1])
+def test_resumed_qat_equals_an_uninterrupted_run(data_dir, shipped, tmp_path, monkeypatch, bn_epochs):
+    """Killed after epoch 1 and resumed: the same file; with --qat-bn-epochs 1 the checkpoint holds
+    the fold made after epoch 1."""
     torch.set_num_threads(2)
-    whole, _, _, _ = export(_cfg(shipped, data_dir, tmp_path / "a"), tmp_path / "a.npz", progress=False)
+
+    def cfg_of(path):
+        c = _cfg(shipped, data_dir, path)
+        return Config(**{**c.__dict__, "qat": {**c.qat, "bn_epochs": bn_epochs}})
+    whole, _, _, _ = export(cfg_of(tmp_path / "a"), tmp_path / "a.npz", progress=False)
     (tmp_path / "b").mkdir()
     save = qat.save
 
@@ -192,7 +240,7 @@ def test_resumed_qat_equals_an_uninterrupted_run(data_dir, shipped, tmp_path, mo
         if state["epoch"] == 1:
             raise KeyboardInterrupt
     monkeypatch.setattr(qat, "save", save_then_die)
-    cfg = _cfg(shipped, data_dir, tmp_path / "b")
+    cfg = cfg_of(tmp_path / "b")
     with pytest.raises(KeyboardInterrupt):
         export(cfg, tmp_path / "b.npz", progress=False)
     assert not (tmp_path / "b.npz").exists() and qat.load(tmp_path / "b" / "q.pt")["epoch"] == 1
