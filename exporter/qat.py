@@ -5,7 +5,9 @@ The trainable parameters are, for every conv/linear layer, the latent float weig
 at the PTQ weight s_w * L[code], so that the first forward pass is the PTQ file), the float
 bias b'' and the per-channel log s_w; and the log step size of every activation point but
 the input (whose LUT keeps the calibrated scale); with levels="learned", each 2- and 4-bit
-layer's codebook too (eq. 26b).  The forward pass rounds weights to the
+layer's codebook too (eq. 26b); with bn_epochs, each conv's log g of a batch normalization
+on the batch's statistics for those epochs, then folded into the scales and biases (eq. 28).
+The forward pass rounds weights to the
 nearest level of the layer's level set (eq. 3, ties up), biases to their accumulator unit
 s_x s_w (eq. 7) and activations as eq. (1)+(4), all with straight-through rounding and LSQ gradients for the step sizes (eq. 26).  The loss is
 the cross-entropy on the labelled training images minus the 5,000 held-out ones, mixed with
@@ -290,7 +292,6 @@ class QATNet(nn.Module):
         are those of each conv's unit output over `batches` (the file's network), g = 1."""
         self.bn_on.fill_(False)
         stats = {key: [0.0, 0.0, 0] for key in self.bn_g}
-
         for x in batches:
             for op in self.ops:
                 if "key" in op:
