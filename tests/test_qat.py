@@ -65,9 +65,10 @@ def test_learned_levels_train_the_codebook_and_the_file_equals_the_exact_simulat
 
 def test_batch_norm_starts_at_the_ptq_file_folds_exactly_and_the_file_equals_the_exact_simulation(
         data_dir, shipped, tmp_path, test_images, monkeypatch):
-    """--qat-bn-epochs: the start (init_bn) is the PTQ file bit for bit, and the fold (fold_bn)
-    leaves the file's network as it is, to float rounding; a training step through the batch's statistics changes it; after the
-    fold QAT goes on without them, and the engine equals the exact simulation on the file."""
+    """--qat-bn-epochs: the start (init_bn) is the PTQ file bit for bit; an update of the running
+    statistics changes the network, and the fold (fold_bn) then leaves it as it is, to float
+    rounding; QAT goes on without batch normalization after the fold, and the engine equals the
+    exact simulation on the file."""
     from trainer.data import normalize
     cfg = _cfg(shipped, data_dir, tmp_path)
     cfg = Config(**{**cfg.__dict__, "act_bits": 8, "qat": {**TINY, "epochs": 2, "bn_epochs": 1}})
