@@ -94,6 +94,8 @@ class Config:
                 raise ValueError(f"--qat-distill must be within [0, 1], got {qat_cfg['distill']}")
             if qat_cfg["epochs"] < 1:
                 raise ValueError(f"--qat-epochs must be at least 1, got {qat_cfg['epochs']}")
+            if qat_cfg["bn_epochs"] < 0:
+                raise ValueError(f"--qat-bn-epochs must be 0 or more, got {qat_cfg['bn_epochs']}")
         elif self.resume:
             raise ValueError("--resume continues a QAT run: give --qat-epochs too")
         bc = self.bias_correction

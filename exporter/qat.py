@@ -34,7 +34,7 @@ from trainer import data
 from trainer.train import epoch_generator
 from . import fakequant
 from .build import MAX_MULTIPLIER
-from .simulate import apply, forward
+from .simulate import apply, forward, walk
 
 FORMAT, VERSION = "lowbit-ptq/qat-checkpoint", 1
 DEFAULTS = {                      # one flat block of the defaults (section 15)
@@ -262,29 +262,30 @@ class QATNet(nn.Module):
         """eq. (1)+(4) with LSQ (eq. 26)."""
         return FusedLSQ.apply(t, self._scale(i), self.zp[i], self.hi[i], self.ste)
 
+    def _set_biases(self, skip=()):
+        for op in self.ops:
+            if "key" in op and op["key"] not in skip:
+                op["bias"] = self._bias(op)
+
     def forward(self, x, momentum=BN_MOMENTUM):
         """The file's network (eval, or no batch normalization); in training under bn_on, every
         conv's unit output normalized by the batch's statistics (eq. 28), which move the running
         ones by `momentum`."""
-        batch = self.training and bool(self.bn_on)
-        for op in self.ops:
-            if "key" in op and not (batch and op["key"] in self.bn_g):
-                op["bias"] = self._bias(op)
-        if not batch:
+        if not (self.training and bool(self.bn_on)):
+            self._set_biases()
             return forward(self.ops, x, self._act, self._weight)
-        acts = {0: self._act(0, x)}
-        for op in self.ops:
+        self._set_biases(skip=self.bn_g)
+
+        def step(op, acts, weight):
             key = op.get("key")
-            if key in self.bn_g:
-                y = F.conv2d(acts[op["in"]], self._weight(op, unit=True), None, op["stride"], 1)
-                y = F.batch_norm(y, getattr(self, f"bn_mean_{key}"), getattr(self, f"bn_var_{key}"),
-                                 self.bn_g[key].exp() * getattr(self, f"bn_sd0_{key}"),
-                                 self.b[key] + getattr(self, f"bn_mean0_{key}"), True, momentum, BN_EPS)
-                y = F.relu(y) if op.get("relu") else y
-            else:
-                y = apply(op, acts, self._weight)
-            acts[op["out"]] = self._act(op["out"], y)
-        return acts[self.ops[-1]["out"]]
+            if key not in self.bn_g:
+                return apply(op, acts, weight)
+            y = F.conv2d(acts[op["in"]], weight(op, unit=True), None, op["stride"], 1)
+            y = F.batch_norm(y, getattr(self, f"bn_mean_{key}"), getattr(self, f"bn_var_{key}"),
+                             self.bn_g[key].exp() * getattr(self, f"bn_sd0_{key}"),
+                             self.b[key] + getattr(self, f"bn_mean0_{key}"), True, momentum, BN_EPS)
+            return F.relu(y) if op.get("relu") else y
+        return walk(self.ops, {0: self._act(0, x)}, self._weight, self._act, step)[self.ops[-1]["out"]]
 
     @torch.no_grad()
     def init_bn(self, batches):
@@ -292,19 +293,17 @@ class QATNet(nn.Module):
         are those of each conv's unit output over `batches` (the file's network), g = 1."""
         self.bn_on.fill_(False)
         stats = {key: [0.0, 0.0, 0] for key in self.bn_g}
+
+        def step(op, acts, weight):                  # the file's op, noting the unit conv's sums
+            if op.get("key") in stats:
+                y = F.conv2d(acts[op["in"]], weight(op, unit=True), None, op["stride"], 1).double()
+                st = stats[op["key"]]
+                st[0], st[1] = st[0] + y.sum((0, 2, 3)), st[1] + (y * y).sum((0, 2, 3))
+                st[2] += y.numel() // y.shape[1]
+            return apply(op, acts, weight)
         for x in batches:
-            for op in self.ops:
-                if "key" in op:
-                    op["bias"] = self._bias(op)
-            acts = {0: self._act(0, x)}
-            for op in self.ops:
-                if op.get("key") in stats:
-                    y = F.conv2d(acts[op["in"]], self._weight(op, unit=True), None, op["stride"], 1).double()
-                    st = stats[op["key"]]
-                    st[0] = st[0] + y.sum((0, 2, 3))
-                    st[1] = st[1] + (y * y).sum((0, 2, 3))
-                    st[2] += y.numel() // y.shape[1]
-                acts[op["out"]] = self._act(op["out"], apply(op, acts, self._weight))
+            self._set_biases()
+            walk(self.ops, {0: self._act(0, x)}, self._weight, self._act, step)
         for key, (s1, s2, n) in stats.items():
             mean = s1 / n
             var = (s2 - n * mean * mean) / (n - 1)                  # unbiased, as F.batch_norm keeps it
@@ -460,8 +459,6 @@ def train(ops, qpoints, weights, train_x, train_y, held_x, held_y, fp_model, *, 
     checkpoint to continue.  Returns (weights, act scales, biases, report)."""
     say = log or (lambda m: None)
     bn_epochs = int(cfg.get("bn_epochs") or 0)
-    if bn_epochs < 0:
-        raise QATError(f"the batch-normalization epochs must be 0 or more, got {bn_epochs}")
     net = QATNet(ops, qpoints, weights, cfg["ste"], cfg["levels"], bn=bn_epochs > 0)
     groups = [{"params": list(net.w.values()), "weight_decay": cfg["weight_decay"]},
               {"params": list(net.b.values()), "weight_decay": 0.0}]

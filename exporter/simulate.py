@@ -21,12 +21,13 @@ def forward(ops, x, act=lambda i, t: t, weight=lambda op: op["weight"]):
     return walk(ops, {0: act(0, x)}, weight, act)[ops[-1]["out"]]
 
 
-def walk(ops, acts, weight, act):
+def walk(ops, acts, weight, act, step=None):
     """Run `ops` in order on a copy of acts {point: tensor}; returns it with their outputs.
-    A whole network from the input point (forward), or one reconstruction unit."""
+    A whole network from the input point (forward), or one reconstruction unit.  `step(op,
+    acts, weight)`: an op's output before `act`, in place of `apply` (QAT's batch norm)."""
     acts = dict(acts)
     for op in ops:
-        acts[op["out"]] = act(op["out"], apply(op, acts, weight))
+        acts[op["out"]] = act(op["out"], (step or apply)(op, acts, weight))
     return acts
 
 

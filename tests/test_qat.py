@@ -25,6 +25,14 @@ def _cfg(shipped, data_dir, tmp_path, **kw):
                   **FAST, **kw)
 
 
+def _assert_engine_is_the_simulation(model, qnet, x):
+    """The fast path equals the reference ops and the exact simulation at every point."""
+    fast, ref, sim = model.run(x, keep=True), model.run(x, reference_ops=True, keep=True), run_exact(qnet, x)
+    for name, a, b, c in zip(model.points, fast, ref, sim):
+        assert np.array_equal(a, b), f"fast path != reference at {name}"
+        assert np.array_equal(a, c.numpy()), f"engine != exact simulation at {name}"
+
+
 def test_qat_file_runs_on_the_engine_and_equals_the_exact_simulation(data_dir, shipped, tmp_path, test_images):
     path, _, qnet, _ = export(_cfg(shipped, data_dir, tmp_path), tmp_path / "w2a2.npz", progress=False)
     meta = fileformat.read(path)[0]["meta"]
@@ -34,10 +42,7 @@ def test_qat_file_runs_on_the_engine_and_equals_the_exact_simulation(data_dir, s
     model = intengine.load(path)
     assert sorted(set(model.act_bits.tolist())) == [2, 8]
     x = test_images[0][:64]
-    fast, ref, sim = model.run(x, keep=True), model.run(x, reference_ops=True, keep=True), run_exact(qnet, x)
-    for name, a, b, c in zip(model.points, fast, ref, sim):
-        assert np.array_equal(a, b), f"fast path != reference at {name}"
-        assert np.array_equal(a, c.numpy()), f"engine != exact simulation at {name}"
+    _assert_engine_is_the_simulation(model, qnet, x)
 
 
 def test_learned_levels_train_the_codebook_and_the_file_equals_the_exact_simulation(data_dir, shipped, tmp_path,
@@ -57,10 +62,7 @@ def test_learned_levels_train_the_codebook_and_the_file_equals_the_exact_simulat
     assert len(moved) >= 9, books
     model = intengine.load(path)
     x = test_images[0][:32]
-    fast, ref, sim = model.run(x, keep=True), model.run(x, reference_ops=True, keep=True), run_exact(qnet, x)
-    for name, a, b, c in zip(model.points, fast, ref, sim):
-        assert np.array_equal(a, b), f"fast path != reference at {name}"
-        assert np.array_equal(a, c.numpy()), f"engine != exact simulation at {name}"
+    _assert_engine_is_the_simulation(model, qnet, x)
 
 
 def test_batch_norm_starts_at_the_ptq_file_folds_exactly_and_the_file_equals_the_exact_simulation(
@@ -99,10 +101,7 @@ def test_batch_norm_starts_at_the_ptq_file_folds_exactly_and_the_file_equals_the
     assert meta["qat"]["config"]["bn_epochs"] == 1 and meta["qat"]["epochs_run"] == 2
     model = intengine.load(path)
     x = test_images[0][:32]
-    fast, ref, sim = model.run(x, keep=True), model.run(x, reference_ops=True, keep=True), run_exact(qnet, x)
-    for name, a, b, c in zip(model.points, fast, ref, sim):
-        assert np.array_equal(a, b), f"fast path != reference at {name}"
-        assert np.array_equal(a, c.numpy()), f"engine != exact simulation at {name}"
+    _assert_engine_is_the_simulation(model, qnet, x)
 
 
 def test_codebook_fit_script_finds_less_error_than_the_uniform_set():
