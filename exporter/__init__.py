@@ -5,4 +5,4 @@ quantize.py (weights, scales, multipliers) -> build.py (the integer network and 
 simulate.py walks the same graph in float, in exact integers and in fake-quant.
 The math is docs/quantization.md; the file is docs/format.md.
 """
-__version__ = "1.0.0"
+from intengine import __version__  # noqa: F401  (one version, defined in intengine/__init__.py)

@@ -16,7 +16,9 @@ to reference.py (NumPy), which is docs/quantization.md in code.
     proba = model.predict_proba(images)   # softmax of the real logits, (N,10)
     classes, p = model.top_k(images, k=3)
 """
-from . import jitcache
+__version__ = "1.0.0"                  # the project's one version: setup.cfg and every file's meta
+
+from . import jitcache  # noqa: E402
 
 jitcache.install()                     # before any jitted function is defined (jitcache.py)
 

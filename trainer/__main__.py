@@ -19,6 +19,7 @@ from intengine.cli import fail as _fail, run as run_cli
 
 from . import checkpoint, data, evaluate as evaluate_mod
 from .checkpoint import DEFAULT_CHECKPOINT
+from .model import ARCHS
 from .train import (PRECISIONS, SCHEDULES, Config, init_distributed, resolve_device,
                     resolve_precision, train)
 
@@ -29,6 +30,8 @@ _D = Config()
 
 def train_options(f):
     opts = [
+        click.option("--arch", "model", type=click.Choice(list(ARCHS)), default=_D.model, show_default=True,
+                     help="The network; the checkpoint is OUT_DIR/ARCH.pt and records it."),
         click.option("--epochs", type=click.IntRange(1), default=_D.epochs, show_default=True),
         click.option("--batch-size", type=click.IntRange(1), default=_D.batch_size, show_default=True,
                      help="Global batch, split across DDP ranks."),
@@ -52,8 +55,8 @@ def train_options(f):
                      help="Train on a seeded random subset of this many images."),
         click.option("--test-limit", type=click.IntRange(1), default=None,
                      help="Evaluate each epoch on a seeded random subset of the test set."),
-        click.option("--resume", is_flag=True, help="Continue from OUT_DIR/resnet20.pt if it exists."),
-        click.option("--overwrite", is_flag=True, help="Start afresh even if OUT_DIR/resnet20.pt exists."),
+        click.option("--resume", is_flag=True, help="Continue from OUT_DIR/ARCH.pt if it exists."),
+        click.option("--overwrite", is_flag=True, help="Start afresh even if OUT_DIR/ARCH.pt exists."),
         click.option("--data-dir", default=None, help="Folder with cifar10.npz (else $CIFAR10_DIR, else a cache)."),
         click.option("--progress/--no-progress", default=True, help="Per-epoch progress bar."),
     ]
@@ -62,12 +65,14 @@ def train_options(f):
     return f
 
 
-# Options that may change when a run is resumed: where it runs, not what it computes.
-_RESUMABLE = {"device", "out_dir"}
+# Options that may change when a run is resumed: where it runs, and the autocast precision
+# (a long run may move to a processor without native bf16; each epoch's row in the log
+# records the precision it ran at).
+_RESUMABLE = {"device", "out_dir", "precision"}
 
 
 def run_train(resume, overwrite, data_dir, progress, **kw):
-    cfg = Config(**kw)
+    cfg = Config(**kw, name=kw["model"])
     path = Path(cfg.out_dir) / f"{cfg.name}.pt"
     if path.is_file() and not (resume or overwrite):
         _fail(f"{path} exists; pass --resume to continue that run, --overwrite to replace it, "
@@ -86,7 +91,10 @@ def run_train(resume, overwrite, data_dir, progress, **kw):
             if given and key not in _RESUMABLE and key in saved and saved[key] != value:
                 _fail(f"--{key.replace('_', '-')} {value} differs from the resumed run's {saved[key]}; "
                       f"a resumed run keeps its config (start a new run with --out-dir to change it)")
-        cfg = Config(**{**saved, "device": cfg.device, "out_dir": cfg.out_dir})
+        keep = {"device": cfg.device, "out_dir": cfg.out_dir}
+        if ctx.get_parameter_source("precision") == click.core.ParameterSource.COMMANDLINE:
+            keep["precision"] = cfg.precision
+        cfg = Config(**{**saved, **keep})
     elif cfg.warmup_epochs > cfg.epochs / 2:
         # A warmup as long as the run never reaches the peak learning rate: cap the default
         # at half the run, and warn about an explicit one.
@@ -138,7 +146,7 @@ def _interrupt(signum, frame):
 @train_options
 @click.pass_context
 def cli(ctx, **kw):
-    """Train ResNet20 on CIFAR-10 (the default command), or evaluate a checkpoint (`eval`)."""
+    """Train a CIFAR-10 network (`--arch`, ResNet20 by default), or evaluate a checkpoint (`eval`)."""
     if ctx.invoked_subcommand is None:
         _guard(run_train, **kw)
 
@@ -146,7 +154,7 @@ def cli(ctx, **kw):
 @cli.command("train")
 @train_options
 def train_cmd(**kw):
-    """Train ResNet20 on CIFAR-10 (same as running with no command)."""
+    """Train a CIFAR-10 network (same as running with no command)."""
     _guard(run_train, **kw)
 
 

@@ -1,8 +1,8 @@
-"""Training loop for ResNet20 on CIFAR-10: one process, or many under torchrun (DDP).
+"""Training loop for the CIFAR-10 networks (trainer/model.py): one process, or many under torchrun (DDP).
 
 What a run writes, in `out_dir`:
-  resnet20.pt         checkpoint, rewritten atomically after every epoch (see checkpoint.py)
-  resnet20.log.jsonl  one JSON object per epoch: losses, accuracies, lr, time, images/s
+  ARCH.pt             checkpoint, rewritten atomically after every epoch (see checkpoint.py)
+  ARCH.log.jsonl      one JSON object per epoch: losses, accuracies, lr, time, images/s
 
 Determinism: the data order and augmentation of epoch e come from a generator seeded
 with (seed, e) alone, and the model, optimizer and scheduler states are in the
@@ -238,7 +238,8 @@ def train(cfg, resume=False, data_dir=None, progress=True, log=print):
         s = sums.tolist()
         row = {"epoch": epoch + 1, "train_loss": s[0] / s[2], "train_acc": s[1] / s[2],
                "test_loss": test_loss, "test_acc": test_acc, "lr": lr,
-               "seconds": time.perf_counter() - t0, "images_per_s": s[2] / train_seconds}
+               "seconds": time.perf_counter() - t0, "images_per_s": s[2] / train_seconds,
+               "precision": precision}
         history.append(row)
         if rank == 0:
             checkpoint.save(ckpt_path, model=model, optimizer=optimizer, scheduler=scheduler,
