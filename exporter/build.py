@@ -8,7 +8,7 @@ import numpy as np
 
 from intengine import fileformat
 from intengine.cifar10 import CLASSES, MEAN, STD
-from intengine.ops import INPUT, KINDS
+from .ops import CONVERTERS, INPUT
 from .quantize import act_qparams, quantize_weights
 
 
@@ -18,11 +18,11 @@ def quantize_weights_all(ops, *, bits, first_last_bits, levels, clip, layer_bits
     from .fold import first_last
     edge = set(first_last(ops))
     out = {}
-    for op in (op for op in ops if KINDS[op["op"]].WEIGHTED):
+    for op in (op for op in ops if CONVERTERS[op["op"]].WEIGHTED):
         b = first_last_bits if op["name"] in edge else bits
         b = (layer_bits or {}).get(op["name"], b)
-        kind = levels if b <= 4 else "twos"                        # section 2 table
-        out[op["name"]] = (b, kind, *quantize_weights(op["weight"].numpy(), b, kind, clip))
+        level_set = levels if b <= 4 else "twos"                   # section 2 table
+        out[op["name"]] = (b, level_set, *quantize_weights(op["weight"].numpy(), b, level_set, clip))
     return out
 
 
@@ -43,7 +43,7 @@ def point_bits(ops, n_points, act_bits):
     if act_bits >= STREAM_BITS:
         return [act_bits] * n_points
     bits = [STREAM_BITS] * n_points
-    first = next(op for op in ops if KINDS[op["op"]].WEIGHTED)
+    first = next(op for op in ops if CONVERTERS[op["op"]].WEIGHTED)
     for op in ops:
         if op["op"] == "conv" and op is not first:
             bits[op["in"]] = act_bits
@@ -71,8 +71,8 @@ def quantize_graph(points, ops, lo, hi, weights, *, act_bits, bias_shift=None, s
     folded bias before eq. (7) (bias correction, section 2); `scales` as in act_points."""
     qpts = act_points(points, ops, lo, hi, act_bits, scales)
     widened = widen_outputs(ops, qpts, weights)
-    qops = [KINDS[op["op"]].integers(op, qpts, weights, bias_shift) for op in ops]   # intengine/ops/
-    return {"points": qpts, "ops": qops, "lut": INPUT.integers(qpts[0]), "widened": widened}
+    qops = [CONVERTERS[op["op"]].integers(op, qpts, weights, bias_shift) for op in ops]   # exporter/ops/
+    return {"points": qpts, "ops": qops, "lut": INPUT.integers(qpts[0], MEAN, STD), "widened": widened}
 
 
 MAX_MULTIPLIER = 0.999
@@ -85,7 +85,7 @@ def widen_outputs(ops, qpts, weights):
     returns the names of the points it widened."""
     widened = []
     for op in ops:
-        if not KINDS[op["op"]].WEIGHTED:
+        if not CONVERTERS[op["op"]].WEIGHTED:
             continue
         s_w = weights[op["name"]][4]
         need = qpts[op["in"]]["scale"] * float(np.max(s_w)) / MAX_MULTIPLIER
@@ -98,7 +98,7 @@ def widen_outputs(ops, qpts, weights):
 def packed_weights(kind, bits, codes, L):
     """A layer's weights as the file stores them (format.md "Packing"): codes at 2 and 4 bits,
     the level itself at 8 and 16, in the kind's file order (its `file_codes`)."""
-    codes = KINDS[kind].file_codes(codes)
+    codes = CONVERTERS[kind].file_codes(codes)
     return fileformat.pack_codes(codes if bits <= 4 else L[codes], bits)
 
 
@@ -140,7 +140,7 @@ def to_file(qnet, path, meta):
     for q in qnet["ops"]:
         spec = {k: q[k] for k in ("op", "name", "in", "out") if k in q}
         spec["offset"] = t.nch
-        spec.update(KINDS[q["op"]].header(q, t))                   # intengine/ops/
+        spec.update(CONVERTERS[q["op"]].header(q, t))                   # exporter/ops/
         ops.append(spec)
     pts = qnet["points"]
     all_bias = np.concatenate(t.chan["bias"]).astype(np.int64)

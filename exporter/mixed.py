@@ -21,7 +21,7 @@ import zlib
 import numpy as np
 import torch
 
-from intengine.ops import KINDS
+from .ops import CONVERTERS
 from . import build, calibrate
 from .simulate import forward
 
@@ -49,7 +49,7 @@ def parse_budget(text):
 
 
 def weighted(ops):
-    return [op for op in ops if KINDS[op["op"]].WEIGHTED]
+    return [op for op in ops if CONVERTERS[op["op"]].WEIGHTED]
 
 
 def layer_bytes(op, bits):
@@ -94,7 +94,7 @@ def sensitivity(ops, qpoints, images, *, levels="midrise", clip="mse", choices=C
         q = torch.clamp(torch.floor(t / scale[i] + 0.5) + p["zp"], 0, (1 << p["bits"]) - 1)
         return (q - p["zp"]) * scale[i]
 
-    f32 = [dict(op, weight=op["weight"].float(), bias=op["bias"].float()) if KINDS[op["op"]].WEIGHTED
+    f32 = [dict(op, weight=op["weight"].float(), bias=op["bias"].float()) if CONVERTERS[op["op"]].WEIGHTED
            else op for op in ops]
 
     def logits(alloc):

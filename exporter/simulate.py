@@ -3,8 +3,9 @@
 - `forward(ops, x, act, weight)`: the float network, each kind's `float_op`; `act(point, t)` sees every point
   (calibration observes there, fake-quant rounds there).
 - `run_exact(qnet, images)`: the integers of docs/quantization.md, in int64/float64
-  tensors, section 11: each kind's `exact` (intengine/ops/), in torch.  It never calls the
-  engine's arithmetic: eq. (11) is written again below, so the engine and this check each other (tests/test_exporter.py and tests/test_reconstruct.py, tolerance 0).
+  tensors, section 11: each converter's `exact` (exporter/ops/), in torch.  It never calls
+  the engine's arithmetic: eq. (11) is written again in exporter/integer.py, so the engine
+  and this check each other (tests/test_exporter.py and tests/test_reconstruct.py, tolerance 0).
 - `FakeQuantNet`: the differentiable mode (straight-through rounding) for later
   AdaRound/BRECQ/QAT work.
 """
@@ -12,7 +13,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from intengine.ops import INPUT, KINDS
+from .ops import CONVERTERS, INPUT
 from .quantize import nearest
 
 
@@ -33,28 +34,8 @@ def walk(ops, acts, weight, act, step=None):
 
 def apply(op, acts, weight):
     """One op of the float walk on acts {point: tensor} -> its output, before `act`."""
-    y = KINDS[op["op"]].float_op(op, acts, weight)             # intengine/ops/
+    y = CONVERTERS[op["op"]].float_op(op, acts, weight)        # exporter/ops/
     return F.relu(y) if op.get("relu") else y
-
-
-def requant(acc, m0, n):
-    """eq. (11) in torch int64, written independently of intengine.fixedpoint."""
-    m0 = torch.as_tensor(m0, dtype=torch.int64)
-    n = torch.as_tensor(n, dtype=torch.int64)
-    hi, lo = acc >> 31, acc & ((1 << 31) - 1)
-    big = n >= 32
-    a = hi * m0 + torch.where(big, torch.ones_like(n) << (n - 32).clamp(min=0), torch.zeros_like(n))
-    b = lo * m0 + torch.where(big, torch.zeros_like(n), torch.full_like(n, 1 << 30))
-    return (a + (b >> 31)) >> (n - 31)
-
-
-def requant_even(acc, m0, n):
-    """eq. (16a): eq. (10), but an exact tie goes to the even integer."""
-    n = torch.as_tensor(n, dtype=torch.int64)
-    num = acc * torch.as_tensor(m0, dtype=torch.int64)           # < 2^62 for the pool's acc
-    r = requant(acc, m0, n)
-    tie = ((num + (torch.ones_like(n) << (n - 1))) & ((torch.ones_like(n) << n) - 1)) == 0
-    return r - (tie & (r % 2 == 1)).long()
 
 
 @torch.no_grad()
@@ -66,7 +47,7 @@ def run_exact(qnet, images):
     for op in qnet["ops"]:
         out = op["out"]
         zy, hi = pts[out]["zp"], (1 << pts[out]["bits"]) - 1
-        acts[out] = KINDS[op["op"]].exact(op, acts, pts).clamp(zy if op.get("relu") else 0, hi)
+        acts[out] = CONVERTERS[op["op"]].exact(op, acts, pts).clamp(zy if op.get("relu") else 0, hi)
     return acts
 
 
@@ -83,7 +64,7 @@ class FakeQuantNet(nn.Module):
         self.ops = [dict(op) for op in float_ops]
         self.params = nn.ParameterList()
         for op, q in zip(self.ops, qnet["ops"]):
-            if KINDS[op["op"]].WEIGHTED:
+            if CONVERTERS[op["op"]].WEIGHTED:
                 op["weight"] = nn.Parameter(op["weight"].float().clone())
                 op["bias"] = torch.as_tensor(q["bias_float"]).float()     # b'' (bias correction included)
                 op["L"], op["s_w"] = torch.as_tensor(q["L"]).float(), torch.as_tensor(q["w_scale"]).float()

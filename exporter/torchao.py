@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch.ao import quantization as tq
 
 from intengine.cifar10 import MEAN, STD
-from intengine.ops import KINDS, weighted
+from .ops import CONVERTERS, weighted
 from trainer.model import ShortcutA
 
 warnings.filterwarnings("ignore", message=".*deprecated.*")     # eager torch.ao, see the docs
@@ -182,8 +182,8 @@ def to_qnet(qmodel, points, ops):
     L = np.arange(-128, 128, dtype=np.int64)
     qops = []
     for op in ops:
-        if not KINDS[op["op"]].WEIGHTED:
-            qops.append(KINDS[op["op"]].integers(op, qpts, None, None))
+        if not CONVERTERS[op["op"]].WEIGHTED:
+            qops.append(CONVERTERS[op["op"]].integers(op, qpts, None, None))
             continue
         m = mods[op["name"]]
         w = m.weight()

@@ -22,7 +22,7 @@ from numba import get_thread_id, njit, prange
 
 from .fixedpoint import clamp, requant, requant_even
 from .layout import (A_CP, A_HI, A_LO, A_M0, A_N, A_OFF, A_STRIDE, A_WP, A_ZY, ADD, ADD_END, ADD_START, B_C,
-                     B_CP, B_OFF, B_WP, CH, CO, CONV, COT, FUSE, HI, HO, I_CP, I_OFF, I_WP, KA, KB, KIND, KOFF,
+                     B_CP, B_OFF, B_WP, CH, CO, CONV, COT, FUSE, HI, HO, I_CP, I_OFF, I_WP, KA, KB, ROW, KOFF,
                      LO, NK, O_CP, O_OFF, O_WP, PAD, POOL, STRIDE, WO, WOFF, ZB, ZX, ZY)
 from .sync import fetch_add, load, pause
 from .vnni import CO as TILE_CO, P as TILE_P, epilogue, micro, micro2
@@ -133,7 +133,7 @@ def input_lut(img, lut, ar, off, wp, cp, y0, y1):
 
 @njit(cache=True)
 def run_op(kind, P, ar, koffs, wpk, bias, m0, n, rnd, acc, out, r0, r1):
-    k = P[KIND]
+    k = P[ROW]
     if k == CONV:
         conv_rows(kind, P, ar, koffs, wpk, bias, m0, n, rnd, acc, r0, r1)
     elif k == ADD:

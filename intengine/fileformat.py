@@ -143,7 +143,7 @@ def write(path, header, arrays):
 
 # What a file that is not a model file is, for errors that say so (also used by the
 # trainer and the exporter when they are given a model file).
-KINDS = {
+FILE_TYPES = {
     "missing": "there is no such file", "folder": "it is a folder", "empty": "it is an empty file",
     "text": "it is a text file", "pickle": "it is a Python pickle (such as an old-format PyTorch checkpoint)",
     "pytorch": "it is a PyTorch checkpoint", "model": "it is an integer model file written by the exporter",
@@ -153,7 +153,7 @@ KINDS = {
 
 
 def sniff(path):
-    """The kind of file at `path`, one of KINDS, from its first bytes and its zip names."""
+    """The type of file at `path`, one of FILE_TYPES, from its first bytes and its zip names."""
     path = Path(path)
     if path.is_dir():
         return "folder"
@@ -214,9 +214,9 @@ def _zip_members(path):
         raise FormatError(f"{path} is a PyTorch checkpoint, not an integer model file; export it "
                           f"first: `python -m exporter --bits 4 --checkpoint {path}`")
     if kind == "truncated-zip":
-        raise FormatError(f"{path}: {KINDS[kind]}; {regenerate(path)}")
+        raise FormatError(f"{path}: {FILE_TYPES[kind]}; {regenerate(path)}")
     if kind not in ("model", "zip"):
-        raise FormatError(f"{path}: {KINDS[kind]}, not a model file written by the exporter "
+        raise FormatError(f"{path}: {FILE_TYPES[kind]}, not a model file written by the exporter "
                           f"(`python -m exporter --bits B --out FILE` writes one)")
     try:
         with zipfile.ZipFile(path) as z:

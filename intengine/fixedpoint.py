@@ -3,7 +3,7 @@
 Each helper has a one-line contract. `requant` is the scalar form used inside the Numba
 kernels; `requant_array` is the NumPy form used by the reference. They are the same
 formula, eq. (11), and tests/test_fixedpoint.py checks both against Python's unbounded
-integers, eq. (10). Nothing here uses floats.
+integers, eq. (10) (the oracles are in tests/oracles.py). Nothing here uses floats.
 """
 import numpy as np
 from numba import njit
@@ -84,14 +84,12 @@ def requant_even_array(acc, m0, n):
     return q - tie
 
 
-def requant_even_exact(acc, m0, n):
-    """eq. (16a) with Python ints: round(acc*m0 / 2^n), ties to even."""
-    q, rem = divmod(int(acc) * int(m0), 1 << int(n))
-    twice = 2 * rem
-    return q + 1 if twice > (1 << int(n)) else (q + (q & 1) if twice == (1 << int(n)) else q)
-
-
-ADD_SPLIT = 28                                # eq. (14a): K*M0 split at 2^28
+# eq. (12): the add's common unit u = max(s_a, s_b) / 2^ADD_UNIT_BITS, so the larger factor K is
+# exactly 2^ADD_UNIT_BITS and the other at most that (+1 from rounding).  eq. (14a) splits
+# K*M0 at the same power, which is what makes that factor's low part zero (add_split).
+ADD_UNIT_BITS = 28
+ADD_FACTOR_MAX = (1 << ADD_UNIT_BITS) + 1
+ADD_SPLIT = ADD_UNIT_BITS
 ADD_LANE_MAX = (1 << 31) - 1                 # eq. (14a): each factor and the result fit int32
 
 
@@ -99,8 +97,8 @@ def add_split(ka, kb, m0, n, d_max=255):
     """The constants of eq. (14a), or None where the int32-lane form does not apply:
     (A_h, B_h, L, side, n) with K_a*M0 = A_h*2^28 + A_l, K_b*M0 = B_h*2^28 + B_l, L the low
     part that is not zero (side 1: a's, 0: b's; L = 0 when both are), for |d_a|, |d_b| <= d_max.
-    None when both low parts are non-zero (eq. (12) makes one K exactly 2^28, so an exported
-    file always has one), when A_h or B_h does not fit int32, or when the result might not."""
+    None when both low parts are non-zero (eq. (12) makes one K exactly 2^ADD_UNIT_BITS = 2^ADD_SPLIT,
+    so an exported file always has one), when A_h or B_h does not fit int32, or when the result might not."""
     ah, al = divmod(int(ka) * int(m0), 1 << ADD_SPLIT)
     bh, bl = divmod(int(kb) * int(m0), 1 << ADD_SPLIT)
     if al and bl or max(ah, bh) > ADD_LANE_MAX or int(n) < SHIFT_MIN:
@@ -110,16 +108,3 @@ def add_split(ka, kb, m0, n, d_max=255):
     if (top >> (int(n) - ADD_SPLIT)) + 1 > ADD_LANE_MAX - 512:
         return None
     return ah, bh, low, side, int(n)
-
-
-def requant_add(da, db, ah, bh, low, side, n):
-    """eq. (14a) with Python ints, as vnni.epilogue computes it: equals
-    requant(K_a*da + K_b*db, M0, n) for the constants of add_split."""
-    ds = da if side else db
-    t = da * ah + db * bh + (1 << (n - ADD_SPLIT - 1)) + ((ds * low) >> ADD_SPLIT)
-    return t >> (n - ADD_SPLIT)
-
-
-def requant_exact(acc, m0, n):
-    """eq. (10) with Python ints: the definition that eq. (11) must equal."""
-    return (int(acc) * int(m0) + (1 << (int(n) - 1))) >> int(n)

@@ -16,7 +16,7 @@ import numpy as np
 from numba import config, get_num_threads, set_parallel_chunksize
 
 from .fastops import run, run_image, run_shared
-from .layout import ADD, CONV, HO, KIND, Builder, NotEligible  # noqa: F401  (NotEligible: model.py catches it)
+from .layout import ADD, CONV, HO, ROW, Builder, NotEligible  # noqa: F401  (NotEligible: model.py catches it)
 from .ops import INPUT, KINDS
 from .vnni import CO as TILE_CO, P as TILE_P
 
@@ -90,7 +90,7 @@ class Graph:
         TASKS_PER_THREAD per thread, pool and linear are one task each.  And its sync counters."""
         if threads not in self._plans:
             rows = [(-1, int(self.shapes[0][0]))] + [
-                (k, int(r[HO]) if r[KIND] in (CONV, ADD) else 1) for k, r in enumerate(self.ops)]
+                (k, int(r[HO]) if r[ROW] in (CONV, ADD) else 1) for k, r in enumerate(self.ops)]
             plan = []
             for k, h in rows:
                 per = -(-h // min(h, TASKS_PER_THREAD * threads))

@@ -11,20 +11,20 @@ table that graph.py hands to fastops.run (docs/engine.md).
 """
 import numpy as np
 
-CONV, ADD, POOL, LINEAR = 1, 2, 3, 4
+CONV, ADD, POOL, LINEAR = 1, 2, 3, 4   # a row's type (its field ROW), what fastops.run_op runs
 GUARD = 64                         # spare arena bytes at both ends (Builder)
 
 # The fields of one op's row, in order: the output point, then the main input, the conv's
 # tables, then the residual add (standalone, or fused into the conv before it): input b,
 # factors, requantize, and its own output point.
-FIELDS = ("KIND O_OFF O_WP O_CP HO WO CO ZY LO HI CH "
+FIELDS = ("ROW O_OFF O_WP O_CP HO WO CO ZY LO HI CH "
           "I_OFF I_WP I_CP STRIDE ZX "
           "NK KOFF WOFF COT FUSE "
           "B_OFF B_WP B_CP B_C ZB A_STRIDE PAD KA KB A_M0 A_N A_ZY A_LO A_HI AH BH AL ASIDE "
           "A_OFF A_WP A_CP").split()
 FIELD = {name: k for k, name in enumerate(FIELDS)}
 NFIELDS = len(FIELDS)
-(KIND, O_OFF, O_WP, O_CP, HO, WO, CO, ZY, LO, HI, CH, I_OFF, I_WP, I_CP, STRIDE, ZX, NK, KOFF, WOFF, COT,
+(ROW, O_OFF, O_WP, O_CP, HO, WO, CO, ZY, LO, HI, CH, I_OFF, I_WP, I_CP, STRIDE, ZX, NK, KOFF, WOFF, COT,
  FUSE, B_OFF, B_WP, B_CP, B_C, ZB, A_STRIDE, PAD, KA, KB, A_M0, A_N, A_ZY, A_LO, A_HI, AH, BH, AL, ASIDE,
  A_OFF, A_WP, A_CP) = (FIELD[n] for n in FIELDS)
 # What vnni.epilogue reads as P[ADD_START:ADD_END], in this order: the add's n, z, lo, hi and

@@ -9,9 +9,8 @@ accumulator bound of docs/quantization.md section 5.  Raises FormatError.
 import numpy as np
 
 from .fileformat import ACT_BITS, FormatError, regenerate
-from .fixedpoint import M0_MIN, M0_MAX, SHIFT_MAX, SHIFT_MIN
+from .fixedpoint import ADD_FACTOR_MAX, M0_MIN, M0_MAX, SHIFT_MAX, SHIFT_MIN
 from .ops import INPUT, KINDS
-from .ops.add import MAX_FACTOR
 
 MAX_OPS = 1024                  # ResNet20 has 31 points and 30 ops
 MAX_POINT_ELEMENTS = 1 << 17    # per image; ResNet20's largest point has 16,384
@@ -98,7 +97,7 @@ def check(header, arrays, path):
     if cb.ndim != 1 or (np.abs(cb) > 127).any():
         _fail(path, "codebook entries must be a 1-D list of levels in [-127, 127]")
     factors = arrays["add_factor"]
-    if factors.ndim != 1 or (factors < 0).any() or (factors > MAX_FACTOR).any():
+    if factors.ndim != 1 or (factors < 0).any() or (factors > ADD_FACTOR_MAX).any():
         _fail(path, "add factors must lie in [0, 2^28 + 1] (eq. 12)")
 
     made = [True] + [False] * (P - 1)

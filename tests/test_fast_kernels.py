@@ -134,8 +134,8 @@ def test_fused_conv_add(kernel, stride, pad):
 @pytest.mark.parametrize("side", [0, 1])
 def test_fused_add_epilogue_computes_eq_14a(kernel, side):
     """The epilogue's eq. (14a) term by term, at constants where the low term moves the result
-    (a small shift n - 28): equal to fixedpoint.requant_add on the reference conv's output."""
-    from intengine.fixedpoint import requant_add
+    (a small shift n - 28): equal to oracles.requant_add on the reference conv's output."""
+    from oracles import requant_add
     need(kernel)
     conv_args = conv_case(2, 6, 9, 12, 32, 8, 8, 1, relu=True)
     b = rng.integers(0, 256, size=(2, 6, 9, 32)).astype(np.int32)
@@ -181,7 +181,7 @@ def test_one_image_shared_by_threads_equals_reference(kernel, bits, exported, te
     for threads in (1, 2, 3, 4):
         plan, sync = g.plan(threads)
         assert plan[0, 0] == -1 and list(plan[1:, 0]) == list(range(len(g.ops)))
-        rows = [32] + [r[layout.HO] if r[layout.KIND] in (layout.CONV, layout.ADD) else 1 for r in g.ops]
+        rows = [32] + [r[layout.HO] if r[layout.ROW] in (layout.CONV, layout.ADD) else 1 for r in g.ops]
         assert (plan[:, 1] * plan[:, 2] >= rows).all() and ((plan[:, 1] - 1) * plan[:, 2] < rows).all()
         for workers in (1, 2, 5):
             for i in range(len(x)):

@@ -1,5 +1,6 @@
-"""The op kinds: one module each, holding the whole definition of its kind (docs/engine.md
-"Op kinds"), as TFLite Micro registers one kernel per op.
+"""The op kinds: one module each, the engine's whole definition of its kind (docs/engine.md
+"Op kinds"), as TFLite Micro registers one kernel per op.  The exporter's half of each kind
+(its converter) is exporter/ops/; the two share only the file format.
 
 Every module in KINDS defines the same names (INTERFACE; tests/test_ops.py checks them):
 
@@ -15,21 +16,14 @@ Every module in KINDS defines the same names (INTERFACE; tests/test_ops.py check
     kernel                    its Numba twin (the scalar path), bit-identical
     run(op, acts, scalar)     apply one of the two to the points `acts`
     lower(op, k, lw)          rows of the fast path's op table (lw: graph.Lowering)
-- the exporter (torch, imported only there):
-    integers(op, qpts, weights, bias_shift) -> the op's integers (exporter/build.py)
-    header(q, t)              the op's header entry, its arrays appended to t (build.Tables)
-    float_op(op, acts, weight) the float value before ReLU (exporter/simulate.py's walks)
-    exact(q, acts, pts)       the integers of the engine in torch int64, before the clamp
-    file_codes(codes)         (WEIGHTED kinds) the weight codes in the file's order
 
-A new kind is one new module here, added to KINDS, plus its tests; the fast path also needs
-its row kind in fastops.run_op.  The input LUT (lut.py) is the one kind that is not a header
-op: it maps the pixels to point 0.
+A new kind is one new module here, added to KINDS, its converter in exporter/ops/, plus its
+tests; the fast path also needs its row kind in fastops.run_op.  The input LUT (lut.py) is
+the one kind that is not a header op: it maps the pixels to point 0.
 """
 from . import add, conv, linear, lut, pool, requant
 
 KINDS = {m.NAME: m for m in (conv, linear, add, requant, pool)}
 INPUT = lut
 INTERFACE = ("NAME", "FIELDS", "WEIGHTED", "N_IN", "inputs", "channels", "check", "load", "reference", "kernel",
-             "run", "lower", "integers", "header", "float_op", "exact")
-WEIGHTED_INTERFACE = ("file_codes",)
+             "run", "lower")

@@ -9,7 +9,6 @@ from .common import finish, one_channel, use_one_channel
 
 NAME, WEIGHTED = "add", False
 FIELDS = ("stride", "pad", "relu", "offset", "factor_offset")
-MAX_FACTOR = (1 << 28) + 1             # eq. (12): K = round(s / u) with u = max(s_a, s_b) / 2^28
 N_IN = 2                               # input points: a, then b (the shortcut's source)
 channels = one_channel
 
@@ -100,44 +99,6 @@ def lower(op, k, lw):
     """A row of its own (an add that no conv before it can take in)."""
     sh, ga = lw.shapes[op.out], lw.geo[op.ins[0]]
     lw.point(op.out)
-    row = lw.builder.row(op.name, KIND=ADD, HO=sh[0], WO=sh[1], CO=sh[2], I_OFF=ga[0], I_WP=ga[1], I_CP=ga[2],
+    row = lw.builder.row(op.name, ROW=ADD, HO=sh[0], WO=sh[1], CO=sh[2], I_OFF=ga[0], I_WP=ga[1], I_CP=ga[2],
                          ZX=op.zx[0])
     fill(row, op, lw)
-
-
-# ---- the exporter side ----------------------------------------------------------------------
-
-UNIT_BITS = 28                                   # eq. (12): u = max(s_a, s_b) / 2^28
-
-
-def integers(op, qpts, weights, bias_shift):
-    from exporter.quantize import quantize_multiplier, rnd
-    q = {k: v for k, v in op.items() if k not in ("weight", "bias")}
-    sa, sb, sy = qpts[op["in"][0]]["scale"], qpts[op["in"][1]]["scale"], qpts[op["out"]]["scale"]
-    u = max(sa, sb) / 2.0 ** UNIT_BITS
-    m0, n = quantize_multiplier(u / sy, op["name"])                             # eq. (14)
-    q.update(ka=int(rnd(sa / u)), kb=int(rnd(sb / u)), m0=m0, n=n)             # eq. (12)
-    return q
-
-
-def header(q, t):
-    t.channels([q["m0"]], [q["n"]], [0], [0.0])
-    return {"stride": q["stride"], "pad": q["pad"], "relu": True, "factor_offset": t.factors([q["ka"], q["kb"]])}
-
-
-def shortcut_t(x, stride, pad):
-    """Option A on NCHW tensors: subsample, then `pad` zero channels each side (section 7)."""
-    import torch.nn.functional as F
-    return F.pad(x[:, :, ::stride, ::stride], (0, 0, 0, 0, pad, pad)) if stride > 1 or pad else x
-
-
-def float_op(op, acts, weight):
-    return acts[op["in"][0]] + shortcut_t(acts[op["in"][1]], op["stride"], op["pad"])
-
-
-def exact(q, acts, pts):
-    from exporter.simulate import requant as requant_t
-    a = acts[q["in"][0]] - pts[q["in"][0]]["zp"]
-    b = acts[q["in"][1]] - pts[q["in"][1]]["zp"]                      # real 0 == 0 here
-    b = shortcut_t(b.permute(0, 3, 1, 2), q["stride"], q["pad"]).permute(0, 2, 3, 1)
-    return pts[q["out"]]["zp"] + requant_t(q["ka"] * a + q["kb"] * b, q["m0"], q["n"])   # eq. (13)-(14)

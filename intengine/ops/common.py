@@ -28,8 +28,3 @@ def use_one_channel(c, spec):
 def no_fields(op, spec, arrays):
     """`load` of a kind whose only arrays are its one channel's requantize (model.Op has those)."""
 
-
-def one_channel_header(q, t):
-    """`header` of a one-channel kind: its M0 and n in the per-channel arrays, no other field."""
-    t.channels([q["m0"]], [q["n"]], [0], [0.0])
-    return {}

@@ -118,7 +118,7 @@ def lower(op, k, lw):
         raise NotEligible("conv accumulator bound exceeds int32")
     b = lw.builder
     ch = b.channels(folded, op.m0, op.n, np.left_shift(1, np.asarray(op.n, np.int64) - 1), count=cot * tile)
-    row = b.row(op.name, KIND=CONV, O_OFF=ooff, O_WP=owp, O_CP=ocp, HO=lw.shapes[op.out][0],
+    row = b.row(op.name, ROW=CONV, O_OFF=ooff, O_WP=owp, O_CP=ocp, HO=lw.shapes[op.out][0],
                 WO=lw.shapes[op.out][1], CO=co, ZY=op.zy, LO=op.lo, HI=op.hi, CH=ch, I_OFF=ioff, I_WP=iwp,
                 I_CP=icp, STRIDE=op.stride, ZX=op.zx[0], NK=len(koff), KOFF=b.koffs(koff),
                 WOFF=b.weights(packed), COT=cot)
@@ -126,35 +126,3 @@ def lower(op, k, lw):
         lw.point(nxt.out)
         add.fuse(row, nxt, lw)
         lw.fused(k + 1)
-
-
-# ---- the exporter side ----------------------------------------------------------------------
-
-def integers(op, qpts, weights, bias_shift):
-    return weighted.integers(op, qpts, weights, bias_shift)
-
-
-def header(q, t):
-    return {**weighted.header(q, t), "stride": q["stride"]}
-
-
-def file_codes(codes):
-    """(Co,Ci,3,3) as torch holds them -> (Co,3,3,Ci), the file's order (format.md "Weights")."""
-    return codes.transpose(0, 2, 3, 1)
-
-
-def float_op(op, acts, weight):
-    import torch.nn.functional as F
-    w = weight(op)
-    return F.conv2d(acts[op["in"]], w, op["bias"].to(w.dtype), op["stride"], 1)
-
-
-def exact(q, acts, pts):
-    """Exact in float64 below 2^53 (section 11): padding 0 equals z_x after centring, eq. (6)."""
-    import torch
-    import torch.nn.functional as F
-    from exporter.simulate import requant as requant_t
-    x = weighted.centred(acts, q, pts).permute(0, 3, 1, 2).double()
-    acc = F.conv2d(x, torch.as_tensor(q["w_int"]).double(), None, q["stride"], 1).permute(0, 2, 3, 1)
-    acc = acc.round().long() + torch.as_tensor(q["bias_q"])
-    return pts[q["out"]]["zp"] + requant_t(acc, q["m0"], q["n"])

@@ -59,34 +59,5 @@ def lower(op, k, lw):
         raise NotEligible("the fast path needs the linear layer last, on a flat point")
     b, w = lw.builder, op.w
     ch = b.channels(op.bias, op.m0, op.n, np.zeros(len(op.m0), np.int64), count=w.shape[1])
-    b.row(op.name, KIND=LINEAR, CO=w.shape[1], I_OFF=lw.geo[op.ins[0]][0], I_CP=w.shape[0], ZX=op.zx[0],
+    b.row(op.name, ROW=LINEAR, CO=w.shape[1], I_OFF=lw.geo[op.ins[0]][0], I_CP=w.shape[0], ZX=op.zx[0],
           WOFF=b.weights(w), ZY=op.zy, LO=op.lo, HI=op.hi, CH=ch, HO=1)
-
-
-# ---- the exporter side ----------------------------------------------------------------------
-
-def integers(op, qpts, weights, bias_shift):
-    return weighted.integers(op, qpts, weights, bias_shift)
-
-
-def header(q, t):
-    return weighted.header(q, t)
-
-
-def file_codes(codes):
-    """(Co,Ci): the file's order already (format.md "Weights")."""
-    return codes
-
-
-def float_op(op, acts, weight):
-    import torch.nn.functional as F
-    w = weight(op)
-    return F.linear(acts[op["in"]], w, op["bias"].to(w.dtype))
-
-
-def exact(q, acts, pts):
-    import torch
-    from exporter.simulate import requant as requant_t
-    acc = weighted.centred(acts, q, pts).double() @ torch.as_tensor(q["w_int"]).double().T
-    acc = acc.round().long() + torch.as_tensor(q["bias_q"])
-    return pts[q["out"]]["zp"] + requant_t(acc, q["m0"], q["n"])

@@ -31,20 +31,3 @@ def kernel(images, lut):
 def lower(lw):
     """Point 0, padded to 4 channels (fastops.input_lut fills it)."""
     lw.point(0, cmul=4)
-
-
-# ---- the exporter side ----------------------------------------------------------------------
-
-def integers(p):
-    """eq. (5): LUT[ch, pixel] for the 3 x 256 possible inputs at point p's scale and width."""
-    from exporter.quantize import rnd
-    from ..cifar10 import MEAN, STD
-    x = (np.arange(256)[None, :] / 255.0 - np.array(MEAN)[:, None]) / np.array(STD)[:, None]
-    return np.clip(rnd(x / p["scale"]) + p["zp"], 0, (1 << p["bits"]) - 1).astype(np.int64)
-
-
-def exact(lut, images):
-    """The images' point 0 as a torch int64 tensor, NHWC."""
-    import torch
-    x = torch.as_tensor(np.asarray(images)).long()
-    return torch.as_tensor(lut).long()[torch.arange(3), x]

@@ -4,14 +4,14 @@ from numba import njit, prange
 
 from ..fixedpoint import clamp, requant_even, requant_even_array
 from ..layout import POOL
-from .common import finish, no_fields, one_channel, one_channel_header, one_input, use_one_channel
+from .common import finish, no_fields, one_channel, one_input, use_one_channel
 
 NAME, WEIGHTED = "pool", False
 FIELDS = ("offset",)
 MAX_POSITIONS = 1 << 16
 N_IN = 1                               # input points
 inputs, channels = one_input, one_channel
-load, header = no_fields, one_channel_header    # no fields beyond its channel's M0 and n
+load = no_fields                       # no fields beyond its channel's M0 and n
 
 
 def check(c, spec, ins, out):
@@ -54,26 +54,5 @@ def lower(op, k, lw):
     lw.point(op.out)
     b = lw.builder
     ch = b.channels([0], [op.m0[0]], [op.n[0]], [0], count=1)
-    b.row(op.name, KIND=POOL, HO=hwc[0], WO=hwc[1], CO=hwc[2], I_OFF=gi[0], I_WP=gi[1], I_CP=gi[2], ZX=op.zx[0],
+    b.row(op.name, ROW=POOL, HO=hwc[0], WO=hwc[1], CO=hwc[2], I_OFF=gi[0], I_WP=gi[1], I_CP=gi[2], ZX=op.zx[0],
           O_OFF=lw.geo[op.out][0], ZY=op.zy, LO=op.lo, HI=op.hi, CH=ch)
-
-
-# ---- the exporter side ----------------------------------------------------------------------
-
-def integers(op, qpts, weights, bias_shift):
-    from exporter.quantize import quantize_multiplier
-    q = {k: v for k, v in op.items() if k not in ("weight", "bias")}
-    h, w, _ = qpts[op["in"]]["shape"]
-    m0, n = quantize_multiplier(qpts[op["in"]]["scale"] / (h * w * qpts[op["out"]]["scale"]), op["name"])  # eq. (16)
-    q.update(m0=m0, n=n)
-    return q
-
-
-def float_op(op, acts, weight):
-    return acts[op["in"]].mean((2, 3))
-
-
-def exact(q, acts, pts):
-    from exporter.simulate import requant_even as requant_even_t
-    acc = (acts[q["in"]] - pts[q["in"]]["zp"]).sum((1, 2))
-    return pts[q["out"]]["zp"] + requant_even_t(acc, q["m0"], q["n"])

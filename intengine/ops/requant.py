@@ -5,13 +5,13 @@ from numba import njit, prange
 
 from ..fixedpoint import clamp, requant
 from ..layout import ADD
-from .common import finish, no_fields, one_channel, one_channel_header, one_input, use_one_channel
+from .common import finish, no_fields, one_channel, one_input, use_one_channel
 
 NAME, WEIGHTED = "requant", False
 FIELDS = ("offset",)
 N_IN = 1                               # input points
 inputs, channels = one_input, one_channel
-load, header = no_fields, one_channel_header    # no fields beyond its channel's M0 and n
+load = no_fields                       # no fields beyond its channel's M0 and n
 
 
 def check(c, spec, ins, out):
@@ -50,26 +50,7 @@ def lower(op, k, lw):
     sh, src = lw.shapes[op.out], lw.geo[op.ins[0]]
     lw.point(op.out)
     dst = lw.geo[op.out]
-    lw.builder.row(op.name, KIND=ADD, HO=sh[0], WO=sh[1], CO=sh[2], I_OFF=src[0], I_WP=src[1], I_CP=src[2],
+    lw.builder.row(op.name, ROW=ADD, HO=sh[0], WO=sh[1], CO=sh[2], I_OFF=src[0], I_WP=src[1], I_CP=src[2],
                    ZX=op.zx[0], B_OFF=src[0], B_WP=src[1], B_CP=src[2], B_C=sh[2], ZB=op.zx[0], A_STRIDE=1,
                    PAD=0, KA=1, KB=0, A_M0=int(op.m0[0]), A_N=int(op.n[0]), A_ZY=op.zy, A_LO=op.lo,
                    A_HI=op.hi, A_OFF=dst[0], A_WP=dst[1], A_CP=dst[2])
-
-
-# ---- the exporter side ----------------------------------------------------------------------
-
-def integers(op, qpts, weights, bias_shift):
-    from exporter.quantize import quantize_multiplier
-    q = {k: v for k, v in op.items() if k not in ("weight", "bias")}
-    m0, n = quantize_multiplier(qpts[op["in"]]["scale"] / qpts[op["out"]]["scale"], op["name"])   # eq. (17a)
-    q.update(m0=m0, n=n)
-    return q
-
-
-def float_op(op, acts, weight):
-    return acts[op["in"]]                      # the float value is unchanged; its point rounds it
-
-
-def exact(q, acts, pts):
-    from exporter.simulate import requant as requant_t
-    return pts[q["out"]]["zp"] + requant_t(acts[q["in"]] - pts[q["in"]]["zp"], q["m0"], q["n"])
