@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from intengine.fileformat import KINDS, sniff
+from intengine.fileformat import FILE_TYPES, sniff
 from . import data
 
 # The shipped model: checkpoints/resnet20.pt in the source tree (or under the current folder).
@@ -91,7 +91,7 @@ def read_file(path):
         raise CheckpointError(f"{path} is an integer model file written by the exporter, not a "
                               f"PyTorch checkpoint; run it with `python -m intengine eval {path}`")
     if kind not in ("pytorch", "pickle"):
-        raise CheckpointError(f"{path}: {KINDS[kind]}, not a PyTorch checkpoint")
+        raise CheckpointError(f"{path}: {FILE_TYPES[kind]}, not a PyTorch checkpoint")
     if kind == "pytorch":               # torch.load does not check the zip CRCs; a flipped bit would load
         try:
             with zipfile.ZipFile(path) as z:
