@@ -8,7 +8,7 @@ import numpy as np
 
 from intengine import fileformat
 from intengine.cifar10 import CLASSES, MEAN, STD
-from .ops import CONVERTERS, INPUT
+from .ops import CLAMPED, CONVERTERS, INPUT, clamp
 from .quantize import act_qparams, quantize_weights
 
 
@@ -70,6 +70,10 @@ def quantize_graph(points, ops, lo, hi, weights, *, act_bits, bias_shift=None, s
     `weights` from quantize_weights_all; `bias_shift` {name: (Co,)} is added to the
     folded bias before eq. (7) (bias correction, section 2); `scales` as in act_points."""
     qpts = act_points(points, ops, lo, hi, act_bits, scales)
+    for op in ops:                                 # max pool, flatten: the input's integers
+        if getattr(CONVERTERS[op["op"]], "KEEPS_POINT", False):
+            src = qpts[op["in"]]
+            qpts[op["out"]].update(bits=src["bits"], scale=src["scale"], zp=src["zp"])
     widened = widen_outputs(ops, qpts, weights)
     qops = [CONVERTERS[op["op"]].integers(op, qpts, weights, bias_shift) for op in ops]   # exporter/ops/
     return {"points": qpts, "ops": qops, "lut": INPUT.integers(qpts[0], MEAN, STD), "widened": widened}
@@ -134,13 +138,18 @@ class Tables:
         return len(self.factor) - len(values)
 
 
-def to_file(qnet, path, meta):
-    """Lay out the qnet as docs/format.md and write it atomically."""
+def to_file(qnet, path, meta, *, classes=CLASSES, normalization=None, arch="resnet20"):
+    """Lay out the qnet as docs/format.md and write it atomically.  The file carries what the
+    engine needs to run it: its input shape (point 0), class names and input normalization
+    (mean and std per channel on a 0..1 scale, CIFAR-10's by default)."""
     t, ops = Tables(), []
     for q in qnet["ops"]:
         spec = {k: q[k] for k in ("op", "name", "in", "out") if k in q}
-        spec["offset"] = t.nch
+        if "offset" in CONVERTERS[q["op"]].FIELDS:
+            spec["offset"] = t.nch
         spec.update(CONVERTERS[q["op"]].header(q, t))                   # exporter/ops/
+        if q["op"] in CLAMPED:
+            spec["lo"], spec["hi"] = clamp(q, qnet["points"][q["out"]])
         ops.append(spec)
     pts = qnet["points"]
     all_bias = np.concatenate(t.chan["bias"]).astype(np.int64)
@@ -159,8 +168,8 @@ def to_file(qnet, path, meta):
         "act_bits": np.array([p["bits"] for p in pts], np.int8),
         "act_scale": np.array([p["scale"] for p in pts], np.float64),
     }
-    header = {"arch": "resnet20", "classes": list(CLASSES),
-              "normalization": {"mean": list(MEAN), "std": list(STD)},
+    header = {"arch": arch, "classes": list(classes),
+              "normalization": normalization or {"mean": list(MEAN), "std": list(STD)},
               "points": [{"name": p["name"], "shape": list(p["shape"])} for p in pts],
               "ops": ops, "meta": meta}
     fileformat.write(path, header, arrays)

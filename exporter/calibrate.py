@@ -98,7 +98,7 @@ def bias_shift(ops, images, dequant, batch_size=64):
                 continue
             dw = op["weight"] - dequant[op["name"]]
             x = seen[op["in"]]
-            y = F.conv2d(x, dw, None, op["stride"], 1) if op["op"] == "conv" else F.linear(x, dw)
+            y = F.conv2d(x, dw, None, op["stride"], (op["ph"], op["pw"]), 1, op["groups"]) if op["op"] == "conv" else F.linear(x, dw)
             dims = (0, 2, 3) if y.dim() == 4 else (0,)
             sums[op["name"]] = sums.get(op["name"], 0) + y.sum(dims)
             count[op["name"]] = count.get(op["name"], 0) + y.numel() // y.shape[1]

@@ -110,8 +110,10 @@ def graph(model):
     def conv(name, c, bn, src, relu, hw):
         w, b = fold_bn(c, bn)
         out = point(name, (hw, hw, w.shape[0]))
-        ops.append({"op": "conv", "name": name, "in": src, "out": out, "cin": w.shape[1],
-                    "cout": w.shape[0], "stride": c.stride[0], "relu": relu, "weight": w, "bias": b})
+        ops.append({"op": "conv", "name": name, "in": src, "out": out, "cin": w.shape[1] * c.groups,
+                    "cout": w.shape[0], "kh": c.kernel_size[0], "kw": c.kernel_size[1], "stride": c.stride[0],
+                    "ph": c.padding[0], "pw": c.padding[1], "groups": c.groups, "relu": relu, "weight": w,
+                    "bias": b})
         return out
 
     x, hw = conv("stem", model.conv1, model.bn1, 0, True, 32), 32
@@ -129,7 +131,7 @@ def graph(model):
             x = out
     c = points[x]["shape"][2]
     pooled = point("pool", (c,))
-    ops.append({"op": "pool", "name": "pool", "in": x, "out": pooled})
+    ops.append({"op": "gap", "name": "pool", "in": x, "out": pooled})
     fc = model.fc
     logits = point("logits", (fc.out_features,))
     ops.append({"op": "linear", "name": "fc", "in": pooled, "out": logits, "cin": fc.in_features,

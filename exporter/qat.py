@@ -34,6 +34,7 @@ from trainer import data
 from trainer.train import epoch_generator
 from . import fakequant
 from .build import MAX_MULTIPLIER
+from .ops import activate
 from .simulate import apply, forward, walk
 
 FORMAT, VERSION = "lowbit-ptq/qat-checkpoint", 1
@@ -280,11 +281,11 @@ class QATNet(nn.Module):
             key = op.get("key")
             if key not in self.bn_g:
                 return apply(op, acts, weight)
-            y = F.conv2d(acts[op["in"]], weight(op, unit=True), None, op["stride"], 1)
+            y = F.conv2d(acts[op["in"]], weight(op, unit=True), None, op["stride"], (op["ph"], op["pw"]), 1, op["groups"])
             y = F.batch_norm(y, getattr(self, f"bn_mean_{key}"), getattr(self, f"bn_var_{key}"),
                              self.bn_g[key].exp() * getattr(self, f"bn_sd0_{key}"),
                              self.b[key] + getattr(self, f"bn_mean0_{key}"), True, momentum, BN_EPS)
-            return F.relu(y) if op.get("relu") else y
+            return activate(op, y)
         return walk(self.ops, {0: self._act(0, x)}, self._weight, self._act, step)[self.ops[-1]["out"]]
 
     @torch.no_grad()
@@ -296,7 +297,7 @@ class QATNet(nn.Module):
 
         def step(op, acts, weight):                  # the file's op, noting the unit conv's sums
             if op.get("key") in stats:
-                y = F.conv2d(acts[op["in"]], weight(op, unit=True), None, op["stride"], 1).double()
+                y = F.conv2d(acts[op["in"]], weight(op, unit=True), None, op["stride"], (op["ph"], op["pw"]), 1, op["groups"]).double()
                 st = stats[op["key"]]
                 st[0], st[1] = st[0] + y.sum((0, 2, 3)), st[1] + (y * y).sum((0, 2, 3))
                 st[2] += y.numel() // y.shape[1]

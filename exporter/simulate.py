@@ -11,9 +11,8 @@
 """
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
-from .ops import CONVERTERS, INPUT
+from .ops import CLAMPED, CONVERTERS, INPUT, activate, clamp
 from .quantize import nearest
 
 
@@ -34,8 +33,7 @@ def walk(ops, acts, weight, act, step=None):
 
 def apply(op, acts, weight):
     """One op of the float walk on acts {point: tensor} -> its output, before `act`."""
-    y = CONVERTERS[op["op"]].float_op(op, acts, weight)        # exporter/ops/
-    return F.relu(y) if op.get("relu") else y
+    return activate(op, CONVERTERS[op["op"]].float_op(op, acts, weight))        # exporter/ops/
 
 
 @torch.no_grad()
@@ -46,8 +44,8 @@ def run_exact(qnet, images):
     acts[0] = INPUT.exact(qnet["lut"], images)                                  # eq. (5)
     for op in qnet["ops"]:
         out = op["out"]
-        zy, hi = pts[out]["zp"], (1 << pts[out]["bits"]) - 1
-        acts[out] = CONVERTERS[op["op"]].exact(op, acts, pts).clamp(zy if op.get("relu") else 0, hi)
+        lo, hi = clamp(op, pts[out]) if op["op"] in CLAMPED else (0, (1 << pts[out]["bits"]) - 1)
+        acts[out] = CONVERTERS[op["op"]].exact(op, acts, pts).clamp(lo, hi)
     return acts
 
 

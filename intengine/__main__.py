@@ -15,7 +15,7 @@ from tqdm import tqdm
 
 from . import cifar10
 from .cli import fail as _fail, run as run_cli
-from .fileformat import VERSION, FormatError
+from .fileformat import FormatError
 from . import cpu
 from .model import load
 
@@ -242,7 +242,7 @@ def verify_cmd(model_paths):
                 continue
             meta = m.header.get("meta", {})
             n = sum(op.impl.WEIGHTED for op in m.ops)
-            click.echo(f"{p}: ok, format version {VERSION}, W{meta.get('bits')}A{meta.get('act_bits')}, "
+            click.echo(f"{p}: ok, format version {m.format_version}, W{meta.get('bits')}A{meta.get('act_bits')}, "
                        f"{n} weighted layers, {os.path.getsize(p):,} bytes, content sha256 "
                        f"{m.header['content_sha256'][:16]}")
         if bad:
@@ -269,7 +269,7 @@ def info_cmd(model_path, as_json):
                            levels=spec.get("levels"), weight_scale_min=float(ws.min()),
                            weight_scale_max=float(ws.max()))
             layers.append(row)
-        info = {"file": str(model_path), "size_bytes": os.path.getsize(model_path), "format_version": VERSION,
+        info = {"file": str(model_path), "size_bytes": os.path.getsize(model_path), "format_version": model.format_version,
                 "content_sha256": model.header["content_sha256"],
                 "meta": model.header.get("meta", {}), "kernel": model.kernel,
                 "cpu": kernel_cpu(), "layers": layers}
@@ -286,7 +286,7 @@ def info_cmd(model_path, as_json):
             label += f", QAT {len(q['history']) - 1} epochs"
         click.echo(f"{model_path}: {info['size_bytes']:,} bytes, {label}, "
                    f"exporter {m.get('exporter_version')}, checkpoint sha256 {str(m.get('checkpoint_sha256'))[:12]}, "
-                   f"format {VERSION}, content sha256 {info['content_sha256'][:12]} (checked)")
+                   f"format {info['format_version']}, content sha256 {info['content_sha256'][:12]} (checked)")
         click.echo(f"kernel: {info['kernel']} (processor {info['cpu']['name']}, avx512vnni "
                    f"{info['cpu']['avx512vnni']}; {cpu.ENV}=portable|scalar forces a slower path)")
         click.echo(f"{'layer':18} {'op':6} {'W':>3} {'A':>3} {'weight bytes':>12}  {'weight scale':>21}  out scale / zp")

@@ -7,8 +7,11 @@ end to end (docs/engine.md).  The op table and the arena are layout.py's; graph.
       acc = bias + sum w (x - z_x) = (bias - z_x sum w) + sum w x
   A conv whose only reader is the following residual add (conv2 of a block) also does that
   add in its epilogue (eq. 12-14) and never stores its own point.
-- The input LUT (eq. 5), add (also the requant of eq. 17a, as K_b = 0), pool (eq. 15-16a)
-  and linear layer are plain Numba loops with the fixedpoint.py helpers, as in kernels.py.
+- A depthwise conv (one input channel per group) sums its taps 16 channels at a time in a
+  plain loop, then requantizes through the same vnni.epilogue.
+- The input LUT (eq. 5), add (also the requant of eq. 17a, as K_b = 0), the pools (eq.
+  15-16a), flatten and the linear layer are plain Numba loops with the fixedpoint.py
+  helpers, as in kernels.py.
 - `run` works on N images: each worker thread runs whole images on its own arena, with no
   synchronisation at all.  `run_shared` splits one image's ops into row blocks that every
   thread takes from atomic counters (sync.py), in one arena; graph.BatchOne chooses between
@@ -21,9 +24,10 @@ import numpy as np
 from numba import get_thread_id, njit, prange
 
 from .fixedpoint import clamp, requant, requant_even
-from .layout import (A_CP, A_HI, A_LO, A_M0, A_N, A_OFF, A_STRIDE, A_WP, A_ZY, ADD, ADD_END, ADD_START, B_C,
-                     B_CP, B_OFF, B_WP, CH, CO, CONV, COT, FUSE, HI, HO, I_CP, I_OFF, I_WP, KA, KB, ROW, KOFF,
-                     LO, NK, O_CP, O_OFF, O_WP, PAD, POOL, STRIDE, WO, WOFF, ZB, ZX, ZY)
+from .layout import (A_CP, A_HI, A_LO, A_M0, A_N, A_OFF, A_STRIDE, A_WP, A_ZY, ADD, ADD_END, ADD_START, AVGPOOL,
+                     B_C, B_CP, B_OFF, B_WP, CH, CO, CONV, COT, DWCONV, FLATTEN, FUSE, GAP, HI, HO, I_CP, I_OFF,
+                     I_WP, IH, IW, KA, KB, KH, KOFF, KW, LINEAR, LO, MAXPOOL, NK, O_CP, O_OFF, O_WP, PAD, PH, PW, ROW,
+                     STORE, STRIDE, WO, WOFF, ZB, ZX, ZY)
 from .sync import fetch_add, load, pause
 from .vnni import CO as TILE_CO, P as TILE_P, epilogue, micro, micro2
 
@@ -34,7 +38,7 @@ def _add_value(P, ar, qa, za, y, x, c):
     cb = c - P[PAD]
     if cb >= 0 and cb < P[B_C]:                           # padded channels hold z_b: add nothing
         s = P[A_STRIDE]
-        b = ar[P[B_OFF] + ((y * s + 1) * P[B_WP] + x * s + 1) * P[B_CP] + cb]
+        b = ar[P[B_OFF] + (y * s * P[B_WP] + x * s) * P[B_CP] + cb]
         acc += np.int64(P[KB]) * (np.int64(b) - P[ZB])
     return clamp(P[A_ZY] + requant(acc, P[A_M0], P[A_N]), P[A_LO], P[A_HI])
 
@@ -69,14 +73,89 @@ def conv_rows(kind, P, ar, koffs, wpk, bias, m0, n, rnd, acc, r0, r1):
                     co0 = (cot + j) * TILE_CO
                     c0, c1 = max(0, pad - co0), min(TILE_CO, bc + pad - co0)   # lanes with b
                     if fuse == 0:
-                        o, ostr, bb, bstr = ooff + ((oy + 1) * owp + ox0 + 1) * ocp + co0, ocp, 0, 0
+                        o, ostr, bb, bstr = ooff + (oy * owp + ox0) * ocp + co0, ocp, 0, 0
                     else:
-                        o, ostr = aoff + ((oy + 1) * awp + ox0 + 1) * acp + co0, acp
-                        bb = boff + ((oy * ast + 1) * bwp + ox0 * ast + 1) * bcp + co0 - pad
+                        o, ostr = aoff + (oy * awp + ox0) * acp + co0, acp
+                        bb = boff + (oy * ast * bwp + ox0 * ast) * bcp + co0 - pad
                         bstr = ast * bcp
                     epilogue(acc, j * TILE_P, npix, bias, m0, n, rnd, ch + co0, zy, lo, hi, ar, o, ostr, fuse,
                              bb, bstr, c0, c1, zb, addp)
             cot += tiles
+
+
+@njit(cache=True)
+def dwconv_rows(P, ar, koffs, wpk, bias, m0, n, rnd, acc, r0, r1):
+    """Output rows r0..r1 of a depthwise conv (channel c reads input channel c only), eq.
+    (6)-(8): 8 pixels x 16 channels of int32 sums at a time, over the NK taps at koffs[KOFF:],
+    weights [tap][COT*16] int8 at WOFF, the folded bias (eq. 6) and vnni.epilogue's requantize.
+    |acc| < 2^31: the conv's `lower` checks the bound."""
+    s, iwp, icp, nk, k0 = P[STRIDE], P[I_WP], P[I_CP], P[NK], P[KOFF]
+    wo, owp, ocp, ch, woff = P[WO], P[O_WP], P[O_CP], P[CH], P[WOFF]
+    cpw = P[COT] * TILE_CO                                # weights per tap
+    addp = P[ADD_START:ADD_END]
+    for oy in range(r0, r1):
+        for ox0 in range(0, wo, TILE_P):
+            npix = min(TILE_P, wo - ox0)
+            for c0 in range(0, cpw, TILE_CO):
+                for p in range(npix):
+                    base = P[I_OFF] + (oy * s * iwp + (ox0 + p) * s) * icp + c0
+                    for c in range(TILE_CO):
+                        acc[p * TILE_CO + c] = 0
+                    for t in range(nk):
+                        xo, wb = base + koffs[k0 + t], woff + t * cpw + c0
+                        for c in range(TILE_CO):
+                            acc[p * TILE_CO + c] += np.int32(ar[xo + c]) * np.int32(wpk[wb + c])
+                o = P[O_OFF] + (oy * owp + ox0) * ocp + c0
+                epilogue(acc, 0, npix, bias, m0, n, rnd, ch + c0, P[ZY], P[LO], P[HI], ar, o, ocp, 0, 0, 0, 0, 0,
+                         0, addp)
+
+
+@njit(cache=True)
+def window_rows(P, ar, m0, n, r0, r1):
+    """Output rows r0..r1 of a pool over KH x KW windows (stride, padding PH, PW): the largest
+    value (MAXPOOL, padding excluded) or the centred sum requantized with ties to even
+    (AVGPOOL, eq. 15-16a; padding adds nothing)."""
+    C, s, kh, kw, ph, pw = P[CO], P[STRIDE], P[KH], P[KW], P[PH], P[PW]
+    H, W = P[IH], P[IW]
+    is_max, zx = P[ROW] == MAXPOOL, P[ZX]
+    acc = np.empty(C, np.int64)
+    for y in range(r0, r1):
+        for x in range(P[WO]):
+            for c in range(C):
+                acc[c] = -1 if is_max else 0
+            for ky in range(kh):
+                iy = y * s + ky - ph
+                if iy < 0 or iy >= H:
+                    continue
+                for kx in range(kw):
+                    ix = x * s + kx - pw
+                    if ix < 0 or ix >= W:
+                        continue
+                    b = P[I_OFF] + (iy * P[I_WP] + ix) * P[I_CP]
+                    if is_max:
+                        for c in range(C):
+                            acc[c] = max(acc[c], np.int64(ar[b + c]))
+                    else:
+                        for c in range(C):
+                            acc[c] += np.int64(ar[b + c]) - zx
+            o = P[O_OFF] + (y * P[O_WP] + x) * P[O_CP]
+            for c in range(C):
+                if is_max:
+                    ar[o + c] = np.uint8(acc[c])
+                else:
+                    ar[o + c] = np.uint8(clamp(P[ZY] + requant_even(acc[c], m0[P[CH]], n[P[CH]]), P[LO], P[HI]))
+
+
+@njit(cache=True)
+def flatten(P, ar):
+    """The I_ point (HO x WO x CO) -> the flat O_ point in (y, x, c) order."""
+    C = P[CO]
+    for y in range(P[HO]):
+        for x in range(P[WO]):
+            i = P[I_OFF] + (y * P[I_WP] + x) * P[I_CP]
+            o = P[O_OFF] + (y * P[WO] + x) * C
+            for c in range(C):
+                ar[o + c] = ar[i + c]
 
 
 @njit(cache=True)
@@ -85,20 +164,20 @@ def add_rows(P, ar, r0, r1):
     (ResNet20's adds are all fused into the conv before them; this serves other graphs.)"""
     for y in range(r0, r1):
         for x in range(P[WO]):
-            i = P[I_OFF] + ((y + 1) * P[I_WP] + x + 1) * P[I_CP]
-            o = P[A_OFF] + ((y + 1) * P[A_WP] + x + 1) * P[A_CP]
+            i = P[I_OFF] + (y * P[I_WP] + x) * P[I_CP]
+            o = P[A_OFF] + (y * P[A_WP] + x) * P[A_CP]
             for c in range(P[CO]):
                 ar[o + c] = np.uint8(_add_value(P, ar, ar[i + c], P[ZX], y, x, c))
 
 
 @njit(cache=True)
-def pool(P, ar, m0, n):
+def gap(P, ar, m0, n):
     """Global average of the I_ point (HO x WO x CO) into the flat O_ point, eq. (15)-(16a)."""
     C = P[CO]
     acc = np.zeros(C, np.int64)                           # |acc| <= 64 * 255
     for y in range(P[HO]):
         for x in range(P[WO]):
-            b = P[I_OFF] + ((y + 1) * P[I_WP] + x + 1) * P[I_CP]
+            b = P[I_OFF] + (y * P[I_WP] + x) * P[I_CP]
             px = ar[b:b + C]                              # a view: the channel loop vectorizes
             for c in range(C):
                 acc[c] += np.int64(px[c])
@@ -111,13 +190,30 @@ def pool(P, ar, m0, n):
 
 @njit(cache=True)
 def linear(P, ar, wpk, bias, m0, n, out):
-    """The flat I_ point (I_CP values) times w (Ci, Co) -> out (Co,) int32, eq. (6)-(8)."""
+    """The flat I_ point (I_CP values) times w (Ci, Co) -> out (Co,) int32 (the logits), or
+    the flat O_ point in the arena when STORE, eq. (6)-(8)."""
     ci, co_n, ch = P[I_CP], P[CO], P[CH]
+    acc = np.empty(co_n, np.int64)                          # int64: no bound needed
     for co in range(co_n):
-        acc = np.int64(bias[ch + co])                       # int64: no bound needed
-        for k in range(ci):
-            acc += (np.int64(ar[P[I_OFF] + k]) - P[ZX]) * np.int64(wpk[P[WOFF] + k * co_n + co])
-        out[co] = clamp(P[ZY] + requant(acc, m0[ch + co], n[ch + co]), P[LO], P[HI])
+        acc[co] = bias[ch + co]
+    for k in range(ci):                                     # row by row of w: contiguous
+        v = np.int64(ar[P[I_OFF] + k]) - P[ZX]
+        w0 = P[WOFF] + k * co_n
+        for co in range(co_n):
+            acc[co] += v * np.int64(wpk[w0 + co])
+    for co in range(co_n):
+        q = clamp(P[ZY] + requant(acc[co], m0[ch + co], n[ch + co]), P[LO], P[HI])
+        if P[STORE]:
+            ar[P[O_OFF] + co] = np.uint8(q)
+        else:
+            out[co] = q
+
+
+@njit(cache=True)
+def output(P, ar, out):
+    """The flat I_ point (CO values) -> the logits out (CO,) int32: the last op was not linear."""
+    for c in range(P[CO]):
+        out[c] = ar[P[I_OFF] + c]
 
 
 @njit(cache=True)
@@ -126,7 +222,7 @@ def input_lut(img, lut, ar, off, wp, cp, y0, y1):
     H, W, C = img.shape
     for y in range(y0, y1):
         for x in range(W):
-            o = off + ((y + 1) * wp + x + 1) * cp
+            o = off + (y * wp + x) * cp
             for c in range(C):
                 ar[o + c] = np.uint8(lut[c, img[y, x, c]])
 
@@ -136,12 +232,20 @@ def run_op(kind, P, ar, koffs, wpk, bias, m0, n, rnd, acc, out, r0, r1):
     k = P[ROW]
     if k == CONV:
         conv_rows(kind, P, ar, koffs, wpk, bias, m0, n, rnd, acc, r0, r1)
+    elif k == DWCONV:
+        dwconv_rows(P, ar, koffs, wpk, bias, m0, n, rnd, acc, r0, r1)
     elif k == ADD:
         add_rows(P, ar, r0, r1)
-    elif k == POOL:
-        pool(P, ar, m0, n)
-    else:
+    elif k == GAP:
+        gap(P, ar, m0, n)
+    elif k == AVGPOOL or k == MAXPOOL:
+        window_rows(P, ar, m0, n, r0, r1)
+    elif k == FLATTEN:
+        flatten(P, ar)
+    elif k == LINEAR:
         linear(P, ar, wpk, bias, m0, n, out)
+    else:
+        output(P, ar, out)
 
 
 @njit(cache=True)

@@ -16,7 +16,8 @@ from pathlib import Path
 import numpy as np
 
 MAGIC = b"LBPTQINT"
-VERSION = 2
+VERSION = 3                          # what `write` writes
+READS = (2, 3)                       # what `read` reads: version 2 through upgrade_v2
 DIGEST_KEY = "content_sha256"        # header key holding the digest of the content (format.md)
 MAX_FILE_BYTES = 64 << 20            # the shipped files are 75-550 KB
 MAX_MEMBER_BYTES = 32 << 20          # uncompressed, checked before anything is read
@@ -306,9 +307,9 @@ def read(path):
     if version == 1:
         raise FormatError(f"{path}: format version 1 has no content digest and is no longer read; "
                           f"{regenerate(path, _bits(arrays))}")
-    if version != VERSION:
+    if version not in READS:
         raise FormatError(f"{path}: format version {version if version is not None else v.dtype.name + str(v.shape)}, "
-                          f"this engine reads version {VERSION}; {regenerate(path)}")
+                          f"this engine reads versions {', '.join(map(str, READS))}; {regenerate(path)}")
     for name, dtypes in MEMBERS.items():
         a = arrays[name]
         if a.dtype not in [np.dtype(d) for d in dtypes]:
@@ -326,4 +327,35 @@ def read(path):
     if not isinstance(digest, str) or digest != content_digest(header, arrays):
         raise FormatError(f"{path}: content does not match its sha256 digest, so the file was "
                           f"modified or damaged after export; {regenerate(path, _bits(arrays))}")
+    if version == 2:
+        upgrade_v2(header, arrays)
     return header, arrays
+
+
+# Version 2's ops in version 3's terms (docs/format.md "Versions"): every conv was 3x3 with
+# padding 1 and one group, the global pool was `pool`, and `relu` stood for the clamp
+# [z_y, 2^b - 1] (else [0, 2^b - 1]) of the op's output point.
+V2_CONV = {"kh": 3, "kw": 3, "ph": 1, "pw": 1, "groups": 1}
+
+
+def upgrade_v2(header, arrays):
+    """Rewrite a version-2 header's ops in place as version 3 writes them (after the digest
+    check, which covers the file as written).  Fields the engine then rejects stay rejected:
+    a malformed op is left as it is for validate.py to name."""
+    zp, bits = arrays["act_zero_point"], arrays["act_bits"]
+    for op in header["ops"]:
+        if not isinstance(op, dict):
+            continue
+        if op.get("op") == "pool":
+            op["op"] = "gap"
+        if op.get("op") == "conv":
+            for k, v in V2_CONV.items():
+                op.setdefault(k, v)
+        out = op.get("out")
+        if op.get("op") in ("conv", "linear", "add", "requant", "gap") and isinstance(out, int) \
+                and not isinstance(out, bool) and 0 <= out < len(zp):
+            relu = op.get("relu", False)
+            if isinstance(relu, bool):           # else validate.py names the missing clamp
+                del op["relu"]
+                op.setdefault("lo", int(zp[out]) if relu else 0)
+                op.setdefault("hi", (1 << int(bits[out])) - 1)

@@ -16,7 +16,7 @@ import numpy as np
 from numba import config, get_num_threads, set_parallel_chunksize
 
 from .fastops import run, run_image, run_shared
-from .layout import ADD, CONV, HO, ROW, Builder, NotEligible  # noqa: F401  (NotEligible: model.py catches it)
+from .layout import HO, OUTPUT, ROW, ROWWISE, Builder, NotEligible  # noqa: F401  (NotEligible: model.py catches it)
 from .ops import INPUT, KINDS
 from .vnni import CO as TILE_CO, P as TILE_P
 
@@ -26,24 +26,27 @@ KIND_IDS = {"portable": 0, "vnni": 1}
 
 
 def eligible(model):
-    """True when every activation and weight is <= 8 bits, every op has a row kind here and
-    the last op is the linear layer."""
+    """True when every activation and weight is <= 8 bits (every op kind has its rows here)."""
     if int(model.act_bits.max()) > 8:
         return False
-    if not {op.kind for op in model.ops} <= set(KINDS) or model.ops[-1].kind != "linear":
-        return False
     return all(op.w.dtype == np.int8 for op in model.ops if KINDS[op.kind].WEIGHTED)
+
+
+def border(model):
+    """The arena's border (layout.py): the largest padding of any op, at least 1."""
+    return max([1] + [max(getattr(op, "ph", 0), getattr(op, "pw", 0)) for op in model.ops])
 
 
 class Lowering:
     """What an op kind's `lower(op, k, lw)` works with: the Builder, the model's ops, who reads
     each point, the point shapes and their arena places (geo), and whether to fuse."""
 
-    def __init__(self, ops, shapes, zero_points, fuse):
+    def __init__(self, ops, shapes, zero_points, fuse, border=1):
         self.ops, self.fuse = ops, fuse
         self.shapes = [tuple(s) for s in shapes]
         self.zp = [int(z) for z in zero_points]
-        self.builder, self.geo, self.skip = Builder(), {}, set()
+        self.builder, self.geo, self.skip = Builder(border), {}, set()
+        self.logits_written = False            # a row writes the int32 logits (a linear layer's)
         self.readers = {}
         for k, op in enumerate(ops):
             for i in op.ins:
@@ -53,6 +56,15 @@ class Lowering:
         """Give point i its place in the arena."""
         self.geo[i] = self.builder.point(self.shapes[i], self.zp[i], cmul)
         return self.geo[i]
+
+    def window_row(self, op, row, ch):
+        """The row of a pool over a window (kinds avgpool and maxpool)."""
+        (ih, iw, c), src = self.shapes[op.ins[0]], self.geo[op.ins[0]]
+        dst = self.point(op.out)
+        ho, wo, _ = self.shapes[op.out]
+        self.builder.row(op.name, ROW=row, HO=ho, WO=wo, CO=c, I_OFF=src[0], I_WP=src[1], I_CP=src[2], IH=ih,
+                         IW=iw, O_OFF=dst[0], O_WP=dst[1], O_CP=dst[2], STRIDE=op.stride, KH=op.kh, KW=op.kw,
+                         PH=op.ph, PW=op.pw, ZX=op.zx[0], ZY=op.zy, LO=op.lo, HI=op.hi, CH=ch)
 
     def fused(self, k):
         """Op k went into the row before it."""
@@ -67,11 +79,15 @@ class Graph:
 
     def __init__(self, model, kernel, fuse=True):
         self.kernel, self.kind, self.fused = kernel, KIND_IDS[kernel], fuse
-        lw = Lowering(model.ops, [p["shape"] for p in model.header["points"]], model.zero_points, fuse)
+        lw = Lowering(model.ops, [p["shape"] for p in model.header["points"]], model.zero_points, fuse,
+                      border(model))
         INPUT.lower(lw)
         for k, op in enumerate(model.ops):
             if k not in lw.skip:
                 KINDS[op.kind].lower(op, k, lw)
+        if not lw.logits_written:                   # the logits are a point in the arena: copy them out
+            last = len(lw.shapes) - 1
+            lw.builder.row("output", ROW=OUTPUT, I_OFF=lw.geo[last][0], CO=lw.shapes[last][0])
         self.names = lw.builder.names               # one per row of the op table
         (self.ops, self.koffs, self.wpk, self.bias, self.m0, self.n, self.rnd,
          self.arena_template) = lw.builder.tables()
@@ -90,7 +106,7 @@ class Graph:
         TASKS_PER_THREAD per thread, pool and linear are one task each.  And its sync counters."""
         if threads not in self._plans:
             rows = [(-1, int(self.shapes[0][0]))] + [
-                (k, int(r[HO]) if r[ROW] in (CONV, ADD) else 1) for k, r in enumerate(self.ops)]
+                (k, int(r[HO]) if r[ROW] in ROWWISE else 1) for k, r in enumerate(self.ops)]
             plan = []
             for k, h in rows:
                 per = -(-h // min(h, TASKS_PER_THREAD * threads))
@@ -146,7 +162,7 @@ class Graph:
                 s = self.shapes[i]
                 if len(s) == 3:
                     h, w, c = s
-                    outs[i][k] = arena[off:off + (h + 2) * wp * cp].reshape(h + 2, wp, cp)[1:h + 1, 1:w + 1, :c]
+                    outs[i][k] = arena[off:off + h * wp * cp].reshape(h, wp, cp)[:, :w, :c]
                 else:
                     outs[i][k] = arena[off:off + s[0]]
         outs[-1] = logits

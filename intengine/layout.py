@@ -2,31 +2,39 @@
 table that graph.py hands to fastops.run (docs/engine.md).
 
 - Arena.  Every point of the network lives in one uint8 buffer per worker, at a fixed
-  offset.  A spatial point (H,W,C) is stored padded, (H+2, W+2, Cp) with Cp = C rounded up to
-  4 (the network input) or 16 (conv outputs); its border holds the point's zero point z,
-  written once when the arena is made, so a conv reads its 3x3 taps with no bounds test.
+  offset.  A spatial point (H,W,C) is stored padded, (H+2B, W+2B, Cp) with Cp = C rounded up
+  to 4 (the network input) or 16 (the others), and B the border, the largest padding of any
+  conv in the network (at least 1); the border holds the point's zero point z, written once
+  when the arena is made, so a conv reads its taps with no bounds test.  A point's place
+  (geo) is (origin, padded width, padded channels), the origin being the byte of (0, 0, 0):
+  (y, x, c) is at origin + (y Wp + x) Cp + c, and the border lies before and after it.
 - The op table.  One int64 row per op; its fields are named once, in FIELDS, and each op
   kind's `lower` (intengine/ops/) fills them by name through Builder.row.  The residual add's seven parameters that
   vnni.epilogue reads as one slice (EPILOGUE_ADD) are checked to be contiguous, in order.
 """
 import numpy as np
 
-CONV, ADD, POOL, LINEAR = 1, 2, 3, 4   # a row's type (its field ROW), what fastops.run_op runs
+# a row's type (its field ROW), what fastops.run_op runs; ROWWISE: the types whose work splits
+# into blocks of output rows (fastops.share_image)
+CONV, ADD, GAP, LINEAR, DWCONV, AVGPOOL, MAXPOOL, FLATTEN, OUTPUT = 1, 2, 3, 4, 5, 6, 7, 8, 9
+ROWWISE = (CONV, ADD, DWCONV, AVGPOOL, MAXPOOL)
 GUARD = 64                         # spare arena bytes at both ends (Builder)
 
 # The fields of one op's row, in order: the output point, then the main input, the conv's
 # tables, then the residual add (standalone, or fused into the conv before it): input b,
-# factors, requantize, and its own output point.
+# factors, requantize, and its own output point; then a window and its input's size (pools),
+# and STORE (a linear
+# layer that writes its point to the arena, not the logits).
 FIELDS = ("ROW O_OFF O_WP O_CP HO WO CO ZY LO HI CH "
           "I_OFF I_WP I_CP STRIDE ZX "
           "NK KOFF WOFF COT FUSE "
           "B_OFF B_WP B_CP B_C ZB A_STRIDE PAD KA KB A_M0 A_N A_ZY A_LO A_HI AH BH AL ASIDE "
-          "A_OFF A_WP A_CP").split()
+          "A_OFF A_WP A_CP KH KW PH PW IH IW STORE").split()
 FIELD = {name: k for k, name in enumerate(FIELDS)}
 NFIELDS = len(FIELDS)
 (ROW, O_OFF, O_WP, O_CP, HO, WO, CO, ZY, LO, HI, CH, I_OFF, I_WP, I_CP, STRIDE, ZX, NK, KOFF, WOFF, COT,
  FUSE, B_OFF, B_WP, B_CP, B_C, ZB, A_STRIDE, PAD, KA, KB, A_M0, A_N, A_ZY, A_LO, A_HI, AH, BH, AL, ASIDE,
- A_OFF, A_WP, A_CP) = (FIELD[n] for n in FIELDS)
+ A_OFF, A_WP, A_CP, KH, KW, PH, PW, IH, IW, STORE) = (FIELD[n] for n in FIELDS)
 # What vnni.epilogue reads as P[ADD_START:ADD_END], in this order: the add's n, z, lo, hi and
 # the constants of eq. (14a) (fixedpoint.add_split), set when the add is fused into a conv
 EPILOGUE_ADD = ("A_N", "A_ZY", "A_LO", "A_HI", "AH", "BH", "AL", "ASIDE")
@@ -55,19 +63,20 @@ class Builder:
     """Assigns arena offsets to points and gathers the flat tables; each op kind's `lower`
     (intengine/ops/) fills its rows through it, by field name."""
 
-    def __init__(self):
+    def __init__(self, border=1):
         # 64 spare bytes before the first point and after the last: vnni.epilogue reads 16
         # bytes of the shortcut input at once (and ignores the lanes it does not need)
+        self.border = border
         self.size, self.fill = GUARD, []                   # fill: (offset, bytes, zero point)
         self.rows, self.names, self._koffs, self._w, self.chan = [], [], [], [], []
         self.nk = self.nw = self.nch = 0
 
     def point(self, shape, z, cmul=16):
-        """-> (offset, padded width, padded channels) of a new point (H,W,C) or (C,)."""
+        """-> (origin, padded width, padded channels) of a new point (H,W,C) or (C,)."""
         if len(shape) == 3:
             h, w, c = shape
-            cp = _round_up(c, cmul)
-            nbytes, geo = (h + 2) * (w + 2) * cp, (self.size, w + 2, cp)
+            b, cp = self.border, _round_up(c, cmul)
+            nbytes, geo = (h + 2 * b) * (w + 2 * b) * cp, (self.size + (b * (w + 2 * b) + b) * cp, w + 2 * b, cp)
         else:
             nbytes, geo = _round_up(shape[0], 4), (self.size, 0, shape[0])
         self.fill.append((self.size, nbytes, z))

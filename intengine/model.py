@@ -26,9 +26,8 @@ class Op:
         self.zx = [int(zp[i]) for i in self.ins]
         self.in_bits = int(bits[self.ins[0]])
         self.zy = int(zp[self.out])
-        self.hi = (1 << int(bits[self.out])) - 1
-        self.lo = self.zy if spec.get("relu") else 0       # eq. (8): ReLU clamps at z_y
-        o, count = spec["offset"], self.impl.channels(spec)
+        self.lo, self.hi = spec.get("lo", 0), spec.get("hi", 0)    # the clamp of eq. (8): ReLU, ReLU6 or none
+        o, count = spec.get("offset", 0), self.impl.channels(spec)
         self.m0 = arrays["multiplier"][o:o + count].astype(np.int64)
         self.n = arrays["shift"][o:o + count].astype(np.int64)
         self.impl.load(self, spec, arrays)
@@ -41,6 +40,8 @@ class Op:
 class Model:
     def __init__(self, header, arrays, path, kernel=None):
         self.header, self.path = header, str(path)
+        self.format_version = int(arrays["version"])         # 2 or 3 (fileformat.READS)
+        self.input_shape = tuple(header["points"][0]["shape"])   # (H, W, C)
         self.classes = list(header["classes"])
         self.points = [p["name"] for p in header["points"]]
         self.lut = np.ascontiguousarray(arrays["lut"])
@@ -71,7 +72,7 @@ class Model:
         fusion, so every point comes from the kernels that `predict` uses.  reference_ops runs
         the kinds' NumPy references (reference.py); the scalar kernel, their Numba twins
         (kernels.py)."""
-        images = check_images(images)
+        images = check_images(images, self.input_shape)
         if self.graph is not None and not reference_ops:
             if not keep:
                 return self.graph.run(images)        # the whole network in one call, graph.py
@@ -93,7 +94,7 @@ class Model:
         """uint8 (N,32,32,3), or one (32,32,3) image as a batch of one -> int32 quantized
         logits (N,C), in batches of `batch_size`.  They carry the logits' zero point: compare
         them with each other (argmax), or turn them into real numbers with dequantize_logits."""
-        images = check_images(images)
+        images = check_images(images, self.input_shape)
         if len(images) == 0:
             return np.zeros((0, len(self.classes)), np.int32)
         return np.concatenate([self.run(images[i:i + batch_size])
@@ -132,13 +133,15 @@ class Model:
         return idx, np.take_along_axis(p, idx, axis=1)
 
 
-def check_images(images):
-    """-> a C-contiguous uint8 (N,32,32,3) batch; one (32,32,3) image is a batch of one."""
+def check_images(images, shape=(32, 32, 3)):
+    """-> a C-contiguous uint8 (N,H,W,C) batch of the model's input `shape`; one (H,W,C) image
+    is a batch of one."""
     images = np.asarray(images)
     if images.ndim == 3:
         images = images[None]
-    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[1:] != (32, 32, 3):
-        raise ValueError(f"images must be uint8 (N, 32, 32, 3) NHWC RGB, got {images.dtype} {images.shape}")
+    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[1:] != tuple(shape):
+        raise ValueError(f"images must be uint8 (N, {', '.join(map(str, shape))}) NHWC, the model's input, "
+                         f"got {images.dtype} {images.shape}")
     return np.ascontiguousarray(images)
 
 

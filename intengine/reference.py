@@ -7,8 +7,11 @@ NHWC int32 arrays.
 """
 from .ops.add import reference as add, shortcut  # noqa: F401
 from .ops.common import finish  # noqa: F401
-from .ops.conv import reference as conv3x3  # noqa: F401
+from .ops.avgpool import reference as avgpool  # noqa: F401
+from .ops.conv import reference as conv  # noqa: F401
+from .ops.flatten import reference as flatten  # noqa: F401
+from .ops.gap import reference as gap  # noqa: F401
 from .ops.linear import reference as linear  # noqa: F401
 from .ops.lut import reference as input_lut  # noqa: F401
-from .ops.pool import reference as avgpool  # noqa: F401
+from .ops.maxpool import reference as maxpool  # noqa: F401
 from .ops.requant import reference as requantize  # noqa: F401

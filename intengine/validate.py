@@ -2,9 +2,10 @@
 
 `check(header, arrays, path)` verifies the parts every file has here, and hands each op to
 its kind's `check` (intengine/ops/): its fields present and in range, the point shapes
-chaining (conv, add with its shortcut, pool, linear), every offset inside its array, and that every integer parameter is inside the range the kernels
-assume: multipliers and shifts (eq. 9), codebooks, zero points, the input LUT, and the
-accumulator bound of docs/quantization.md section 5.  Raises FormatError.
+chaining, every offset inside its array, and that every integer parameter is inside the range
+the kernels assume: multipliers and shifts (eq. 9), codebooks, zero points, clamps, the input
+LUT, and the accumulator bound of docs/quantization.md section 5.  The limits below are what
+the engine can hold, each stated in docs/format.md "Limits".  Raises FormatError.
 """
 import numpy as np
 
@@ -12,9 +13,13 @@ from .fileformat import ACT_BITS, FormatError, regenerate
 from .fixedpoint import ADD_FACTOR_MAX, M0_MIN, M0_MAX, SHIFT_MAX, SHIFT_MIN
 from .ops import INPUT, KINDS
 
-MAX_OPS = 1024                  # ResNet20 has 31 points and 30 ops
-MAX_POINT_ELEMENTS = 1 << 17    # per image; ResNet20's largest point has 16,384
-MAX_MACS = 1 << 28              # multiply-accumulates per image; ResNet20 needs about 41 million
+MAX_OPS = 1 << 14               # ops in a file
+MAX_POINT_ELEMENTS = 1 << 24    # per image and point: the fast path's arena holds every point
+MAX_ARENA_ELEMENTS = 1 << 28    # per image, all points together (one arena per thread)
+MAX_MACS = 1 << 36              # multiply-accumulates per image
+MAX_SIDE = 1 << 14              # a point's H, W or C
+
+
 def _fail(path, msg):
     raise FormatError(f"{path}: {msg}; {regenerate(path)}")
 
@@ -27,6 +32,20 @@ class Context:
         self.path, self.shapes, self.bits, self.arrays = path, shapes, bits, arrays
         self.nch = len(arrays["multiplier"])
         self.used = {"weights": [], "codebook": [], "channels": [], "add_factor": []}   # [start, end)
+
+    def clamp(self, spec, out):
+        """The op's clamp [lo, hi] (eq. 8): integers with 0 <= lo <= hi < 2^bits of its output."""
+        top = (1 << int(self.bits[out])) - 1
+        lo, hi = self.int(spec, "lo", 0, top), self.int(spec, "hi", 0, top)
+        if lo > hi:
+            self.fail(f"op {spec['name']!r}: clamp lo {lo} > hi {hi}")
+
+    def same_point(self, spec, i, out):
+        """An op that moves integers unchanged (max pool, flatten): its output has the input's
+        width and zero point."""
+        z = self.arrays["act_zero_point"]
+        if self.bits[i] != self.bits[out] or z[i] != z[out]:
+            self.fail(f"op {spec['name']!r}: its output must have its input's width and zero point")
 
     def fail(self, msg):
         _fail(self.path, msg)
@@ -60,7 +79,8 @@ def check(header, arrays, path):
     shapes = []
     for p in pts:
         if not isinstance(p, dict) or not isinstance(p.get("shape"), list) or \
-                not all(isinstance(d, int) and 0 < d <= 4096 for d in p["shape"]):
+                not 1 <= len(p["shape"]) <= 3 or \
+                not all(isinstance(d, int) and not isinstance(d, bool) and 0 < d <= MAX_SIDE for d in p["shape"]):
             _fail(path, f"point {str(p)[:60]} has no valid shape")
         _name(path, "point", p.get("name"))
         if int(np.prod(p["shape"])) > MAX_POINT_ELEMENTS:
@@ -76,8 +96,10 @@ def check(header, arrays, path):
     scale = arrays["act_scale"]
     if not (np.isfinite(scale).all() and (scale > 0).all()):
         _fail(path, "activation scales must be finite and positive")
-    if shapes[0] != (32, 32, 3):
-        _fail(path, f"input point has shape {shapes[0]}, expected (32, 32, 3)")
+    if len(shapes[0]) != 3 or shapes[0][2] > 4:
+        _fail(path, f"input point has shape {shapes[0]}, expected (H, W, C) with C <= 4 channels")
+    if sum(int(np.prod(s)) for s in shapes) > MAX_ARENA_ELEMENTS:
+        _fail(path, f"the points hold more than {MAX_ARENA_ELEMENTS:,} elements per image")
     c = Context(path, shapes, bits, arrays)
     INPUT.check(c)
 
@@ -124,8 +146,6 @@ def check(header, arrays, path):
         if made[out]:
             _fail(path, f"op {op['name']!r} writes point {out} twice")
         made[out] = True
-        if "relu" in impl.FIELDS and not isinstance(op.get("relu"), bool):
-            _fail(path, f"op {op['name']!r}: relu must be true or false")
         macs += impl.check(c, op, ins, out)
     if macs > MAX_MACS:
         _fail(path, f"the ops need {macs:,} multiply-accumulates per image (at most {MAX_MACS:,})")

@@ -146,7 +146,7 @@ def model_cases(good, seed):
             if (m, label) in (("multiplier", "max"), ("weight_scale", "max"), ("act_scale", "max")):
                 continue                # valid values (M0 = 2^31-1, finite scales): the digest's job
             semantic(f"{m}-all-{label}-signed", kw, set_member(m, lambda a, v=v: np.full_like(a, v)))
-    for v in (0, 1, 3, -1, 2 ** 31 - 1):
+    for v in (0, 1, 4, -1, 2 ** 31 - 1):
         semantic(f"version-{v}", "version", set_member("version", lambda a, v=v: np.array(v, np.int32)))
     semantic("version-int64", "version", set_member("version", lambda a: np.array(2, np.int64)))
     semantic("magic", "magic", set_member("magic", lambda a: np.frombuffer(b"NOTOURS!", np.uint8)))
@@ -176,7 +176,7 @@ def model_cases(good, seed):
     ops = H["ops"]
     convs = [i for i, op in enumerate(ops) if op["op"] == "conv"]
     adds = [i for i, op in enumerate(ops) if op["op"] == "add"]
-    pool = next(i for i, op in enumerate(ops) if op["op"] == "pool")
+    pool = next(i for i, op in enumerate(ops) if op["op"] == "gap")
     fc = next(i for i, op in enumerate(ops) if op["op"] == "linear")
     for i in rng.sample(convs, 4):                      # channel counts that disagree between layers
         name = ops[i]["name"]
@@ -201,12 +201,22 @@ def model_cases(good, seed):
         semantic(f"bits_w-{b}", "bits_w" if b != 3 else "weight bits", set_op(convs[3], "bits_w", b))
     semantic("stride-3", "stride", set_op(convs[1], "stride", 3))
     semantic("stride-2-wrong", ops[convs[1]]["name"], set_op(convs[1], "stride", 2))
-    semantic("relu-string", "relu", set_op(convs[1], "relu", "yes"))
+    semantic("lo-string", "'lo'", set_op(convs[1], "lo", "yes"))
+    semantic("lo-above-hi", "clamp", lambda h, a: h["ops"][convs[1]].update(lo=5, hi=4))
+    semantic("hi-past-the-width", "'hi'", set_op(convs[1], "hi", 1 << 20))
+    semantic("clamp-missing", "lacks fields", set_op(adds[0], "lo", KeyError))
+    semantic("kernel-17", "'kh'", set_op(convs[2], "kh", 17))
+    semantic("kernel-1-wrong", ops[convs[2]]["name"], set_op(convs[2], "kw", 1))
+    semantic("padding-past-the-kernel", "'pw'", set_op(convs[2], "pw", 3))
+    semantic("groups-not-dividing", "groups", set_op(convs[2], "groups", 3))
+    semantic("groups-zero", "'groups'", set_op(convs[2], "groups", 0))
+    semantic("depthwise-groups-wrong", "groups", set_op(convs[2], "groups", ops[convs[2]]["cin"] + 1))
+    semantic("unknown-op-pool", "unknown op", set_op(pool, "op", "pool"))
     semantic("add-one-input", "two inputs", set_op(adds[0], "in", [1]))
     semantic("add-pad-wrong", ops[adds[3]]["name"], set_op(adds[3], "pad", ops[adds[3]]["pad"] + 1))
     semantic("reads-future-point", "before it is computed", set_op(0, "in", 5))
     semantic("writes-point-twice", "twice", set_op(2, "out", ops[1]["out"]))
-    semantic("pool-wrong-output", "pool", set_op(pool, "out", ops[fc]["out"]))
+    semantic("pool-wrong-output", "gap", set_op(pool, "out", ops[fc]["out"]))
     semantic("linear-cin", "fc", set_op(fc, "cin", 63))
     semantic("unknown-op", "unknown op", set_op(3, "op", "softmax"))
     semantic("op-missing-field", "lacks fields", set_op(4, "cin", KeyError))
@@ -222,7 +232,8 @@ def model_cases(good, seed):
     semantic("point-huge", "elements", set_point(3, [4096, 4096, 16]))
     semantic("point-shape-2^31", "valid shape", set_point(3, [2 ** 31, 1, 16]))
     semantic("point-shape-string", "valid shape", set_point(2, "32x32"))
-    semantic("input-not-32x32", "input point", set_point(0, [16, 16, 3]))
+    semantic("input-5-channels", "input point", set_point(0, [32, 32, 5]))
+    semantic("input-16x16", "stem", set_point(0, [16, 16, 3]))
     semantic("classes-11", "logits", lambda h, a: h["classes"].append("eleventh"))
     semantic("classes-numbers", "classes", lambda h, a: h.__setitem__("classes", list(range(10))))
     semantic("meta-list", "meta", lambda h, a: h.__setitem__("meta", [1, 2]))

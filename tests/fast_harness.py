@@ -13,19 +13,19 @@ from intengine.ops import add as add_kind, conv
 def _arenas_with(b, geo, x):
     """Per-image arenas from builder `b` with int32 NHWC `x` written into point `geo`."""
     arena = b.tables()[-1]
-    off, wp, cp = geo
+    off, wp, cp = geo                            # the point's origin (layout.py)
     n, h, w, c = x.shape
     ars = np.tile(arena, (n, 1))
-    view = ars[:, off:off + (h + 2) * wp * cp].reshape(n, h + 2, wp, cp)
-    view[:, 1:h + 1, 1:w + 1, :c] = x
+    view = ars[:, off:off + h * wp * cp].reshape(n, h, wp, cp)
+    view[:, :, :w, :c] = x
     return ars
 
 
 def _interior(ars, geo, shape):
     off, wp, cp = geo
     n, (h, w, c) = len(ars), shape
-    view = ars[:, off:off + (h + 2) * wp * cp].reshape(n, h + 2, wp, cp)
-    return view[:, 1:h + 1, 1:w + 1, :c].astype(np.int32)
+    view = ars[:, off:off + h * wp * cp].reshape(n, h, wp, cp)
+    return view[:, :, :w, :c].astype(np.int32)
 
 
 def _op(kind, ins, out, zx, zy, lo, hi, m0, n, **params):
@@ -36,11 +36,12 @@ def _op(kind, ins, out, zx, zy, lo, hi, m0, n, **params):
 
 
 def conv3x3(x, zx, w, bias, m0, n, zy, lo, hi, stride, kernel):
-    """reference.conv3x3's arguments (x int32 values of <= 8 bits, w int8) through the fast
-    conv of `kernel` ('vnni' or 'portable'): for the equality tests."""
+    """reference.conv's arguments for a 3x3 conv with padding 1 (x int32 values of <= 8 bits,
+    w int8) through the fast conv of `kernel` ('vnni' or 'portable'): for the equality tests."""
     N, H, W, C = x.shape
     ho, wo = (H - 1) // stride + 1, (W - 1) // stride + 1
-    op = _op("conv", [0], 1, [zx], zy, lo, hi, m0, n, w=w, bias=np.asarray(bias, np.int64), stride=stride)
+    op = _op("conv", [0], 1, [zx], zy, lo, hi, m0, n, w=w, bias=np.asarray(bias, np.int64), stride=stride,
+             ph=1, pw=1, groups=1)
     lw = Lowering([op], [(H, W, C), (ho, wo, w.shape[3])], [zx, zy], fuse=False)
     gin = lw.point(0, cmul=4)
     conv.lower(op, 0, lw)
@@ -67,14 +68,15 @@ def add(a, za, b, zb, ka, kb, stride, pad, m0, n, zy, lo, hi):
 
 
 def conv_add(conv_args, b, zb, ka, kb, pad, m0, n, zy, lo, hi, kernel, split=None):
-    """A conv (reference.conv3x3's arguments) and the residual add after it (shortcut source b,
+    """A 3x3 conv (reference.conv's arguments before ph, pw, groups) and the residual add after it (shortcut source b,
     reference.add's other arguments) through the fast path with fusion on: -> (add output,
     whether the add went into the conv's epilogue).  split=(A_h, B_h, L, side, n) replaces
     the fused row's eq. (14a) constants, to test the epilogue on its own terms."""
     x, zx, w, bias, cm0, cn, czy, clo, chi, stride = conv_args
     N, H, W, C = x.shape
     ho, wo, co = (H - 1) // stride + 1, (W - 1) // stride + 1, w.shape[3]
-    cv = _op("conv", [0], 2, [zx], czy, clo, chi, cm0, cn, w=w, bias=np.asarray(bias, np.int64), stride=stride)
+    cv = _op("conv", [0], 2, [zx], czy, clo, chi, cm0, cn, w=w, bias=np.asarray(bias, np.int64), stride=stride,
+             ph=1, pw=1, groups=1)
     ad = _op("add", [2, 1], 3, [czy, zb], zy, lo, hi, m0, n, ka=ka, kb=kb, stride=stride, pad=pad)
     lw = Lowering([cv, ad], [(H, W, C), b.shape[1:], (ho, wo, co), (ho, wo, co)], [zx, zb, czy, zy], fuse=True)
     gx, gb = lw.point(0, cmul=4), lw.point(1)

@@ -60,7 +60,7 @@ def test_conv_equals_reference(kernel, wbits, abits, stride):
     seen = set()
     for n, h, w, ci, co in [(2, 8, 8, 16, 32), (1, 5, 11, 3, 16), (3, 9, 6, 20, 40), (1, 4, 3, 5, 7)]:
         args = conv_case(n, h, w, ci, co, wbits, abits, stride, relu=bool(rng.integers(2)))
-        want = reference.conv3x3(*args)
+        want = reference.conv(*args, 1, 1, 1)
         got = fast_harness.conv3x3(*args, kernel)
         assert got.dtype == np.int32 and got.shape == want.shape
         assert np.array_equal(got, want), (n, h, w, ci, co)
@@ -80,7 +80,7 @@ def test_conv_extremes(kernel, zx):
     m0 = np.full(32, (1 << 31) - 1)
     for zy in (0, 128, 255):
         args = (x, zx, w, bias, m0, np.full(32, 48), zy, 0, 255, 1)
-        want = reference.conv3x3(*args)
+        want = reference.conv(*args, 1, 1, 1)
         assert np.array_equal(fast_harness.conv3x3(*args, kernel), want), zy
         if zy == 128:     # not saturated: corners (4 taps), edges (6) and the interior differ
             assert len(np.unique(want)) > (3 if zx == 0 else 1)
@@ -89,7 +89,7 @@ def test_conv_extremes(kernel, zx):
 def test_a_wrong_kernel_fails():
     """The check can fail: a zero point off by one changes the output."""
     args = conv_case(1, 8, 8, 16, 16, 8, 8, 1, False, zx=10, zy=128)
-    want = reference.conv3x3(*args)
+    want = reference.conv(*args, 1, 1, 1)
     bad = (args[0], 11) + args[2:]
     assert not np.array_equal(fast_harness.conv3x3(*bad, "portable"), want)
 
@@ -122,7 +122,7 @@ def test_fused_conv_add(kernel, stride, pad):
         zb, zy = int(rng.integers(0, 256)), int(rng.integers(0, 128))       # the add's output: relu at z_y
         m0, n = mn or (int(rng.integers(1 << 30, 1 << 31)), 59)
         add_args = (zb, ka, kb, stride, pad, m0, n, zy, zy, 255)
-        c = reference.conv3x3(*conv_args)
+        c = reference.conv(*conv_args, 1, 1, 1)
         want = reference.add(c, conv_args[6], b, *add_args)
         got, fused = fast_harness.conv_add(conv_args, b, zb, ka, kb, pad, m0, n, zy, zy, 255, kernel)
         assert fused == (ka == big or kb == big), (ka, kb)
@@ -143,7 +143,7 @@ def test_fused_add_epilogue_computes_eq_14a(kernel, side):
     split = (3, 2, (1 << 28) - 12345, side, n)        # (d_s L) >> 28 is about d_s, against 2^5
     got, fused = fast_harness.conv_add(conv_args, b, zb, 1 << 28, 1 << 27, 0, 1 << 30, 58, zy, zy, 255,
                                        kernel, split=split)
-    c = reference.conv3x3(*conv_args).astype(np.int64)
+    c = reference.conv(*conv_args, 1, 1, 1).astype(np.int64)
     f = np.vectorize(lambda da, db, low: requant_add(int(da), int(db), 3, 2, int(low), side, n))
     want = np.clip(zy + f(c - conv_args[6], b - zb, split[2]), zy, 255)
     no_low = np.clip(zy + f(c - conv_args[6], b - zb, 0), zy, 255)

@@ -56,7 +56,7 @@ BAD = {
     "lut": (_set("lut", lambda a: a[:2]), "LUT"),
     "codebook": (_set("codebook", lambda a: (a * 100).astype(np.int16)), "codebook"),
     "bias dtype": (_set("bias", lambda a: a.astype(np.float32)), "dtype"),
-    "cin": (_op(1, "cin", 17), "shapes"),
+    "cin": (_op(1, "cin", 17), "cin=17"),
     "stride": (_op(4, "stride", 2), "conv"),
     "reads later point": (_op(0, "in", 5), "before it is computed"),
     "weight bytes": (_op(2, "w_nbytes", 7), "weight bytes"),
@@ -81,11 +81,11 @@ def _members(path):
 def test_wrong_version_magic_and_members(exported, tmp_path):
     good = exported[8][0]
     arrays = _members(good)
-    cases = {"version": dict(arrays, version=np.array(3, np.int32)),
+    cases = {"version": dict(arrays, version=np.array(4, np.int32)),
              "magic": dict(arrays, magic=np.frombuffer(b"NOTOURS!", np.uint8)),
              "missing": {k: v for k, v in arrays.items() if k != "bias"},
              "header": dict(arrays, header=np.frombuffer(b"{not json", np.uint8))}
-    for name, match in [("version", "format version 3"), ("magic", "wrong magic"),
+    for name, match in [("version", "format version 4"), ("magic", "wrong magic"),
                         ("missing", "missing arrays ['bias']"), ("header", "not valid JSON")]:
         np.savez(tmp_path / f"{name}.npz", **cases[name])
         with pytest.raises(FormatError, match=match.replace("[", r"\[").replace("]", r"\]")):
@@ -107,7 +107,7 @@ def test_digest_refuses_edits_within_valid_ranges(exported, tmp_path, member, va
 
 def test_digest_is_in_the_header_and_covers_the_content(exported):
     header, arrays = fileformat.read(exported[2][0])
-    assert fileformat.VERSION == 2 and int(arrays["version"]) == 2
+    assert fileformat.VERSION == 3 and int(arrays["version"]) == 3
     digest = header[fileformat.DIGEST_KEY]
     assert len(digest) == 64 and digest == fileformat.content_digest(header, arrays)
     for name in fileformat.MEMBERS:                   # every member changes the digest
@@ -157,3 +157,56 @@ def test_zip_members_in_order_without_dates(exported):
         infos = z.infolist()
     assert [i.filename[:-4] for i in infos] == list(fileformat.MEMBERS)
     assert {i.date_time for i in infos} == {(1980, 1, 1, 0, 0, 0)}
+
+
+def _graph_file(tmp_path, kinds):
+    """A random graph (tests/graphgen.py) with every kind in `kinds`, written -> (header, arrays)."""
+    import graphgen
+    for seed in range(500):
+        qnet, classes = graphgen.random_qnet(np.random.default_rng(seed))
+        if kinds <= {op["op"] if op["op"] != "conv" or op["groups"] < op["cin"] else "depthwise"
+                     for op in qnet["ops"]}:
+            graphgen.write(qnet, classes, tmp_path / "g.npz")
+            return tmp_path / "g.npz"
+    raise AssertionError(f"no graph with {kinds}")
+
+
+def _first(kind, key, value):
+    """Set `key` of the first op of `kind` (depthwise: a conv with groups = cin)."""
+    def mutate(header, arrays):
+        op = next(o for o in header["ops"] if o["op"] == kind or
+                  kind == "depthwise" and o["op"] == "conv" and o["groups"] == o["cin"] > 1)
+        op[key] = value(op) if callable(value) else value
+    return mutate
+
+
+V3_BAD = {
+    "depthwise groups": (_first("depthwise", "groups", lambda op: op["cin"] + 1), "groups"),
+    "groups not dividing": (_first("depthwise", "groups", lambda op: op["cin"] - 1 if op["cin"] > 2 else 0),
+                            "groups|not an integer"),
+    "kernel too large": (_first("conv", "kh", 17), "'kh'"),
+    "padding past the kernel": (_first("conv", "ph", lambda op: op["kh"]), "'ph'"),
+    "pool bigger than its input": (_first("maxpool", "kh", 16), "do not fit|'ph'|'kh'"),
+    "pool padding": (_first("avgpool", "ph", lambda op: op["kh"]), "'ph'"),
+    "flatten size": (lambda h, a: h["points"][next(o["out"] for o in h["ops"] if o["op"] == "flatten")]
+                     ["shape"].__setitem__(0, 7), "flatten|linear|do not fit"),
+    "clamp inverted": (_first("gap", "lo", lambda op: op["hi"] + 1), "clamp|'lo'"),
+    "clamp missing": (lambda h, a: h["ops"][0].pop("hi"), "lacks fields \\['hi'\\]"),
+    "maxpool changes the zero point": (lambda h, a: a.__setitem__("act_zero_point", np.where(
+        np.arange(len(a["act_zero_point"])) == next(o["out"] for o in h["ops"] if o["op"] == "maxpool"),
+        (a["act_zero_point"] + 1) % 2, a["act_zero_point"]).astype(np.int32)), "zero point"),
+    "lut rows": (_set("lut", lambda a: np.concatenate([a, a[:1]])), "LUT"),
+}
+
+
+@pytest.mark.parametrize("case", list(V3_BAD))
+def test_invalid_version_3_fields_are_refused(tmp_path, case):
+    """The fields of format version 3, malformed in a generated graph: one FormatError that
+    names the op or field."""
+    needs = {"depthwise": "depthwise", "groups": "depthwise", "pool bigger": "maxpool", "maxpool": "maxpool",
+             "pool padding": "avgpool", "flatten": "flatten", "clamp inverted": "gap"}
+    good = _graph_file(tmp_path, {next((v for k, v in needs.items() if case.startswith(k)), "conv")})
+    mutate, match = V3_BAD[case]
+    bad = rewrite(good, tmp_path, mutate)
+    with pytest.raises(FormatError, match=match):
+        intengine.load(bad)

@@ -23,21 +23,29 @@ from numba import njit
 import intengine
 from intengine import cpu, fastops, kernels
 sys.path.insert(0, "tests")
-import fast_harness
+import fast_harness, graphgen
 pat = re.compile(r"%s")
-for path in sys.argv[1:]:
+paths = sys.argv[2:]
+for seed in range(12):                                   # random graphs: every op kind and row type
+    q, classes = graphgen.random_qnet(np.random.default_rng(seed), low=seed != 4)
+    paths.append(f"{sys.argv[1]}/g{seed}.npz")
+    graphgen.write(q, classes, paths[-1])
+for path in paths:
     m = intengine.load(path, kernel="scalar")
-    m.run(np.zeros((2, 32, 32, 3), np.uint8))
+    x = np.zeros((2, *m.input_shape), np.uint8)
+    m.run(x)
     m.set_kernel(None)                                   # the fast path where the file allows it
-    m.run(np.zeros((2, 32, 32, 3), np.uint8))
-    m.run(np.zeros((1, 32, 32, 3), np.uint8))
+    m.run(x)
+    m.run(x[:1])
 z = np.zeros
 fast_harness.conv3x3(z((1, 4, 4, 3), np.int32), 0, z((3, 3, 3, 16), np.int8), z(16, np.int64),
               np.full(16, 1 << 30), np.full(16, 40), 0, 0, 255, 1, "portable")
 found, vnni = {}, False
-for mod, names in ((kernels, ("input_lut", "conv3x3", "add", "requantize", "avgpool", "linear")),
-                   (fastops, ("input_lut", "conv_rows", "add_rows", "pool", "linear", "run_op",
-                            "run", "run_one_op", "share_image", "run_shared"))):
+for mod, names in ((kernels, ("input_lut", "conv", "add", "requantize", "gap", "avgpool", "maxpool", "flatten",
+                             "linear")),
+                   (fastops, ("input_lut", "conv_rows", "dwconv_rows", "add_rows", "gap", "window_rows",
+                              "flatten", "linear", "output", "run_op", "run", "run_one_op", "share_image",
+                              "run_shared"))):
     for name in names:
         k = getattr(mod, name)
         for sig in k.signatures:
@@ -59,12 +67,13 @@ def test_no_float_instructions(exported, tmp_path):
     # int32 and int64 accumulators, int8/int16 weights, and the requant op of 4-bit activations
     paths = [str(exported[b][0]) for b in (4, 16, "w4a4")]
     env = {"NUMBA_CACHE_DIR": str(tmp_path / "numba-cache"), "PATH": "/usr/bin:/bin"}
-    r = subprocess.run([sys.executable, "-c", SCAN, *paths], capture_output=True, text=True, cwd=ROOT,
+    r = subprocess.run([sys.executable, "-c", SCAN, str(tmp_path), *paths], capture_output=True, text=True, cwd=ROOT,
                        env=env, timeout=600)
     assert r.returncode == 0, r.stderr
     result = json.loads(r.stdout.strip().splitlines()[-1])
     assert result["control"], "the scan finds nothing even in float code"
-    assert len(result["kernels"]) >= 7 + 8
+    compiled = {k.split("(")[0] for k in result["kernels"]}
+    assert len(compiled) == 9 + 14, compiled                 # every kernel of both lists ran
     assert any(k.startswith("intengine.fastops.run(") for k in result["kernels"])
     assert any(k.startswith("intengine.kernels.requantize(") for k in result["kernels"])
     offenders = {k: v for k, v in result["kernels"].items() if v}

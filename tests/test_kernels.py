@@ -56,8 +56,8 @@ def test_conv3x3(width, stride, relu):
     bias = rng.integers(-(1 << 20), 1 << 20, size=32)
     m0, n = mult(32)
     lo = zy if relu else 0
-    want = reference.conv3x3(x, zx, w, bias, m0, n, zy, lo, hi, stride)
-    got = kernels.conv3x3(x, zx, w, bias, m0, n, zy, lo, hi, stride, np.zeros(1, adt))
+    want = reference.conv(x, zx, w, bias, m0, n, zy, lo, hi, stride, 1, 1, 1)
+    got = kernels.conv(x, zx, w, bias, m0, n, zy, lo, hi, stride, 1, 1, 1, np.zeros(1, adt))
     assert got.dtype == np.int32 and want.shape == got.shape
     assert np.array_equal(got, want)
     assert len(np.unique(want)) > 10            # not a saturated, trivially equal output
@@ -80,11 +80,11 @@ def test_add(ab, stride, pad):
 
 
 @pytest.mark.parametrize("ab", [8, 16])
-def test_avgpool_and_linear(ab):
+def test_gap_and_linear(ab):
     hi = (1 << ab) - 1
     x = acts((5, 8, 8, 64), ab)
     args = (x, 3, 1 << 30, 36, 7, 0, hi)               # M = 1/64
-    assert np.array_equal(kernels.avgpool(*args), reference.avgpool(*args))
+    assert np.array_equal(kernels.gap(*args), reference.gap(*args))
     p = acts((5, 64), ab)
     w = weights((64, 10), 16 if ab == 16 else 8, np.int16 if ab == 16 else np.int8)
     bias = rng.integers(-(1 << 30), 1 << 30, size=10)
@@ -106,12 +106,12 @@ def test_conv_by_hand():
     a corner 4; padded taps hold z_x = 2 and add nothing."""
     x = np.full((1, 3, 3, 1), 3, np.int32)              # real value 3 - 2 = 1 everywhere
     w = np.ones((3, 3, 1, 1), np.int8)
-    out = kernels.conv3x3(x, 2, w, np.array([1]), np.array([1 << 30]), np.array([31]),
-                          10, 0, 255, 1, np.zeros(1, np.int32))
+    out = kernels.conv(x, 2, w, np.array([1]), np.array([1 << 30]), np.array([31]),
+                       10, 0, 255, 1, 1, 1, 1, np.zeros(1, np.int32))
     # acc = 1 + taps; y = 10 + floor(acc/2 + 1/2)
     assert out[0, :, :, 0].tolist() == [[13, 14, 13], [14, 15, 14], [13, 14, 13]]
-    assert np.array_equal(out, reference.conv3x3(x, 2, w, np.array([1]), np.array([1 << 30]),
-                                                 np.array([31]), 10, 0, 255, 1))
+    assert np.array_equal(out, reference.conv(x, 2, w, np.array([1]), np.array([1 << 30]),
+                                              np.array([31]), 10, 0, 255, 1, 1, 1, 1))
 
 
 def test_add_shortcut_by_hand():

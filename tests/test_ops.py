@@ -22,7 +22,8 @@ def test_every_kind_defines_the_engine_interface(name):
     for fn in ("inputs", "channels", "check", "load", "run", "lower"):
         assert callable(getattr(mod, fn))
     assert hasattr(mod.kernel, "py_func"), "the scalar kernel is a Numba function"
-    assert "offset" in mod.FIELDS
+    # a kind with channel entries (a requantize) says where they start; one without has none
+    assert ("offset" in mod.FIELDS) == (mod.channels({"cout": 4}) > 0), name
 
 
 @pytest.mark.parametrize("name", sorted(CONVERTERS))
@@ -78,7 +79,7 @@ def test_header_fields_come_from_the_kinds(exported):
         kind = KINDS[spec["op"]]
         assert set(spec) == {"op", "name", "in", "out", *kind.FIELDS, *CONVERTERS[spec["op"]].INFO}, spec["name"]
         seen.add(spec["op"])
-    assert seen == set(KINDS), "the W4A4 file has every kind"
+    assert seen == {"conv", "linear", "add", "requant", "gap"}, seen   # ResNet20's; the rest: test_graphs.py
 
 
 def test_an_unknown_kind_fails_in_one_line(exported, tmp_path):

@@ -7,7 +7,8 @@ Every module in CONVERTERS defines:
     NAME, FIELDS, WEIGHTED    as the engine's module of the same kind declares them
     INFO                      header fields written for people and tools, which the engine ignores
     integers(op, qpts, weights, bias_shift) -> the op's integers (exporter/build.py)
-    header(q, t)              the op's header entry, its arrays appended to t (build.Tables)
+    header(q, t)              the op's header entry, its arrays appended to t (build.Tables); the
+                              clamp's lo and hi (common.clamp) are build.to_file's
     float_op(op, acts, weight) the float value before ReLU (exporter/simulate.py's walks)
     exact(q, acts, pts)       the integers of docs/quantization.md in torch int64, before the
                               clamp, written independently of the engine (section 11)
@@ -15,9 +16,10 @@ Every module in CONVERTERS defines:
 
 INPUT (lut.py) is the input table, the one part that is not a header op.
 """
-from . import add, conv, linear, lut, pool, requant
+from . import add, avgpool, conv, flatten, gap, linear, lut, maxpool, requant
+from .common import CLAMPED, activate, clamp  # noqa: F401
 
-CONVERTERS = {m.NAME: m for m in (conv, linear, add, requant, pool)}
+CONVERTERS = {m.NAME: m for m in (conv, linear, add, requant, gap, avgpool, maxpool, flatten)}
 INPUT = lut
 INTERFACE = ("NAME", "FIELDS", "INFO", "WEIGHTED", "integers", "header", "float_op", "exact")
 WEIGHTED_INTERFACE = ("file_codes",)

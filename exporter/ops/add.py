@@ -1,5 +1,5 @@
-"""The residual add relu(a + shortcut(b)) with a common unit: eq. (12)-(14); the shortcut is
-option A (section 7)."""
+"""The add a + shortcut(b) with a common unit, clamped: eq. (12)-(14); the shortcut is the
+identity or option A (section 7)."""
 import torch.nn.functional as F
 
 from intengine.fixedpoint import ADD_UNIT_BITS
@@ -7,7 +7,7 @@ from ..quantize import quantize_multiplier, rnd
 from ..integer import requant
 
 NAME, WEIGHTED = "add", False
-FIELDS = ("stride", "pad", "relu", "offset", "factor_offset")
+FIELDS = ("stride", "pad", "lo", "hi", "offset", "factor_offset")
 INFO = ()
 
 
@@ -22,7 +22,7 @@ def integers(op, qpts, weights, bias_shift):
 
 def header(q, t):
     t.channels([q["m0"]], [q["n"]], [0], [0.0])
-    return {"stride": q["stride"], "pad": q["pad"], "relu": q["relu"], "factor_offset": t.factors([q["ka"], q["kb"]])}
+    return {"stride": q["stride"], "pad": q["pad"], "factor_offset": t.factors([q["ka"], q["kb"]])}
 
 
 def shortcut(x, stride, pad):

@@ -6,7 +6,7 @@ from . import weighted
 from ..integer import requant
 
 NAME, WEIGHTED = "linear", True
-FIELDS = ("cin", "cout", "relu", "bits_w", "w_offset", "w_nbytes", "cb_offset", "offset")
+FIELDS = ("cin", "cout", "lo", "hi", "bits_w", "w_offset", "w_nbytes", "cb_offset", "offset")
 INFO = weighted.INFO
 integers, header = weighted.integers, weighted.header
 

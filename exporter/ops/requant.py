@@ -4,7 +4,7 @@ from ..quantize import quantize_multiplier
 from ..integer import requant
 
 NAME, WEIGHTED = "requant", False
-FIELDS = ("offset",)
+FIELDS = ("lo", "hi", "offset")
 INFO = ()
 
 

@@ -37,7 +37,7 @@ def header(q, t):
     b = q["bits_w"]
     t.channels(q["m0"], q["n"], q["bias_q"], q["w_scale"])
     w_offset = t.nbytes
-    return {"cin": q["cin"], "cout": q["cout"], "relu": q["relu"], "bits_w": b, "levels": q["levels"],
+    return {"cin": q["cin"], "cout": q["cout"], "bits_w": b, "levels": q["levels"],
             "w_offset": w_offset, "w_nbytes": t.weights(packed_weights(q["op"], b, q["codes"], q["L"])),
             "cb_offset": t.codebook(q["L"]) if b <= 4 else -1}
 

@@ -21,9 +21,9 @@ A new kind is one new module here, added to KINDS, its converter in exporter/ops
 tests; the fast path also needs its row kind in fastops.run_op.  The input LUT (lut.py) is
 the one kind that is not a header op: it maps the pixels to point 0.
 """
-from . import add, conv, linear, lut, pool, requant
+from . import add, avgpool, conv, flatten, gap, linear, lut, maxpool, requant
 
-KINDS = {m.NAME: m for m in (conv, linear, add, requant, pool)}
+KINDS = {m.NAME: m for m in (conv, linear, add, requant, gap, avgpool, maxpool, flatten)}
 INPUT = lut
 INTERFACE = ("NAME", "FIELDS", "WEIGHTED", "N_IN", "inputs", "channels", "check", "load", "reference", "kernel",
              "run", "lower")

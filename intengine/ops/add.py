@@ -1,5 +1,6 @@
-"""The residual add relu(a + shortcut(b)) with a common unit: eq. (12)-(14); the shortcut is
-option A (section 7): b subsampled by `stride`, with `pad` channels of z_b on each side."""
+"""The add a + shortcut(b) with a common unit, clamped to [lo, hi] (a ReLU or none): eq. (12)-(14).
+The shortcut is the identity (stride 1, pad 0: two points of one shape) or option A (section 7):
+b subsampled by `stride`, with `pad` channels of z_b on each side."""
 import numpy as np
 from numba import njit, prange
 
@@ -8,7 +9,7 @@ from ..layout import ADD
 from .common import finish, one_channel, use_one_channel
 
 NAME, WEIGHTED = "add", False
-FIELDS = ("stride", "pad", "relu", "offset", "factor_offset")
+FIELDS = ("stride", "pad", "lo", "hi", "offset", "factor_offset")
 N_IN = 2                               # input points: a, then b (the shortcut's source)
 channels = one_channel
 
@@ -20,10 +21,11 @@ def inputs(spec):
 def check(c, spec, ins, out):
     sin, sb, sout = c.shapes[ins[0]], c.shapes[ins[1]], c.shapes[out]
     s = c.int(spec, "stride", 1, 2)
-    pad = c.int(spec, "pad", 0, 4096)
+    pad = c.int(spec, "pad", 0, 1 << 16)
     if len(sin) != 3 or len(sb) != 3 or sout != sin or \
             ((sb[0] - 1) // s + 1, (sb[1] - 1) // s + 1, sb[2] + 2 * pad) != sin:
         c.fail(f"add {spec['name']!r}: shortcut of {sb} (stride {s}, pad {pad}) does not match {sin}")
+    c.clamp(spec, out)
     use_one_channel(c, spec)
     f = c.int(spec, "factor_offset", 0, len(c.arrays["add_factor"]) - 2)
     c.use("add_factor", f, f + 2)
@@ -43,7 +45,7 @@ def shortcut(x, zx, stride, pad):
 
 
 def reference(a, za, b, zb, ka, kb, stride, pad, m0, n, zy, lo, hi):
-    """relu(a + shortcut(b)) with a common unit, eq. (12)-(14)."""
+    """clamp(a + shortcut(b)) with a common unit, eq. (12)-(14)."""
     b = shortcut(b, zb, stride, pad)
     acc = ka * (a.astype(np.int64) - za) + kb * (b.astype(np.int64) - zb)
     return finish(acc, m0, n, zy, lo, hi)
@@ -51,7 +53,7 @@ def reference(a, za, b, zb, ka, kb, stride, pad, m0, n, zy, lo, hi):
 
 @njit(cache=True, parallel=True)
 def kernel(a, za, b, zb, ka, kb, stride, pad, m0, n, zy, lo, hi):
-    """relu(a + shortcut(b)): a (N,H,W,C), b (N,Hb,Wb,Cb) -> (N,H,W,C), eq. (12)-(14)."""
+    """clamp(a + shortcut(b)): a (N,H,W,C), b (N,Hb,Wb,Cb) -> (N,H,W,C), eq. (12)-(14)."""
     N, H, W, C = a.shape
     Cb = b.shape[3]
     out = np.empty((N, H, W, C), np.int32)

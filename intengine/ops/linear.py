@@ -1,23 +1,25 @@
-"""The fully connected layer: eq. (6)-(8) on a flat point.  On the fast path it is the last op."""
+"""The fully connected layer: eq. (6)-(8) on a flat point (a flatten or a global pool before it), anywhere
+in the network."""
 import numpy as np
 from numba import njit, prange
 
 from ..fixedpoint import clamp, requant
-from ..layout import LINEAR, NotEligible
+from ..layout import LINEAR
 from . import weighted
 from .common import finish, one_input
 
 NAME, WEIGHTED = "linear", True
-FIELDS = ("cin", "cout", "relu", "bits_w", "w_offset", "w_nbytes", "cb_offset", "offset")
+FIELDS = ("cin", "cout", "lo", "hi", "bits_w", "w_offset", "w_nbytes", "cb_offset", "offset")
 N_IN = 1                               # input points
 inputs, channels = one_input, weighted.channels
 
 
 def check(c, spec, ins, out):
     sin, sout = c.shapes[ins[0]], c.shapes[out]
-    cin, cout = c.int(spec, "cin", 1, 4096), c.int(spec, "cout", 1, 4096)
+    cin, cout = c.int(spec, "cin", 1, 1 << 20), c.int(spec, "cout", 1, 1 << 16)
     if sin != (cin,) or sout != (cout,):
         c.fail(f"linear {spec['name']!r}: shapes {sin} -> {sout} do not fit {cin}x{cout}")
+    c.clamp(spec, out)
     weighted.check(c, spec, cin, cout, c.bits[ins[0]])
     return cin * cout
 
@@ -54,10 +56,12 @@ def run(op, acts, scalar):
 
 
 def lower(op, k, lw):
-    """The last row: it writes the int32 logits straight into the caller's output."""
-    if len(lw.shapes[op.ins[0]]) != 1 or k != len(lw.ops) - 1:
-        raise NotEligible("the fast path needs the linear layer last, on a flat point")
+    """One row: it writes the int32 logits straight into the caller's output when its point
+    is the logits, else its uint8 point into the arena (STORE)."""
     b, w = lw.builder, op.w
+    store = int(op.out != len(lw.shapes) - 1)
+    lw.logits_written |= not store
+    ooff = lw.point(op.out)[0] if store else 0
     ch = b.channels(op.bias, op.m0, op.n, np.zeros(len(op.m0), np.int64), count=w.shape[1])
     b.row(op.name, ROW=LINEAR, CO=w.shape[1], I_OFF=lw.geo[op.ins[0]][0], I_CP=w.shape[0], ZX=op.zx[0],
-          WOFF=b.weights(w), ZY=op.zy, LO=op.lo, HI=op.hi, CH=ch, HO=1)
+          WOFF=b.weights(w), ZY=op.zy, LO=op.lo, HI=op.hi, CH=ch, HO=1, STORE=store, O_OFF=ooff)

@@ -5,19 +5,19 @@ from numba import njit, prange
 
 
 def check(c):
-    lut = c.arrays["lut"]
-    if lut.shape != (3, 256) or lut.min() < 0 or lut.max() > (1 << c.bits[0]) - 1:
-        c.fail(f"input LUT must be (3, 256) with values in [0, 2^{c.bits[0]} - 1]")
+    lut, ch = c.arrays["lut"], c.shapes[0][2]
+    if lut.shape != (ch, 256) or lut.min() < 0 or lut.max() > (1 << c.bits[0]) - 1:
+        c.fail(f"input LUT must be ({ch}, 256), a row per input channel, with values in [0, 2^{c.bits[0]} - 1]")
 
 
 def reference(images, lut):
-    """images (N,H,W,3) uint8, lut (3,256) -> (N,H,W,3) int32, eq. (5)."""
-    return lut[np.arange(3), images.astype(np.int64)].astype(np.int32)
+    """images (N,H,W,C) uint8, lut (C,256) -> (N,H,W,C) int32, eq. (5)."""
+    return lut[np.arange(lut.shape[0]), images.astype(np.int64)].astype(np.int32)
 
 
 @njit(cache=True, parallel=True)
 def kernel(images, lut):
-    """images (N,H,W,3) uint8, lut (3,256) int32 -> (N,H,W,3) int32, eq. (5)."""
+    """images (N,H,W,C) uint8, lut (C,256) int32 -> (N,H,W,C) int32, eq. (5)."""
     N, H, W, C = images.shape
     out = np.empty((N, H, W, C), np.int32)
     for i in prange(N):

@@ -8,7 +8,7 @@ from ..layout import ADD
 from .common import finish, no_fields, one_channel, one_input, use_one_channel
 
 NAME, WEIGHTED = "requant", False
-FIELDS = ("offset",)
+FIELDS = ("lo", "hi", "offset")
 N_IN = 1                               # input points
 inputs, channels = one_input, one_channel
 load = no_fields                       # no fields beyond its channel's M0 and n
@@ -18,6 +18,7 @@ def check(c, spec, ins, out):
     sin, sout = c.shapes[ins[0]], c.shapes[out]
     if len(sin) != 3 or sout != sin:
         c.fail(f"requant {spec['name']!r}: {sin} -> {sout}")
+    c.clamp(spec, out)
     use_one_channel(c, spec)
     return 0
 

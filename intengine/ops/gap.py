@@ -1,14 +1,15 @@
-"""The global average pool: the sum over positions requantized with ties to even, eq. (15)-(16a)."""
+"""The global average pool: the sum over all H x W positions, requantized with ties to even,
+eq. (15)-(16a).  (Format version 2 called it `pool`.)"""
 import numpy as np
 from numba import njit, prange
 
 from ..fixedpoint import clamp, requant_even, requant_even_array
-from ..layout import POOL
+from ..layout import GAP
 from .common import finish, no_fields, one_channel, one_input, use_one_channel
 
-NAME, WEIGHTED = "pool", False
-FIELDS = ("offset",)
-MAX_POSITIONS = 1 << 16
+NAME, WEIGHTED = "gap", False
+FIELDS = ("lo", "hi", "offset")
+MAX_POSITIONS = 1 << 24                # |acc| <= 2^24 * 2^16 < 2^62 at 16 bits (eq. 11's domain)
 N_IN = 1                               # input points
 inputs, channels = one_input, one_channel
 load = no_fields                       # no fields beyond its channel's M0 and n
@@ -17,9 +18,10 @@ load = no_fields                       # no fields beyond its channel's M0 and n
 def check(c, spec, ins, out):
     sin, sout = c.shapes[ins[0]], c.shapes[out]
     if len(sin) != 3 or sout != (sin[2],):
-        c.fail(f"pool {spec['name']!r}: {sin} -> {sout}")
+        c.fail(f"gap {spec['name']!r}: {sin} -> {sout}")
     if sin[0] * sin[1] > MAX_POSITIONS:
-        c.fail(f"pool {spec['name']!r}: too many positions")
+        c.fail(f"gap {spec['name']!r}: {sin[0] * sin[1]} positions, at most {MAX_POSITIONS}")
+    c.clamp(spec, out)
     use_one_channel(c, spec)
     return 0
 
@@ -54,5 +56,5 @@ def lower(op, k, lw):
     lw.point(op.out)
     b = lw.builder
     ch = b.channels([0], [op.m0[0]], [op.n[0]], [0], count=1)
-    b.row(op.name, ROW=POOL, HO=hwc[0], WO=hwc[1], CO=hwc[2], I_OFF=gi[0], I_WP=gi[1], I_CP=gi[2], ZX=op.zx[0],
+    b.row(op.name, ROW=GAP, HO=hwc[0], WO=hwc[1], CO=hwc[2], I_OFF=gi[0], I_WP=gi[1], I_CP=gi[2], ZX=op.zx[0],
           O_OFF=lw.geo[op.out][0], ZY=op.zy, LO=op.lo, HI=op.hi, CH=ch)

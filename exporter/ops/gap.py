@@ -3,8 +3,8 @@ from ..quantize import quantize_multiplier
 from ..integer import requant_even
 from .requant import header  # noqa: F401  (like requant's: its channel's M0 and n, no other field)
 
-NAME, WEIGHTED = "pool", False
-FIELDS = ("offset",)
+NAME, WEIGHTED = "gap", False
+FIELDS = ("lo", "hi", "offset")
 INFO = ()
 
 

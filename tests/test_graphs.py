@@ -1,0 +1,92 @@
+"""Random graphs of every op kind (tests/graphgen.py): on each, the reference (reference.py),
+the scalar kernels (kernels.py) and every fast path this processor has give the same integers
+at every point, and so does the exporter's exact simulation (exporter/simulate.run_exact), an
+independent torch implementation of the same equations."""
+import numpy as np
+import pytest
+
+import graphgen
+import intengine
+from exporter.simulate import run_exact
+from intengine import cpu, fileformat
+
+GRAPHS = 200
+PATHS = ["portable"] + (["vnni"] if cpu.HAS_VNNI else [])
+
+
+def points_equal(a, b):
+    """The indices of the points where two runs (lists of arrays, None where a run does not
+    keep that point) differ."""
+    return [i for i, (x, y) in enumerate(zip(a, b)) if x is not None and y is not None and not np.array_equal(x, y)]
+
+
+def check_graph(seed, tmp_path, low=True):
+    """One random graph: every path equals the reference at every point.  -> the fast paths
+    that ran it (a file the fast path cannot take runs the scalar kernels)."""
+    rng = np.random.default_rng(seed)
+    qnet, classes = graphgen.random_qnet(rng, low=low)
+    path = tmp_path / f"g{seed}.npz"
+    graphgen.write(qnet, classes, path)
+    x = graphgen.images(rng, qnet)
+    model = intengine.load(path, kernel="scalar")
+    want = model.run(x, reference_ops=True, keep=True)
+    assert not points_equal(model.run(x, keep=True), want), f"seed {seed}: scalar"
+    exact = [t.numpy() for t in run_exact(qnet, x)]
+    assert not points_equal(exact, want), f"seed {seed}: exact simulation"
+    ran = []
+    for kernel in PATHS if low else []:
+        model.set_kernel(kernel)
+        if model.kernel == "scalar":
+            continue
+        ran.append(kernel)
+        bad = points_equal(model.run(x, keep=True), want)
+        assert not bad, f"seed {seed}: {kernel} differs at points {bad}"
+        assert np.array_equal(model.predict(x), want[-1]), f"seed {seed}: {kernel} fused"
+        assert np.array_equal(model.predict(x[:1]), want[-1][:1]), f"seed {seed}: {kernel} batch of one"
+    return qnet, ran
+
+
+def test_random_graphs_agree_bit_for_bit_on_every_path(tmp_path):
+    kinds, taken = set(), 0
+    for seed in range(GRAPHS):
+        qnet, ran = check_graph(seed, tmp_path, low=seed % 5 != 4)   # every fifth: 16-bit widths too
+        kinds |= {op["op"] if op["op"] != "conv" or op["groups"] == 1 else
+                  ("depthwise" if op["groups"] == op["cin"] == op["cout"] else "grouped") for op in qnet["ops"]}
+        taken += ran == PATHS
+    assert kinds == {"conv", "depthwise", "grouped", "linear", "add", "requant", "gap", "avgpool", "maxpool",
+                     "flatten"}, kinds
+    assert taken >= 0.75 * GRAPHS, f"only {taken} of {GRAPHS} graphs ran on every fast path"
+
+
+def test_the_random_graph_check_can_fail(tmp_path, monkeypatch):
+    """A one-off error in one kernel is caught: the depthwise fast row with its padding moved by
+    one pixel."""
+    from intengine.ops import conv
+    real = conv.lower_depthwise
+
+    def shifted(op, lw):
+        op.ph += 1
+        try:
+            real(op, lw)
+        finally:
+            op.ph -= 1
+    monkeypatch.setattr(conv, "lower_depthwise", shifted)
+    with pytest.raises(AssertionError, match="differs at points"):
+        for seed in range(GRAPHS):
+            check_graph(seed, tmp_path)
+
+
+def test_generated_files_name_every_kind_with_its_fields(tmp_path):
+    """The converters write each kind's FIELDS (plus INFO) and nothing else, for every kind."""
+    from exporter.ops import CONVERTERS
+    from intengine.ops import KINDS
+    seen = set()
+    for seed in range(40):
+        qnet, classes = graphgen.random_qnet(np.random.default_rng(seed))
+        graphgen.write(qnet, classes, tmp_path / "g.npz")
+        header, _ = fileformat.read(tmp_path / "g.npz")
+        for spec in header["ops"]:
+            assert set(spec) == {"op", "name", "in", "out", *KINDS[spec["op"]].FIELDS,
+                                 *CONVERTERS[spec["op"]].INFO}, spec
+            seen.add(spec["op"])
+    assert seen == set(KINDS)
