@@ -38,7 +38,7 @@ def _guard(fn):
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 def cli():
-    """Integer-only inference of an exported ResNet20 (see README)."""
+    """Integer-only inference of an exported model file (see README)."""
 
 
 def evaluate(model, images, labels, batch_size, progress=True):
@@ -78,6 +78,12 @@ def eval_cmd(model_path, data_dir, batch_size, limit, seed, progress, as_json, p
             check_writable(predictions, ".npy", "--predictions")
         model = load(model_path)
         images, labels = cifar10.load_test(data_dir)
+        if images.shape[1:] != model.input_shape:
+            raise ValueError(f"{model_path} takes {'x'.join(map(str, model.input_shape))} images; the test set "
+                             f"holds {'x'.join(map(str, images.shape[1:]))}")
+        if labels.max() >= len(model.classes):
+            raise ValueError(f"{model_path} has {len(model.classes)} classes; the test set's labels go up to "
+                             f"{labels.max()}")
         if limit and limit > len(labels):
             click.echo(f"note: --limit {limit} is more than the {len(labels):,} test images; "
                        f"evaluating all of them", err=True)
@@ -141,11 +147,14 @@ def _to_rgb(im):
     return im.convert("RGB"), f"{what} converted to RGB" + (", alpha dropped" if "A" in mode else "")
 
 
-def read_image(path, resize):
-    """An image file -> ((32,32,3) uint8 RGB, a note on what was converted, or None).
+def read_image(path, resize, shape=(32, 32, 3)):
+    """An image file -> ((H,W,C) uint8 for the model's input `shape`, a note on what was
+    converted, or None).
 
-    Any colour mode is converted to RGB (and said so).  Other sizes are an error unless
-    `resize` (bilinear).  Sizes are checked from the file header before decoding."""
+    Any colour mode is converted to RGB (and said so), or to grayscale (C = 1) or RGBA (C = 4)
+    for a model that takes those.  Other sizes are an error unless `resize` (bilinear).  Sizes
+    are checked from the file header before decoding."""
+    H, W, C = shape
     from PIL import Image, UnidentifiedImageError
     p = Path(path)
     if p.is_dir():
@@ -162,15 +171,19 @@ def read_image(path, resize):
                 if w * h > MAX_PIXELS:
                     raise ImageError(f"{path}: declares {w}x{h} pixels, more than {MAX_PIXELS:,}; "
                                      f"refused before decoding")
-                if (w, h) != (32, 32) and not resize:
-                    raise ImageError(f"{path}: {w}x{h} {im.mode}, expected 32x32 RGB (pass --resize "
+                if (w, h) != (W, H) and not resize:
+                    raise ImageError(f"{path}: {w}x{h} {im.mode}, expected {W}x{H} (pass --resize "
                                      f"to resize bilinearly)")
                 im.load()
-                rgb, note = _to_rgb(im)
-                if (w, h) != (32, 32):
-                    rgb = rgb.resize((32, 32), Image.BILINEAR)
-                    note = ", ".join(filter(None, [note, f"resized {w}x{h} to 32x32"]))
-                return np.asarray(rgb, np.uint8), note
+                if C == 3:
+                    rgb, note = _to_rgb(im)
+                else:
+                    mode = "L" if C == 1 else "RGBA"
+                    rgb, note = im.convert(mode), None if im.mode == mode else f"{im.mode} converted to {mode}"
+                if (w, h) != (W, H):
+                    rgb = rgb.resize((W, H), Image.BILINEAR)
+                    note = ", ".join(filter(None, [note, f"resized {w}x{h} to {W}x{H}"]))
+                return np.asarray(rgb, np.uint8).reshape(H, W, C), note
     except ImageError:
         raise
     except UnidentifiedImageError:
@@ -185,17 +198,18 @@ def read_image(path, resize):
 @cli.command("predict", short_help="Class and probability of each image file.")
 @click.argument("model_path", metavar="MODEL.npz")
 @click.argument("images", nargs=-1, required=True, metavar="IMAGE...")
-@click.option("--resize", is_flag=True, help="Resize other sizes to 32x32 (bilinear) instead of failing.")
+@click.option("--resize", is_flag=True, help="Resize other sizes to the model's input (bilinear) instead of failing.")
 @click.option("--top-k", type=click.IntRange(1), default=1, show_default=True,
               help="Also list the K most probable classes.")
 @click.option("--json", "as_json", is_flag=True,
               help="Print one JSON object: per image the class, logit, integer logit, probability, top-k.")
 def predict_cmd(model_path, images, resize, top_k, as_json):
-    """Class and probability of each image.  32x32 images in any colour mode are converted
-    to RGB (a note on stderr says so); other sizes need --resize."""
+    """Class and probability of each image.  Images of the model's input size (32x32 RGB for
+    CIFAR-10) in any colour mode are converted (a note on stderr says so); other sizes need
+    --resize."""
     def run():
         model = load(model_path)
-        read = [read_image(p, resize) for p in images]
+        read = [read_image(p, resize, model.input_shape) for p in images]
         for p, (_, note) in zip(images, read):
             if note:
                 click.echo(f"note: {p}: {note}", err=True)

@@ -7,8 +7,9 @@ end to end (docs/engine.md).  The op table and the arena are layout.py's; graph.
       acc = bias + sum w (x - z_x) = (bias - z_x sum w) + sum w x
   A conv whose only reader is the following residual add (conv2 of a block) also does that
   add in its epilogue (eq. 12-14) and never stores its own point.
-- A depthwise conv (one input channel per group) sums its taps 16 channels at a time in a
-  plain loop, then requantizes through the same vnni.epilogue.
+- A depthwise conv (one input channel per group) sums its taps for 8 pixels x 16 channels
+  at a time (vnni.dw_micro, generic LLVM vectors), then requantizes through the same
+  vnni.epilogue.
 - The input LUT (eq. 5), add (also the requant of eq. 17a, as K_b = 0), the pools (eq.
   15-16a), flatten and the linear layer are plain Numba loops with the fixedpoint.py
   helpers, as in kernels.py.
@@ -29,7 +30,7 @@ from .layout import (A_CP, A_HI, A_LO, A_M0, A_N, A_OFF, A_STRIDE, A_WP, A_ZY, A
                      I_WP, IH, IW, KA, KB, KH, KOFF, KW, LINEAR, LO, MAXPOOL, NK, O_CP, O_OFF, O_WP, PAD, PH, PW, ROW,
                      STORE, STRIDE, WO, WOFF, ZB, ZX, ZY)
 from .sync import fetch_add, load, pause
-from .vnni import CO as TILE_CO, P as TILE_P, epilogue, micro, micro2
+from .vnni import CO as TILE_CO, P as TILE_P, dw_micro, epilogue, micro, micro2
 
 @njit(cache=True, inline="always")
 def _add_value(P, ar, qa, za, y, x, c):
@@ -86,8 +87,9 @@ def conv_rows(kind, P, ar, koffs, wpk, bias, m0, n, rnd, acc, r0, r1):
 @njit(cache=True)
 def dwconv_rows(P, ar, koffs, wpk, bias, m0, n, rnd, acc, r0, r1):
     """Output rows r0..r1 of a depthwise conv (channel c reads input channel c only), eq.
-    (6)-(8): 8 pixels x 16 channels of int32 sums at a time, over the NK taps at koffs[KOFF:],
-    weights [tap][COT*16] int8 at WOFF, the folded bias (eq. 6) and vnni.epilogue's requantize.
+    (6)-(8): 8 pixels x 16 channels of int32 sums at a time (vnni.dw_micro), over the NK taps
+    at koffs[KOFF:], weights [tap][COT*16] int8 at WOFF, the folded bias (eq. 6) and
+    vnni.epilogue's requantize.
     |acc| < 2^31: the conv's `lower` checks the bound."""
     s, iwp, icp, nk, k0 = P[STRIDE], P[I_WP], P[I_CP], P[NK], P[KOFF]
     wo, owp, ocp, ch, woff = P[WO], P[O_WP], P[O_CP], P[CH], P[WOFF]
@@ -97,14 +99,8 @@ def dwconv_rows(P, ar, koffs, wpk, bias, m0, n, rnd, acc, r0, r1):
         for ox0 in range(0, wo, TILE_P):
             npix = min(TILE_P, wo - ox0)
             for c0 in range(0, cpw, TILE_CO):
-                for p in range(npix):
-                    base = P[I_OFF] + (oy * s * iwp + (ox0 + p) * s) * icp + c0
-                    for c in range(TILE_CO):
-                        acc[p * TILE_CO + c] = 0
-                    for t in range(nk):
-                        xo, wb = base + koffs[k0 + t], woff + t * cpw + c0
-                        for c in range(TILE_CO):
-                            acc[p * TILE_CO + c] += np.int32(ar[xo + c]) * np.int32(wpk[wb + c])
+                xoff = P[I_OFF] + (oy * s * iwp + ox0 * s) * icp + c0
+                dw_micro(ar, xoff, s * icp, npix, koffs, k0, nk, wpk, woff + c0, cpw, acc)
                 o = P[O_OFF] + (oy * owp + ox0) * ocp + c0
                 epilogue(acc, 0, npix, bias, m0, n, rnd, ch + c0, P[ZY], P[LO], P[HI], ar, o, ocp, 0, 0, 0, 0, 0,
                          0, addp)

@@ -356,6 +356,6 @@ def upgrade_v2(header, arrays):
                 and not isinstance(out, bool) and 0 <= out < len(zp):
             relu = op.get("relu", False)
             if isinstance(relu, bool):           # else validate.py names the missing clamp
-                del op["relu"]
+                op.pop("relu", None)
                 op.setdefault("lo", int(zp[out]) if relu else 0)
                 op.setdefault("hi", (1 << int(bits[out])) - 1)

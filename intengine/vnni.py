@@ -84,6 +84,24 @@ def _portable_step(builder, accs, xptr, offs, ko, wptr, wb):
         builder.store(acc, accs[p])
 
 
+def _operands(context, builder, tys, args, where, koff0):
+    """The data pointers of the x, koff (from koff0 on), w and acc arguments at `where`; acc as
+    <16 x i32> vectors."""
+    x, k, w, a = (context.make_array(tys[i])(context, builder, args[i]).data for i in where)
+    return x, builder.gep(k, [koff0]), w, builder.bitcast(a, V16.as_pointer())
+
+
+def _pixel_offsets(builder, xoff0, pstride, npix):
+    """The byte offset of each of the tile's P pixels, xoff0 + min(p, npix - 1) * pstride."""
+    last = builder.sub(npix, ir.Constant(I64, 1))
+    offs = []
+    for p in range(P):
+        pc = ir.Constant(I64, p)
+        q = builder.select(builder.icmp_signed("<", pc, last), pc, last)
+        offs.append(builder.add(xoff0, builder.mul(q, pstride)))
+    return offs
+
+
 def _make_micro(tiles):
     def micro(typingctx, kind, x, xoff0, pstride, npix, koff, koff0, nk, w, wbase, acc):
         sig = types.void(types.int64, x, types.int64, types.int64, types.int64, koff, types.int64,
@@ -92,15 +110,8 @@ def _make_micro(tiles):
         def codegen(context, builder, signature, args):
             tys = signature.args
             kind, x, xoff0, pstride, npix, koff, koff0, nk, w, wbase, acc = args
-            arr = [context.make_array(tys[i])(context, builder, args[i]) for i in (1, 5, 8, 10)]
-            xptr, kptr, wptr = arr[0].data, builder.gep(arr[1].data, [koff0]), arr[2].data
-            accptr = builder.bitcast(arr[3].data, V16.as_pointer())
-            last = builder.sub(npix, ir.Constant(I64, 1))
-            offs = []
-            for p in range(P):
-                pc = ir.Constant(I64, p)
-                q = builder.select(builder.icmp_signed("<", pc, last), pc, last)
-                offs.append(builder.add(xoff0, builder.mul(q, pstride)))
+            xptr, kptr, wptr, accptr = _operands(context, builder, tys, args, (1, 5, 8, 10), koff0)
+            offs = _pixel_offsets(builder, xoff0, pstride, npix)
             accs = [[cgutils.alloca_once(builder, V16) for _ in range(P)] for _ in range(tiles)]
             for a in sum(accs, []):
                 builder.store(ir.Constant(V16, None), a)
@@ -130,6 +141,39 @@ def _make_micro(tiles):
 
 micro = _make_micro(1)      # 8 pixels x 16 channels: 8 zmm accumulators
 micro2 = _make_micro(2)     # 8 pixels x 32 channels: 16 accumulators, one broadcast per 2 vpdpbusd
+
+
+@intrinsic
+def dw_micro(typingctx, x, xoff0, pstride, npix, koff, koff0, nk, w, wbase, wstride, acc):
+    """The depthwise tile: acc[16 p + c] (int32, p < 8, c < 16) = sum over the nk taps t of
+    x[xoff0 + p*pstride + koff[koff0 + t] + c] * w[wbase + t*wstride + c]: 16 channels of one
+    pixel per vector, each channel its own weight (no sum across channels).  Pixels past npix
+    repeat the last one.  Generic LLVM vectors (u8 and s8 widened to i32): every processor;
+    exact, |x*w| < 2^15 and nk < 2^16 taps."""
+    sig = types.void(x, types.int64, types.int64, types.int64, koff, types.int64, types.int64, w, types.int64,
+                     types.int64, acc)
+
+    def codegen(context, builder, signature, args):
+        tys = signature.args
+        x, xoff0, pstride, npix, koff, koff0, nk, w, wbase, wstride, acc = args
+        xptr, kptr, wptr, accptr = _operands(context, builder, tys, args, (0, 4, 7, 10), koff0)
+        offs = _pixel_offsets(builder, xoff0, pstride, npix)
+        accs = [cgutils.alloca_once(builder, V16) for _ in range(P)]
+        for a in accs:
+            builder.store(ir.Constant(V16, None), a)
+        v16i8 = ir.VectorType(I8, 16)
+        with cgutils.for_range(builder, nk) as loop:
+            t = loop.index
+            ko = builder.load(builder.gep(kptr, [t]))
+            wv = builder.sext(_load(builder, wptr, builder.add(wbase, builder.mul(t, wstride)), v16i8), V16)
+            for p in range(P):
+                xv = builder.zext(_load(builder, xptr, builder.add(offs[p], ko), v16i8), V16)
+                builder.store(builder.add(builder.load(accs[p]), builder.mul(xv, wv)), accs[p])
+        for k, a in enumerate(accs):
+            builder.store(builder.load(a), builder.gep(accptr, [ir.Constant(I64, k)]), align=1)
+        return context.get_dummy_value()
+
+    return sig, codegen
 
 
 def _vec_load(builder, arr_ptr, index, ty):

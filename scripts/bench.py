@@ -130,7 +130,7 @@ import torch  # noqa: E402
 
 sys.path.insert(0, str(ROOT / "scripts"))
 import intengine  # noqa: E402
-from exporter import fold, onnxrt, torchao  # noqa: E402
+from exporter import fold, onnxrt, synthetic, torchao  # noqa: E402
 from exporter.pipeline import Config, export  # noqa: E402
 from intengine import cpu  # noqa: E402
 from intengine.cifar10 import load_test, seeded_subset  # noqa: E402
@@ -285,7 +285,7 @@ def network_macs(path):
     for op in m.ops:
         if op.kind == "conv":
             ho, wo, co = shapes[op.out]
-            out[op.name] = ho * wo * co * 9 * op.spec["cin"]
+            out[op.name] = ho * wo * co * op.spec["kh"] * op.spec["kw"] * op.spec["cin"] // op.spec["groups"]
         elif op.kind == "linear":
             out[op.name] = op.spec["cin"] * op.spec["cout"]
     return out
@@ -366,6 +366,13 @@ def measure(checkpoint, data_dir, quick, threads, n_images, passes, n_latency, c
             if bits == 8 and kernel == fast:
                 say(f"per-op profile of {name} (one thread, CPU time)")
                 profile = {"name": name, "ops": [[k, v * 1e6] for k, v in m.graph.profile(x[:BATCH])]}
+    say("per-op profile of an inverted residual (exporter/synthetic.py: 1x1, depthwise 3x3, 1x1)")
+    ir_path = work / "inverted_residual.npz"
+    synthetic.write(*synthetic.inverted_residual(np.random.default_rng(seed)), ir_path)
+    m = intengine.load(ir_path, kernel=fast)
+    ir_x = np.random.default_rng(seed).integers(0, 256, (BATCH, *m.input_shape)).astype(np.uint8)
+    ir_profile = {"name": f"inverted residual, 16x16, 32 -> 192 -> 32 channels, {fast}",
+                  "ops": [[k, v * 1e6] for k, v in m.graph.profile(ir_x)]}
     preds = {k: np.asarray(f(x[:BATCH])).argmax(1) for k, f in fns.items()}
     np.save(work / "images_all.npy", x)
     fair_names = ["torch.ao int8", "onnxruntime int8", f"intengine W8A8 {fast}", "intengine W8A8 portable",
@@ -389,6 +396,7 @@ def measure(checkpoint, data_dir, quick, threads, n_images, passes, n_latency, c
     say("the machine's int8 peak (vpdpbusd, 16 accumulators)")
     peak = peak_macs(threads)
     macs = network_macs(w8_path)
+    ir_macs = network_macs(ir_path)
     say(f"throughput at batch {BATCH}: {len(x)} images x {passes} passes, {threads} threads")
     speed, all_speeds, per_cpu = throughput(fns, x, passes, say)
     say(f"batch-1 latency over {n_latency} images")
@@ -436,9 +444,9 @@ def measure(checkpoint, data_dir, quick, threads, n_images, passes, n_latency, c
         for r in rows:
             if "fair_images_per_s" in r and r["name"].startswith("intengine"):
                 r["fraction_of_peak"] = r["fair_images_per_s"] * mac_image / peak[1]
-        if profile:
-            for op in profile["ops"]:
-                m = macs.get(op[0].split(" + ")[0])
+        for prof, mac in ((profile, macs), (ir_profile, ir_macs)):
+            for op in prof["ops"] if prof else []:
+                m = mac.get(op[0].split(" + ")[0])
                 op.append(m / (op[1] * 1e-6) / peak[0] if m and op[1] > 0 else None)
     return {"generated": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "command": "python scripts/bench.py" + (" --quick" if quick else ""),
@@ -447,7 +455,7 @@ def measure(checkpoint, data_dir, quick, threads, n_images, passes, n_latency, c
             "machine": machine(threads), "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
             "load_average": {"before": load_before, "after": os.getloadavg()},
             "fast_kernel": fast, "notes": notes, "rows": rows, "targets": targets(rows, fast),
-            "profile_us_per_image": profile, "roofline": roofline, "fair_rounds": rounds, "thread_scaling": scaling,
+            "profile_us_per_image": profile, "profile_inverted_residual": ir_profile, "roofline": roofline, "fair_rounds": rounds, "thread_scaling": scaling,
             "fair_env": {"OMP_WAIT_POLICY": USER_OMP_WAIT_POLICY, "threads": threads}}
 
 
@@ -545,8 +553,9 @@ def markdown(rep):
     lines += ["", "| target | bar | measured | holds |", "|---|---|---|---|"]
     lines += [f"| {t} | {b} | {v:.2f} | {'yes' if ok else 'no'} |" for t, b, v, ok in rep["targets"]]
     lines += [f"- {n}" for n in rep["notes"]]
-    prof = rep.get("profile_us_per_image")
-    if prof:
+    for prof in (rep.get("profile_us_per_image"), rep.get("profile_inverted_residual")):
+        if not prof:
+            continue
         total = sum(o[1] for o in prof["ops"])
         lines += ["", f"Where the time goes: {prof['name']}, each op alone on one thread, CPU time per "
                   f"image (median of 5 runs of {rep['batch']} images); {total:.0f} µs in all.", "",

@@ -144,3 +144,22 @@ def test_resume_through_the_cli(tmp_path, data_dir, monkeypatch):
     assert resumed["epoch"] == 2
     for k, v in straight.state_dict().items():
         assert torch.equal(resumed["model"][k], v), k
+
+
+def test_arch_trains_records_itself_and_evaluates(tmp_path, data_dir):
+    """`--arch mobilenetv2`: the checkpoint is OUT_DIR/mobilenetv2.pt and records its
+    architecture, `trainer eval` rebuilds it from there, and each epoch's log row records the
+    precision it ran at (a resumed run may change it, on another processor)."""
+    out = str(tmp_path / "m")
+    tiny = ["--arch", "mobilenetv2", "--limit", "128", "--test-limit", "64", "--batch-size", "64",
+            "--out-dir", out, "--data-dir", data_dir, "--no-progress", "--device", "cpu"]
+    proc = cli(*tiny, "--epochs", "2", "--precision", "fp32")
+    assert proc.returncode == 0, proc.stderr
+    state = torch.load(tmp_path / "m" / "mobilenetv2.pt", weights_only=True)
+    assert state["config"]["model"] == "mobilenetv2" and state["config"]["name"] == "mobilenetv2"
+    assert {r["precision"] for r in state["metrics"]} == {"fp32"}
+    r = cli("eval", "--checkpoint", str(tmp_path / "m" / "mobilenetv2.pt"), "--data-dir", data_dir, "--limit", "50",
+            "--json")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout.strip().splitlines()[-1])["epoch"] == 2
+    assert_one_line_error(cli("--arch", "vgg", "--epochs", "1"))

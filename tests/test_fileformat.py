@@ -160,13 +160,13 @@ def test_zip_members_in_order_without_dates(exported):
 
 
 def _graph_file(tmp_path, kinds):
-    """A random graph (tests/graphgen.py) with every kind in `kinds`, written -> (header, arrays)."""
-    import graphgen
+    """A random graph (exporter/synthetic.py) with every kind in `kinds`, written -> (header, arrays)."""
+    from exporter import synthetic
     for seed in range(500):
-        qnet, classes = graphgen.random_qnet(np.random.default_rng(seed))
+        qnet, classes = synthetic.random_qnet(np.random.default_rng(seed))
         if kinds <= {op["op"] if op["op"] != "conv" or op["groups"] < op["cin"] else "depthwise"
                      for op in qnet["ops"]}:
-            graphgen.write(qnet, classes, tmp_path / "g.npz")
+            synthetic.write(qnet, classes, tmp_path / "g.npz")
             return tmp_path / "g.npz"
     raise AssertionError(f"no graph with {kinds}")
 
@@ -210,3 +210,20 @@ def test_invalid_version_3_fields_are_refused(tmp_path, case):
     bad = rewrite(good, tmp_path, mutate)
     with pytest.raises(FormatError, match=match):
         intengine.load(bad)
+
+
+def test_committed_version_2_files_give_the_logits_they_gave_before(data_dir):
+    """tests/data/v2_logits.npz holds the integer logits of four committed version-2 files on
+    the first 64 test images, computed by the engine before format version 3 (commit 0f4d0f1,
+    its reference path; its vnni, portable and scalar paths agreed).  Read through
+    upgrade_v2, every path gives them bit for bit."""
+    from intengine import cifar10, cpu
+    from conftest import ROOT
+    want = np.load(ROOT / "tests" / "data" / "v2_logits.npz")
+    x = cifar10.load_test(data_dir)[0][:64]
+    for name in want.files:
+        for kernel in ["portable", "scalar"] + (["vnni"] if cpu.HAS_VNNI else []):
+            m = intengine.load(ROOT / "models" / name, kernel=kernel)
+            assert m.format_version == 2 and m.kernel == kernel
+            assert np.array_equal(m.predict(x), want[name]), (name, kernel)
+        assert np.array_equal(m.run(x, reference_ops=True), want[name]), name

@@ -1,11 +1,11 @@
-"""Random graphs of every op kind (tests/graphgen.py): on each, the reference (reference.py),
+"""Random graphs of every op kind (exporter/synthetic.py): on each, the reference (reference.py),
 the scalar kernels (kernels.py) and every fast path this processor has give the same integers
 at every point, and so does the exporter's exact simulation (exporter/simulate.run_exact), an
 independent torch implementation of the same equations."""
 import numpy as np
 import pytest
 
-import graphgen
+from exporter import synthetic
 import intengine
 from exporter.simulate import run_exact
 from intengine import cpu, fileformat
@@ -24,10 +24,10 @@ def check_graph(seed, tmp_path, low=True):
     """One random graph: every path equals the reference at every point.  -> the fast paths
     that ran it (a file the fast path cannot take runs the scalar kernels)."""
     rng = np.random.default_rng(seed)
-    qnet, classes = graphgen.random_qnet(rng, low=low)
+    qnet, classes = synthetic.random_qnet(rng, low=low)
     path = tmp_path / f"g{seed}.npz"
-    graphgen.write(qnet, classes, path)
-    x = graphgen.images(rng, qnet)
+    synthetic.write(qnet, classes, path)
+    x = synthetic.images(rng, qnet)
     model = intengine.load(path, kernel="scalar")
     want = model.run(x, reference_ops=True, keep=True)
     assert not points_equal(model.run(x, keep=True), want), f"seed {seed}: scalar"
@@ -82,8 +82,8 @@ def test_generated_files_name_every_kind_with_its_fields(tmp_path):
     from intengine.ops import KINDS
     seen = set()
     for seed in range(40):
-        qnet, classes = graphgen.random_qnet(np.random.default_rng(seed))
-        graphgen.write(qnet, classes, tmp_path / "g.npz")
+        qnet, classes = synthetic.random_qnet(np.random.default_rng(seed))
+        synthetic.write(qnet, classes, tmp_path / "g.npz")
         header, _ = fileformat.read(tmp_path / "g.npz")
         for spec in header["ops"]:
             assert set(spec) == {"op", "name", "in", "out", *KINDS[spec["op"]].FIELDS,

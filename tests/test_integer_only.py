@@ -23,13 +23,14 @@ from numba import njit
 import intengine
 from intengine import cpu, fastops, kernels
 sys.path.insert(0, "tests")
-import fast_harness, graphgen
+import fast_harness
+from exporter import synthetic
 pat = re.compile(r"%s")
 paths = sys.argv[2:]
 for seed in range(12):                                   # random graphs: every op kind and row type
-    q, classes = graphgen.random_qnet(np.random.default_rng(seed), low=seed != 4)
+    q, classes = synthetic.random_qnet(np.random.default_rng(seed), low=seed != 4)
     paths.append(f"{sys.argv[1]}/g{seed}.npz")
-    graphgen.write(q, classes, paths[-1])
+    synthetic.write(q, classes, paths[-1])
 for path in paths:
     m = intengine.load(path, kernel="scalar")
     x = np.zeros((2, *m.input_shape), np.uint8)

@@ -42,3 +42,26 @@ def test_stride2_block_has_parameter_free_shortcut():
     x = torch.randn(1, 16, 8, 8)
     expected = torch.relu(ShortcutA(16, 32)(x))
     assert torch.equal(block(x), expected)
+
+
+def test_the_family_sizes():
+    """The architectures the trainer builds, with the parameter and MAC counts that
+    trainer/model.py's docstring states."""
+    from trainer.model import ARCHS, MobileNetV2, macs
+    assert set(ARCHS) == {"resnet20", "resnet32", "resnet44", "resnet56", "resnet110", "mobilenetv2"}
+    count = {a: sum(p.numel() for p in build(a).parameters()) for a in ("resnet20", "resnet56", "mobilenetv2")}
+    assert count == {"resnet20": 269_722, "resnet56": 853_018, "mobilenetv2": 2_236_682}
+    assert macs(build("resnet20")) == 40_551_040 and macs(build("resnet56")) == 125_485_696
+    assert macs(build("mobilenetv2")) == 87_976_448
+    m = MobileNetV2().eval()
+    dw = [c for c in m.modules() if isinstance(c, nn.Conv2d) and c.groups > 1]
+    assert len(dw) == 17 and all(c.groups == c.in_channels == c.out_channels for c in dw)
+    assert sum(isinstance(x, nn.ReLU6) for x in m.modules()) == 1 + 16 * 2 + 1 + 1   # no ReLU after a bottleneck
+    assert m(torch.randn(2, 3, 32, 32)).shape == (2, 10)
+    assert m.features(torch.randn(1, 3, 32, 32)).shape == (1, 1280, 4, 4)     # stem and stage 2 at stride 1
+
+
+def test_unknown_architecture_is_one_line():
+    import pytest
+    with pytest.raises(ValueError, match="unknown architecture 'vgg'.*resnet56, resnet110, mobilenetv2"):
+        build("vgg")

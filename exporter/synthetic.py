@@ -1,5 +1,5 @@
-"""Random small networks of every op kind, as integer model files: the random-graph test's
-generator (tests/test_graphs.py).
+"""Synthetic integer networks of every op kind, as model files: the random-graph test's
+generator (tests/test_graphs.py) and the benchmark's inverted residual (scripts/bench.py).
 
 `random_qnet(rng)` draws a graph (input shape, convs of random kernels, strides, paddings and
 groups up to depthwise, adds of two points of one shape and option-A shortcuts, requants, max
@@ -13,8 +13,8 @@ import math
 
 import numpy as np
 
-from exporter import build
-from exporter.quantize import quantize_multiplier
+from . import build
+from .quantize import quantize_multiplier
 
 KINDS = ("conv", "dwconv", "add", "shortcut", "requant", "maxpool", "avgpool")
 
@@ -92,6 +92,11 @@ class Graph:
         else:
             groups = int(rng.choice([g for g in range(1, cin + 1) if cin % g == 0]))
             cout = groups * int(rng.integers(1, max(2, 24 // groups) + 1))
+        return self.make_conv(src, kh, kw, s, ph, pw, groups, cout)
+
+    def make_conv(self, src, kh, kw, s, ph, pw, groups, cout):
+        h, w, cin = self.points[src]["shape"]
+        ho, wo = (h + 2 * ph - kh) // s + 1, (w + 2 * pw - kw) // s + 1
         out = self.point((ho, wo, cout))
         self.weighted("conv", src, out, cin, cout, kh * kw * cin // groups,
                       {"kh": kh, "kw": kw, "stride": s, "ph": ph, "pw": pw, "groups": groups})
@@ -207,6 +212,25 @@ def random_qnet(rng, low=True):
     classes = g.points[x]["shape"][0]
     lut = np.stack([np.sort(rng.integers(0, 1 << g.points[0]["bits"], 256)) for _ in range(c)])
     return {"points": g.points, "ops": g.ops, "lut": lut.astype(np.int64), "widened": []}, classes
+
+
+def inverted_residual(rng, hw=16, cin=32, expand=6, classes=10):
+    """MobileNetV2's inverted residual at 8 bits, random integers: a 1x1 expansion to
+    expand*cin channels, a 3x3 depthwise conv, a 1x1 linear bottleneck back to cin, the add,
+    then a global pool and a linear layer -> (qnet, classes)."""
+    g = Graph(rng, low=True)
+    g.bits = lambda: 8
+    x = g.point((hw, hw, 3), bits=8)
+    x = g.make_conv(x, 3, 3, 1, 1, 1, 1, cin)                                # a stem
+    e = g.make_conv(x, 1, 1, 1, 0, 0, 1, cin * expand)
+    d = g.make_conv(e, 3, 3, 1, 1, 1, cin * expand, cin * expand)
+    p = g.make_conv(d, 1, 1, 1, 0, 0, 1, cin)
+    y = g.linear(g.gap(g.add(p, x)), classes, bits=8)
+    names = ["stem", "expand 1x1", "depthwise 3x3", "project 1x1"]
+    for op, name in zip(g.ops, names):
+        op["name"] = name
+    lut = np.stack([np.arange(256)] * 3)
+    return {"points": g.points, "ops": g.ops, "lut": lut.astype(np.int64), "widened": []}, g.points[y]["shape"][0]
 
 
 def write(qnet, classes, path):
