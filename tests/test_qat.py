@@ -129,7 +129,7 @@ def test_a_learned_codebook_starts_at_the_level_set_and_its_gradient_is_the_sum_
     w = rng.standard_normal((8, 4, 3, 3))
     codes, L, s_w = quantize_weights(w, 2, "midrise", "mse")
     op = {"op": "conv", "name": "c", "in": 0, "out": 1, "weight": torch.as_tensor(w), "bias": torch.zeros(8, dtype=torch.float64),
-          "stride": 1, "relu": False}
+          "kh": 3, "kw": 3, "stride": 1, "ph": 1, "pw": 1, "groups": 1, "relu": False}
     pts = [{"scale": 0.1, "zp": 0, "bits": 8}, {"scale": 0.1, "zp": 0, "bits": 8}]
     weights = {"c": (2, "midrise", codes, L, s_w)}
     fixed, learned = (qat.QATNet([op], pts, weights, levels=r) for r in qat.LEVEL_RULES)

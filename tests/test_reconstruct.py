@@ -59,12 +59,13 @@ def _tiny_layer(seed=0, second=False):
     w = torch.randn(6, 3, 3, 3, generator=g, dtype=torch.float64) * 0.3
     b = torch.randn(6, generator=g, dtype=torch.float64) * 0.1
     points = [{"name": "input", "shape": [8, 8, 3]}, {"name": "stem", "shape": [8, 8, 6]}]
-    ops = [{"op": "conv", "name": "stem", "in": 0, "out": 1, "cin": 3, "cout": 6, "stride": 1,
+    k3 = {"kh": 3, "kw": 3, "stride": 1, "ph": 1, "pw": 1, "groups": 1}
+    ops = [{"op": "conv", "name": "stem", "in": 0, "out": 1, "cin": 3, "cout": 6, **k3,
             "relu": False, "weight": w, "bias": b}]
     for k, name in enumerate(("mid", "head") if second else ()):
         w2 = torch.randn(6, 6, 3, 3, generator=g, dtype=torch.float64) * 0.2
         points.append({"name": name, "shape": [8, 8, 6]})
-        ops.append({"op": "conv", "name": name, "in": k + 1, "out": k + 2, "cin": 6, "cout": 6, "stride": 1,
+        ops.append({"op": "conv", "name": name, "in": k + 1, "out": k + 2, "cin": 6, "cout": 6, **k3,
                     "relu": False, "weight": w2, "bias": torch.zeros(6, dtype=torch.float64)})
     rng = np.random.default_rng(seed)          # smooth, nearly gray images: correlated inputs,
     base = rng.integers(0, 256, (128, 2, 2, 1)).repeat(4, 1).repeat(4, 2)  # where rounding matters
