@@ -84,15 +84,17 @@ MAX_MULTIPLIER = 0.999
 
 def widen_outputs(ops, qpts, weights):
     """eq. (9) stores multipliers below 1.  A conv with a coarse (2-bit) input and a fine 8-bit
-    output can need s_x s_w / s_y >= 1; there the output step s_y grows to s_x max(s_w) / 0.999
-    (its zero point kept), a slightly coarser 8-bit grid (section 3).  Changes qpts in place;
-    returns the names of the points it widened."""
+    output can need s_x s_w / s_y >= 1, and so can a requant whose output range is narrower
+    than its input's (a ReLU after a max pool, the same scale: M = 1); there the output step s_y
+    grows to s_x gain / 0.999 (its zero point kept), a slightly coarser grid (section 3).  The
+    gain is each converter's: max(s_w) for a weighted layer, 1 for a requant, 1 / (window) for
+    the pools.  Changes qpts in place; returns the names of the points it widened."""
     widened = []
     for op in ops:
-        if not CONVERTERS[op["op"]].WEIGHTED:
+        gain = getattr(CONVERTERS[op["op"]], "gain", None)
+        if gain is None:
             continue
-        s_w = weights[op["name"]][4]
-        need = qpts[op["in"]]["scale"] * float(np.max(s_w)) / MAX_MULTIPLIER
+        need = qpts[op["in"]]["scale"] * gain(op, weights, qpts) / MAX_MULTIPLIER
         if need > qpts[op["out"]]["scale"]:
             qpts[op["out"]]["scale"] = need
             widened.append(qpts[op["out"]]["name"])

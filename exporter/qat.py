@@ -343,7 +343,7 @@ class QATNet(nn.Module):
         self.bn_on.fill_(False)
 
     def result(self, weights):
-        """-> (weights {name: (bits, kind, codes, L, s_w)}, act scales [None, s1, ...], biases {name: b''})
+        """-> (weights {name: (bits, level set, codes, L, s_w)}, act scales [None, s1, ...], biases {name: b''})
         for build.quantize_graph; the codes are quantize.nearest (nearest_of for a learned
         codebook) of w / s_w in float64, the rounding the forward pass trains through."""
         from .quantize import nearest, nearest_of, rnd
@@ -353,18 +353,18 @@ class QATNet(nn.Module):
         for op in self.ops:
             if "key" not in op:
                 continue
-            b, kind, codes, L, _ = weights[op["name"]]
+            b, level_set, codes, L, _ = weights[op["name"]]
             s_w = self.log_sw[op["key"]].detach().double().exp().numpy()
             w = self.w[op["key"]].detach().double().numpy()
             shape = (-1,) + (1,) * (w.ndim - 1)
             if op["key"] in self.cb:             # the codebook as integers f c, s_w / f (codebook, factor)
                 f = self.factor(op["key"])
                 L = rnd(np.sort(self.cb[op["key"]].detach().double().numpy()) * f).astype(np.int64)
-                s_w, kind = s_w / f, "learned"
+                s_w, level_set = s_w / f, "learned"
                 new = nearest_of(w / s_w.reshape(shape), L)
             else:
                 new = nearest(w / s_w.reshape(shape), L)
-            out[op["name"]] = (b, kind, new.reshape(codes.shape), L, s_w)
+            out[op["name"]] = (b, level_set, new.reshape(codes.shape), L, s_w)
             biases[op["name"]] = self.b[op["key"]].detach().double()
         scales = [None] + [math.exp(float(v)) for v in self.log_sa.detach()[1:]]   # widened again by build
         return out, scales, biases

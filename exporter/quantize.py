@@ -17,14 +17,14 @@ def rnd(x):
     return np.floor(np.asarray(x, np.float64) + 0.5)
 
 
-def levels(bits, kind):
+def levels(bits, level_set):
     """The integer levels L[k] of eq. (3), k = 0..2^bits-1 (section 2 table)."""
     k = np.arange(1 << bits, dtype=np.int64)
-    if kind == "midrise":
+    if level_set == "midrise":
         return 2 * k + 1 - (1 << bits)
-    if kind == "twos":
+    if level_set == "twos":
         return k - (1 << (bits - 1))
-    raise ValueError(f"unknown level set {kind!r}; choose from {LEVEL_SETS}")
+    raise ValueError(f"unknown level set {level_set!r}; choose from {LEVEL_SETS}")
 
 
 def nearest(w_over_s, L):
@@ -40,12 +40,12 @@ def nearest_of(x, L):
     return np.searchsorted((L[1:] + L[:-1]) / 2, np.asarray(x, np.float64), side="right").astype(np.int64)
 
 
-def quantize_weights(w, bits, kind, clip, grid=100):
+def quantize_weights(w, bits, level_set, clip, grid=100):
     """w (Co, ...) float64 -> (codes (Co, ...) int64 indices into L, L, s_w (Co,)), eq. (3).
 
     clip 'minmax': s_w = max|w| / half-range; 'mse': s_w = alpha * that, alpha in (0, 1]
     chosen per channel to minimise the squared error (section 2)."""
-    L = levels(bits, kind)
+    L = levels(bits, level_set)
     half = (L[-1] - L[0]) / 2.0
     flat = w.reshape(w.shape[0], -1)
     amax = np.abs(flat).max(axis=1)

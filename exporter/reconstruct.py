@@ -319,8 +319,8 @@ def _reconstruct(ops, qpoints, images, weights, method, seed, progress, log, cfg
     if cfg["act_lr"] > 0:
         report["act_scales"] = [None] + quant.s[1:]              # the input's LUT scale stays
     out = {}
-    for name, (b, kind, codes, L, s_w) in weights.items():
+    for name, (b, level_set, codes, L, s_w) in weights.items():
         r = rounding[name]
-        out[name] = (b, kind, r.codes().reshape(codes.shape), L, r.scales() if r.log_s is not None else s_w)
+        out[name] = (b, level_set, r.codes().reshape(codes.shape), L, r.scales() if r.log_s is not None else s_w)
     return out, report
 

@@ -27,6 +27,9 @@ def test_bench_quick(data_dir, tmp_path):
     prof = rep["profile_us_per_image"]
     assert prof["name"] == f"intengine W8A8 {fast}" and prof["ops"][0][0] == "input LUT"
     assert any("conv2 + " in o[0] for o in prof["ops"]) and all(o[1] >= 0 for o in prof["ops"])
+    ir = {o[0]: o for o in rep["profile_inverted_residual"]["ops"]}     # the new ops' fast rows, measured
+    assert {"expand 1x1", "depthwise 3x3"} <= set(ir) and all(ir[k][1] > 0 and ir[k][2] > 0
+                                                             for k in ("expand 1x1", "depthwise 3x3"))
     # the fair protocol: each contender in its own process, interleaved rounds, ratios per round
     assert rep["fair_rounds"] == 3
     for name in ("torch.ao int8", f"intengine W8A8 {fast}", "intengine W8A8 portable", "FP32 torch"):
@@ -71,3 +74,14 @@ def test_asm_counts_reads_the_micro_kernels():
         row = kernels[name]
         groups, vpdpbusd, accs = int(row[2]), int(row[3]), int(row[4])
         assert accs == 8 * tiles and vpdpbusd == 8 * tiles * groups       # 8 pixels x 16 channels per tile
+
+
+def test_engine_ab_compares_two_checkouts(data_dir):
+    """scripts/engine_ab.py against this same checkout: one row per file with both speeds and
+    their ratio (the two runs are the same code, so the ratio is near 1)."""
+    r = subprocess.run([sys.executable, "scripts/engine_ab.py", "--old", str(ROOT), "--rounds", "1", "--images",
+                        "256", "--calls", "20", "models/resnet20_w2a8_brecq_lsq_s0.npz"], capture_output=True,
+                       text=True, cwd=ROOT, timeout=600, env={**__import__("os").environ, "CIFAR10_DIR": data_dir})
+    assert r.returncode == 0, r.stderr[-2000:]
+    row = [c.strip() for c in r.stdout.strip().splitlines()[-1].strip("|").split("|")]
+    assert row[0] == "resnet20_w2a8_brecq_lsq_s0.npz" and 0.2 < float(row[4]) < 5 and 0.2 < float(row[7]) < 5, row

@@ -19,6 +19,11 @@ def integers(op, qpts, weights, bias_shift):
     return q
 
 
+def gain(op, weights, qpts):
+    """M is s_x / (kh kw s_y) (build.widen_outputs)."""
+    return 1.0 / (op["kh"] * op["kw"])
+
+
 def header(q, t):  # noqa: F811
     t.channels([q["m0"]], [q["n"]], [0], [0.0])
     return {k: q[k] for k in WINDOW}

@@ -9,7 +9,7 @@ NAME, WEIGHTED = "conv", True
 FIELDS = ("cin", "cout", "kh", "kw", "stride", "ph", "pw", "groups", "lo", "hi", "bits_w", "w_offset",
           "w_nbytes", "cb_offset", "offset")
 INFO = weighted.INFO
-integers = weighted.integers
+integers, gain = weighted.integers, weighted.gain
 
 
 def header(q, t):

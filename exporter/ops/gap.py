@@ -16,6 +16,12 @@ def integers(op, qpts, weights, bias_shift):
     return q
 
 
+def gain(op, weights, qpts):
+    """M of eq. (16) is s_x / (H W s_y) (build.widen_outputs)."""
+    h, w, _ = qpts[op["in"]]["shape"]
+    return 1.0 / (h * w)
+
+
 def float_op(op, acts, weight):
     return acts[op["in"]].mean((2, 3))
 

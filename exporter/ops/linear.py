@@ -8,7 +8,7 @@ from ..integer import requant
 NAME, WEIGHTED = "linear", True
 FIELDS = ("cin", "cout", "lo", "hi", "bits_w", "w_offset", "w_nbytes", "cb_offset", "offset")
 INFO = weighted.INFO
-integers, header = weighted.integers, weighted.header
+integers, header, gain = weighted.integers, weighted.header, weighted.gain
 
 
 def file_codes(codes):

@@ -15,6 +15,11 @@ def integers(op, qpts, weights, bias_shift):
     return q
 
 
+def gain(op, weights, qpts):
+    """M of eq. (17a) is s_x / s_y (build.widen_outputs)."""
+    return 1.0
+
+
 def header(q, t):
     """No fields beyond its channel's M0 and n."""
     t.channels([q["m0"]], [q["n"]], [0], [0.0])

@@ -31,6 +31,11 @@ def layer_integers(op, qpts, bits, levels, codes, L, s_w, bias):
     return q
 
 
+def gain(op, weights, qpts):
+    """M of eq. (8) is s_x gain / s_y (build.widen_outputs)."""
+    return float(np.max(weights[op["name"]][4]))
+
+
 def header(q, t):
     """The weight fields of the header entry (after "offset", which build.to_file sets)."""
     from ..build import packed_weights
