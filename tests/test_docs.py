@@ -39,6 +39,12 @@ def resolve(name, short):
         mod, rest = short[parts[0]], parts[1:]
     else:
         return None                                   # not a name of ours (torch.ao..., numpy...)
+    while rest:                                       # a subpackage (exporter.ops) is a module too
+        try:
+            importlib.import_module(f"{mod}.{rest[0]}")
+        except ImportError:
+            break
+        mod, rest = f"{mod}.{rest[0]}", rest[1:]
     obj = importlib.import_module(mod)
     for p in rest:
         obj = getattr(obj, p)
@@ -72,7 +78,8 @@ def test_backticked_names_exist():
     assert not bad, bad
 
 
-@pytest.mark.parametrize("name", ["mixed.solve", "exporter.pipeline.export", "graph.Lowering.fused"])
+@pytest.mark.parametrize("name", ["mixed.solve", "exporter.pipeline.export", "graph.Lowering.fused",
+                                  "exporter.ops.CONVERTERS"])
 def test_the_resolver_finds_real_names(name):
     assert resolve(name, modules()) is not None
     with pytest.raises(AttributeError):
