@@ -45,7 +45,7 @@ def _add_value(P, ar, qa, za, y, x, c):
 
 
 @njit(cache=True)
-def conv_rows(kind, P, ar, koffs, wpk, bias, m0, n, rnd, acc, r0, r1):
+def conv_rows(path, P, ar, koffs, wpk, bias, m0, n, rnd, acc, r0, r1):
     """Output rows r0..r1 of one conv on one image's arena `ar`, eq. (6)-(8).
 
     acc: (256,) int32 scratch.  bias (folded), m0, n, rnd = 2^(n-1): per output channel,
@@ -67,9 +67,9 @@ def conv_rows(kind, P, ar, koffs, wpk, bias, m0, n, rnd, acc, r0, r1):
                 npix = min(TILE_P, wo - ox0)
                 xoff = ioff + (oy * s * iwp + ox0 * s) * icp
                 if tiles == 2:
-                    micro2(kind, ar, xoff, s * icp, npix, koffs, P[KOFF], nk, wpk, wbase, acc)
+                    micro2(path, ar, xoff, s * icp, npix, koffs, P[KOFF], nk, wpk, wbase, acc)
                 else:
-                    micro(kind, ar, xoff, s * icp, npix, koffs, P[KOFF], nk, wpk, wbase, acc)
+                    micro(path, ar, xoff, s * icp, npix, koffs, P[KOFF], nk, wpk, wbase, acc)
                 for j in range(tiles):        # eq. (8), and the fused add: vnni.epilogue
                     co0 = (cot + j) * TILE_CO
                     c0, c1 = max(0, pad - co0), min(TILE_CO, bc + pad - co0)   # lanes with b
@@ -224,10 +224,10 @@ def input_lut(img, lut, ar, off, wp, cp, y0, y1):
 
 
 @njit(cache=True)
-def run_op(kind, P, ar, koffs, wpk, bias, m0, n, rnd, acc, out, r0, r1):
+def run_op(path, P, ar, koffs, wpk, bias, m0, n, rnd, acc, out, r0, r1):
     k = P[ROW]
     if k == CONV:
-        conv_rows(kind, P, ar, koffs, wpk, bias, m0, n, rnd, acc, r0, r1)
+        conv_rows(path, P, ar, koffs, wpk, bias, m0, n, rnd, acc, r0, r1)
     elif k == DWCONV:
         dwconv_rows(P, ar, koffs, wpk, bias, m0, n, rnd, acc, r0, r1)
     elif k == ADD:
@@ -245,35 +245,35 @@ def run_op(kind, P, ar, koffs, wpk, bias, m0, n, rnd, acc, out, r0, r1):
 
 
 @njit(cache=True)
-def run_image(kind, img, lut, inp, ops, koffs, wpk, bias, m0, n, rnd, ar, acc, out):
+def run_image(path, img, lut, inp, ops, koffs, wpk, bias, m0, n, rnd, ar, acc, out):
     """One image (H,W,3) uint8 through every op on arena `ar` -> out (C,) int32."""
     input_lut(img, lut, ar, inp[0], inp[1], inp[2], 0, img.shape[0])
     for k in range(ops.shape[0]):
-        run_op(kind, ops[k], ar, koffs, wpk, bias, m0, n, rnd, acc, out, 0, ops[k, HO])
+        run_op(path, ops[k], ar, koffs, wpk, bias, m0, n, rnd, acc, out, 0, ops[k, HO])
 
 
 @njit(cache=True, parallel=True)
-def run(kind, images, lut, inp, ops, koffs, wpk, bias, m0, n, rnd, arenas, logits):
+def run(path, images, lut, inp, ops, koffs, wpk, bias, m0, n, rnd, arenas, logits):
     """images (N,H,W,3) uint8 -> logits (N,C) int32, written in place.
 
     inp = (offset, padded width, padded channels) of the input point; ops (ops, NFIELDS);
-    arenas (threads, bytes), one per Numba thread id, initialised by Graph.  kind 1 vnni,
+    arenas (threads, bytes), one per Numba thread id, initialised by Graph.  path 1 vnni,
     0 portable.  Images are handed out to the threads in chunks of 2 (dynamically, so that a
     thread that the OS pauses does not hold the others up); each thread uses its own arena.
     One image runs on the calling thread (run_shared splits one image over the threads)."""
     N = images.shape[0]
     if N == 1:
-        run_image(kind, images[0], lut, inp, ops, koffs, wpk, bias, m0, n, rnd, arenas[0],
+        run_image(path, images[0], lut, inp, ops, koffs, wpk, bias, m0, n, rnd, arenas[0],
                   np.empty(2 * TILE_P * TILE_CO, np.int32), logits[0])
         return
     for i in prange(N):                     # Graph.run sets the chunk size
         acc = np.empty(2 * TILE_P * TILE_CO, np.int32)
-        run_image(kind, images[i], lut, inp, ops, koffs, wpk, bias, m0, n, rnd,
+        run_image(path, images[i], lut, inp, ops, koffs, wpk, bias, m0, n, rnd,
                   arenas[get_thread_id()], acc, logits[i])
 
 
 @njit(cache=True)
-def share_image(kind, img, lut, inp, ops, plan, koffs, wpk, bias, m0, n, rnd, ar, acc, out, sync, w):
+def share_image(path, img, lut, inp, ops, plan, koffs, wpk, bias, m0, n, rnd, ar, acc, out, sync, w):
     """Worker w's part of one image that every worker works on, in one arena (docs/engine.md,
     "One image on every thread").  plan (stages, 3): op row (-1: the input LUT), tasks, rows
     per task.  Each stage's tasks are cut into R ranges, one per thread the plan was made for
@@ -299,26 +299,26 @@ def share_image(kind, img, lut, inp, ops, plan, koffs, wpk, bias, m0, n, rnd, ar
                 if k < 0:
                     input_lut(img, lut, ar, inp[0], inp[1], inp[2], t * rows, r1)
                 else:
-                    run_op(kind, ops[k], ar, koffs, wpk, bias, m0, n, rnd, acc, out, t * rows, r1)
+                    run_op(path, ops[k], ar, koffs, wpk, bias, m0, n, rnd, acc, out, t * rows, r1)
                 fetch_add(sync, base, 1)
         while load(sync, base) < tasks:
             pause()
 
 
 @njit(cache=True, parallel=True)
-def run_shared(kind, img, lut, inp, ops, plan, koffs, wpk, bias, m0, n, rnd, ar, sync, out, workers):
+def run_shared(path, img, lut, inp, ops, plan, koffs, wpk, bias, m0, n, rnd, ar, sync, out, workers):
     """One image img (H,W,3) uint8 -> out (C,) int32 on `workers` threads sharing arena `ar`;
     sync (8 (R + 1) stages,) int64 is zeroed here, before the threads start."""
     for i in range(sync.shape[0]):        # a plain loop: an array expression would be a parfor
         sync[i] = 0
     for w in prange(workers):
         acc = np.empty(2 * TILE_P * TILE_CO, np.int32)
-        share_image(kind, img, lut, inp, ops, plan, koffs, wpk, bias, m0, n, rnd, ar, acc, out, sync, w)
+        share_image(path, img, lut, inp, ops, plan, koffs, wpk, bias, m0, n, rnd, ar, acc, out, sync, w)
 
 
 @njit(cache=True, parallel=True)
-def run_one_op(kind, P, arenas, koffs, wpk, bias, m0, n, rnd, out):
+def run_one_op(path, P, arenas, koffs, wpk, bias, m0, n, rnd, out):
     """One op on each image's own arena (arenas (N, bytes)): the op-level test entry."""
     for i in prange(arenas.shape[0]):
         acc = np.empty(2 * TILE_P * TILE_CO, np.int32)
-        run_op(kind, P, arenas[i], koffs, wpk, bias, m0, n, rnd, acc, out[i], 0, P[HO])
+        run_op(path, P, arenas[i], koffs, wpk, bias, m0, n, rnd, acc, out[i], 0, P[HO])

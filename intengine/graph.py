@@ -22,7 +22,7 @@ from .vnni import CO as TILE_CO, P as TILE_P
 
 CHUNK = 2                          # images per hand-out to a thread (dynamic scheduling)
 TASKS_PER_THREAD = 2               # row blocks per thread and op when one image is shared
-KIND_IDS = {"portable": 0, "vnni": 1}
+PATH_IDS = {"portable": 0, "vnni": 1}          # the fast path's id, fastops' `path` argument
 
 
 def eligible(model):
@@ -78,7 +78,7 @@ class Graph:
     `run_points` can return every point of the network."""
 
     def __init__(self, model, kernel, fuse=True):
-        self.kernel, self.kind, self.fused = kernel, KIND_IDS[kernel], fuse
+        self.kernel, self.path, self.fused = kernel, PATH_IDS[kernel], fuse
         lw = Lowering(model.ops, [p["shape"] for p in model.header["points"]], model.zero_points, fuse,
                       border(model))
         INPUT.lower(lw)
@@ -133,7 +133,7 @@ class Graph:
                 times = []
                 for _ in range(reps):
                     t = time.process_time()
-                    run(self.kind, images, self.lut, self.inp, ops, self.koffs, self.wpk, self.bias,
+                    run(self.path, images, self.lut, self.inp, ops, self.koffs, self.wpk, self.bias,
                         self.m0, self.n, self.rnd, self.arenas(), out)
                     times.append(time.process_time() - t)
                 return float(np.median(times)) / len(images)
@@ -156,7 +156,7 @@ class Graph:
         outs = [np.empty((n, *s), np.int32) if i in self.geo or i == len(self.shapes) - 1 else None
                 for i, s in enumerate(self.shapes)]
         for k in range(n):
-            run_image(self.kind, images[k], self.lut, self.inp, self.ops, self.koffs, self.wpk, self.bias,
+            run_image(self.path, images[k], self.lut, self.inp, self.ops, self.koffs, self.wpk, self.bias,
                       self.m0, self.n, self.rnd, arena, acc, logits[k])
             for i, (off, wp, cp) in self.geo.items():
                 s = self.shapes[i]
@@ -178,7 +178,7 @@ class Graph:
             if len(images) == 1 and threads > 1 and self.way.shared():
                 t = time.perf_counter_ns()
                 plan, sync = self.plan(threads)
-                run_shared(self.kind, images[0], self.lut, self.inp, self.ops, plan, self.koffs, self.wpk,
+                run_shared(self.path, images[0], self.lut, self.inp, self.ops, plan, self.koffs, self.wpk,
                            self.bias, self.m0, self.n, self.rnd, self.arenas()[0], sync, logits[0], threads)
                 self.way.took(True, time.perf_counter_ns() - t)
                 return logits
@@ -186,7 +186,7 @@ class Graph:
             # one image runs on this thread: setting the chunk size would cost 5 us for nothing
             old = set_parallel_chunksize(CHUNK) if len(images) > 1 else None
             try:
-                run(self.kind, images, self.lut, self.inp, self.ops, self.koffs, self.wpk,
+                run(self.path, images, self.lut, self.inp, self.ops, self.koffs, self.wpk,
                     self.bias, self.m0, self.n, self.rnd, self.arenas(), logits)
             finally:
                 if old is not None:

@@ -7,7 +7,7 @@ conv's `lower` (intengine/ops/conv.py): each K-group t of 4 input bytes (4 chann
 output channel.  This is the operand layout of AVX512-VNNI's vpdpbusd, which adds the four
 u8 x s8 products of each 32-bit lane to an int32 lane, without saturation.
 
-Two bodies, chosen at run time by `kind` (cpu.py decides which is allowed):
+Two bodies, chosen at run time by `path` (cpu.py decides which is allowed):
   1 (vnni)      llvm.x86.avx512.vpdpbusd.512, emitted only when cpu.HAS_VNNI
   0 (portable)  generic LLVM vectors: bytes widened to i32 pairs, multiplied and pairwise
                 added (x86 lowers this to vpmaddwd on SSE2/AVX2/AVX-512; other CPUs to
@@ -103,13 +103,13 @@ def _pixel_offsets(builder, xoff0, pstride, npix):
 
 
 def _make_micro(tiles):
-    def micro(typingctx, kind, x, xoff0, pstride, npix, koff, koff0, nk, w, wbase, acc):
+    def micro(typingctx, path, x, xoff0, pstride, npix, koff, koff0, nk, w, wbase, acc):
         sig = types.void(types.int64, x, types.int64, types.int64, types.int64, koff, types.int64,
                          types.int64, w, types.int64, acc)
 
         def codegen(context, builder, signature, args):
             tys = signature.args
-            kind, x, xoff0, pstride, npix, koff, koff0, nk, w, wbase, acc = args
+            path, x, xoff0, pstride, npix, koff, koff0, nk, w, wbase, acc = args
             xptr, kptr, wptr, accptr = _operands(context, builder, tys, args, (1, 5, 8, 10), koff0)
             offs = _pixel_offsets(builder, xoff0, pstride, npix)
             accs = [[cgutils.alloca_once(builder, V16) for _ in range(P)] for _ in range(tiles)]
@@ -117,7 +117,7 @@ def _make_micro(tiles):
                 builder.store(ir.Constant(V16, None), a)
             # channel tile j's weights follow tile j-1's: nk groups of 64 bytes (ops/conv.py)
             wbases = [builder.add(wbase, builder.mul(nk, ir.Constant(I64, 64 * j))) for j in range(tiles)]
-            with builder.if_else(builder.icmp_signed("==", kind, ir.Constant(I64, 1))) as (on, off):
+            with builder.if_else(builder.icmp_signed("==", path, ir.Constant(I64, 1))) as (on, off):
                 with on:
                     _body(builder, HAS_VNNI, accs, xptr, offs, kptr, nk, wptr, wbases)
                 with off:
@@ -132,7 +132,7 @@ def _make_micro(tiles):
     micro.__doc__ = f"""acc[128 j + 16 p + c] (int32; j < {tiles} channel tiles, p < 8, c < 16) = the tile
     sums of the module docstring.
 
-    kind: 1 vnni, 0 portable.  x (bytes,) uint8; pixel p starts at byte
+    path: 1 vnni, 0 portable.  x (bytes,) uint8; pixel p starts at byte
     xoff0 + min(p, npix-1)*pstride (pixels past npix repeat the last one).  koff (groups,)
     int64 byte offsets, this tile's K-groups are koff[koff0 : koff0+nk].  w (bytes,) int8,
     channel tile j's weights at wbase + 64 nk j."""

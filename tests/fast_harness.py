@@ -5,7 +5,7 @@ from types import SimpleNamespace
 import numpy as np
 
 from intengine.fastops import run_one_op
-from intengine.graph import KIND_IDS, Lowering
+from intengine.graph import PATH_IDS, Lowering
 from intengine.layout import set_fields
 from intengine.ops import add as add_kind, conv
 
@@ -48,7 +48,7 @@ def conv3x3(x, zx, w, bias, m0, n, zy, lo, hi, stride, kernel):
     b = lw.builder
     ops, koffs, wpk, bias_, m0_, n_, rnd, _ = b.tables()
     ars = _arenas_with(b, gin, x)
-    run_one_op(KIND_IDS[kernel], ops[0], ars, koffs, wpk, bias_, m0_, n_, rnd, np.zeros((N, 1), np.int32))
+    run_one_op(PATH_IDS[kernel], ops[0], ars, koffs, wpk, bias_, m0_, n_, rnd, np.zeros((N, 1), np.int32))
     return _interior(ars, lw.geo[1], (ho, wo, w.shape[3]))
 
 
@@ -91,5 +91,5 @@ def conv_add(conv_args, b, zb, ka, kb, pad, m0, n, zy, lo, hi, kernel, split=Non
     ars = _arenas_with(bld, gx, x)
     ars[:] = np.where(np.arange(ars.shape[1]) < gb[0], ars, _arenas_with(bld, gb, b))
     for row in ops:
-        run_one_op(KIND_IDS[kernel], row, ars, koffs, wpk, bias_, m0_, n_, rnd, np.zeros((N, 1), np.int32))
+        run_one_op(PATH_IDS[kernel], row, ars, koffs, wpk, bias_, m0_, n_, rnd, np.zeros((N, 1), np.int32))
     return _interior(ars, lw.geo[3], (ho, wo, co)), 1 in lw.skip

@@ -186,7 +186,7 @@ def test_one_image_shared_by_threads_equals_reference(kernel, bits, exported, te
         for workers in (1, 2, 5):
             for i in range(len(x)):
                 out = np.full(g.classes, -1, np.int32)
-                run_shared(g.kind, x[i], g.lut, g.inp, g.ops, plan, g.koffs, g.wpk, g.bias, g.m0, g.n,
+                run_shared(g.path, x[i], g.lut, g.inp, g.ops, plan, g.koffs, g.wpk, g.bias, g.m0, g.n,
                            g.rnd, g.arenas()[0], sync, out, workers)
                 assert np.array_equal(out, want[i]), (threads, workers, i)
                 assert (sync[::8 * (threads + 1)] == plan[:, 1]).all()   # every task counted done once
