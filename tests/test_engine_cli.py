@@ -66,7 +66,7 @@ def test_predict(exported, test_images, tmp_path):
     assert all(re.match(r"^\S+: \w+ p [01]\.\d{3} \(logit -?\d+\.\d{3}, integer -?\d+\)$", l) for l in lines), lines
     big = tmp_path / "big.png"
     Image.fromarray(np.zeros((40, 20, 3), np.uint8)).save(big)
-    one_line_error(run_cli("intengine", "predict", exported[8][0], big), "expected 32x32 RGB")
+    one_line_error(run_cli("intengine", "predict", exported[8][0], big), "expected 32x32 (pass --resize")
     r = run_cli("intengine", "predict", exported[8][0], big, "--resize")
     assert r.returncode == 0 and r.stdout.startswith(str(big))
     text = tmp_path / "notes.png"

@@ -80,7 +80,7 @@ def test_sigkill_while_the_exporter_writes_leaves_the_old_file_or_nothing(export
         else:
             assert out.read_bytes() == previous.read_bytes()
             r = run_cli("intengine", "verify", out)
-            assert r.returncode == 0 and ": ok, format version 2" in r.stdout, r.stderr
+            assert r.returncode == 0 and ": ok, format version 3" in r.stdout, r.stderr
 
 
 def test_swapped_file_types_are_named(exported, shipped, tmp_path):
@@ -108,9 +108,12 @@ def test_verify_command(exported, tmp_path):
     r = run_cli("intengine", "verify", *good)
     assert r.returncode == 0, r.stderr
     lines = r.stdout.strip().splitlines()
-    assert len(lines) == 2 and lines[0].startswith(f"{good[0]}: ok, format version 2, W2A8, 20 weighted layers")
+    assert len(lines) == 2 and lines[0].startswith(f"{good[0]}: ok, format version 3, W2A8, 20 weighted layers")
     info = json.loads(run_cli("intengine", "info", good[0], "--json").stdout)
-    assert info["format_version"] == 2 and lines[0].endswith(info["content_sha256"][:16])
+    assert info["format_version"] == 3 and lines[0].endswith(info["content_sha256"][:16])
+    old = ROOT / "models" / "resnet20_w2a8_brecq_lsq_s0.npz"            # version 2, still read
+    r = run_cli("intengine", "verify", old)
+    assert r.returncode == 0 and r.stdout.startswith(f"{old}: ok, format version 2, W2A8"), r.stdout + r.stderr
     with np.load(good[0], allow_pickle=False) as f:
         arrays = {k: f[k] for k in f.files}
     arrays["bias"] = np.full_like(arrays["bias"], 2**31 - 1)
