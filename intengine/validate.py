@@ -135,6 +135,10 @@ def check(header, arrays, path):
         missing = [k for k in ("name", "in", "out") + impl.FIELDS if k not in op]
         if missing:
             _fail(path, f"op {str(op.get('name', '?'))[:40]!r} lacks fields {missing}")
+        unknown = sorted(set(op) - {"op", "name", "in", "out", *impl.FIELDS, *impl.INFO})
+        if unknown:                                  # a field this engine would ignore changes the op
+            _fail(path, f"op {str(op['name'])[:40]!r}: unsupported field {str(unknown[0])[:40]!r} "
+                        f"(a {kind} has {', '.join(impl.FIELDS)})")
         _name(path, "op", op["name"])
         ins = impl.inputs(op)
         if not isinstance(ins, list) or len(ins) != impl.N_IN:

@@ -212,6 +212,8 @@ def model_cases(good, seed):
     semantic("groups-zero", "'groups'", set_op(convs[2], "groups", 0))
     semantic("depthwise-groups-wrong", "groups", set_op(convs[2], "groups", ops[convs[2]]["cin"] + 1))
     semantic("unknown-op-pool", "unknown op", set_op(pool, "op", "pool"))
+    semantic("unsupported-field-dilation", "unsupported field 'dilation'", set_op(convs[2], "dilation", 2))
+    semantic("unsupported-field-relu-in-v3", "unsupported field 'relu'", set_op(adds[1], "relu", True))
     semantic("add-one-input", "two inputs", set_op(adds[0], "in", [1]))
     semantic("add-pad-wrong", ops[adds[3]]["name"], set_op(adds[3], "pad", ops[adds[3]]["pad"] + 1))
     semantic("reads-future-point", "before it is computed", set_op(0, "in", 5))

@@ -44,8 +44,8 @@ def test_both_sides_name_the_same_kinds_with_the_same_fields():
     assert set(KINDS) == set(CONVERTERS)
     for name in KINDS:
         engine, converter = KINDS[name], CONVERTERS[name]
-        assert (engine.NAME, engine.FIELDS, engine.WEIGHTED) == \
-            (converter.NAME, converter.FIELDS, converter.WEIGHTED), name
+        assert (engine.NAME, engine.FIELDS, engine.INFO, engine.WEIGHTED) == \
+            (converter.NAME, converter.FIELDS, converter.INFO, converter.WEIGHTED), name
         assert not set(converter.INFO) & set(engine.FIELDS), name
 
 

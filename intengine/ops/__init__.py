@@ -6,6 +6,7 @@ Every module in KINDS defines the same names (INTERFACE; tests/test_ops.py check
 
 - the file (docs/format.md "Ops"):
     NAME, FIELDS      the header's "op" value and its fields besides op/name/in/out
+    INFO              fields for people that the engine ignores; any other field is refused
     WEIGHTED          True for the kinds with weight codes and per-channel tables
     N_IN, inputs(spec) how many points it reads, and which
     channels(spec)    its entries in the bias, multiplier and shift arrays
@@ -25,5 +26,5 @@ from . import add, avgpool, conv, flatten, gap, linear, lut, maxpool, requant
 
 KINDS = {m.NAME: m for m in (conv, linear, add, requant, gap, avgpool, maxpool, flatten)}
 INPUT = lut
-INTERFACE = ("NAME", "FIELDS", "WEIGHTED", "N_IN", "inputs", "channels", "check", "load", "reference", "kernel",
+INTERFACE = ("NAME", "FIELDS", "INFO", "WEIGHTED", "N_IN", "inputs", "channels", "check", "load", "reference", "kernel",
              "run", "lower")

@@ -10,6 +10,7 @@ from .common import finish, one_channel, use_one_channel
 
 NAME, WEIGHTED = "add", False
 FIELDS = ("stride", "pad", "lo", "hi", "offset", "factor_offset")
+INFO = ()
 N_IN = 2                               # input points: a, then b (the shortcut's source)
 channels = one_channel
 

@@ -10,6 +10,7 @@ from .common import finish, one_channel, one_input, use_one_channel, window
 
 NAME, WEIGHTED = "avgpool", False
 FIELDS = ("kh", "kw", "stride", "ph", "pw", "lo", "hi", "offset")
+INFO = ()
 N_IN = 1
 inputs, channels = one_input, one_channel
 

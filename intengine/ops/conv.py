@@ -13,6 +13,7 @@ from .common import MAX_KERNEL, MAX_STRIDE, finish, one_input, out_size
 NAME, WEIGHTED = "conv", True
 FIELDS = ("cin", "cout", "kh", "kw", "stride", "ph", "pw", "groups", "lo", "hi", "bits_w", "w_offset",
           "w_nbytes", "cb_offset", "offset")
+INFO = ("levels",)                     # for people (docs/format.md); the engine reads the codebook
 N_IN = 1                               # input points
 inputs, channels = one_input, weighted.channels
 

@@ -9,6 +9,7 @@ from .common import no_channel, one_input
 
 NAME, WEIGHTED = "flatten", False
 FIELDS = ()
+INFO = ()
 N_IN = 1
 inputs, channels = one_input, no_channel
 

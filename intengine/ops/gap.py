@@ -10,6 +10,7 @@ from .common import finish, no_fields, one_channel, one_input, use_one_channel
 NAME, WEIGHTED = "gap", False
 FIELDS = ("lo", "hi", "offset")
 MAX_POSITIONS = 1 << 24                # |acc| <= 2^24 * 2^16 < 2^62 at 16 bits (eq. 11's domain)
+INFO = ()
 N_IN = 1                               # input points
 inputs, channels = one_input, one_channel
 load = no_fields                       # no fields beyond its channel's M0 and n

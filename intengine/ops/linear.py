@@ -10,6 +10,7 @@ from .common import finish, one_input
 
 NAME, WEIGHTED = "linear", True
 FIELDS = ("cin", "cout", "lo", "hi", "bits_w", "w_offset", "w_nbytes", "cb_offset", "offset")
+INFO = ("levels",)                     # for people (docs/format.md); the engine reads the codebook
 N_IN = 1                               # input points
 inputs, channels = one_input, weighted.channels
 

@@ -9,6 +9,7 @@ from .common import no_channel, one_input, window
 
 NAME, WEIGHTED = "maxpool", False
 FIELDS = ("kh", "kw", "stride", "ph", "pw")
+INFO = ()
 N_IN = 1
 inputs, channels = one_input, no_channel
 

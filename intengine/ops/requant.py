@@ -9,6 +9,7 @@ from .common import finish, no_fields, one_channel, one_input, use_one_channel
 
 NAME, WEIGHTED = "requant", False
 FIELDS = ("lo", "hi", "offset")
+INFO = ()
 N_IN = 1                               # input points
 inputs, channels = one_input, one_channel
 load = no_fields                       # no fields beyond its channel's M0 and n
