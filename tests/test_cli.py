@@ -123,6 +123,9 @@ def test_resume_through_the_cli(tmp_path, data_dir, monkeypatch):
     from trainer.train import Config, train
     tiny = dict(limit=256, test_limit=100, batch_size=64, epochs=2, warmup_epochs=0.5,
                 device="cpu", precision="fp32")
+    # One thread, as the CLI runs below get (OMP_NUM_THREADS=1).  conftest sets it, but running
+    # the engine in this process before (numba's OpenMP layer) raises torch's count to 2.
+    torch.set_num_threads(1)
     straight, _ = train(Config(**tiny, out_dir=str(tmp_path / "a")), data_dir=data_dir,
                         progress=False, log=lambda *a: None)
     real_save = checkpoint.save
