@@ -262,8 +262,8 @@ class Walk:
         if len(shape) != 2:
             self.fail(node, f"a view to {shape} (only flattening to (N, features) is supported)")
         x = self.made(v, node) if not isinstance(v, Pending) or v.op["op"] != "gap" else v
-        if isinstance(x, Pending) or len(self.points[x]["shape"]) == 1 or self.points[x]["shape"][:2] == [1, 1]:
-            self.value[node.name] = x                     # (N, C, 1, 1) or (N, C): nothing to move
+        if isinstance(x, Pending) or len(self.points[x]["shape"]) == 1:
+            self.value[node.name] = x                     # a global pool's (N, C), or already flat
             return
         out = self.point(node.name, shape[1:])
         self.ops.append({"op": "flatten", "name": node.name, "in": x, "out": out, "from": self.points[x]["shape"]})

@@ -28,8 +28,9 @@ def test_bench_quick(data_dir, tmp_path):
     assert prof["name"] == f"intengine W8A8 {fast}" and prof["ops"][0][0] == "input LUT"
     assert any("conv2 + " in o[0] for o in prof["ops"]) and all(o[1] >= 0 for o in prof["ops"])
     ir = {o[0]: o for o in rep["profile_inverted_residual"]["ops"]}     # the new ops' fast rows, measured
-    assert {"expand 1x1", "depthwise 3x3"} <= set(ir) and all(ir[k][1] > 0 and ir[k][2] > 0
-                                                             for k in ("expand 1x1", "depthwise 3x3"))
+    assert {"expand 1x1", "depthwise 3x3"} <= set(ir) and all(ir[k][1] > 0 for k in ("expand 1x1", "depthwise 3x3"))
+    if rep["roofline"]["peak_macs_per_s_1_thread"]:        # measured where the processor has VNNI
+        assert all(ir[k][2] > 0 for k in ("expand 1x1", "depthwise 3x3"))
     # the fair protocol: each contender in its own process, interleaved rounds, ratios per round
     assert rep["fair_rounds"] == 3
     for name in ("torch.ao int8", f"intengine W8A8 {fast}", "intengine W8A8 portable", "FP32 torch"):

@@ -136,3 +136,11 @@ def test_a_captured_graph_exports_and_the_engine_equals_the_exact_simulation(arc
     got = m.run(x, keep=True)
     assert all(g is None or np.array_equal(g, e) for g, e in zip(got, exact))
     assert np.array_equal(m.predict(x), exact[-1])
+
+
+def test_a_one_by_one_map_flattens_through_a_flatten_op():
+    """A conv whose output is 1x1xC, then flatten: a flatten op, so that the linear layer reads
+    a flat point as the engine requires."""
+    model = nn.Sequential(nn.Conv2d(3, 5, 4), nn.ReLU(), nn.Flatten(), nn.Linear(5, 3)).eval()
+    points, ops = _same(model, shape=(2, 3, 4, 4))
+    assert [op["op"] for op in ops] == ["conv", "flatten", "linear"] and points[-2]["shape"] == [5]
