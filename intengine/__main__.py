@@ -303,10 +303,10 @@ def info_cmd(model_path, as_json):
                    f"format {info['format_version']}, content sha256 {info['content_sha256'][:12]} (checked)")
         click.echo(f"kernel: {info['kernel']} (processor {info['cpu']['name']}, avx512vnni "
                    f"{info['cpu']['avx512vnni']}; {cpu.ENV}=portable|scalar forces a slower path)")
-        click.echo(f"{'layer':18} {'op':6} {'W':>3} {'A':>3} {'weight bytes':>12}  {'weight scale':>21}  out scale / zp")
+        click.echo(f"{'layer':18} {'op':7} {'W':>3} {'A':>3} {'weight bytes':>12}  {'weight scale':>21}  out scale / zp")
         for r in layers:
             ws = f"{r['weight_scale_min']:.3g}..{r['weight_scale_max']:.3g}" if "shape" in r else ""
-            click.echo(f"{r['name']:18} {r['op']:6} {r['bits_w'] or '':>3} {r['bits_a']:>3} "
+            click.echo(f"{r['name']:18} {r['op']:7} {r['bits_w'] or '':>3} {r['bits_a']:>3} "
                        f"{r.get('weight_bytes', ''):>12}  {ws:>21}  {r['out_scale']:.4g} / {r['out_zero_point']}")
     _guard(run)
 
