@@ -1,5 +1,6 @@
-"""One point's integers at another point's scale and width: eq. (17a).  build.py puts one
-before each block's first conv when activations are below 8 bits (section 3)."""
+"""One point's integers at another point's scale and width, clamped: eq. (17a).  fold.split_stream
+puts one before each block's first conv when activations are below 8 bits (section 3), and
+capture.py one for an activation after an op that cannot take it (a max pool)."""
 from ..quantize import quantize_multiplier
 from ..integer import requant
 
