@@ -21,6 +21,7 @@ from trainer.checkpoint import DEFAULT_CHECKPOINT, CheckpointError
 from . import mixed, pipeline, qat, reconstruct
 from .pipeline import export
 from .quantize import LEVEL_SETS, ExportError
+from .source import SourceError
 
 RECON_OPTIONS = ("iters", "recon_batch", "lr", "reg", "qdrop", "act_lr", "scale_lr")
 CREATED = []                    # folders check_out made for this export
@@ -73,8 +74,15 @@ def check_out(out, explicit):
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--bits", type=click.Choice([str(b) for b in WEIGHT_BITS]), required=True,
               help="Weight bits of the inner layers.")
-@click.option("--checkpoint", default=str(DEFAULT_CHECKPOINT), show_default=True,
-              help="Trainer checkpoint or bare ResNet20 state_dict.")
+@click.option("--checkpoint", default=None,
+              help=f"A trainer checkpoint, any --arch  [default: {DEFAULT_CHECKPOINT}, unless --model]")
+@click.option("--model", "program", default=None, metavar="NET.pt2",
+              help="Your own CNN: a program saved with torch.export.save (float, eval mode, normalized NCHW "
+                   "input), in place of --checkpoint.")
+@click.option("--mean", default=None, metavar="M1,M2,M3",
+              help="The input normalization's per-channel mean on a 0..1 scale  [default: the checkpoint's, "
+                   "else CIFAR-10's]")
+@click.option("--std", default=None, metavar="S1,S2,S3", help="... and its per-channel std (with --mean).")
 @click.option("--act-bits", type=click.Choice([str(b) for b in ACT_BITS]), default=None,
               help="Activation bits  [default: 8, or 16 with --bits 16]")
 @click.option("--first-last-bits", type=click.Choice([str(b) for b in WEIGHT_BITS]), default=None,
@@ -82,7 +90,9 @@ def check_out(out, explicit):
 @click.option("--calib-images", type=int, default=1024, show_default=True,
               help="Unlabeled training images for the activation ranges (seeded sample).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the calibration sample.")
-@click.option("--data-dir", default=None, help="Folder with cifar10.npz  [default: $CIFAR10_DIR, else the cache]")
+@click.option("--data-dir", default=None,
+              help="Folder with cifar10.npz, or any dataset .npz in its layout (calibration images, held-out "
+                   "choices)  [default: $CIFAR10_DIR, else the cache]")
 @click.option("--weight-clip", type=click.Choice(["mse", "minmax"]), default="mse", show_default=True,
               help="Per-channel scale: MSE search, or plain min-max round-to-nearest.")
 @click.option("--weight-levels", type=click.Choice(LEVEL_SETS), default="midrise", show_default=True,
@@ -150,11 +160,12 @@ def check_out(out, explicit):
                                           "exports/resnet20_w{bits}a{act}_qat.npz with --qat-epochs, "
                                           "or exports/resnet20_{budget}B_a{act}.npz]")
 @click.option("--progress/--no-progress", default=True, show_default=True)
-def cli(bits, checkpoint, act_bits, first_last_bits, calib_images, seed, data_dir, weight_clip,
+def cli(bits, checkpoint, program, mean, std, act_bits, first_last_bits, calib_images, seed, data_dir, weight_clip,
         weight_levels, bias_correction, params_from, rounding, iters, recon_batch, lr, reg, qdrop, act_lr,
         scale_lr, budget, sensitivity_images, qat_epochs, qat_lr, qat_distill, qat_ste, qat_levels, qat_bn_epochs, qat_batch, qat_images, qat_checkpoint,
         resume, out, progress):
-    """Export a trained ResNet20 to an integer model file for `python -m intengine`.
+    """Export a trained CNN to an integer model file for `python -m intengine`: a trainer
+    checkpoint (--checkpoint, ResNet20 by default) or your own network (--model NET.pt2).
 
     With no options beyond --bits it gives the best file the tool knows: below 8 bits the
     weights' rounding and the activation step sizes are learned by block reconstruction
@@ -162,7 +173,14 @@ def cli(bits, checkpoint, act_bits, first_last_bits, calib_images, seed, data_di
     adds quantization-aware training from that file."""
     recon = {"iters": iters, "batch": recon_batch, "lr": lr, "reg": reg, "qdrop": qdrop,
              "act_lr": act_lr, "scale_lr": scale_lr}
-    cfg = pipeline.Config(checkpoint=checkpoint, bits=int(bits), act_bits=act_bits and int(act_bits),
+    if program and checkpoint:
+        _fail("give --checkpoint or --model, not both")
+    try:
+        mean, std = (_floats(v, o) for v, o in ((mean, "--mean"), (std, "--std")))
+    except ValueError as e:
+        _fail(str(e))
+    checkpoint = None if program else checkpoint or str(DEFAULT_CHECKPOINT)
+    cfg = pipeline.Config(checkpoint=checkpoint, program=program, mean=mean, std=std, bits=int(bits), act_bits=act_bits and int(act_bits),
                           first_last_bits=first_last_bits and int(first_last_bits), calib_images=calib_images,
                           seed=seed, data_dir=data_dir, clip=weight_clip, levels=weight_levels,
                           bias_correction=bias_correction, params_from=params_from, rounding=rounding, recon=recon,
@@ -176,7 +194,7 @@ def cli(bits, checkpoint, act_bits, first_last_bits, calib_images, seed, data_di
         if budget is not None:
             budget = mixed.parse_budget(budget)
             full = dataclasses.replace(cfg, act_bits=cfg.act_bits or 8).resolved()
-            default_out = Path("exports") / f"resnet20_{budget}B_a{full.act_bits}.npz"
+            default_out = "{name}_" + f"{budget}B_a{full.act_bits}.npz"
         else:
             if qat_epochs is None and qat_given:
                 raise ValueError(f"{', '.join(qat_given)} set{'s' if len(qat_given) == 1 else ''} up QAT: "
@@ -186,10 +204,7 @@ def cli(bits, checkpoint, act_bits, first_last_bits, calib_images, seed, data_di
                                                     "images": qat_images}, qat_checkpoint="pending")
             full = cfg.resolved()                                 # export() says the rounding too
             suffix = "_torchao" if params_from == "torchao" else "_qat" if qat_epochs else ""
-            default_out = Path("exports") / f"resnet20_w{full.bits}a{full.act_bits}{suffix}.npz"
-        out = Path(out) if out else default_out
-        if qat_epochs is not None:
-            cfg = dataclasses.replace(cfg, qat_checkpoint=str(qat_checkpoint or out.with_suffix(".pt")))
+            default_out = "{name}_" + f"w{full.bits}a{full.act_bits}{suffix}.npz"
         if full.rounding == "nearest" and given:
             raise ValueError(f"{', '.join(given)} set{'s' if len(given) == 1 else ''} learned rounding, "
                              f"but the rounding is nearest ({full.why}); drop {'it' if len(given) == 1 else 'them'} "
@@ -199,14 +214,18 @@ def cli(bits, checkpoint, act_bits, first_last_bits, calib_images, seed, data_di
         if budget is not None and first_last_bits:
             raise mixed.BudgetError("--budget chooses every layer's width from 2, 4 and 8 bits: it does not "
                                     "go with --first-last-bits, --params-from torchao or 16 bits")
+        src = pipeline.load_source(cfg)               # the options are sound: read the network
+        out = Path(out) if out else Path("exports") / default_out.format(name=src.arch)
+        if qat_epochs is not None:
+            cfg = dataclasses.replace(cfg, qat_checkpoint=str(qat_checkpoint or out.with_suffix(".pt")))
         notes = check_out(out, explicit)
         if budget is not None:
-            budget_export(cfg, budget, out, t0, progress=progress, heldout_images=sensitivity_images)
+            budget_export(cfg, budget, out, t0, src, progress=progress, heldout_images=sensitivity_images)
             for note in notes:
                 click.echo(f"note: {note}", err=True)
             return
-        path, size, _, _ = export(cfg, out, progress=progress, log=lambda m: click.echo(m, err=True))
-    except (CheckpointError, data.DataError, ExportError, ValueError, qat.QATError) as e:   # BudgetError too
+        path, size, _, _ = export(cfg, out, progress=progress, log=lambda m: click.echo(m, err=True), src=src)
+    except (CheckpointError, SourceError, data.DataError, ExportError, ValueError, qat.QATError) as e:   # BudgetError too
         cleanup()
         _fail(str(e))
     except OSError as e:
@@ -230,7 +249,7 @@ def cli(bits, checkpoint, act_bits, first_last_bits, calib_images, seed, data_di
                   f"; held-out agreement {h[0]['heldout_agree']:.4f} -> "
                   f"{h[-1]['heldout_agree']:.4f}; checkpoint {cfg.qat_checkpoint})")
     source = "torch.ao int8 (full range)" if meta["params_from"] == "torchao" else f"weights {meta['weight_clip']}{extra}"
-    click.echo(f"wrote {path}: {size:,} bytes, W{full.bits}A{full.act_bits} (first/last layer "
+    click.echo(f"wrote {path}: {size:,} bytes, {_what(src)}, W{full.bits}A{full.act_bits} (first/last layer "
                f"W{full.first_last_bits}), {source}, {calib_images} calibration images, "
                f"{time.perf_counter() - t0:.1f} s")
     if "qat" not in meta and full.act_bits < 8:       # where training on gains the most (section 15)
@@ -240,18 +259,34 @@ def cli(bits, checkpoint, act_bits, first_last_bits, calib_images, seed, data_di
         click.echo(f"note: {note}", err=True)
 
 
-def budget_export(cfg, budget, out, t0, **kw):
+def _floats(text, option):
+    """'0.5,0.5,0.5' -> (0.5, 0.5, 0.5); None stays None."""
+    if text is None:
+        return None
+    try:
+        return tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise ValueError(f"{option} {text!r}: expected numbers separated by commas, one per input channel") from None
+
+
+def _what(src):
+    """The network and its normalization, for the export line."""
+    where = f" ({src.path})" if src.path else ""
+    return f"{src.arch}{where}, input normalization {src.norm_from}"
+
+
+def budget_export(cfg, budget, out, t0, src, **kw):
     """--budget: allocate, export, and print the per-layer width table and the bytes."""
     log = lambda m: click.echo(m, err=True)
-    path, size, alloc, rep = pipeline.export_budget(cfg, budget, out, log=log, **kw)
-    checkpoint, act_bits, calib_images = cfg.checkpoint, cfg.act_bits or 8, cfg.calib_images
+    path, size, alloc, rep = pipeline.export_budget(cfg, budget, out, log=log, src=src, **kw)
+    act_bits, calib_images = cfg.act_bits or 8, cfg.calib_images
     sens = rep["sensitivity"]
-    click.echo(f"{'layer':18} {'W':>2} {'weight bytes':>12}  KL rise at this width (W2 / W4)")
-    from .fold import graph, load_resnet20
-    ops = {op["name"]: op for op in mixed.weighted(graph(load_resnet20(checkpoint))[1])}
+    width = max(18, *(len(n) for n in alloc))
+    click.echo(f"{'layer':{width}} {'W':>2} {'weight bytes':>12}  KL rise at this width (W2 / W4)")
+    ops = {op["name"]: op for op in mixed.weighted(src.ops)}
     for name, b in alloc.items():
         rises = " / ".join(f"{sens[name][str(c)]:.4f}" if str(c) in sens[name] else "-" for c in (2, 4))
-        click.echo(f"{name:18} {b:>2} {mixed.layer_bytes(ops[name], b):>12,}  {rises}")
+        click.echo(f"{name:{width}} {b:>2} {mixed.layer_bytes(ops[name], b):>12,}  {rises}")
     counts = ", ".join(f"{sum(v == c for v in alloc.values())} at W{c}" for c in mixed.CHOICES)
     click.echo(f"wrote {path}: {size:,} bytes (predicted {rep['predicted_bytes']:,}, budget {budget:,}), "
                f"mixed precision A{act_bits}: {counts}; {calib_images} calibration images, "

@@ -15,7 +15,7 @@ from .quantize import act_qparams, quantize_weights
 def quantize_weights_all(ops, *, bits, first_last_bits, levels, clip, layer_bits=None):
     """Every conv/linear weight -> {name: (bits, level set, codes, L, s_w)}, section 2.
     layer_bits {name: bits}, where given, overrides bits/first_last_bits (section 14)."""
-    from .fold import first_last
+    from .blocks import first_last
     edge = set(first_last(ops))
     out = {}
     for op in (op for op in ops if CONVERTERS[op["op"]].WEIGHTED):
@@ -39,7 +39,7 @@ STREAM_BITS = 8                                      # section 3: the points no 
 def point_bits(ops, n_points, act_bits):
     """Each point's width (section 3): act_bits; below 8 bits, act_bits at the points a conv
     reads (the stem's input, the image, excepted) and 8 bits everywhere else: the image, the
-    residual stream, the pool and the logits (the graph is fold.split_stream's)."""
+    residual stream, the pool and the logits (the graph is blocks.split_stream's)."""
     if act_bits >= STREAM_BITS:
         return [act_bits] * n_points
     bits = [STREAM_BITS] * n_points
@@ -64,11 +64,12 @@ def act_points(points, ops, lo, hi, act_bits, scales=None):
     return out
 
 
-def quantize_graph(points, ops, lo, hi, weights, *, act_bits, bias_shift=None, scales=None):
-    """-> qnet: {'points': [{name, shape, bits, scale, zp}], 'ops': [...], 'lut': (3,256)}.
+def quantize_graph(points, ops, lo, hi, weights, *, act_bits, bias_shift=None, scales=None, norm=None):
+    """-> qnet: {'points': [{name, shape, bits, scale, zp}], 'ops': [...], 'lut': (C,256)}.
 
     `weights` from quantize_weights_all; `bias_shift` {name: (Co,)} is added to the
-    folded bias before eq. (7) (bias correction, section 2); `scales` as in act_points."""
+    folded bias before eq. (7) (bias correction, section 2); `scales` as in act_points;
+    `norm` the input's {"mean", "std"} (CIFAR-10's when None) for the LUT, eq. (5)."""
     qpts = act_points(points, ops, lo, hi, act_bits, scales)
     for op in ops:                                 # max pool, flatten: the input's integers
         if getattr(CONVERTERS[op["op"]], "KEEPS_POINT", False):
@@ -76,7 +77,8 @@ def quantize_graph(points, ops, lo, hi, weights, *, act_bits, bias_shift=None, s
             qpts[op["out"]].update(bits=src["bits"], scale=src["scale"], zp=src["zp"])
     widened = widen_outputs(ops, qpts, weights)
     qops = [CONVERTERS[op["op"]].integers(op, qpts, weights, bias_shift) for op in ops]   # exporter/ops/
-    return {"points": qpts, "ops": qops, "lut": INPUT.integers(qpts[0], MEAN, STD), "widened": widened}
+    return {"points": qpts, "ops": qops, "lut": INPUT.integers(qpts[0], *((norm["mean"], norm["std"]) if norm else (MEAN, STD))),
+            "widened": widened}
 
 
 MAX_MULTIPLIER = 0.999

@@ -22,15 +22,17 @@ def calibration_images(train_images, n, seed):
     return train_images[idx], idx, hashlib.sha256(idx.astype("<i8").tobytes()).hexdigest()
 
 
-def normalize64(images):
-    """uint8 NHWC -> float64 NCHW, (p/255 - mean) / std."""
+def normalize64(images, norm=None):
+    """uint8 NHWC -> float64 NCHW, (p/255 - mean) / std per channel; norm {"mean", "std"}
+    (source.Source.norm), CIFAR-10's when None."""
+    mean, std = (norm["mean"], norm["std"]) if norm else (MEAN, STD)
     x = torch.as_tensor(np.asarray(images)).permute(0, 3, 1, 2).double() / 255.0
-    return (x - torch.tensor(MEAN, dtype=torch.float64).view(1, 3, 1, 1)) / \
-        torch.tensor(STD, dtype=torch.float64).view(1, 3, 1, 1)
+    return (x - torch.tensor(mean, dtype=torch.float64).view(1, -1, 1, 1)) / \
+        torch.tensor(std, dtype=torch.float64).view(1, -1, 1, 1)
 
 
 @torch.no_grad()
-def minmax(ops, n_points, images, batch_size=128, progress=True):
+def minmax(ops, n_points, images, batch_size=128, progress=True, norm=None):
     """-> (lo, hi) float arrays over the points, from the float graph on `images`."""
     lo = np.full(n_points, np.inf)
     hi = np.full(n_points, -np.inf)
@@ -42,12 +44,12 @@ def minmax(ops, n_points, images, batch_size=128, progress=True):
 
     for s in tqdm(range(0, len(images), batch_size), desc="calibrating", unit="batch",
                   disable=not progress, leave=False):
-        forward(ops, normalize64(images[s:s + batch_size]), observe)
+        forward(ops, normalize64(images[s:s + batch_size], norm), observe)
     return lo, hi
 
 
 @torch.no_grad()
-def mse_ranges(ops, widths, images, lo, hi, batch_size=128, sample=200_000, grid=50, seed=0):
+def mse_ranges(ops, widths, images, lo, hi, batch_size=128, sample=200_000, grid=50, seed=0, norm=None):
     """Below 8 bits, shrink each point's min/max range by the factor a in (0, 1] (a grid of
     `grid`) that minimises the squared error of eq. (1)+(4) over the point's values on
     `images` (a seeded sample of at most `sample` values per point); points of 8 bits or
@@ -69,7 +71,7 @@ def mse_ranges(ops, widths, images, lo, hi, batch_size=128, sample=200_000, grid
         return t
 
     for s in range(0, len(images), batch_size):
-        forward(ops, normalize64(images[s:s + batch_size]), observe)
+        forward(ops, normalize64(images[s:s + batch_size], norm), observe)
     for i in low:
         v = torch.cat(seen[i])
         v = v[torch.randint(0, v.numel(), (min(v.numel(), sample),), generator=gen)].numpy()
@@ -86,13 +88,13 @@ def mse_ranges(ops, widths, images, lo, hi, batch_size=128, sample=200_000, grid
 
 
 @torch.no_grad()
-def bias_shift(ops, images, dequant, batch_size=64):
+def bias_shift(ops, images, dequant, batch_size=64, norm=None):
     """Empirical bias correction: E[(W - W_q) x] per output channel of every weighted op,
     over the calibration images, with x the float input of that op (section 2)."""
     sums, count = {}, {}
     for s in range(0, len(images), batch_size):
         seen = {}
-        forward(ops, normalize64(images[s:s + batch_size]), lambda i, t: seen.setdefault(i, t))
+        forward(ops, normalize64(images[s:s + batch_size], norm), lambda i, t: seen.setdefault(i, t))
         for op in ops:
             if op["name"] not in dequant:
                 continue

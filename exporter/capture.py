@@ -1,5 +1,5 @@
-"""A user's CNN -> the exporter's graph (points and ops, as fold.graph makes for ResNet20), read
-from its `torch.export` program: the front end for any network made of the ops below.
+"""A CNN -> the exporter's graph (points and ops), read from its `torch.export` program: the
+front end for every network, the trainer's and a user's, made of the ops below.
 
     points, ops = capture.graph(torch.export.load("net.pt2"))           # or
     points, ops = capture.graph(torch.export.export(model.eval(), (x,)))
@@ -15,6 +15,8 @@ views are dropped; ResNet's option-A shortcut (x[:, :, ::2, ::2] padded with zer
 becomes the add's stride and pad.  An activation after an op that cannot take it (a max pool)
 is a requant to the same scale with that clamp.  Anything else raises CaptureError naming the op, the node
 and the supported set.  The weights are float64; the input is NCHW, float, normalized.
+Ops and points are named after the module that ran them (Walk.name): layer1.0.conv1,
+layer1.0.add, features.3.conv.1.0.
 """
 import torch
 
@@ -61,7 +63,21 @@ class Walk:
         for spec in sig.input_specs:
             if spec.target is not None and spec.target in state:
                 self.tensors[spec.arg.name] = state[spec.target].detach().double()
-        self.points, self.ops, self.value = [], [], {}
+        self.points, self.ops, self.value, self.names = [], [], {}, {"input"}
+
+    def name(self, node, kind):
+        """A readable, unique name from the module that ran the node: a conv or linear module's
+        own path (layer1.0.conv1), else the enclosing module's path and the kind (layer1.0.add),
+        else the kind alone (gap)."""
+        stack = list((node.meta.get("nn_module_stack") or {}).values())
+        path, cls = stack[-1] if stack else ("", "")
+        own = kind in ("conv", "linear") and cls.rsplit(".", 1)[-1] in ("Conv2d", "Linear")
+        base = path if own and path else f"{path}.{kind}" if path else kind
+        name, k = base, 1
+        while name in self.names:
+            name, k = f"{base}_{k}", k + 1
+        self.names.add(name)
+        return name
 
     def fail(self, node, what):
         raise CaptureError(f"{what} at node {node.name!r}; the integer engine runs {', '.join(SUPPORTED)}")
@@ -153,7 +169,7 @@ class Walk:
         stride, pad, dil = [list(v) * 2 if len(v) == 1 else list(v) for v in (stride, pad, dil)]
         if isinstance(a[4], str) or dil != [1, 1] or stride[0] != stride[1]:
             self.fail(node, f"conv2d with padding {a[4]!r}, dilation {dil} or stride {stride}")
-        op = {"op": "conv", "name": node.name, "in": x, "cin": w.shape[1] * groups, "cout": w.shape[0],
+        op = {"op": "conv", "name": self.name(node, "conv"), "in": x, "cin": w.shape[1] * groups, "cout": w.shape[0],
               "kh": w.shape[2], "kw": w.shape[3], "stride": stride[0], "ph": pad[0], "pw": pad[1],
               "groups": groups, "relu": False, "weight": w.clone(), "bias": b.clone()}
         self.value[node.name] = Pending(op, _hwc(node), node)
@@ -180,7 +196,7 @@ class Walk:
             self.value[node.name] = v
             return
         x = self.made(v, node)                      # on a point: a requant to the same scale, clamped
-        op = {"op": "requant", "name": node.name, "in": x, "act": act, "relu": True}
+        op = {"op": "requant", "name": self.name(node, act), "in": x, "act": act, "relu": True}
         self.value[node.name] = Pending(op, self.points[x]["shape"], node)
 
     def add(self, node):
@@ -197,7 +213,7 @@ class Walk:
         shape = _hwc(node)
         if self.points[xa]["shape"] != shape:
             self.fail(node, f"add of shapes {self.points[xa]['shape']} and {shape} (broadcasting)")
-        op = {"op": "add", "name": node.name, "in": [xa, xb], "stride": stride, "pad": pad, "relu": False}
+        op = {"op": "add", "name": self.name(node, "add"), "in": [xa, xb], "stride": stride, "pad": pad, "relu": False}
         self.value[node.name] = Pending(op, shape, node)
 
     def slice(self, node):
@@ -235,10 +251,10 @@ class Walk:
             self.fail(node, "max_pool2d with dilation or ceil_mode")
         if kind == "avgpool" and (a[4] or a[5] is False or a[6] is not None):
             self.fail(node, "avg_pool2d with ceil_mode, count_include_pad=False or divisor_override")
-        op = {"op": kind, "name": node.name, "in": x, "kh": k[0], "kw": k[1], "stride": stride[0], "ph": pad[0],
+        op = {"op": kind, "name": self.name(node, kind), "in": x, "kh": k[0], "kw": k[1], "stride": stride[0], "ph": pad[0],
               "pw": pad[1], "relu": False}
         if kind == "maxpool":
-            op["out"] = self.point(node.name, _hwc(node))
+            op["out"] = self.point(op["name"], _hwc(node))
             self.ops.append(op)
             self.value[node.name] = op["out"]
         else:
@@ -253,7 +269,7 @@ class Walk:
                 self.fail(node, f"mean over dims {node.args[1]} (H and W is supported)")
         elif list(node.args[1]) != [1, 1]:
             self.fail(node, f"adaptive_avg_pool2d to {list(node.args[1])} (1x1 is supported)")
-        op = {"op": "gap", "name": node.name, "in": x, "relu": False}
+        op = {"op": "gap", "name": self.name(node, "gap"), "in": x, "relu": False}
         self.value[node.name] = Pending(op, [c], node)
 
     def flatten(self, node):
@@ -265,8 +281,9 @@ class Walk:
         if isinstance(x, Pending) or len(self.points[x]["shape"]) == 1:
             self.value[node.name] = x                     # a global pool's (N, C), or already flat
             return
-        out = self.point(node.name, shape[1:])
-        self.ops.append({"op": "flatten", "name": node.name, "in": x, "out": out, "from": self.points[x]["shape"]})
+        name = self.name(node, "flatten")
+        out = self.point(name, shape[1:])
+        self.ops.append({"op": "flatten", "name": name, "in": x, "out": out, "from": self.points[x]["shape"]})
         self.value[node.name] = out
 
     def linear(self, node):
@@ -278,7 +295,7 @@ class Walk:
         if src is not None:                               # columns from (c, y, x) to (y, x, c)
             h, wd, c = src["from"]
             w = w.view(-1, c, h, wd).permute(0, 2, 3, 1).reshape(w.shape[0], -1)
-        op = {"op": "linear", "name": node.name, "in": x, "cin": w.shape[1], "cout": w.shape[0], "relu": False,
+        op = {"op": "linear", "name": self.name(node, "linear"), "in": x, "cin": w.shape[1], "cout": w.shape[0], "relu": False,
               "weight": w, "bias": b}
         self.value[node.name] = Pending(op, _hwc(node), node)
 

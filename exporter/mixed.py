@@ -81,10 +81,10 @@ def kl(p_logits, q_logits):
 
 
 @torch.no_grad()
-def sensitivity(ops, qpoints, images, *, levels="midrise", clip="mse", choices=CHOICES, log=None):
+def sensitivity(ops, qpoints, images, *, levels="midrise", clip="mse", choices=CHOICES, log=None, norm=None):
     """{layer: {bits: rise in KL}} for every weighted layer and every width in `choices`
     below 8 (8 is the reference, rise 0), eq. (23).  `images`: the held-out images, uint8."""
-    x = calibrate.normalize64(images).float()
+    x = calibrate.normalize64(images, norm).float()
     deq = {b: build.dequantized(build.quantize_weights_all(ops, bits=b, first_last_bits=b, levels=levels,
                                                            clip=clip)) for b in set(choices) | {8}}
     scale = [torch.tensor(p["scale"]) for p in qpoints]

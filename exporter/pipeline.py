@@ -10,7 +10,7 @@ import numpy as np
 
 from intengine.fileformat import ACT_BITS, WEIGHT_BITS
 from trainer import data
-from . import __version__, build, calibrate, fold, mixed, reconstruct
+from . import __version__, blocks, build, calibrate, mixed, reconstruct, source
 
 
 def resolve(rounding, params_from, bits, act_bits, first_last_bits):
@@ -39,7 +39,7 @@ class Config:
     """Every setting of one export, in one validated object (README *Quantizing*).  None
     means the documented default; `resolved()` fills them in and refuses combinations that
     do not go together, so export() never sees one."""
-    checkpoint: str
+    checkpoint: str                    # a trainer checkpoint (any --arch), or None with program
     bits: int                          # weight bits of the inner layers
     act_bits: int = None               # 8, or 16 with 16-bit weights
     first_last_bits: int = None        # the stem and the fc: 8 below 8 bits, else `bits`
@@ -56,6 +56,9 @@ class Config:
     qat: dict = None                   # QAT settings (section 15; None entries: qat.DEFAULTS); None: no QAT
     qat_checkpoint: str = None         # where QAT keeps its per-epoch checkpoint
     resume: bool = False               # continue the QAT run in qat_checkpoint
+    program: str = None                # a torch.export program (torch.export.save), in place of checkpoint
+    mean: tuple = None                 # the input normalization (0..1 scale): --mean/--std, else the
+    std: tuple = None                  # checkpoint's, else CIFAR-10's (source.load)
     why: str = None                    # set by resolved(): why this rounding
 
     def resolved(self):
@@ -108,31 +111,57 @@ class Config:
 
     def ptq_record(self):
         """The settings that fix the PTQ start of a QAT run (a resumed run must match them)."""
-        keys = ("checkpoint", "bits", "act_bits", "first_last_bits", "calib_images", "seed", "clip", "levels",
+        keys = ("checkpoint", "program", "mean", "std", "bits", "act_bits", "first_last_bits", "calib_images", "seed", "clip", "levels",
                 "bias_correction", "rounding", "recon", "layer_bits")
         return {k: getattr(self, k) for k in keys}
 
 
-def graph_for(model, act_bits):
+def export_module(model, example, out, *, bits, mean=None, std=None, progress=False, log=None, **settings):
+    """The Python API: export an nn.Module (float, eval mode, normalized NCHW input like
+    `example`) as `python -m exporter --model` exports a saved program.  settings: any other
+    Config field (act_bits, data_dir, rounding, qat, ...).  -> as export()."""
+    src = source.from_module(model, example, mean=mean, std=std)
+    return export(Config(checkpoint=None, bits=bits, **settings), out, progress=progress, log=log, src=src)
+
+
+def graph_for(src, act_bits):
     """The float graph of a file with `act_bits` activations: below 8 bits with a requant in
-    front of each block's first conv (fold.split_stream, docs section 3)."""
-    points, ops = fold.graph(model)
-    return fold.split_stream(points, ops) if act_bits < 8 else (points, ops)
+    front of each block's first conv (blocks.split_stream, docs section 3)."""
+    return blocks.split_stream(src.points, src.ops) if act_bits < 8 else (src.points, src.ops)
 
 
-def export(cfg, out, *, progress=True, log=None, extra_meta=None, ranges=None, ptq_start=None):
+def check_data(src, arrays):
+    """The dataset fits the network: the same image shape, a class name per output."""
+    shape, outputs = tuple(arrays["x_train"].shape[1:]), src.points[-1]["shape"][0]
+    if shape != src.input_shape:
+        raise ValueError(f"the network takes {'x'.join(map(str, src.input_shape))} images (H x W x C) and the "
+                         f"dataset holds {'x'.join(map(str, shape))}; give --data-dir a dataset of its input shape")
+    if outputs != len(arrays["classes"]):
+        raise ValueError(f"the network gives {outputs} outputs and the dataset names {len(arrays['classes'])} "
+                         f"classes; give --data-dir the dataset it was trained on")
+
+
+def load_source(cfg):
+    """The network cfg names (source.load): its float graph, module and normalization."""
+    return source.load(checkpoint=cfg.checkpoint, program=cfg.program, mean=cfg.mean, std=cfg.std)
+
+
+def export(cfg, out, *, progress=True, log=None, extra_meta=None, ranges=None, ptq_start=None, src=None):
     """The whole export of `cfg` (a Config) into the model file `out`; returns (out path,
     size in bytes, qnet, float ops).  Reconstruction settings missing from cfg.recon take
     reconstruct.defaults(bits, act_bits) (exporter/reconstruct.py, docs section 13).
     ranges: a dict that keeps the calibrated activation ranges between exports of the same
     checkpoint, calibration sample and data (export_budget makes several).
     ptq_start: with QAT, the PTQ start record of another QAT checkpoint made with the same
-    PTQ settings (scripts/qat_sweep.py tries several QAT settings from one PTQ solution)."""
+    PTQ settings (scripts/qat_sweep.py tries several QAT settings from one PTQ solution).
+    src: the Source to export (source.from_module, the Python API), else cfg's (load_source)."""
     cfg = cfg.resolved()
-    model = fold.load_resnet20(cfg.checkpoint)
-    points, ops = graph_for(model, cfg.act_bits)
+    src = src or load_source(cfg)
+    model, norm = src.module, src.norm
+    points, ops = graph_for(src, cfg.act_bits)
     arrays = data.load_arrays(cfg.data_dir)
     train = arrays["x_train"]
+    check_data(src, arrays)
     images, _, idx_hash = calibrate.calibration_images(train, cfg.calib_images, cfg.seed)
     resumed = _qat_resume(cfg, log) if cfg.qat else None
     if ptq_start is not None and resumed is None:
@@ -145,6 +174,9 @@ def export(cfg, out, *, progress=True, log=None, extra_meta=None, ranges=None, p
     weights_from = {"weight_clip": cfg.clip, "weight_levels": cfg.levels}
     if cfg.params_from == "torchao":          # a calibrated full-range torch.ao int8 model, rewritten
         from . import torchao
+        if not src.arch.startswith("resnet") or src.norm["mean"] != list(torchao.MEAN):
+            raise ValueError("--params-from torchao rewires the trainer's ResNets for eager torch.ao, with "
+                             "CIFAR-10's normalization; it does not take this network")
         qnet = torchao.to_qnet(torchao.static_int8(model, images, "full"), points, ops)
         weights_from = {"weight_clip": None, "weight_levels": "twos",
                         "weights_source": "torch.ao PerChannelMinMaxObserver (full range)"}
@@ -155,13 +187,13 @@ def export(cfg, out, *, progress=True, log=None, extra_meta=None, ranges=None, p
         else:
             ranges = {} if ranges is None else ranges
             if "minmax" not in ranges:
-                ranges["minmax"] = calibrate.minmax(ops, len(points), images, progress=progress)
+                ranges["minmax"] = calibrate.minmax(ops, len(points), images, progress=progress, norm=norm)
             lo, hi = ranges["minmax"]
             if cfg.act_bits < 8:                         # section 3: MSE-clipped below 8 bits
                 key = ("mse", cfg.act_bits)
                 if key not in ranges:
                     ranges[key] = calibrate.mse_ranges(ops, build.point_bits(ops, len(points), cfg.act_bits),
-                                                       images, lo, hi, seed=cfg.seed)
+                                                       images, lo, hi, seed=cfg.seed, norm=norm)
                 lo, hi = ranges[key]
             weights = build.quantize_weights_all(ops, bits=cfg.bits, first_last_bits=cfg.first_last_bits,
                                                  levels=cfg.levels, clip=cfg.clip, layer_bits=cfg.layer_bits)
@@ -170,18 +202,22 @@ def export(cfg, out, *, progress=True, log=None, extra_meta=None, ranges=None, p
                 rc = {**reconstruct.defaults(cfg.bits, cfg.act_bits),
                       **{k: v for k, v in (cfg.recon or {}).items() if v is not None}}
                 weights, recon_report = reconstruct.reconstruct(ops, qpts, images, weights, method=cfg.rounding,
-                                                                seed=cfg.seed, progress=progress, log=log, **rc)
-        shift = calibrate.bias_shift(ops, images, build.dequantized(weights)) if cfg.bias_correction else None
+                                                                seed=cfg.seed, progress=progress, log=log, norm=norm, **rc)
+        shift = calibrate.bias_shift(ops, images, build.dequantized(weights), norm=norm) \
+            if cfg.bias_correction else None
         scales = recon_report and recon_report.get("act_scales")
         if cfg.qat:
             weights, scales, qat_report, ops = _qat(cfg, model, points, ops, lo, hi, weights, scales, shift,
-                                                    recon_report, arrays, resumed, progress, log)
+                                                    recon_report, arrays, resumed, progress, log, norm)
             shift = None                                     # trained into the biases
             if cfg.qat["levels"] == "learned":
                 weights_from["weight_levels"] = f"learned (QAT, from {cfg.levels})"
         qnet = build.quantize_graph(points, ops, lo, hi, weights, act_bits=cfg.act_bits, bias_shift=shift,
-                                    scales=scales)
-    meta = {"exporter_version": __version__, "checkpoint_sha256": fold.file_sha256(cfg.checkpoint),
+                                    scales=scales, norm=norm)
+    kind = "checkpoint" if cfg.checkpoint else "program" if cfg.program else "module"
+    meta = {"exporter_version": __version__, **({f"{kind}_sha256": src.sha256} if src.sha256 else {}),
+            "source": {"kind": kind, "arch": src.arch, "file": src.path and src.path.name,
+                       "normalization": src.norm_from},
             "bits": cfg.bits, "act_bits": cfg.act_bits, "first_last_bits": cfg.first_last_bits,
             **weights_from, "bias_correction": cfg.bias_correction,
             "params_from": cfg.params_from, "rounding": cfg.rounding,
@@ -199,7 +235,7 @@ def export(cfg, out, *, progress=True, log=None, extra_meta=None, ranges=None, p
         meta["qat"] = qat_report
     meta.update(extra_meta or {})
     out = Path(out)
-    build.to_file(qnet, out, meta)
+    build.to_file(qnet, out, meta, classes=arrays["classes"], normalization=norm, arch=src.arch)
     return out, out.stat().st_size, qnet, ops
 
 
@@ -230,7 +266,7 @@ def _plain(d):
     return {k: (str(v) if isinstance(v, Path) else v) for k, v in d.items()}
 
 
-def _qat(cfg, model, points, ops, lo, hi, weights, scales, shift, recon_report, arrays, resumed, progress, log):
+def _qat(cfg, model, points, ops, lo, hi, weights, scales, shift, recon_report, arrays, resumed, progress, log, norm):
     """QAT from the PTQ solution (section 15) -> (weights, act scales, report, ops with the trained biases)."""
     import torch
     from . import qat
@@ -256,7 +292,7 @@ def _qat(cfg, model, points, ops, lo, hi, weights, scales, shift, recon_report, 
     w, s, biases, report = qat.train(ops, qpts, weights, nchw(train[keep]), labels(keep), nchw(train[held]),
                                      labels(held), model, cfg=cfg.qat, seed=cfg.seed, ckpt=cfg.qat_checkpoint,
                                      start=start, resumed=resumed if resumed and "net" in resumed else None,
-                                     progress=progress, log=log)
+                                     progress=progress, log=log, norm=norm)
     for op in ops:
         if op["name"] in biases:
             op["bias"] = biases[op["name"]]
@@ -266,7 +302,8 @@ def _qat(cfg, model, points, ops, lo, hi, weights, scales, shift, recon_report, 
     return w, s, report, ops
 
 
-def export_budget(cfg, budget, out, *, log=None, sens=None, solver="dp", progress=True, heldout_images=5000):
+def export_budget(cfg, budget, out, *, log=None, sens=None, solver="dp", progress=True, heldout_images=5000,
+                  src=None):
     """The most accurate file that fits `budget` bytes (docs section 14): measure each layer's
     sensitivity on the held-out images (or take `sens`), choose every conv/linear width from
     {2, 4, 8} (at least cfg.bits) by the exact solve, then export cfg under that allocation
@@ -278,10 +315,10 @@ def export_budget(cfg, budget, out, *, log=None, sens=None, solver="dp", progres
         raise mixed.BudgetError("--budget chooses every layer's width from 2, 4 and 8 bits: it does not go "
                                 "with --first-last-bits, --params-from torchao or 16 bits")
     act_bits, clip, levels = cfg.act_bits or 8, cfg.clip, cfg.levels
-    checkpoint, calib_images, seed, data_dir = cfg.checkpoint, cfg.calib_images, cfg.seed, cfg.data_dir
+    calib_images, seed, data_dir = cfg.calib_images, cfg.seed, cfg.data_dir
     choices = tuple(b for b in mixed.CHOICES if b >= cfg.bits)
-    model = fold.load_resnet20(checkpoint)
-    points, ops = graph_for(model, act_bits)
+    src = src or load_source(cfg)
+    points, ops = graph_for(src, act_bits)
     names = [op["name"] for op in mixed.weighted(ops)]
     pick = mixed.solve if solver == "dp" else mixed.greedy
     costs = mixed.layer_costs(ops, choices, levels, clip)
@@ -297,7 +334,7 @@ def export_budget(cfg, budget, out, *, log=None, sens=None, solver="dp", progres
 
         def overhead(alloc):
             export(with_alloc(alloc, rounding="nearest", bias_correction=False, recon=None), probe, progress=False,
-                   ranges=ranges)
+                   ranges=ranges, src=src)
             return mixed.non_weight_bytes(probe) + mixed.META_SLACK
 
         ranges = {}                            # calibrated once, for every export below
@@ -315,7 +352,7 @@ def export_budget(cfg, budget, out, *, log=None, sens=None, solver="dp", progres
                                              calib_seeds=tuple(sorted({0, 1, 2, seed})))[:heldout_images]
             say(f"measuring each layer's sensitivity on {len(held):,} held-out training images (eq. 23)")
             sens, base_kl = mixed.sensitivity(ops, build.act_points(points, ops, lo, hi, act_bits), train[held],
-                                              choices=choices, log=say)
+                                              choices=choices, log=say, norm=src.norm)
         cap = budget - base
         for _ in range(4):                     # the other members move a little with the mix
             alloc = pick(ops, sens, cap, choices, costs)
@@ -335,7 +372,7 @@ def export_budget(cfg, budget, out, *, log=None, sens=None, solver="dp", progres
                                "measure": f"rise of KL(FP32 || Q) on {heldout_images:,} held-out "
                                           f"training images, eq. (23)"}}
             path, size, _, _ = export(with_alloc(alloc), staged, log=log, extra_meta=meta, progress=progress,
-                                      ranges=ranges)
+                                      ranges=ranges, src=src)
             if size <= budget or attempt == 2:
                 break
             say(f"the file is {size - budget:,} bytes over the budget; solving again with that much less")

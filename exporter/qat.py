@@ -454,7 +454,7 @@ def agreement(net, x, fp_pred, labels, bs=500):
 
 
 def train(ops, qpoints, weights, train_x, train_y, held_x, held_y, fp_model, *, cfg, seed, ckpt, start,
-          resumed=None, progress=True, log=None):
+          resumed=None, progress=True, log=None, norm=None):
     """Run QAT (cfg: DEFAULTS filled) from the PTQ `weights` and points `qpoints` (learned
     step sizes included); checkpoint into `ckpt` after every epoch.  `resumed`: a loaded
     checkpoint to continue.  Returns (weights, act scales, biases, report)."""
@@ -479,10 +479,10 @@ def train(ops, qpoints, weights, train_x, train_y, held_x, held_y, fp_model, *, 
         opt.load_state_dict(resumed["optimizer"])
         sched.load_state_dict(resumed["scheduler"])
         epoch, history = resumed["epoch"], list(resumed["history"])
-    held = data.normalize(held_x)
+    held = data.normalize(held_x, norm=norm)
     with torch.no_grad():
         fp_pred = torch.cat([fp_model(held[s:s + 500]).argmax(1) for s in range(0, len(held), 500)])
-    recal = lambda imgs: (data.normalize(imgs[i * cfg["batch"]:(i + 1) * cfg["batch"]])
+    recal = lambda imgs: (data.normalize(imgs[i * cfg["batch"]:(i + 1) * cfg["batch"]], norm=norm)
                           for i in range(min(BN_RECAL, steps)))
     if epoch == 0 and not history:
         if bn_epochs:
@@ -517,7 +517,7 @@ def train(ops, qpoints, weights, train_x, train_y, held_x, held_y, fp_model, *, 
         try:
             for t in bar:
                 rows = slice(t * cfg["batch"], (t + 1) * cfg["batch"])
-                x = data.normalize(images[rows])
+                x = data.normalize(images[rows], norm=norm)
                 out = net(x)
                 loss = objective(out, x, labels[rows])
                 opt.zero_grad(set_to_none=True)

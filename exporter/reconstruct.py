@@ -1,8 +1,8 @@
-"""Learned weight rounding by reconstruction: AdaRound per layer, BRECQ per residual block,
-with QDrop (docs/quantization.md section 13).  Offline, floats allowed.
+"""Learned weight rounding by reconstruction: AdaRound per layer, BRECQ per block, with QDrop
+(docs/quantization.md section 13).  Offline, floats allowed.
 
-The network is cut into *units*: one weighted layer (`adaround`) or one residual block,
-the stem and the head (`brecq`).  For each unit in order, a rounding variable V per weight
+The network is cut into *units* (blocks.units): one weighted layer (`adaround`) or one block
+found from the graph, the stem and the head (`brecq`).  For each unit in order, a rounding variable V per weight
 chooses between the two levels around w/s_w (eq. 17), and Adam minimizes the unit's output
 error against the FP32 model plus the annealed rounding regularizer (eq. 18-19).  The unit's
 input is the output of the already-rounded units before it (fake-quantized as the engine
@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from . import blocks
 from .calibrate import normalize64
 from .simulate import _ste, walk
 
@@ -126,27 +127,6 @@ class DropMasks:
         return self.bank[key][torch.randint(0, self.BANK, (shape[0],), generator=self.gen)]
 
 
-def units(ops, method):
-    """Split the graph into lists of ops: per weighted layer, or per block/stem/head."""
-    from .fold import first_last
-    edge = set(first_last(ops))
-    groups, cur = [], []
-    for op in ops:
-        if method == "adaround":
-            cur.append(op)
-            if op["op"] in ("conv", "linear", "add"):
-                groups.append(cur)
-                cur = []
-            continue
-        cur.append(op)
-        if op["op"] == "add" or op["name"] in edge:
-            groups.append(cur)
-            cur = []
-    if cur:
-        groups.append(cur)
-    return groups
-
-
 def _inputs(unit):
     made = {op["out"] for op in unit}
     ins = []
@@ -208,7 +188,7 @@ def _run_all(unit, src, weight, act, bs=256):
 
 
 def reconstruct(ops, qpoints, images, weights, *, method="brecq", seed=0, progress=True, log=None,
-                **cfg):
+                norm=None, **cfg):
     """-> (weights with learned codes, report).  `weights` from build.quantize_weights_all
     (its scales and levels are kept), `qpoints` the calibrated points (scale, zp, bits),
     `images` the unlabeled calibration images (N,32,32,3) uint8."""
@@ -216,12 +196,12 @@ def reconstruct(ops, qpoints, images, weights, *, method="brecq", seed=0, progre
     threads = torch.get_num_threads()
     torch.set_num_threads(1)            # small steps: one thread is many times faster on a busy CPU
     try:
-        return _reconstruct(ops, qpoints, images, weights, method, seed, progress, log, cfg)
+        return _reconstruct(ops, qpoints, images, weights, method, seed, progress, log, cfg, norm)
     finally:
         torch.set_num_threads(threads)
 
 
-def _reconstruct(ops, qpoints, images, weights, method, seed, progress, log, cfg):
+def _reconstruct(ops, qpoints, images, weights, method, seed, progress, log, cfg, norm):
     gen = torch.Generator().manual_seed(seed)
     quant = Quantizer(qpoints)
     ops = [dict(op) for op in ops]
@@ -234,11 +214,11 @@ def _reconstruct(ops, qpoints, images, weights, method, seed, progress, log, cfg
             rounding[op["name"]] = Rounding(op["weight"], s_w, L)
     fp_w = lambda op: op["w32"]
     ident = lambda i, t: t
-    x = normalize64(images).float()
+    x = normalize64(images, norm).float()
     n = len(x)
     fp = {0: x}
     q = {0: torch.cat([quant(0, x[s:s + 256]) for s in range(0, n, 256)])}
-    groups = units(ops, method)
+    groups = blocks.units(ops, method)
     last_use = {}
     for k, unit in enumerate(groups):
         for i in _inputs(unit):
@@ -253,7 +233,7 @@ def _reconstruct(ops, qpoints, images, weights, method, seed, progress, log, cfg
             fp_out = _run_all(unit, fp, fp_w, ident)
         params = [rounding[op["name"]] for op in unit if op["name"] in rounding]
         t0 = time.perf_counter()
-        entry = {"unit": unit[-1]["name"].rsplit(".", 1)[0] if method == "brecq" else unit[-1]["name"],
+        entry = {"unit": blocks.unit_name(unit) if method == "brecq" else unit[-1]["name"],
                  "weights": sum(r.V.numel() for r in params)}
         if params and cfg["iters"] > 0:
             param_groups = [{"params": [r.V for r in params], "lr": cfg["lr"]}]

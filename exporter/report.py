@@ -1,17 +1,22 @@
 """What the report scripts share (scripts/*.py): progress lines, the machine description,
-atomic writes and the generated sections of the README.
+atomic writes, the generated sections of the README, predictions with progress, timing in
+interleaved rounds, and the verified cache of the committed files' evaluations.
 
 A generated section is the text between `<!-- NAME:start -->` and `<!-- NAME:end -->`; only
 a script's --publish option rewrites it.
 """
+import hashlib
 import os
 import platform
 import time
 from pathlib import Path
 
 import click
+import numpy as np
 
-from intengine import cpu
+from intengine import __version__ as ENGINE_VERSION, cpu
+
+BATCH = 256
 
 
 class Progress:
@@ -62,3 +67,82 @@ def fill_section(path, name, text):
     head, rest = body.split(start, 1)
     write_atomic(path, head + start + "\n" + text.rstrip("\n") + "\n" + end + rest.split(end, 1)[1])
     return True
+
+
+def predict(fn, images, say=None, label="", every=10.0):
+    """Class predictions of fn(uint8 NHWC batch) -> logits, at batch 256 (not timed); with
+    `say`, a progress line at least every `every` seconds."""
+    out, t0, last = [], time.perf_counter(), time.perf_counter()
+    for s in range(0, len(images), BATCH):
+        out.append(np.asarray(fn(images[s:s + BATCH])).argmax(1))
+        if say is not None and time.perf_counter() - last > every and s + BATCH < len(images):
+            last = time.perf_counter()
+            say(f"{label}: {s + BATCH:,} of {len(images):,} images, {last - t0:.0f} s")
+    return np.concatenate(out)
+
+
+def interleaved_speed(fns, images, rounds, ref, say):
+    """images/s of every contender, timed in the same block: `rounds` rounds, each running
+    every contender once over `images` at batch 256, in an order that rotates each round.
+    Returns {name: {median, min, max, ratio (median of the per-round ratios to `ref`), rounds}}."""
+    names = list(fns)
+    for name in names:                               # warm-up: JIT, caches, thread pools
+        fns[name](images[:BATCH])
+    seen = {n: [] for n in names}
+    for k in range(rounds):
+        for name in names[k % len(names):] + names[:k % len(names)]:
+            t0 = time.perf_counter()
+            for s in range(0, len(images), BATCH):
+                fns[name](images[s:s + BATCH])
+            seen[name].append(len(images) / (time.perf_counter() - t0))
+        say(f"speed round {k + 1} of {rounds}: {ref} {seen[ref][-1]:.0f} images/s")
+    return {n: {"median": float(np.median(v)), "min": float(min(v)), "max": float(max(v)),
+                "ratio": float(np.median(np.array(v) / np.array(seen[ref]))), "rounds": v}
+            for n, v in seen.items()}
+
+
+def digest(*arrays):
+    h = hashlib.sha256()
+    for a in arrays:
+        h.update(np.ascontiguousarray(a).tobytes())
+    return h.hexdigest()
+
+
+class EvalCache:
+    """The engine's predictions on a test set for committed model files, kept in an .npz by
+    (file sha256, engine version, test-set digest).  The engine's integers are the same on
+    every processor, so a file's predictions are a fact about the file; each run still checks
+    a seeded sample of `check` images of every cached file against the engine before it trusts
+    the rest, and evaluates in full whatever is missing or disagrees.  Only `save` writes."""
+
+    def __init__(self, path, images, labels, check=256):
+        self.path, self.images, self.check = Path(path), images, check
+        self.test = digest(images, labels)
+        self.entries, self.changed = {}, False
+        if self.path.is_file():
+            with np.load(self.path, allow_pickle=False) as f:
+                for i, key in enumerate(f["keys"]):
+                    self.entries[str(key)] = f[f"p{i}"].astype(np.int64)
+
+    def key(self, file_sha256):
+        return f"{file_sha256}:{ENGINE_VERSION}:{self.test}"
+
+    def predictions(self, model, say, label):
+        """-> (predictions on every image, how: 'cached, N checked' or 'evaluated')."""
+        key = self.key(model.header["content_sha256"])
+        pred = self.entries.get(key)
+        if pred is not None and len(pred) == len(self.images):
+            idx = np.sort(np.random.default_rng(0).choice(len(pred), min(self.check, len(pred)), replace=False))
+            if np.array_equal(predict(model.run, self.images[idx]), pred[idx]):
+                return pred, f"cached evaluation, {len(idx)} images checked again"
+            say(f"{label}: the cached predictions disagree with the engine; evaluating in full")
+        pred = predict(model.run, self.images, say, label)
+        self.entries[key], self.changed = pred, True
+        return pred, "evaluated"
+
+    def save(self):
+        keys = sorted(self.entries)
+        buf = self.path.with_name(self.path.name + ".tmp.npz")
+        np.savez_compressed(buf, keys=np.array(keys),
+                            **{f"p{i}": self.entries[k].astype(np.int16) for i, k in enumerate(keys)})
+        os.replace(buf, self.path)

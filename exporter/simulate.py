@@ -1,4 +1,4 @@
-"""PyTorch walks of the graph (fold.graph): float, exact integer, and fake-quant.
+"""PyTorch walks of the graph (capture.graph): float, exact integer, and fake-quant.
 
 - `forward(ops, x, act, weight)`: the float network, each kind's `float_op`; `act(point, t)` sees every point
   (calibration observes there, fake-quant rounds there).

@@ -152,19 +152,20 @@ def _qparams(module):
 
 
 def points_qparams(qmodel):
-    """Scale and zero point at each point of fold.graph's order, from the converted model."""
-    out = {"input": _qparams(qmodel.quant), "stem": _qparams(qmodel.conv1)}
+    """Scale and zero point at each point of the captured graph (its names, capture.Walk.name),
+    from the converted model."""
+    out = {"input": _qparams(qmodel.quant), "conv1": _qparams(qmodel.conv1)}
     for name, b in qmodel.blocks():
         out[f"{name}.conv1"] = _qparams(b.conv1)
         out[f"{name}.conv2"] = _qparams(b.conv2)
-        out[f"{name}.out"] = _qparams(b.add)
-    out["pool"] = out[f"{qmodel.blocks()[-1][0]}.out"]     # quantized avg pool keeps its input's
-    out["logits"] = _qparams(qmodel.fc)
+        out[f"{name}.add"] = _qparams(b.add)
+    out["gap"] = out[f"{qmodel.blocks()[-1][0]}.add"]      # quantized avg pool keeps its input's
+    out["fc"] = _qparams(qmodel.fc)
     return out
 
 
 def weighted_modules(qmodel):
-    mods = {"stem": qmodel.conv1, "fc": qmodel.fc}
+    mods = {"conv1": qmodel.conv1, "fc": qmodel.fc}
     for name, b in qmodel.blocks():
         mods[f"{name}.conv1"], mods[f"{name}.conv2"] = b.conv1, b.conv2
     return mods
@@ -207,19 +208,19 @@ def torch_lut(qmodel):
 
 @torch.no_grad()
 def capture(qmodel, images):
-    """int_repr at every point (fold.graph names, NHWC int64) for uint8 NHWC images."""
+    """int_repr at every point (the captured graph's names, NHWC int64) for uint8 NHWC images."""
     got = {}
 
     def hook(name):
         return lambda mod, inp, out: got.__setitem__(name, out)
     handles = [qmodel.quant.register_forward_hook(hook("input")),
-               qmodel.conv1.register_forward_hook(hook("stem")),
-               qmodel.pool.register_forward_hook(hook("pool")),
-               qmodel.fc.register_forward_hook(hook("logits"))]
+               qmodel.conv1.register_forward_hook(hook("conv1")),
+               qmodel.pool.register_forward_hook(hook("gap")),
+               qmodel.fc.register_forward_hook(hook("fc"))]
     for name, b in qmodel.blocks():
         handles += [b.conv1.register_forward_hook(hook(f"{name}.conv1")),
                     b.conv2.register_forward_hook(hook(f"{name}.conv2")),
-                    b.register_forward_hook(hook(f"{name}.out"))]
+                    b.register_forward_hook(hook(f"{name}.add"))]
     try:
         qmodel(normalize(images))
     finally:
@@ -228,5 +229,5 @@ def capture(qmodel, images):
     out = {}
     for k, t in got.items():
         r = t.int_repr().long()
-        out[k] = r.flatten(1) if k == "pool" else (r.permute(0, 2, 3, 1) if r.dim() == 4 else r)
+        out[k] = r.flatten(1) if k == "gap" else (r.permute(0, 2, 3, 1) if r.dim() == 4 else r)
     return out

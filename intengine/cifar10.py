@@ -1,4 +1,4 @@
-"""The CIFAR-10 file on disk, without torch: where it is, how it is laid out, how it is read.
+"""The dataset file on disk, without torch: where it is, how it is laid out, how it is read.
 
 This is the one definition of the dataset location and of the normalization constants.
 `trainer.data` (torch) imports it, and the integer engine reads the test set through it,
@@ -11,6 +11,11 @@ Where the data comes from (first match wins):
 
 `cifar10.npz` layout: x_train (50000,32,32,3) uint8 HWC RGB, y_train (50000,) uint8,
 x_test (10000,32,32,3) uint8, y_test (10000,) uint8, classes (10,) str.
+
+Any dataset in that layout is read the same way (SVHN, CIFAR-100, a user's own images): any
+image count, any H x W with 1 to 4 channels (the same in both splits), integer labels below
+the number of `classes` (CIFAR-10's names when the file has none and the labels fit 10).
+`--data-dir` names its folder (holding `cifar10.npz`) or the `.npz` file itself.
 """
 import os
 from pathlib import Path
@@ -26,7 +31,7 @@ CLASSES = ("airplane", "automobile", "bird", "cat", "deer",
            "dog", "frog", "horse", "ship", "truck")
 NPZ_NAME = "cifar10.npz"
 ENV_VAR = "CIFAR10_DIR"
-SHAPES = {"x_train": (50000, 32, 32, 3), "y_train": (50000,),
+SHAPES = {"x_train": (50000, 32, 32, 3), "y_train": (50000,),      # CIFAR-10's own
           "x_test": (10000, 32, 32, 3), "y_test": (10000,)}
 
 
@@ -54,38 +59,58 @@ def missing_hint(data_dir=None):
 
 
 def read_npz(path, splits=("train", "test")):
-    """Read and validate cifar10.npz -> dict of numpy arrays.  Raises DataError."""
+    """Read and validate a dataset in the cifar10.npz layout -> dict of numpy arrays, with
+    `classes` (a tuple of names).  Raises DataError."""
     path = Path(path)
-    keys = [k for k in SHAPES if k.split("_")[1] in splits]
+    keys = [f"{xy}_{s}" for s in ("train", "test") if s in splits for xy in "xy"]
     try:
         with np.load(path, allow_pickle=False) as f:
             arrays = {k: f[k] for k in keys}
+            classes = f["classes"] if "classes" in f.files else None
     except Exception as e:  # truncated zips, bad headers, missing keys: all mean "not readable"
-        raise DataError(f"{path} is not a readable CIFAR-10 npz ({type(e).__name__}: {e}); "
+        raise DataError(f"{path} is not a readable dataset npz ({type(e).__name__}: {e}); "
                         f"delete it and rerun, or point --data-dir/{ENV_VAR} at a good copy") from None
-    for key in keys:
-        a, shape = arrays[key], SHAPES[key]
-        if a.shape != shape or a.dtype != np.uint8:
-            raise DataError(f"{path}: {key} has shape {a.shape} dtype {a.dtype}, "
-                            f"expected {shape} uint8; the file is not CIFAR-10 in the expected layout")
-        if key.startswith("y_") and a.max() > 9:
-            raise DataError(f"{path}: labels outside 0..9 in {key}")
+    hwc = None
+    for s in splits:
+        x, y = arrays[f"x_{s}"], arrays[f"y_{s}"]
+        if x.dtype != np.uint8 or x.ndim != 4 or not 1 <= x.shape[3] <= 4 or min(x.shape[1:3]) < 1 \
+                or len(x) < 1:
+            raise DataError(f"{path}: x_{s} has shape {x.shape} dtype {x.dtype}, expected (N, H, W, C) uint8 "
+                            f"with 1 to 4 channels; the file is not in the cifar10.npz layout")
+        if hwc is not None and x.shape[1:] != hwc:
+            raise DataError(f"{path}: x_train is {hwc} per image and x_test {x.shape[1:]}; they must agree")
+        hwc = x.shape[1:]
+        if y.shape != (len(x),) or y.dtype.kind not in "iu" or y.min() < 0:
+            raise DataError(f"{path}: y_{s} has shape {y.shape} dtype {y.dtype}, expected ({len(x)},) "
+                            f"non-negative integers")
+    top = max(int(arrays[f"y_{s}"].max()) for s in splits) + 1
+    if classes is None:
+        classes = CLASSES if top <= len(CLASSES) else tuple(str(i) for i in range(top))
+    elif classes.ndim != 1 or classes.dtype.kind not in "US":
+        raise DataError(f"{path}: classes must be a 1-D array of names, not {classes.dtype} {classes.shape}")
+    arrays["classes"] = tuple(str(c) for c in classes)
+    if top > len(arrays["classes"]):
+        raise DataError(f"{path}: a label of {top - 1}, outside 0..{len(arrays['classes']) - 1} "
+                        f"(the file names {len(arrays['classes'])} classes)")
     return arrays
 
 
 def npz_path(data_dir=None):
-    """The cifar10.npz to read, or a DataError that says where we looked."""
+    """The dataset file to read (the folder's cifar10.npz, or an .npz named directly), or a
+    DataError that says where we looked."""
     root = resolve_data_dir(data_dir)
+    if root.suffix == ".npz" and not root.is_dir():
+        return root
     if root.exists() and not root.is_dir():
-        raise DataError(f"{root} is a file, not a folder; pass the folder that holds {NPZ_NAME}")
+        raise DataError(f"{root} is a file, not a folder or an .npz; pass the folder that holds {NPZ_NAME}")
     return root / NPZ_NAME
 
 
 def load_test(data_dir=None):
-    """The test split as (images (10000,32,32,3) uint8 NHWC, labels (10000,) uint8)."""
+    """The test split as (images (N,H,W,C) uint8 NHWC, labels (N,))."""
     path = npz_path(data_dir)
     if not path.is_file():
-        raise DataError(f"no {NPZ_NAME} in {path.parent} {missing_hint(data_dir)} "
+        raise DataError(f"no {path.name} in {path.parent} {missing_hint(data_dir)} "
                         f"(`python -m trainer eval` downloads it with torchvision when online)")
     arrays = read_npz(path, splits=("test",))
     return arrays["x_test"], arrays["y_test"]

@@ -49,7 +49,7 @@ def main(bits, iters, seed, calib_images, limit, data_dir, write):
     from aimet_torch.common.defs import QuantScheme
     from aimet_torch.model_preparer import prepare_model
     from aimet_torch.quantsim import QuantizationSimModel
-    from exporter import calibrate, fold
+    from exporter import calibrate, source
     from intengine.cifar10 import load_test
     from trainer import data
 
@@ -57,7 +57,7 @@ def main(bits, iters, seed, calib_images, limit, data_dir, write):
     bits = int(bits)
     t0 = time.perf_counter()
     load0 = os.getloadavg()[0]
-    model = fold.load_resnet20(ROOT / "checkpoints" / "resnet20.pt").float()
+    model = source.checkpoint_model(ROOT / "checkpoints" / "resnet20.pt").float()
     model = prepare_model(model)
     dummy = torch.zeros(1, 3, 32, 32)
     fold_all_batch_norms(model, input_shapes=(1, 3, 32, 32))
@@ -83,7 +83,7 @@ def main(bits, iters, seed, calib_images, limit, data_dir, write):
     test_x, test_y = load_test(data_dir)
     if limit:
         test_x, test_y = test_x[:limit], test_y[:limit]
-    fp32 = fold.load_resnet20(ROOT / "checkpoints" / "resnet20.pt").float()
+    fp32 = source.checkpoint_model(ROOT / "checkpoints" / "resnet20.pt").float()
     with torch.no_grad():
         pred, ref = [], []
         for s in range(0, len(test_x), 500):

@@ -130,7 +130,7 @@ import torch  # noqa: E402
 
 sys.path.insert(0, str(ROOT / "scripts"))
 import intengine  # noqa: E402
-from exporter import fold, onnxrt, synthetic, torchao  # noqa: E402
+from exporter import onnxrt, source, synthetic, torchao  # noqa: E402
 from exporter.pipeline import Config, export  # noqa: E402
 from intengine import cpu  # noqa: E402
 from intengine.cifar10 import load_test, seeded_subset  # noqa: E402
@@ -328,7 +328,7 @@ def measure(checkpoint, data_dir, quick, threads, n_images, passes, n_latency, c
     x, y = np.ascontiguousarray(x[idx]), y[idx].astype(np.int64)
     train = data.load_arrays(data_dir)["x_train"]
     calib = train[seeded_subset(len(train), calib_n, seed)]
-    model = fold.load_resnet20(checkpoint)
+    model = source.checkpoint_model(checkpoint)
     fns, files, notes, peers = {}, {}, [], {}
 
     say("torch.ao int8 (x86, fused, full range) and FP32")

@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import intengine  # noqa: E402
-from exporter import build, calibrate, fold, mixed  # noqa: E402
+from exporter import build, calibrate, mixed, source  # noqa: E402
 from exporter.pipeline import Config, export_budget  # noqa: E402
 from exporter.report import Progress, machine, versions, write_atomic  # noqa: E402
 from intengine.cifar10 import DataError, load_test, seeded_subset  # noqa: E402
@@ -80,15 +80,15 @@ def sweep(checkpoint, data_dir, budgets, greedy_set, calib_images, heldout_n, it
     x, y = load_test(data_dir)
     idx = seeded_subset(len(y), limit, seed)
     x, y = x[idx], y[idx].astype(np.int64)
-    model = fold.load_resnet20(checkpoint)
-    points, ops = fold.graph(model)
+    model = source.checkpoint_model(checkpoint)
+    points, ops = source.graph_of(model)
     train = data.load_arrays(data_dir)["x_train"]
     images, _, _ = calibrate.calibration_images(train, calib_images, seed)
     lo, hi = calibrate.minmax(ops, len(points), images, progress=False)
     held = calibrate.heldout_indices(len(train), calib_images=max(1024, calib_images),
                                      calib_seeds=tuple(sorted({0, 1, 2, seed})))[:heldout_n]
     cache = out / "sensitivity.json"      # measured once; reused by a rerun of the same setting
-    key = {"checkpoint_sha256": fold.file_sha256(checkpoint), "calib_images": calib_images, "seed": seed,
+    key = {"checkpoint_sha256": source.file_sha256(checkpoint), "calib_images": calib_images, "seed": seed,
            "heldout": len(held)}
     if cache.is_file() and json.loads(cache.read_text())["key"] == key:
         c = json.loads(cache.read_text())
@@ -125,7 +125,7 @@ def sweep(checkpoint, data_dir, budgets, greedy_set, calib_images, heldout_n, it
         path = files / f"resnet20_{nbytes}B_a8{'_greedy' if solver == 'greedy' else ''}.npz"
         rk = f"{nbytes}:{solver}"
         done = records.get(rk)
-        if done and path.is_file() and done.get("sha256") == fold.file_sha256(path) and done["setting"] == setting:
+        if done and path.is_file() and done.get("sha256") == source.file_sha256(path) and done["setting"] == setting:
             say(f"budget {nbytes:,} bytes ({solver}): done earlier, {done['bytes']:,} bytes, top-1 "
                 f"{done['accuracy']:.4f} ({records_path})")
             runs.append(done)
@@ -153,7 +153,7 @@ def sweep(checkpoint, data_dir, budgets, greedy_set, calib_images, heldout_n, it
                      "load1_before": round(l0, 2), "load1_after": round(os.getloadavg()[0], 2),
                      "command": cmd if solver == "dp" else f"(library) export_budget(..., solver='greedy'), {nbytes} bytes",
                      "sensitivity_sum": float(sum(sens[n][b] for n, b in alloc.items())),
-                     "sha256": fold.file_sha256(path), "setting": setting})
+                     "sha256": source.file_sha256(path), "setting": setting})
         records[rk] = runs[-1]                       # resume point: a rerun skips what is done
         write_atomic(records_path, json.dumps(records, indent=1))
     uniform = {}

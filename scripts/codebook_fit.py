@@ -16,7 +16,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from exporter import fold  # noqa: E402
+from exporter import source  # noqa: E402
 from exporter.quantize import LEVEL_SETS, nearest_of, quantize_weights  # noqa: E402
 
 
@@ -47,12 +47,12 @@ def main(bits, levels, rounds, checkpoint):
 
     For each inner conv of the BN-folded shipped model: the MSE-clipped uniform set of
     section 2 beside per-layer levels with per-channel scales fitted by Lloyd's alternation."""
-    _, ops = fold.graph(fold.load_resnet20(checkpoint))
+    _, ops = source.graph_of(source.checkpoint_model(checkpoint))
     total = {"energy": 0.0, "uniform": 0.0, "fitted": 0.0}
     click.echo(f"W{bits} {levels}, per-channel MSE-clipped scales; error / energy of the weights")
     click.echo(f"{'layer':18s} {'uniform':>8s} {'fitted':>8s}  fitted levels")
     for op in ops:
-        if op["op"] != "conv" or op["name"] == "stem":        # the stem and fc stay 8-bit
+        if op["op"] != "conv" or op["name"] == "conv1":       # the stem and fc stay 8-bit
             continue
         w = op["weight"].numpy().astype(np.float64)
         flat = w.reshape(len(w), -1)

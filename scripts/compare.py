@@ -38,9 +38,10 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
 import intengine  # noqa: E402
-from exporter import crosscheck, fold, onnxrt, torchao  # noqa: E402
+from exporter import crosscheck, onnxrt, source, torchao  # noqa: E402
 from exporter.pipeline import Config, export  # noqa: E402
-from exporter.report import Progress, fill_section, machine, versions, write_atomic  # noqa: E402
+from exporter.report import (BATCH, EvalCache, Progress, fill_section, interleaved_speed, machine,  # noqa: E402
+                             predict, versions, write_atomic)
 from exporter.quantize import ExportError  # noqa: E402
 from exporter.reconstruct import recorded_config  # noqa: E402
 from intengine.cifar10 import DataError, load_test, seeded_subset  # noqa: E402
@@ -48,33 +49,7 @@ from intengine.fileformat import FormatError  # noqa: E402
 from trainer.checkpoint import CheckpointError  # noqa: E402
 from trainer import data  # noqa: E402
 
-BATCH = 256
 QUICK_ITERS = 100          # --quick: reconstruction steps per block (the exporter's default: 500-600)
-
-
-def predict(fn, images):
-    """Class predictions of fn(uint8 NHWC batch) -> logits, at batch 256 (not timed)."""
-    return np.concatenate([np.asarray(fn(images[s:s + BATCH])).argmax(1) for s in range(0, len(images), BATCH)])
-
-
-def interleaved_speed(fns, images, rounds, ref, say):
-    """images/s of every contender, timed in the same block: `rounds` rounds, each running
-    every contender once over `images` at batch 256, in an order that rotates each round.
-    Returns {name: {median, min, max, ratio (median of the per-round ratios to `ref`), rounds}}."""
-    names = list(fns)
-    for name in names:                               # warm-up: JIT, caches, thread pools
-        fns[name](images[:BATCH])
-    seen = {n: [] for n in names}
-    for k in range(rounds):
-        for name in names[k % len(names):] + names[:k % len(names)]:
-            t0 = time.perf_counter()
-            for s in range(0, len(images), BATCH):
-                fns[name](images[s:s + BATCH])
-            seen[name].append(len(images) / (time.perf_counter() - t0))
-        say(f"speed round {k + 1} of {rounds}: {ref} {seen[ref][-1]:.0f} images/s")
-    return {n: {"median": float(np.median(v)), "min": float(min(v)), "max": float(max(v)),
-                "ratio": float(np.median(np.array(v) / np.array(seen[ref]))), "rounds": v}
-            for n, v in seen.items()}
 
 
 def torch_fn(model, half=False):
@@ -156,7 +131,7 @@ def main(checkpoint, data_dir, quick, limit, calib_images, iters, seed, out, exp
             n = limit or (1000 if quick else None)
             calib = calib_images or (256 if quick else 1024)
             rep = measure(checkpoint, data_dir, n, calib, seed, Path(exports_dir),
-                          iters or (QUICK_ITERS if quick else None), quick)
+                          iters or (QUICK_ITERS if quick else None), quick, publish)
         write_report(rep, Path(out))
         if publish:
             write_report(rep, ROOT / "results", ROOT / "RESULTS.md", readme=ROOT / "README.md")
@@ -168,7 +143,7 @@ def main(checkpoint, data_dir, quick, limit, calib_images, iters, seed, out, exp
         raise click.ClickException(str(e)) from None
 
 
-def measure(checkpoint, data_dir, n_test, calib_n, seed, out_dir, iters=None, quick=False):
+def measure(checkpoint, data_dir, n_test, calib_n, seed, out_dir, iters=None, quick=False, publish=False):
     """Run every row, the speed block and the cross-check; return the report dict (what
     results.json holds).  iters: reconstruction steps per block of the default W4A8/W2A8
     exports (None: the exporter's default)."""
@@ -184,15 +159,17 @@ def measure(checkpoint, data_dir, n_test, calib_n, seed, out_dir, iters=None, qu
     train = data.load_arrays(data_dir)["x_train"]
     calib = train[seeded_subset(len(train), calib_n, seed)]
     calib10 = train[seeded_subset(len(train), 10, seed)]
-    model = fold.load_resnet20(checkpoint)
+    model = source.checkpoint_model(checkpoint)
     rows, timed, fp32_pred = [], {}, None
     out_dir.mkdir(parents=True, exist_ok=True)
 
-    def add(name, method, kind, bits_w, bits_a, fn, size, note="", simulated=False, speed=True, **extra):
+    def add(name, method, kind, bits_w, bits_a, fn, size, note="", simulated=False, speed=True, pred=None,
+            **extra):
         """kind: fp32, peer, ours (the default export), ours-ablation (round-to-nearest),
-        ours-committed (a file in models/), peer-committed (a committed figure)."""
+        ours-committed (a file in models/), peer-committed (a committed figure).  pred: the
+        predictions when known (a committed file's cached evaluation)."""
         nonlocal fp32_pred
-        pred = predict(fn, x)
+        pred = predict(fn, x, say, name) if pred is None else pred
         if fp32_pred is None:
             fp32_pred = pred
         rows.append({"name": name, "method": method, "kind": kind, "bits_w": bits_w, "bits_a": bits_a,
@@ -222,7 +199,7 @@ def measure(checkpoint, data_dir, n_test, calib_n, seed, out_dir, iters=None, qu
         add(f"torch.ao original settings, weights {b}-bit", "torch.ao original", "peer", b, 8, torch_fn(q),
             state_size(q), f"MinMax per tensor, 10 images; activations observed on [0, {2**b - 1}] but stored "
             f"as quint8", speed=b == 8)
-    half = fold.load_resnet20(checkpoint).half().to(memory_format=torch.channels_last)
+    half = source.checkpoint_model(checkpoint).half().to(memory_format=torch.channels_last)
     add("torch fp16", "fp16", "peer", 16, 16, torch_fn(half, half=True), state_size(half),
         "float16 weights and activations, channels_last")
     sim16 = torchao.int16_simulated(model, calib)
@@ -240,7 +217,8 @@ def measure(checkpoint, data_dir, n_test, calib_n, seed, out_dir, iters=None, qu
         say(f"exporting W{b}A{a} with the defaults ({rounding}{steps}, {calib_n} calibration images)")
         t0 = time.perf_counter()
         path, size, _, _ = export(Config(checkpoint, b, calib_images=calib_n, seed=seed, data_dir=data_dir,
-                                         recon=recon), out_dir / f"resnet20_w{b}a{a}.npz", progress=False)
+                                         recon=recon), out_dir / f"resnet20_w{b}a{a}.npz", progress=False,
+                                  log=lambda m: say(f"  {m}"))
         secs = time.perf_counter() - t0
         m = intengine.load(path)
         meta = m.header["meta"]
@@ -266,7 +244,10 @@ def measure(checkpoint, data_dir, n_test, calib_n, seed, out_dir, iters=None, qu
             first_last_bits=8, export_s=secs, rounding="nearest")
         rows[-1]["cli"] = (f"python -m exporter --bits {b} --rounding nearest --calib-images {calib_n} "
                            f"--seed {seed} --out {path}")
-    committed_rows(add, rows, say)                  # models/ and AIMET's committed figures
+    cache = EvalCache(EVALS, x, y)
+    committed_rows(add, rows, say, cache)           # models/ and AIMET's committed figures
+    if publish and cache.changed:
+        cache.save()
     say("exporting W8A8 with torch.ao's parameters")
     path, size, _, _ = export(Config(checkpoint, 8, calib_images=calib_n, seed=seed, data_dir=data_dir,
                                      params_from="torchao"), out_dir / "resnet20_w8a8_torchao.npz", progress=False)
@@ -307,7 +288,7 @@ def measure(checkpoint, data_dir, n_test, calib_n, seed, out_dir, iters=None, qu
         "recon_iters": iters, "quick": quick,
         "speed_protocol": {"images": min(n_speed, len(x)), "rounds": rounds, "reference": TORCHAO,
                            "process": "one process, OMP_WAIT_POLICY=" + str(os.environ.get("OMP_WAIT_POLICY"))},
-        "checkpoint": str(checkpoint), "checkpoint_sha256": fold.file_sha256(checkpoint),
+        "checkpoint": str(checkpoint), "checkpoint_sha256": source.file_sha256(checkpoint),
         "machine": {**machine(torch_threads=torch.get_num_threads(), numba_threads=int(numba.config.NUMBA_NUM_THREADS),
                               omp_wait_policy=os.environ.get("OMP_WAIT_POLICY")),
                     "load_average": {"before": load_before, "after": os.getloadavg()}},
@@ -316,6 +297,7 @@ def measure(checkpoint, data_dir, n_test, calib_n, seed, out_dir, iters=None, qu
 
 
 TORCHAO = "torch.ao int8 best practice (x86, W8A7)"     # the speed yardstick
+EVALS = ROOT / "results" / "evals.npz"     # the committed files' predictions (report.EvalCache; --publish)
 PLOT = "accuracy_vs_size.png"
 
 
@@ -323,18 +305,24 @@ def recon_iters(meta):
     return recorded_config(meta).get("iters")
 
 
-def committed_rows(add, rows, say):
+def committed_rows(add, rows, say, cache):
     """The committed learned-rounding files (models/, listed with their export command and
     time in results/lowbit/exports.json; the engine runs them, nothing is re-optimized) and
-    AIMET AdaRound's committed figures (results/aimet_adaround.json, its own fake-quant sim)."""
+    AIMET AdaRound's committed figures (results/aimet_adaround.json, its own fake-quant sim).
+    The files' predictions come from `cache` where it holds them, checked again on a sample."""
+
+    def run(path):
+        model = intengine.load(path)
+        pred, how = cache.predictions(model, say, f"committed file {path.name}")
+        say(f"committed file {path.relative_to(ROOT)}: {how}")
+        return model, pred, how
     rec_path = ROOT / "results" / "lowbit" / "exports.json"
     if rec_path.is_file():
         for name, r in json.loads(rec_path.read_text()).items():
             path = ROOT / r["file"]
             if not path.is_file():
                 continue
-            say(f"committed file {r['file']}")
-            model = intengine.load(path)
+            model, pred, how = run(path)
             learned = bool(recorded_config(model.header["meta"]).get("act_lr"))
             method = f"intengine {r['rounding']}" + (" + learned step sizes" if learned else "")
             add(f"intengine W{r['bits']}A{r['act_bits']} {r['rounding']} ({name})", method, "ours-committed",
@@ -343,15 +331,14 @@ def committed_rows(add, rows, say):
                 f"{r['load1_before']:.1f}-{r['load1_after']:.1f}", speed=False,
                 first_last_bits=r["first_last_bits"], seed=r["seed"], rounding=r["rounding"],
                 learned_steps=learned, default_method=r["rounding"] == "brecq" and learned,
-                cli=r["command"], export_s=r["export_seconds"])
+                cli=r["command"], export_s=r["export_seconds"], pred=pred, evaluation=how)
     budget = ROOT / "results" / "budget" / "results.json"
     if budget.is_file():                            # mixed precision under a byte budget (section 14)
         for r in json.loads(budget.read_text())["runs"]:
             path = ROOT / r["file"]
             if not path.is_file():
                 continue
-            say(f"committed file {r['file']}")
-            model = intengine.load(path)
+            model, pred, how = run(path)
             alloc = r["allocation"]
             counts = ", ".join(f"{sum(v == c for v in alloc.values())} layers W{c}" for c in (2, 4, 8))
             widths = sorted(set(alloc.values()))
@@ -362,15 +349,14 @@ def committed_rows(add, rows, say):
                 f"then reconstruction; export {r['export_seconds']:.0f} s, machine load average "
                 f"{r['load1_before']:.1f}-{r['load1_after']:.1f}", speed=False,
                 bits_label="/".join(map(str, widths)), allocation=alloc, cli=r["command"],
-                export_s=r["export_seconds"], budget_bytes=r["budget_bytes"])
+                export_s=r["export_seconds"], budget_bytes=r["budget_bytes"], pred=pred, evaluation=how)
     qat_rec = ROOT / "results" / "qat" / "exports.json"
     if qat_rec.is_file():                           # our QAT files (section 15)
         for name, r in json.loads(qat_rec.read_text()).items():
             path = ROOT / r["file"]
             if not path.is_file():
                 continue
-            say(f"committed file {r['file']}")
-            model = intengine.load(path)
+            model, pred, how = run(path)
             meta = model.header["meta"]
             h = meta["qat"]["history"]
             add(f"intengine W{meta['bits']}A{meta['act_bits']} QAT ({name})", "intengine QAT", "ours-qat",
@@ -380,7 +366,8 @@ def committed_rows(add, rows, say):
                 f"{r['load1_end']:.1f}" + (" (some epochs not at full speed; results/qat/README.md gives its cost)" if r.get("note")
                                            else "")
                 + f"; held-out agreement {h[0]['heldout_agree']:.4f} -> {h[-1]['heldout_agree']:.4f}",
-                speed=False, first_last_bits=meta["first_last_bits"], cli=r["command"], export_s=r["qat_seconds"])
+                speed=False, first_last_bits=meta["first_last_bits"], cli=r["command"], export_s=r["qat_seconds"],
+                pred=pred, evaluation=how)
     tao_qat = ROOT / "results" / "qat" / "torchao.json"
     if tao_qat.is_file():                           # torch.ao's QAT (scripts/torchao_qat.py)
         for key, a in json.loads(tao_qat.read_text()).items():

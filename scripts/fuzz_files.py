@@ -230,12 +230,12 @@ def model_cases(good, seed):
 
     def set_point(i, shape):
         return lambda h, a: h["points"][i].__setitem__("shape", shape)
-    semantic("point-stem-17-channels", "stem", set_point(1, [32, 32, 17]))
+    semantic("point-stem-17-channels", "conv1", set_point(1, [32, 32, 17]))
     semantic("point-huge", "elements", set_point(3, [4096, 4096, 16]))
     semantic("point-shape-2^31", "valid shape", set_point(3, [2 ** 31, 1, 16]))
     semantic("point-shape-string", "valid shape", set_point(2, "32x32"))
     semantic("input-5-channels", "input point", set_point(0, [32, 32, 5]))
-    semantic("input-16x16", "stem", set_point(0, [16, 16, 3]))
+    semantic("input-16x16", "conv1", set_point(0, [16, 16, 3]))
     semantic("classes-11", "logits", lambda h, a: h["classes"].append("eleventh"))
     semantic("classes-numbers", "classes", lambda h, a: h.__setitem__("classes", list(range(10))))
     semantic("meta-list", "meta", lambda h, a: h.__setitem__("meta", [1, 2]))
@@ -585,9 +585,9 @@ def checkpoint_cases(good_pt, good_npz, marker, seed):
             Path(p).write_bytes(bytes(d))
         add(f"flip-in-{info.filename.rsplit('/', 1)[-1]}-at-{pos}", "CRC", flip)
     first = next(iter(sd))
-    add("missing-key", "not a ResNet20", edited(lambda d: d.pop("fc.weight")))
-    add("extra-key", "not a ResNet20", edited(lambda d: d.__setitem__("extra.weight", torch.zeros(3))))
-    add("wrong-shape", "not a ResNet20", edited(lambda d: d.__setitem__("fc.weight", torch.zeros(10, 32))))
+    add("missing-key", "not a checkpoint of the trainer's", edited(lambda d: d.pop("fc.weight")))
+    add("extra-key", "not a checkpoint of the trainer's", edited(lambda d: d.__setitem__("extra.weight", torch.zeros(3))))
+    add("wrong-shape", "not a checkpoint of the trainer's", edited(lambda d: d.__setitem__("fc.weight", torch.zeros(10, 32))))
     add("nan-weight", "non-finite", edited(lambda d: d["layer1.0.conv1.weight"].view(-1).__setitem__(0, float("nan"))))
     add("inf-running-var", "non-finite", edited(lambda d: d["bn1.running_var"].fill_(float("inf"))))
     add("negative-running-var", "negative", edited(lambda d: d["layer2.1.bn2.running_var"].__setitem__(0, -1.0)))
@@ -597,7 +597,7 @@ def checkpoint_cases(good_pt, good_npz, marker, seed):
     add("bare-tensor", "neither", save(torch.zeros(3)))
     add("empty-dict", "neither", save({}))
     add("trainer-format-no-model", "neither", save({"format": state["format"], "version": 1}))
-    add("other-architecture", "not a ResNet20", save(torch.nn.Linear(3, 2).state_dict()))
+    add("other-architecture", "not a checkpoint of the trainer's", save(torch.nn.Linear(3, 2).state_dict()))
     add("zip-of-other-files", "zip archive", lambda p: write_zip(p, [("a.txt", b"hi")]))
 
     def bomb(p):                                 # a torch-like zip whose one member inflates to 272 MiB

@@ -94,7 +94,7 @@ EXPORTS = {
 def heldout_scores(path, data_dir=None):
     """Engine top-1 agreement with FP32 and accuracy on the 5,000 held-out training images."""
     import intengine
-    from exporter import calibrate, fold
+    from exporter import calibrate, source
     from exporter.torchao import normalize
     from trainer import data
     import torch
@@ -103,7 +103,7 @@ def heldout_scores(path, data_dir=None):
     x, y = arrays["x_train"][held], arrays["y_train"][held]
     model = intengine.load(path)
     pred = np.concatenate([model.predict(x[s:s + 500]).argmax(1) for s in range(0, len(x), 500)])
-    fp = fold.load_resnet20(ROOT / "checkpoints" / "resnet20.pt")
+    fp = source.checkpoint_model(ROOT / "checkpoints" / "resnet20.pt")
     with torch.no_grad():
         fpp = np.concatenate([fp(normalize(x[s:s + 500])).argmax(1).numpy() for s in range(0, len(x), 500)])
     return {"heldout_agree": float((pred == fpp).mean()), "heldout_acc": float((pred == y).mean())}

@@ -122,8 +122,8 @@ def engine_heldout(path, x, y, fp_logits):
 
 def fp32_logits(images):
     import torch
-    from exporter import calibrate, fold
-    model = fold.load_resnet20(ROOT / "checkpoints" / "resnet20.pt")
+    from exporter import blocks, calibrate, source
+    model = source.checkpoint_model(ROOT / "checkpoints" / "resnet20.pt")
     with torch.no_grad():
         return np.concatenate([model(calibrate.normalize64(images[s:s + 500]).float()).double().numpy()
                                for s in range(0, len(images), 500)])
@@ -252,13 +252,13 @@ def export(only, write, data_dir):
 def fakequant_top1(path, images, labels, checkpoint):
     """Top-1 of the fake-quant simulation (section 11) rebuilt from the file's own integers."""
     import torch
-    from exporter import calibrate, fold
+    from exporter import blocks, calibrate, source
     from exporter.simulate import FakeQuantNet
     from intengine import fileformat
     header, arrays = fileformat.read(path)
-    points, ops = fold.graph(fold.load_resnet20(checkpoint))
+    points, ops = source.graph_of(source.checkpoint_model(checkpoint))
     if any(spec["op"] == "requant" for spec in header["ops"]):          # below 8-bit activations
-        points, ops = fold.split_stream(points, ops)
+        points, ops = blocks.split_stream(points, ops)
     qnet = qnet_from_file(header, arrays)
     for op, q in zip(ops, qnet["ops"]):       # the file's weights: nearest() gives back its codes
         if "codes" in q:

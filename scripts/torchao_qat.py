@@ -56,9 +56,9 @@ def build(bits, example):
     import copy
     from torch.ao.quantization import QConfigMapping
     from torch.ao.quantization.quantize_fx import prepare_qat_fx
-    from exporter import fold
+    from exporter import source
     torch.backends.quantized.engine = "x86"
-    model = copy.deepcopy(fold.load_resnet20(ROOT / "checkpoints" / "resnet20.pt")).train()
+    model = copy.deepcopy(source.checkpoint_model(ROOT / "checkpoints" / "resnet20.pt")).train()
     mapping = QConfigMapping().set_global(qat_qconfig(bits))
     return prepare_qat_fx(model, mapping, (example,))
 
@@ -197,7 +197,7 @@ def main(bits, epochs, lr, batch, seed, images, limit, data_dir, checkpoint_dir,
         say(f"epoch {e + 1}/{epochs}: held-out top-1 (fake-quant) {acc:.4f}, {history[-1]['seconds']:.0f} s")
     model.eval()
     model.apply(tq.disable_observer)
-    from exporter import fold
+    from exporter import source
     tx_, ty_ = nchw(test_x), torch.from_numpy(test_y.astype(np.int64))
     fq_acc = evaluate(model, tx_, ty_)
     from torch.ao.quantization.quantize_fx import convert_fx
@@ -206,7 +206,7 @@ def main(bits, epochs, lr, batch, seed, images, limit, data_dir, checkpoint_dir,
     converted_acc = evaluate(q, tx_, ty_)               # convert_fx's model as it comes
     fixed = trained_weights(model, q) if bits < 8 else None   # ... and with the weights it trained
     int8_acc = evaluate(q, tx_, ty_) if fixed else converted_acc
-    fp = fold.load_resnet20(ROOT / "checkpoints" / "resnet20.pt")
+    fp = source.checkpoint_model(ROOT / "checkpoints" / "resnet20.pt")
     with torch.no_grad():
         fp_pred = torch.cat([fp(data.normalize(tx_[s:s + 500])).argmax(1) for s in range(0, len(ty_), 500)])
     agree = evaluate(q, tx_, fp_pred)                    # top-1 agreement with FP32

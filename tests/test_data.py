@@ -51,9 +51,9 @@ def test_corrupt_npz_is_a_clear_error(tmp_path, content):
         good = tmp_path / "good.npz"
         np.savez_compressed(good, **{k: np.zeros(s, np.uint8) for k, s in data._SHAPES.items()})
         path.write_bytes(good.read_bytes()[:-200])
-    elif content is None:     # a valid npz with the wrong shapes
+    elif content is None:     # a valid npz whose splits disagree on the image shape
         np.savez(path, x_train=np.zeros((5, 32, 32, 3), np.uint8), y_train=np.zeros(5, np.uint8),
-                 x_test=np.zeros((5, 32, 32, 3), np.uint8), y_test=np.zeros(5, np.uint8))
+                 x_test=np.zeros((5, 16, 16, 3), np.uint8), y_test=np.zeros(5, np.uint8))
     else:
         path.write_bytes(content)
     with pytest.raises(data.DataError, match="cifar10.npz"):

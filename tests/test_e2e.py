@@ -41,6 +41,7 @@ COVERED = {
     "trainer eval": "test_trainer_train_then_eval",
     "torchrun trainer": "test_torchrun_trainer",
     "exporter": "test_exporter_then_engine",
+    "exporter model": "test_own_model.py::test_a_saved_program_exports_from_the_command_line",
     "intengine": "test_exporter_then_engine",
     "intengine eval": "test_exporter_then_engine",
     "intengine info": "test_exporter_then_engine",
@@ -77,6 +78,8 @@ def command_key(words):
         sub = words[3] if len(words) > 3 and words[3] in SUBCOMMANDS.get(mod, ()) else ""
         if mod == "exporter" and "--qat-epochs" in words:
             sub = "qat"
+        elif mod == "exporter" and "--model" in words:
+            sub = "model"
         return f"{mod} {sub}".strip()
     return words[1]
 

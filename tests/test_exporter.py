@@ -5,15 +5,15 @@ import torch
 
 import intengine
 from conftest import CALIB, one_line_error, run_cli
-from exporter import calibrate, fold
+from exporter import blocks, calibrate, source
 from exporter.simulate import FakeQuantNet, forward, run_exact
 
 MAX_SIZE = {2: 90_000, 4: 160_000, 8: 300_000}
 
 
 def test_fold_matches_the_float_model(test_images, shipped):
-    model = fold.load_resnet20(shipped)
-    _, ops = fold.graph(model)
+    model = source.checkpoint_model(shipped)
+    _, ops = source.graph_of(model)
     x = calibrate.normalize64(test_images[0][:16])
     with torch.no_grad():
         want = model(x.float()).double()
@@ -51,7 +51,7 @@ def test_exports_are_byte_identical(exported, data_dir, shipped, tmp_path):
 
 def test_file_records_its_provenance(exported, shipped):
     meta = intengine.load(exported[2][0]).header["meta"]
-    assert meta["checkpoint_sha256"] == fold.file_sha256(shipped)
+    assert meta["checkpoint_sha256"] == source.file_sha256(shipped)
     cal = meta["calibration"]
     assert (cal["images"], cal["seed"], cal["method"]) == (CALIB, 0, "minmax")
     assert len(cal["indices_sha256"]) == 64
@@ -84,14 +84,14 @@ def test_missing_checkpoint(tmp_path):
 
 
 def test_nan_and_foreign_checkpoints(tmp_path, shipped):
-    sd = fold.load_resnet20(shipped).state_dict()
+    sd = source.checkpoint_model(shipped).state_dict()
     sd["layer2.1.conv1.weight"][0, 0, 0, 0] = float("nan")
     torch.save(sd, tmp_path / "nan.pt")
     one_line_error(run_cli("exporter", "--bits", "4", "--checkpoint", tmp_path / "nan.pt",
                            "--out", tmp_path / "o.npz"), "NaN")
     torch.save({"weight": torch.zeros(3)}, tmp_path / "foreign.pt")
     one_line_error(run_cli("exporter", "--bits", "4", "--checkpoint", tmp_path / "foreign.pt",
-                           "--out", tmp_path / "o.npz"), "not a ResNet20")
+                           "--out", tmp_path / "o.npz"), "not a checkpoint of the trainer's")
     assert {p.name for p in tmp_path.iterdir()} == {"nan.pt", "foreign.pt"}     # no partial output
 
 
@@ -116,7 +116,7 @@ def test_cli_export_summary_line(tmp_path, data_dir):
 
 def test_bias_correction_is_the_mean_output_shift(shipped, test_images):
     """eq. (3a) on the linear layer: the shift is (W - W_q) @ E[pooled input]."""
-    _, ops = fold.graph(fold.load_resnet20(shipped))
+    _, ops = source.graph_of(source.checkpoint_model(shipped))
     fc = ops[-1]
     dq = {"fc": fc["weight"] + 0.01 * torch.arange(10, dtype=torch.float64)[:, None]}
     shift = calibrate.bias_shift(ops, test_images[0][:32], dq)["fc"]
@@ -164,18 +164,18 @@ def test_split_stream_keeps_the_residual_stream_at_eight_bits(shipped, test_imag
     conv but the stem reads an a-bit point, every other point is 8-bit, the float walk is
     unchanged."""
     from exporter import build
-    model = fold.load_resnet20(shipped)
-    points, ops = fold.graph(model)
-    sp, so = fold.split_stream(points, ops)
+    model = source.checkpoint_model(shipped)
+    points, ops = source.graph_of(model)
+    sp, so = blocks.split_stream(points, ops)
     req = [op for op in so if op["op"] == "requant"]
-    assert len(req) == 9 and len(sp) == len(points) + 9 and sp[-1]["name"] == "logits"
+    assert len(req) == 9 and len(sp) == len(points) + 9 and sp[-1]["name"] == "fc"
     for r in req:
         nxt = so[so.index(r) + 1]
         assert nxt["name"].endswith(".conv1") and nxt["in"] == r["out"]
         add = next(op for op in so if op["op"] == "add" and op["name"].startswith(r["name"].rsplit(".", 1)[0]))
         assert add["in"][1] == r["in"]                          # the shortcut reads the 8-bit stream
     bits = build.point_bits(so, len(sp), 2)
-    conv_in = {op["in"] for op in so if op["op"] == "conv" and op["name"] != "stem"}
+    conv_in = {op["in"] for op in so if op["op"] == "conv" and op["name"] != "conv1"}
     assert {i for i, b in enumerate(bits) if b == 2} == conv_in and len(conv_in) == 18
     assert build.point_bits(so, len(sp), 8) == [8] * len(sp)
     x = calibrate.normalize64(test_images[0][:4])

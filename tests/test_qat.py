@@ -115,7 +115,7 @@ def test_codebook_fit_script_finds_less_error_than_the_uniform_set():
     r = _run("scripts/codebook_fit.py", "--rounds", "5")
     assert r.returncode == 0, r.stderr
     rows = {line.split()[0]: line.split()[1:3] for line in r.stdout.splitlines()[2:]}
-    assert len(rows) == 19 and "stem" not in rows                       # 18 block convs and the total
+    assert len(rows) == 19 and "conv1" not in rows                       # 18 block convs and the total
     uniform, fitted = map(float, rows["all"])
     assert 0 < fitted < uniform < 0.2
 

@@ -91,14 +91,14 @@ def test_swapped_file_types_are_named(exported, shipped, tmp_path):
     r = run_cli("trainer", "eval", "--checkpoint", exported[4][0])
     one_line_error(r, "integer model file written by the exporter")
     assert "python -m intengine eval" in r.stderr and "enforce" not in r.stderr
-    from exporter import fold
+    from exporter import source
     raw = shipped.read_bytes()
     for cut, match in [(len(raw) // 2, "truncated or damaged zip"), (len(raw) - 10, "truncated or damaged zip"),
                        (0, "empty file")]:
         bad = tmp_path / f"cut{cut}.pt"
         bad.write_bytes(raw[:cut])
         with pytest.raises(checkpoint.CheckpointError, match=match):
-            fold.load_resnet20(bad)
+            source.checkpoint_model(bad)
         with pytest.raises(checkpoint.CheckpointError, match=match):
             checkpoint.load(bad)
 

@@ -6,7 +6,7 @@ import torch
 import intengine
 from conftest import CALIB
 from intengine import cpu
-from exporter import calibrate, crosscheck, fold, torchao
+from exporter import calibrate, crosscheck, source, torchao
 from exporter.pipeline import Config, export
 from trainer import data
 
@@ -18,7 +18,7 @@ def torchao_pair(shipped, data_dir, tmp_path_factory):
                            tmp_path_factory.mktemp("tao") / "t.npz", progress=False)
     train = data.load_arrays(data_dir)["x_train"]
     images, _, _ = calibrate.calibration_images(train, CALIB, 0)
-    model = torchao.static_int8(fold.load_resnet20(shipped), images, "full")
+    model = torchao.static_int8(source.checkpoint_model(shipped), images, "full")
     return model, intengine.load(path)
 
 
@@ -49,7 +49,7 @@ def test_input_lut_is_torchs_quantstub(torchao_pair, test_images):
 
 def test_file_holds_torchaos_weights(torchao_pair):
     qmodel, ours = torchao_pair
-    stem = next(op for op in ours.ops if op.name == "stem")
+    stem = next(op for op in ours.ops if op.name == "conv1")
     w = qmodel.conv1.weight().int_repr().numpy()                     # (Co,Ci,3,3)
     assert np.array_equal(stem.w, w.transpose(2, 3, 1, 0))          # engine layout (3,3,Ci,Co)
     assert ours.header["meta"]["params_from"] == "torchao"
@@ -63,7 +63,7 @@ def test_best_practice_reduces_the_range_to_7_bits():
 
 
 def test_original_settings_clamp_weights(shipped, test_images):
-    q = torchao.static_int8(fold.load_resnet20(shipped), test_images[0][:10], "original", bits=2)
+    q = torchao.static_int8(source.checkpoint_model(shipped), test_images[0][:10], "original", bits=2)
     w = q.layer2[0].conv1.weight().int_repr()
     assert w.min() >= -2 and w.max() <= 1
     out = q(torchao.normalize(test_images[0][:4]))
@@ -71,13 +71,13 @@ def test_original_settings_clamp_weights(shipped, test_images):
 
 
 def test_dynamic_only_touches_the_linear_layer(shipped):
-    q = torchao.dynamic_int8(fold.load_resnet20(shipped))
+    q = torchao.dynamic_int8(source.checkpoint_model(shipped))
     assert type(q.fc).__module__.startswith("torch.ao.nn.quantized.dynamic")
     assert type(q.conv1) is torch.nn.Conv2d
 
 
 def test_int16_simulation_is_close_to_fp32(shipped, test_images):
-    model = fold.load_resnet20(shipped)
+    model = source.checkpoint_model(shipped)
     sim = torchao.int16_simulated(model, test_images[0][:32])
     x = torchao.normalize(test_images[0])
     with torch.no_grad():

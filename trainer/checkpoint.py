@@ -98,7 +98,7 @@ def read_file(path):
                 size = sum(i.file_size for i in z.infolist())
                 if size > MAX_BYTES:                # a zip bomb would take minutes to check
                     raise CheckpointError(f"{path} declares {size:,} bytes uncompressed, more than "
-                                          f"{MAX_BYTES:,}; not a ResNet20 checkpoint")
+                                          f"{MAX_BYTES:,}; not a trainer checkpoint")
                 bad = z.testzip()
         except CheckpointError:
             raise

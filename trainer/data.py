@@ -16,7 +16,7 @@ import torch.nn.functional as F
 # The torch-free half (location, layout, constants) lives with the engine, which must
 # read the test set without torch.
 from intengine.cifar10 import (CLASSES, ENV_VAR, MEAN, NPZ_NAME, SHAPES as _SHAPES, STD,  # noqa: F401
-                               DataError, missing_hint, read_npz, resolve_data_dir, seeded_subset)
+                               DataError, missing_hint, npz_path, read_npz, resolve_data_dir, seeded_subset)
 
 
 def _download(root, hint):
@@ -35,17 +35,18 @@ def _download(root, hint):
     tmp = root / f"{NPZ_NAME}.{os.getpid()}.tmp.npz"
     np.savez(tmp, **arrays)
     os.replace(tmp, root / NPZ_NAME)
-    return arrays
+    return {**arrays, "classes": CLASSES}
 
 
 def load_arrays(data_dir=None, download=True):
-    """CIFAR-10 as numpy arrays (HWC uint8), from cifar10.npz or torchvision."""
-    root = resolve_data_dir(data_dir)
-    if root.exists() and not root.is_dir():
-        raise DataError(f"{root} is a file, not a folder; pass the folder that holds {NPZ_NAME}")
-    npz = root / NPZ_NAME
+    """The dataset as numpy arrays (HWC uint8) and its classes, from cifar10.npz (or any .npz
+    in its layout, intengine/cifar10.py) or, for CIFAR-10, torchvision."""
+    npz = npz_path(data_dir)
+    root = npz.parent
     if npz.is_file():
         return read_npz(npz)
+    if npz.name != NPZ_NAME:
+        raise DataError(f"no dataset file {npz}")
     if not download:
         raise DataError(f"no {NPZ_NAME} in {root} {missing_hint(data_dir)}")
     return _download(root, missing_hint(data_dir))
@@ -76,10 +77,12 @@ def load(split, data_dir=None, limit=None, seed=0, arrays=None):
     return Cifar10(images, labels)
 
 
-def normalize(images, memory_format=torch.contiguous_format):
-    """uint8 (N,3,H,W) -> float32 ((x/255 - mean) / std), in the given memory format."""
-    mean = torch.tensor(MEAN, device=images.device).view(1, 3, 1, 1) * 255
-    std = torch.tensor(STD, device=images.device).view(1, 3, 1, 1) * 255
+def normalize(images, memory_format=torch.contiguous_format, norm=None):
+    """uint8 (N,C,H,W) -> float32 ((x/255 - mean) / std), in the given memory format; norm
+    {"mean", "std"} per channel (the exporter's source.Source.norm), CIFAR-10's when None."""
+    mean, std = (norm["mean"], norm["std"]) if norm else (MEAN, STD)
+    mean = torch.tensor(mean, device=images.device).view(1, -1, 1, 1) * 255
+    std = torch.tensor(std, device=images.device).view(1, -1, 1, 1) * 255
     x = (images.float() - mean) / std
     return x.contiguous(memory_format=memory_format)
 

@@ -1,4 +1,4 @@
-"""One point's integers at another point's scale and width, clamped: eq. (17a).  fold.split_stream
+"""One point's integers at another point's scale and width, clamped: eq. (17a).  blocks.split_stream
 puts one before each block's first conv when activations are below 8 bits (section 3), and
 capture.py one for an activation after an op that cannot take it (a max pool)."""
 from ..quantize import quantize_multiplier
