@@ -108,21 +108,31 @@ def digest(*arrays):
     return h.hexdigest()
 
 
-class EvalCache:
-    """The engine's predictions on a test set for committed model files, kept in an .npz by
-    (file sha256, engine version, test-set digest).  The engine's integers are the same on
-    every processor, so a file's predictions are a fact about the file; each run still checks
-    a seeded sample of `check` images of every cached file against the engine before it trusts
-    the rest, and evaluates in full whatever is missing or disagrees.  Only `save` writes."""
+def user_cache(name):
+    """A file in this tool's cache folder ($XDG_CACHE_HOME/lowbit-ptq, default ~/.cache/...)."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "lowbit-ptq" / name
 
-    def __init__(self, path, images, labels, check=256):
-        self.path, self.images, self.check = Path(path), images, check
+
+class EvalCache:
+    """The engine's predictions on a test set for committed model files, kept in .npz files by
+    (file content digest, engine version, test-set digest): the committed one (`path`, written
+    with --publish) and the user's (`local`, written after every run that evaluated something).
+    The engine's integers are the same on every processor, so a file's predictions are a fact
+    about the file; each run still checks a seeded sample of `check` images of every cached
+    file against the engine before it trusts the rest, and evaluates in full whatever is
+    missing or disagrees."""
+
+    def __init__(self, path, images, labels, check=256, local=None):
+        self.path, self.local, self.images, self.check = Path(path), local, images, check
         self.test = digest(images, labels)
         self.entries, self.changed = {}, False
-        if self.path.is_file():
-            with np.load(self.path, allow_pickle=False) as f:
-                for i, key in enumerate(f["keys"]):
-                    self.entries[str(key)] = f[f"p{i}"].astype(np.int64)
+        for p in (self.path, self.local):
+            try:
+                with np.load(p, allow_pickle=False) as f:
+                    for i, key in enumerate(f["keys"]):
+                        self.entries[str(key)] = f[f"p{i}"].astype(np.int64)
+            except Exception:        # absent or unreadable: evaluate again (the check covers wrong ones)
+                continue
 
     def key(self, file_sha256):
         return f"{file_sha256}:{ENGINE_VERSION}:{self.test}"
@@ -140,9 +150,12 @@ class EvalCache:
         self.entries[key], self.changed = pred, True
         return pred, "evaluated"
 
-    def save(self):
+    def save(self, path=None):
+        """Write every entry to `path` (default: the user's cache file), atomically."""
+        path = Path(path or self.local)
+        path.parent.mkdir(parents=True, exist_ok=True)
         keys = sorted(self.entries)
-        buf = self.path.with_name(self.path.name + ".tmp.npz")
+        buf = path.with_name(path.name + ".tmp.npz")
         np.savez_compressed(buf, keys=np.array(keys),
                             **{f"p{i}": self.entries[k].astype(np.int16) for i, k in enumerate(keys)})
-        os.replace(buf, self.path)
+        os.replace(buf, path)

@@ -41,7 +41,7 @@ import intengine  # noqa: E402
 from exporter import crosscheck, onnxrt, source, torchao  # noqa: E402
 from exporter.pipeline import Config, export  # noqa: E402
 from exporter.report import (BATCH, EvalCache, Progress, fill_section, interleaved_speed, machine,  # noqa: E402
-                             predict, versions, write_atomic)
+                             predict, user_cache, versions, write_atomic)
 from exporter.quantize import ExportError  # noqa: E402
 from exporter.reconstruct import recorded_config  # noqa: E402
 from intengine.cifar10 import DataError, load_test, seeded_subset  # noqa: E402
@@ -244,10 +244,12 @@ def measure(checkpoint, data_dir, n_test, calib_n, seed, out_dir, iters=None, qu
             first_last_bits=8, export_s=secs, rounding="nearest")
         rows[-1]["cli"] = (f"python -m exporter --bits {b} --rounding nearest --calib-images {calib_n} "
                            f"--seed {seed} --out {path}")
-    cache = EvalCache(EVALS, x, y)
+    cache = EvalCache(EVALS, x, y, local=user_cache("evals.npz"))
     committed_rows(add, rows, say, cache)           # models/ and AIMET's committed figures
-    if publish and cache.changed:
-        cache.save()
+    if cache.changed:
+        cache.save()                                # the user's cache; the committed one with --publish
+    if publish:
+        cache.save(EVALS)
     say("exporting W8A8 with torch.ao's parameters")
     path, size, _, _ = export(Config(checkpoint, 8, calib_images=calib_n, seed=seed, data_dir=data_dir,
                                      params_from="torchao"), out_dir / "resnet20_w8a8_torchao.npz", progress=False)

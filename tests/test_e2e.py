@@ -6,6 +6,7 @@ tested; these tests run the scripts themselves.
 """
 import hashlib
 import json
+import os
 import re
 import signal
 import subprocess
@@ -104,9 +105,9 @@ def digests():
             for p in TRACKED_OUTPUTS}
 
 
-def run(*args, timeout=600):
+def run(*args, timeout=600, env=None):
     return subprocess.run([sys.executable, *map(str, args)], cwd=ROOT, capture_output=True, text=True,
-                          timeout=timeout)
+                          timeout=timeout, env=env)
 
 
 def test_main_job_quick(tmp_path, data_dir):
@@ -114,9 +115,13 @@ def test_main_job_quick(tmp_path, data_dir):
     prints a line per stage with the elapsed time, and rewrites no tracked file."""
     before = digests()
     out = tmp_path / "report"
+    cache = tmp_path / "cache"                          # the user's evaluation cache (report.EvalCache)
     r = run("scripts/compare.py", "--quick", "--limit", 96, "--calib-images", 32, "--iters", 2,
-            "--data-dir", data_dir, "--out", out, "--exports-dir", tmp_path / "exports")
+            "--data-dir", data_dir, "--out", out, "--exports-dir", tmp_path / "exports",
+            env={**os.environ, "XDG_CACHE_HOME": str(cache)})
     assert r.returncode == 0, r.stderr[-3000:]
+    assert "committed file models/resnet20_w2a8_brecq_lsq_s0.npz: evaluated" in r.stderr
+    assert (cache / "lowbit-ptq" / "evals.npz").is_file()
     stages = re.findall(r"^\[\s*(\d+\.\d) s\] (.*)$", r.stderr, re.M)
     names = [s for _, s in stages]
     assert any(n.startswith("loading CIFAR-10") for n in names), r.stderr

@@ -6,7 +6,7 @@ from numba import njit, prange
 
 from ..fixedpoint import clamp, requant_even, requant_even_array
 from ..layout import AVGPOOL
-from .common import finish, one_channel, one_input, use_one_channel, window
+from .common import finish, one_channel, one_input, use_one_channel, window, window_kernel, window_taps
 
 NAME, WEIGHTED = "avgpool", False
 FIELDS = ("kh", "kw", "stride", "ph", "pw", "lo", "hi", "offset")
@@ -29,35 +29,17 @@ def load(op, spec, arrays):
 
 def reference(x, zx, m0, n, zy, lo, hi, kh, kw, stride, ph, pw):
     """x (N,H,W,C) -> (N,Ho,Wo,C): eq. (15)-(16a) over each window."""
-    N, H, W, C = x.shape
-    ho, wo = (H + 2 * ph - kh) // stride + 1, (W + 2 * pw - kw) // stride + 1
-    xp = np.pad(x.astype(np.int64) - zx, ((0, 0), (ph, ph), (pw, pw), (0, 0)))
-    acc = np.zeros((N, ho, wo, C), np.int64)
-    for ky in range(kh):
-        for kx in range(kw):
-            acc += xp[:, ky:ky + stride * (ho - 1) + 1:stride, kx:kx + stride * (wo - 1) + 1:stride, :]
+    acc = sum(window_taps(x.astype(np.int64) - zx, kh, kw, stride, ph, pw, 0))
     return finish(acc, m0, n, zy, lo, hi, requant_even_array)
 
 
 @njit(cache=True, parallel=True)
 def kernel(x, zx, m0, n, zy, lo, hi, kh, kw, stride, ph, pw):
-    N, H, W, C = x.shape
-    Ho, Wo = (H + 2 * ph - kh) // stride + 1, (W + 2 * pw - kw) // stride + 1
-    out = np.empty((N, Ho, Wo, C), np.int32)
-    for r in prange(N * Ho):
-        i, oy = r // Ho, r % Ho
-        for ox in range(Wo):
-            for c in range(C):
-                acc = np.int64(0)
-                for ky in range(kh):
-                    iy = oy * stride + ky - ph
-                    if iy < 0 or iy >= H:
-                        continue
-                    for kx in range(kw):
-                        ix = ox * stride + kx - pw
-                        if ix >= 0 and ix < W:
-                            acc += x[i, iy, ix, c] - zx
-                out[i, oy, ox, c] = clamp(zy + requant_even(acc, m0, n), lo, hi)
+    acc = window_kernel(x, kh, kw, stride, ph, pw, zx, False)
+    out = np.empty(acc.shape, np.int32)
+    flat, res = acc.ravel(), out.ravel()
+    for k in prange(flat.size):
+        res[k] = clamp(zy + requant_even(flat[k], m0, n), lo, hi)
     return out
 
 

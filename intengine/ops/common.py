@@ -1,6 +1,8 @@
 """What several kinds share: the requantize tail that each reference ends with (eq. 8, 14,
-16a), the output size of a window, and the small registrations of one-input, one-channel kinds."""
+16a), a window's output size and taps (the two pools), and the small registrations of
+one-input, one-channel kinds."""
 import numpy as np
+from numba import njit, prange
 
 from ..fixedpoint import requant_array
 
@@ -17,6 +19,42 @@ def out_size(size, k, stride, pad):
     """The output length of a window of k taps at `stride` over `size` inputs padded by `pad`
     on both sides (PyTorch's floor rule)."""
     return (size + 2 * pad - k) // stride + 1
+
+
+def window_taps(x, kh, kw, stride, ph, pw, fill):
+    """The reference pools' taps: x (N,H,W,C) int64 padded with `fill`, then for each of the
+    kh x kw taps the (N,Ho,Wo,C) view of what that tap sees in every window."""
+    N, H, W, C = x.shape
+    ho, wo = out_size(H, kh, stride, ph), out_size(W, kw, stride, pw)
+    xp = np.pad(x, ((0, 0), (ph, ph), (pw, pw), (0, 0)), constant_values=fill)
+    return [xp[:, ky:ky + stride * (ho - 1) + 1:stride, kx:kx + stride * (wo - 1) + 1:stride, :]
+            for ky in range(kh) for kx in range(kw)]
+
+
+@njit(cache=True, parallel=True)
+def window_kernel(x, kh, kw, stride, ph, pw, zx, largest):
+    """The scalar pools' window loop: x (N,H,W,C) -> (N,Ho,Wo,C) int64, the largest value of
+    each window (largest=True; -1 when no tap is inside, which cannot happen for a valid
+    window) or the sum of x - zx over its taps inside the input (padding adds nothing)."""
+    N, H, W, C = x.shape
+    Ho, Wo = (H + 2 * ph - kh) // stride + 1, (W + 2 * pw - kw) // stride + 1
+    out = np.empty((N, Ho, Wo, C), np.int64)
+    for r in prange(N * Ho):
+        i, oy = r // Ho, r % Ho
+        for ox in range(Wo):
+            for c in range(C):
+                acc = np.int64(-1) if largest else np.int64(0)
+                for ky in range(kh):
+                    iy = oy * stride + ky - ph
+                    if iy < 0 or iy >= H:
+                        continue
+                    for kx in range(kw):
+                        ix = ox * stride + kx - pw
+                        if ix >= 0 and ix < W:
+                            v = np.int64(x[i, iy, ix, c])
+                            acc = max(acc, v) if largest else acc + v - zx
+                out[i, oy, ox, c] = acc
+    return out
 
 
 def one_input(spec):

@@ -2,10 +2,10 @@
 output point has the input's scale and zero point (the maximum commutes with eq. 1), so the
 integers are the input's own: no requantize, no channel entries."""
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 from ..layout import MAXPOOL
-from .common import no_channel, one_input, window
+from .common import no_channel, one_input, window, window_kernel, window_taps
 
 NAME, WEIGHTED = "maxpool", False
 FIELDS = ("kh", "kw", "stride", "ph", "pw")
@@ -26,36 +26,12 @@ def load(op, spec, arrays):
 
 def reference(x, kh, kw, stride, ph, pw):
     """x (N,H,W,C) -> (N,Ho,Wo,C): the largest value of each window, padding excluded."""
-    N, H, W, C = x.shape
-    ho, wo = (H + 2 * ph - kh) // stride + 1, (W + 2 * pw - kw) // stride + 1
-    xp = np.pad(x.astype(np.int64), ((0, 0), (ph, ph), (pw, pw), (0, 0)), constant_values=-1)
-    out = np.full((N, ho, wo, C), -1, np.int64)
-    for ky in range(kh):
-        for kx in range(kw):
-            out = np.maximum(out, xp[:, ky:ky + stride * (ho - 1) + 1:stride, kx:kx + stride * (wo - 1) + 1:stride, :])
-    return out.astype(np.int32)
+    return np.maximum.reduce(window_taps(x.astype(np.int64), kh, kw, stride, ph, pw, -1)).astype(np.int32)
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True)
 def kernel(x, kh, kw, stride, ph, pw):
-    N, H, W, C = x.shape
-    Ho, Wo = (H + 2 * ph - kh) // stride + 1, (W + 2 * pw - kw) // stride + 1
-    out = np.empty((N, Ho, Wo, C), np.int32)
-    for r in prange(N * Ho):
-        i, oy = r // Ho, r % Ho
-        for ox in range(Wo):
-            for c in range(C):
-                m = np.int32(-1)
-                for ky in range(kh):
-                    iy = oy * stride + ky - ph
-                    if iy < 0 or iy >= H:
-                        continue
-                    for kx in range(kw):
-                        ix = ox * stride + kx - pw
-                        if ix >= 0 and ix < W and x[i, iy, ix, c] > m:
-                            m = x[i, iy, ix, c]
-                out[i, oy, ox, c] = m
-    return out
+    return window_kernel(x, kh, kw, stride, ph, pw, 0, True).astype(np.int32)
 
 
 def run(op, acts, scalar):
