@@ -1,19 +1,22 @@
 """Which conv kernel runs a file: the dispatch rule, decided when a model is loaded.
 
     vnni      weights <= 8 bits, activations <= 8 bits, and the processor has AVX512-VNNI
+    avx2      the same sizes, a processor with AVX2 and no AVX512-VNNI: 256-bit vpmaddubsw where
+              the layer's weights allow it exactly, else vpmaddwd (vnni.py, per layer)
     portable  weights <= 8 bits, activations <= 8 bits, any processor (generic LLVM vectors)
     scalar    everything else (16-bit files): kernels.py, int32 or int64 accumulators
 
 The processor's features come from LLVM (llvmlite reports the host's), at run time; nothing
-is assumed.  INTENGINE_KERNEL=portable (or scalar) forces a slower path, for comparison or
-to work around a problem; `vnni` on a processor without it is an error.  docs/engine.md.
+is assumed.  INTENGINE_KERNEL=avx2, portable or scalar forces another path, for comparison,
+to see what an AVX2 processor runs, or to work around a problem; `vnni` or `avx2` on a
+processor without it is an error.  docs/engine.md.
 """
 import os
 
 import llvmlite.binding as llvm
 from numba.core import config
 
-KERNELS = ("vnni", "portable", "scalar")
+KERNELS = ("vnni", "avx2", "portable", "scalar")
 ENV = "INTENGINE_KERNEL"
 
 
@@ -34,6 +37,29 @@ def has_vnni():
 
 
 HAS_VNNI = has_vnni()
+# LLVM's names of processors with AVX2, for a NUMBA_CPU_NAME that is not the host
+AVX2_CPUS = {"haswell", "broadwell", "skylake", "skylake-avx512", "cascadelake", "cooperlake", "cannonlake",
+             "icelake-client", "icelake-server", "tigerlake", "rocketlake", "alderlake", "raptorlake",
+             "meteorlake", "sapphirerapids", "emeraldrapids", "graniterapids", "znver1", "znver2", "znver3",
+             "znver4", "znver5", "x86-64-v3", "x86-64-v4"}
+
+
+def has_avx2():
+    """True when the host has AVX2 and Numba compiles for a processor with it: the host, or a
+    NUMBA_CPU_NAME of that family (say haswell, to see what an AVX2-only processor runs)."""
+    if not host_features().get("avx2", False):
+        return False
+    if config.CPU_FEATURES:
+        return "+avx2" in config.CPU_FEATURES
+    return config.CPU_NAME in (None, "host") or config.CPU_NAME in AVX2_CPUS
+
+
+HAS_AVX2 = has_avx2()
+
+
+def fast_kernels():
+    """The fast paths this processor runs, fastest first (what the tests run each of)."""
+    return ["vnni"] * HAS_VNNI + ["avx2"] * HAS_AVX2 + ["portable"]
 
 
 def llvm_cpu_name():
@@ -60,12 +86,15 @@ def choose(eligible, requested=None):
     eligible: whether the file has weights and activations of <= 8 bits (graph.eligible)."""
     req = (requested or os.environ.get(ENV) or "auto").strip().lower()
     if req not in ("auto",) + KERNELS:
-        raise ValueError(f"{ENV}={req!r}: expected auto, vnni, portable or scalar")
+        raise ValueError(f"{ENV}={req!r}: expected auto, vnni, avx2, portable or scalar")
     if req == "scalar" or not eligible:
         return "scalar"
     if req == "vnni" and not HAS_VNNI:
         raise ValueError(f"kernel 'vnni' requested but this processor ({llvm_cpu_name()}) has no "
                          f"AVX512-VNNI; use auto or portable")
-    if req == "portable":
-        return "portable"
-    return "vnni" if HAS_VNNI else "portable"
+    if req == "avx2" and not HAS_AVX2:
+        raise ValueError(f"kernel 'avx2' requested but this processor ({llvm_cpu_name()}) has no AVX2, or "
+                         f"Numba does not compile for one; use auto or portable")
+    if req in ("portable", "avx2"):
+        return req
+    return "vnni" if HAS_VNNI else "avx2" if HAS_AVX2 else "portable"

@@ -27,10 +27,10 @@ from numba import get_thread_id, njit, prange
 from .fixedpoint import clamp, requant, requant_even
 from .layout import (A_CP, A_HI, A_LO, A_M0, A_N, A_OFF, A_STRIDE, A_WP, A_ZY, ADD, ADD_END, ADD_START, AVGPOOL,
                      B_C, B_CP, B_OFF, B_WP, CH, CO, CONV, COT, DWCONV, FLATTEN, FUSE, GAP, HI, HO, I_CP, I_OFF,
-                     I_WP, IH, IW, KA, KB, KH, KOFF, KW, LINEAR, LO, MAXPOOL, NK, O_CP, O_OFF, O_WP, PAD, PH, PW, ROW,
+                     I_WP, IH, IW, KA, KB, KH, KOFF, KW, LINEAR, LO, MADD, MAXPOOL, NK, O_CP, O_OFF, O_WP, PAD, PH, PW, ROW,
                      STORE, STRIDE, WO, WOFF, ZB, ZX, ZY)
 from .sync import fetch_add, load, pause
-from .vnni import CO as TILE_CO, P as TILE_P, dw_micro, epilogue, micro, micro2
+from .vnni import AVX2_BYTES, AVX2_WORDS, CO as TILE_CO, P as TILE_P, dw_micro, epilogue, micro, micro2
 
 @njit(cache=True, inline="always")
 def _add_value(P, ar, qa, za, y, x, c):
@@ -58,6 +58,8 @@ def conv_rows(path, P, ar, koffs, wpk, bias, m0, n, rnd, acc, r0, r1):
     zb, pad, bc, ast = P[ZB], P[PAD], P[B_C], P[A_STRIDE]     # the fused residual add
     boff, bwp, bcp, aoff, awp, acp = P[B_OFF], P[B_WP], P[B_CP], P[A_OFF], P[A_WP], P[A_CP]
     addp = P[ADD_START:ADD_END]           # n, z, lo, hi, A_h, B_h, L, side (layout.EPILOGUE_ADD)
+    if path == AVX2_BYTES and P[MADD] == 0:
+        path = AVX2_WORDS                 # vpmaddubsw would saturate on this layer's weights
     for oy in range(r0, r1):
         cot = 0
         while cot < P[COT]:
@@ -67,9 +69,9 @@ def conv_rows(path, P, ar, koffs, wpk, bias, m0, n, rnd, acc, r0, r1):
                 npix = min(TILE_P, wo - ox0)
                 xoff = ioff + (oy * s * iwp + ox0 * s) * icp
                 if tiles == 2:
-                    micro2(path, ar, xoff, s * icp, npix, koffs, P[KOFF], nk, wpk, wbase, acc)
+                    micro2(path, ar, xoff, s * icp, npix, koffs, P[KOFF], nk, wpk, wbase, acc, P[MADD])
                 else:
-                    micro(path, ar, xoff, s * icp, npix, koffs, P[KOFF], nk, wpk, wbase, acc)
+                    micro(path, ar, xoff, s * icp, npix, koffs, P[KOFF], nk, wpk, wbase, acc, P[MADD])
                 for j in range(tiles):        # eq. (8), and the fused add: vnni.epilogue
                     co0 = (cot + j) * TILE_CO
                     c0, c1 = max(0, pad - co0), min(TILE_CO, bc + pad - co0)   # lanes with b

@@ -23,18 +23,19 @@ GUARD = 64                         # spare arena bytes at both ends (Builder)
 # The fields of one op's row, in order: the output point, then the main input, the conv's
 # tables, then the residual add (standalone, or fused into the conv before it): input b,
 # factors, requantize, and its own output point; then a window and its input's size (pools),
-# and STORE (a linear
-# layer that writes its point to the arena, not the logits).
+# STORE (a linear layer that writes its point to the arena, not the logits), and MADD (a conv's
+# K-groups whose vpmaddubsw int16 sums may be added before widening, 0 where vpmaddubsw could
+# saturate: ops/conv.bytes_groups, docs/engine.md eq. A1-A2; vnni.py's path 2 runs it if > 0).
 FIELDS = ("ROW O_OFF O_WP O_CP HO WO CO ZY LO HI CH "
           "I_OFF I_WP I_CP STRIDE ZX "
           "NK KOFF WOFF COT FUSE "
           "B_OFF B_WP B_CP B_C ZB A_STRIDE PAD KA KB A_M0 A_N A_ZY A_LO A_HI AH BH AL ASIDE "
-          "A_OFF A_WP A_CP KH KW PH PW IH IW STORE").split()
+          "A_OFF A_WP A_CP KH KW PH PW IH IW STORE MADD").split()
 FIELD = {name: k for k, name in enumerate(FIELDS)}
 NFIELDS = len(FIELDS)
 (ROW, O_OFF, O_WP, O_CP, HO, WO, CO, ZY, LO, HI, CH, I_OFF, I_WP, I_CP, STRIDE, ZX, NK, KOFF, WOFF, COT,
  FUSE, B_OFF, B_WP, B_CP, B_C, ZB, A_STRIDE, PAD, KA, KB, A_M0, A_N, A_ZY, A_LO, A_HI, AH, BH, AL, ASIDE,
- A_OFF, A_WP, A_CP, KH, KW, PH, PW, IH, IW, STORE) = (FIELD[n] for n in FIELDS)
+ A_OFF, A_WP, A_CP, KH, KW, PH, PW, IH, IW, STORE, MADD) = (FIELD[n] for n in FIELDS)
 # What vnni.epilogue reads as P[ADD_START:ADD_END], in this order: the add's n, z, lo, hi and
 # the constants of eq. (14a) (fixedpoint.add_split), set when the add is fused into a conv
 EPILOGUE_ADD = ("A_N", "A_ZY", "A_LO", "A_HI", "AH", "BH", "AL", "ASIDE")

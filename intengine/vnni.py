@@ -7,14 +7,23 @@ conv's `lower` (intengine/ops/conv.py): each K-group t of 4 input bytes (4 chann
 output channel.  This is the operand layout of AVX512-VNNI's vpdpbusd, which adds the four
 u8 x s8 products of each 32-bit lane to an int32 lane, without saturation.
 
-Two bodies, chosen at run time by `path` (cpu.py decides which is allowed):
+Four bodies, chosen at run time by `path` (cpu.py decides which is allowed):
   1 (vnni)      llvm.x86.avx512.vpdpbusd.512, emitted only when cpu.HAS_VNNI
+  2 (avx2)      256-bit vpmaddubsw (u8 x s8 pairs summed in int16), the int16 sums of m
+                K-groups added, then vpmaddwd by ones (widened to int32); emitted only when
+                cpu.HAS_AVX2; only for a layer whose every weight pair keeps
+                255 m (|w0| + |w1|) <= 32767 (the conv's `lower` proves it from the layer's
+                weights and stores m in the layout field MADD), so vpmaddubsw's saturation
+                and vpaddw's wrap never act (docs/engine.md "The AVX2 tile", eq. A1-A2)
+  3 (avx2)      256-bit vpmaddwd on int16 pairs: the layers that bound does not hold for
   0 (portable)  generic LLVM vectors: bytes widened to i32 pairs, multiplied and pairwise
                 added (x86 lowers this to vpmaddwd on SSE2/AVX2/AVX-512; other CPUs to
                 their own multiply-adds)
-Both are exact: every product |x*w| <= 255*128 < 2^15, and the sum of K of them stays below
+The AVX2 bodies run the 8 pixels as two passes of 4: 4 pixels x 16 channels are 8 ymm
+accumulators, which leaves registers for the weights and the broadcast input (AVX2 has 16).
+All are exact: every product |x*w| <= 255*128 < 2^15, and the sum of K of them stays below
 K * 2^15 <= 2^31 for K < 65536 taps (the conv's `lower` checks it for each layer; ResNet20 has
-K <= 576, |acc| < 2^25).  The sums are the integer sum, whatever the order, so both bodies are
+K <= 576, |acc| < 2^25).  The sums are the integer sum, whatever the order, so the bodies are
 bit-identical.  Written as LLVM IR through llvmlite: no C, no assembly, no floats.
 """
 from llvmlite import ir
@@ -22,11 +31,15 @@ from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-from .cpu import HAS_VNNI
+from .cpu import HAS_AVX2, HAS_VNNI
 
 P, CO = 8, 16                      # the tile: 8 output pixels x 16 output channels
 I8, I32, I64 = ir.IntType(8), ir.IntType(32), ir.IntType(64)
 V16 = ir.VectorType(I32, 16)
+I16 = ir.IntType(16)
+Y32 = ir.VectorType(I32, 8)                      # a ymm register of int32, int16 and bytes
+Y16, Y8 = ir.VectorType(I16, 16), ir.VectorType(I8, 32)
+VNNI, AVX2_BYTES, AVX2_WORDS, PORTABLE = 1, 2, 3, 0     # the micro kernels' `path`
 
 
 def _load(builder, base, offset, ty):
@@ -84,6 +97,89 @@ def _portable_step(builder, accs, xptr, offs, ko, wptr, wb):
         builder.store(acc, accs[p])
 
 
+def _avx2(builder, bytes_, xptr, offs, kptr, nk, wptr, wbases, accptr, groups16):
+    """The AVX2 bodies, for each channel tile j in passes over the pixels, then the sums stored
+    at acc[128 j + 16 p + c].
+
+    bytes_ (path 2): 4 pixels a pass, 8 ymm accumulators (channels 0-7 and 8-15 of each
+    pixel).  A K-group's 4 input bytes are broadcast to 32, vpmaddubsw multiplies them by 32
+    weight bytes (8 channels x 4) and sums pairs into int16; the int16 sums of `groups16`
+    K-groups are added up in int16 (vpaddw), then vpmaddwd by ones sums the pairs into int32:
+    one channel's products per lane.
+    words (path 3): 2 pixels a pass, 8 accumulators of (channel, pair) lanes.  The group's 64
+    weight bytes are sign-extended to int16 in place (4 channels x 4 per ymm), the 4 input
+    bytes zero-extended and broadcast as 4 int16, and vpmaddwd sums each pair; the two pair
+    lanes of a channel are added when the sums are stored."""
+    mod = builder.module
+    maddubs = cgutils.get_or_insert_function(mod, ir.FunctionType(Y16, [Y8, Y8]), "llvm.x86.avx2.pmadd.ub.sw")
+    maddwd = cgutils.get_or_insert_function(mod, ir.FunctionType(Y32, [Y16, Y16]), "llvm.x86.avx2.pmadd.wd")
+    ones = ir.Constant(Y16, [1] * 16)
+    out = builder.bitcast(accptr, ir.VectorType(I32, 4).as_pointer())
+    per, nacc = (4, 2) if bytes_ else (2, 4)          # pixels a pass, ymm accumulators a pixel
+    for j, wbase in enumerate(wbases):
+        for first in range(0, P, per):
+            px = offs[first:first + per]
+            accs = [[cgutils.alloca_once(builder, Y32) for _ in range(nacc)] for _ in px]
+            for a in sum(accs, []):
+                builder.store(ir.Constant(Y32, None), a)
+            if bytes_:
+                sums = [[cgutils.alloca_once(builder, Y16) for _ in range(nacc)] for _ in px]
+                one = ir.Constant(I64, 1)
+                chunks = builder.sdiv(builder.sub(builder.add(nk, groups16), one), groups16)
+                with cgutils.for_range(builder, chunks) as outer:
+                    start = builder.mul(outer.index, groups16)
+                    left = builder.sub(nk, start)
+                    cnt = builder.select(builder.icmp_signed("<", left, groups16), left, groups16)
+                    for s_ in sum(sums, []):
+                        builder.store(ir.Constant(Y16, None), s_)
+                    with cgutils.for_range(builder, cnt) as loop:
+                        t = builder.add(start, loop.index)
+                        ko = builder.load(builder.gep(kptr, [t]))
+                        wb = builder.add(wbase, builder.mul(t, ir.Constant(I64, 64)))
+                        wv = [_load(builder, wptr, builder.add(wb, ir.Constant(I64, 32 * k)), Y8) for k in range(2)]
+                        for p, off in enumerate(px):
+                            xs = builder.bitcast(_broadcast(builder, _load(builder, xptr, builder.add(off, ko), I32), 8),
+                                                 Y8)
+                            for k in range(nacc):
+                                builder.store(builder.add(builder.load(sums[p][k]),
+                                                          builder.call(maddubs, [xs, wv[k]])), sums[p][k])
+                    for p in range(len(px)):
+                        for k in range(nacc):
+                            wide = builder.call(maddwd, [builder.load(sums[p][k]), ones])
+                            builder.store(builder.add(builder.load(accs[p][k]), wide), accs[p][k])
+            else:
+                with cgutils.for_range(builder, nk) as loop:
+                    t = loop.index
+                    ko = builder.load(builder.gep(kptr, [t]))
+                    wb = builder.add(wbase, builder.mul(t, ir.Constant(I64, 64)))
+                    wv = [builder.sext(_load(builder, wptr, builder.add(wb, ir.Constant(I64, 16 * k)),
+                                             ir.VectorType(I8, 16)), Y16) for k in range(4)]
+                    for p, off in enumerate(px):
+                        x4 = builder.zext(_load(builder, xptr, builder.add(off, ko), ir.VectorType(I8, 4)),
+                                          ir.VectorType(I16, 4))
+                        q = builder.bitcast(x4, I64)
+                        v = builder.insert_element(ir.Constant(ir.VectorType(I64, 4), None), q, ir.Constant(I32, 0))
+                        xs = builder.bitcast(builder.shuffle_vector(v, v, ir.Constant(ir.VectorType(I32, 4), [0] * 4)),
+                                             Y16)
+                        for k in range(nacc):
+                            builder.store(builder.add(builder.load(accs[p][k]), builder.call(maddwd, [xs, wv[k]])),
+                                          accs[p][k])
+            for p in range(len(px)):
+                base = 128 * j + 16 * (first + p)
+                for k in range(nacc):
+                    v = builder.load(accs[p][k])
+                    if bytes_:           # channels 8k..8k+7 in order
+                        halves = [builder.shuffle_vector(v, v, ir.Constant(ir.VectorType(I32, 4), list(range(h, h + 4))))
+                                  for h in (0, 4)]
+                        slots = [(base + 8 * k + 4 * h) // 4 for h in range(2)]
+                    else:                # lanes (c, pair) of channels 4k..4k+3: add the pairs
+                        ev = builder.shuffle_vector(v, v, ir.Constant(ir.VectorType(I32, 4), [0, 2, 4, 6]))
+                        od = builder.shuffle_vector(v, v, ir.Constant(ir.VectorType(I32, 4), [1, 3, 5, 7]))
+                        halves, slots = [builder.add(ev, od)], [(base + 4 * k) // 4]
+                    for h, slot in zip(halves, slots):
+                        builder.store(h, builder.gep(out, [ir.Constant(I64, slot)]), align=1)
+
+
 def _operands(context, builder, tys, args, where, koff0):
     """The data pointers of the x, koff (from koff0 on), w and acc arguments at `where`; acc as
     <16 x i32> vectors."""
@@ -103,27 +199,43 @@ def _pixel_offsets(builder, xoff0, pstride, npix):
 
 
 def _make_micro(tiles):
-    def micro(typingctx, path, x, xoff0, pstride, npix, koff, koff0, nk, w, wbase, acc):
+    def micro(typingctx, path, x, xoff0, pstride, npix, koff, koff0, nk, w, wbase, acc, groups16):
         sig = types.void(types.int64, x, types.int64, types.int64, types.int64, koff, types.int64,
-                         types.int64, w, types.int64, acc)
+                         types.int64, w, types.int64, acc, types.int64)
 
         def codegen(context, builder, signature, args):
             tys = signature.args
-            path, x, xoff0, pstride, npix, koff, koff0, nk, w, wbase, acc = args
+            path, x, xoff0, pstride, npix, koff, koff0, nk, w, wbase, acc, groups16 = args
             xptr, kptr, wptr, accptr = _operands(context, builder, tys, args, (1, 5, 8, 10), koff0)
             offs = _pixel_offsets(builder, xoff0, pstride, npix)
-            accs = [[cgutils.alloca_once(builder, V16) for _ in range(P)] for _ in range(tiles)]
-            for a in sum(accs, []):
-                builder.store(ir.Constant(V16, None), a)
             # channel tile j's weights follow tile j-1's: nk groups of 64 bytes (ops/conv.py)
             wbases = [builder.add(wbase, builder.mul(nk, ir.Constant(I64, 64 * j))) for j in range(tiles)]
-            with builder.if_else(builder.icmp_signed("==", path, ir.Constant(I64, 1))) as (on, off):
+
+            def zmm_shaped(vnni):
+                accs = [[cgutils.alloca_once(builder, V16) for _ in range(P)] for _ in range(tiles)]
+                for a in sum(accs, []):
+                    builder.store(ir.Constant(V16, None), a)
+                _body(builder, vnni, accs, xptr, offs, kptr, nk, wptr, wbases)
+                for k, a in enumerate(sum(accs, [])):
+                    builder.store(builder.load(a), builder.gep(accptr, [ir.Constant(I64, k)]), align=1)
+
+            is_ = lambda v: builder.icmp_signed("==", path, ir.Constant(I64, v))
+            with builder.if_else(is_(VNNI)) as (on, off):
                 with on:
-                    _body(builder, HAS_VNNI, accs, xptr, offs, kptr, nk, wptr, wbases)
+                    zmm_shaped(HAS_VNNI)
                 with off:
-                    _body(builder, False, accs, xptr, offs, kptr, nk, wptr, wbases)
-            for k, a in enumerate(sum(accs, [])):
-                builder.store(builder.load(a), builder.gep(accptr, [ir.Constant(I64, k)]), align=1)
+                    with builder.if_else(builder.or_(is_(AVX2_BYTES), is_(AVX2_WORDS))) as (avx2, other):
+                        with avx2:
+                            if HAS_AVX2:
+                                with builder.if_else(is_(AVX2_BYTES)) as (b, w_):
+                                    with b:
+                                        _avx2(builder, True, xptr, offs, kptr, nk, wptr, wbases, accptr, groups16)
+                                    with w_:
+                                        _avx2(builder, False, xptr, offs, kptr, nk, wptr, wbases, accptr, groups16)
+                            else:
+                                zmm_shaped(False)
+                        with other:
+                            zmm_shaped(False)
             return context.get_dummy_value()
 
         return sig, codegen
@@ -132,10 +244,11 @@ def _make_micro(tiles):
     micro.__doc__ = f"""acc[128 j + 16 p + c] (int32; j < {tiles} channel tiles, p < 8, c < 16) = the tile
     sums of the module docstring.
 
-    path: 1 vnni, 0 portable.  x (bytes,) uint8; pixel p starts at byte
+    path: 1 vnni, 2 avx2 bytes, 3 avx2 words, 0 portable.  x (bytes,) uint8; pixel p starts at byte
     xoff0 + min(p, npix-1)*pstride (pixels past npix repeat the last one).  koff (groups,)
     int64 byte offsets, this tile's K-groups are koff[koff0 : koff0+nk].  w (bytes,) int8,
-    channel tile j's weights at wbase + 64 nk j."""
+    channel tile j's weights at wbase + 64 nk j.  groups16: on path 2, how many K-groups' int16
+    sums are added before widening (the row's MADD, ops/conv.bytes_groups; at least 1)."""
     return intrinsic(micro)
 
 

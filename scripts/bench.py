@@ -25,6 +25,12 @@ The report records the processor, its VNNI/AMX flags, the versions and the load 
 It also checks that each intengine fast path returns exactly the logits of the scalar
 kernels (kernels.py, bit-identical to reference.py) on the first images.
 
+--isa avx2 races an AVX2-only processor on an AVX-512 one: every contender is limited to AVX2
+by its own switch (ISA_LIMITS: the engine compiles for haswell and takes its avx2 path; torch's
+fbgemm, oneDNN and ATen, and OpenVINO's oneDNN, by their environment variables; onnxruntime
+has none and is named as not limited), and the report labels the rows "AVX2, emulated on
+<processor>".  Only a real AVX2 processor settles an AVX2 figure.
+
 Writes bench.json and bench.md into --out (default reports/bench, untracked); --publish
 writes results/bench.json and results/bench.md instead.  --quick (256 images, W8A8 only,
 64 calibration images, no cold-compile child) is the smoke run that the tests use; a peer
@@ -64,6 +70,9 @@ def load_contender(kind, path, threads):
     if kind == "onnx":
         from exporter import onnxrt
         return onnxrt.predictor(path, threads)
+    if kind == "openvino":
+        from exporter import openvino
+        return openvino.predictor(path, threads)
     import torch
     torch.set_num_threads(threads)
     m = torch.jit.load(path)
@@ -120,6 +129,11 @@ def child_main(argv):
 
 
 BATCH = 256
+# --isa avx2: each library's own switch down to AVX2, set before anything starts (the script
+# runs itself again under them, so the children inherit them too)
+ISA_LIMITS = {"avx2": {"NUMBA_CPU_NAME": "haswell", "FBGEMM_ENABLE_INSTRUCTIONS": "AVX2",
+                       "ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2"}}
+ISA_ENV = "LOWBIT_BENCH_ISA"                   # set in the run that is limited
 CHILDREN = {CHILD: child_main, CHILD + "-speed": child_speed, CHILD + "-latency": child_latency}
 if len(sys.argv) > 1 and sys.argv[1] in CHILDREN:      # before the heavy imports below
     CHILDREN[sys.argv[1]](sys.argv[2:])
@@ -130,7 +144,7 @@ import torch  # noqa: E402
 
 sys.path.insert(0, str(ROOT / "scripts"))
 import intengine  # noqa: E402
-from exporter import onnxrt, source, synthetic, torchao  # noqa: E402
+from exporter import onnxrt, openvino, source, synthetic, torchao  # noqa: E402
 from exporter.pipeline import Config, export  # noqa: E402
 from intengine import cpu  # noqa: E402
 from intengine.cifar10 import load_test, seeded_subset  # noqa: E402
@@ -213,53 +227,75 @@ def fair_rounds(files, threads, images_path, rounds, ref, say, what="speed", key
             for n, v in seen.items()}
 
 
-def peak_macs(threads, seconds=0.3):
-    """The machine's own int8 multiply-accumulate peak (the roofline): vpdpbusd on 16
-    independent zmm accumulators, on one thread and on `threads` threads -> (MAC/s 1 thread,
-    MAC/s all threads), or None without AVX512-VNNI."""
-    if not cpu.HAS_VNNI:
-        return None
+def _peak_types():
+    from llvmlite import ir
+    i8, i16, i32 = ir.IntType(8), ir.IntType(16), ir.IntType(32)
+    v = ir.VectorType
+    # instruction: (LLVM name, accumulator type, operand type, result type, MACs per instruction)
+    return {"vpdpbusd": ("llvm.x86.avx512.vpdpbusd.512", v(i32, 16), v(i32, 16), v(i32, 16), 64),
+            "vpmaddubsw": ("llvm.x86.avx2.pmadd.ub.sw", v(i8, 32), v(i8, 32), v(i16, 16), 32),
+            "vpmaddwd": ("llvm.x86.avx2.pmadd.wd", v(i16, 16), v(i16, 16), v(i32, 8), 16)}
+
+
+# the instructions whose peak the bench measures, when the processor runs them; and which one
+# each path is built on (vnni.py): its roofline
+PEAK_INSTRUCTIONS = {"vpdpbusd": (lambda: cpu.HAS_VNNI,), "vpmaddubsw": (lambda: cpu.HAS_AVX2,),
+                     "vpmaddwd": (lambda: cpu.HAS_AVX2,)}
+PATH_INSTRUCTION = {"vnni": "vpdpbusd", "avx2": "vpmaddubsw", "portable": "vpmaddwd"}
+
+
+def peak_macs(threads, instruction="vpdpbusd", seconds=0.3):
+    """The machine's own int8 multiply-accumulate peak (the roofline) of one instruction:
+    16 independent chains of it (vpdpbusd on zmm; vpmaddubsw, vpmaddwd on ymm), on one thread
+    and on `threads` threads -> (MAC/s 1 thread, MAC/s all threads)."""
     from llvmlite import ir
     from numba import njit, prange, types
     from numba.core import cgutils
     from numba.extending import intrinsic
-    i32, v16 = ir.IntType(32), ir.VectorType(ir.IntType(32), 16)
+    name, acc_t, arg_t, res_t, per = _peak_types()[instruction]
+    i32 = ir.IntType(32)
 
     @intrinsic
-    def vpdpbusd_loop(typingctx, n, seed):
+    def chain_loop(typingctx, n, seed):
         def codegen(context, builder, signature, args):
             n, seed = args
-            fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(v16, [v16, v16, v16]),
-                                                "llvm.x86.avx512.vpdpbusd.512")
-            s = builder.trunc(seed, i32)
-            splat = lambda v: builder.shuffle_vector(builder.insert_element(ir.Constant(v16, None), v,
-                                                                            ir.Constant(i32, 0)),
-                                                     ir.Constant(v16, None), ir.Constant(v16, [0] * 16))
-            a, b = splat(s), splat(builder.add(s, ir.Constant(i32, 1)))
-            accs = [cgutils.alloca_once(builder, v16) for _ in range(16)]
+            args_t = [acc_t, arg_t] + ([arg_t] if instruction == "vpdpbusd" else [])
+            fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(res_t, args_t), name)
+            s = builder.trunc(seed, acc_t.element)
+
+            def splat(v, t):
+                return builder.shuffle_vector(builder.insert_element(ir.Constant(t, None), v, ir.Constant(i32, 0)),
+                                              ir.Constant(t, None), ir.Constant(ir.VectorType(i32, t.count),
+                                                                                [0] * t.count))
+            b = builder.bitcast(splat(builder.add(s, ir.Constant(acc_t.element, 1)), acc_t), arg_t)
+            accs = [cgutils.alloca_once(builder, acc_t) for _ in range(16)]
             for k, acc in enumerate(accs):
-                builder.store(splat(builder.add(s, ir.Constant(i32, k))), acc)
+                builder.store(splat(builder.add(s, ir.Constant(acc_t.element, k)), acc_t), acc)
             with cgutils.for_range(builder, n):
                 for acc in accs:
-                    builder.store(builder.call(fn, [builder.load(acc), a, b]), acc)
+                    a = builder.load(acc)
+                    r = builder.call(fn, [a, b, b] if instruction == "vpdpbusd" else [a, b])
+                    builder.store(builder.bitcast(r, acc_t), acc)
             total = ir.Constant(i32, 0)
             for acc in accs:
-                total = builder.add(total, builder.extract_element(builder.load(acc), ir.Constant(i32, 0)))
+                e = builder.extract_element(builder.bitcast(builder.load(acc), ir.VectorType(i32, 8 if
+                                            instruction != "vpdpbusd" else 16)), ir.Constant(i32, 0))
+                total = builder.add(total, e)
             return builder.sext(total, ir.IntType(64))
         return types.int64(types.int64, types.int64), codegen
 
     @njit(nogil=True)
     def one(n, seed):
-        return vpdpbusd_loop(n, seed)
+        return chain_loop(n, seed)
 
     @njit(parallel=True)
     def many(n, seed, t):
         out = np.zeros(t, np.int64)
         for i in prange(t):
-            out[i] = vpdpbusd_loop(n, seed + i)
+            out[i] = chain_loop(n, seed + i)
         return out.sum()
 
-    macs_per_iter = 16 * 64                    # 16 accumulators x 16 lanes x 4 byte products
+    macs_per_iter = 16 * per                   # 16 chains, `per` byte or word products each
     one(1000, 1), many(1000, 1, threads)       # compile
     n = 1 << 16
     t = time.perf_counter()
@@ -312,7 +348,10 @@ def machine(threads):
             versions[mod] = __import__(mod).__version__
         except ImportError:
             versions[mod] = None
+    limit = os.environ.get(ISA_ENV)
     return {"cpu": cpu.processor_name(), "llvm_cpu": cpu.llvm_cpu_name(), "cores": os.cpu_count(), "threads": threads,
+            "isa_limit": limit and {"isa": limit, "env": ISA_LIMITS[limit],
+                                    "not_limited": ["onnxruntime (no switch: its own dispatch)"]},
             "flags": {k: f.get(k, False) for k in ("avx512vnni", "avxvnni", "amx-int8", "avx512bw", "avx2")},
             "versions": versions, "torch_quantized_engine": torch.backends.quantized.engine}
 
@@ -347,7 +386,16 @@ def measure(checkpoint, data_dir, quick, threads, n_images, passes, n_latency, c
         path = onnxrt.quantize_int8(model, calib, work / "onnx")
         fns["onnxruntime int8"] = onnxrt.predictor(path, threads)
         files["onnxruntime int8"] = ("onnx", path)
-    fast = "vnni" if cpu.HAS_VNNI else "portable"
+        why = openvino.missing()
+        if why:
+            notes.append(f"OpenVINO int8 skipped: {why}")
+            say(notes[-1])
+        else:
+            say("OpenVINO int8 (the same QDQ file, OpenVINO's CPU defaults)")
+            fns["OpenVINO int8"] = openvino.predictor(path, threads)
+            files["OpenVINO int8"] = ("openvino", path)
+    kernels = cpu.fast_kernels()              # every path this processor runs, fastest first
+    fast = kernels[0]
     identical, profile = {}, None
     w8_path = None
     for bits in ((8,) if quick else (8, 4, 2)):
@@ -357,7 +405,7 @@ def measure(checkpoint, data_dir, quick, threads, n_images, passes, n_latency, c
                              rounding="nearest"), work / f"w{bits}a8.npz", progress=False)[0]
         w8_path = w8_path or path
         ref = intengine.load(path, kernel="scalar").run(x[:64 if quick else BATCH])
-        for kernel in dict.fromkeys((fast, "portable")):
+        for kernel in kernels:
             name = f"intengine W{bits}A8 {kernel}"
             m = intengine.load(path, kernel=kernel)
             fns[name] = m.run
@@ -373,10 +421,13 @@ def measure(checkpoint, data_dir, quick, threads, n_images, passes, n_latency, c
     ir_x = np.random.default_rng(seed).integers(0, 256, (BATCH, *m.input_shape)).astype(np.uint8)
     ir_profile = {"name": f"inverted residual, 16x16, 32 -> 192 -> 32 channels, {fast}",
                   "ops": [[k, v * 1e6] for k, v in m.graph.profile(ir_x)]}
-    preds = {k: np.asarray(f(x[:BATCH])).argmax(1) for k, f in fns.items()}
+    say(f"top-1 of every contender on the {len(x)} images it is timed on")
+    preds = {k: np.concatenate([np.asarray(f(x[s:s + BATCH])).argmax(1) for s in range(0, len(x), BATCH)])
+             for k, f in fns.items()}
     np.save(work / "images_all.npy", x)
-    fair_names = ["torch.ao int8", "onnxruntime int8", f"intengine W8A8 {fast}", "intengine W8A8 portable",
-                  f"intengine W2A8 {fast}", "FP32 torch"]
+    fair_names = ["torch.ao int8", "onnxruntime int8", "OpenVINO int8"] + [
+        f"intengine W{b}A8 {k}" for k in kernels if k != "portable" for b in (8, 4, 2)] + [
+        "intengine W8A8 portable", "FP32 torch"]
     fair_files = {n: files[n] for n in fair_names if n in files}
     scaling = {}                          # the same contenders on one thread: the thread scaling
     if threads > 1:
@@ -393,8 +444,9 @@ def measure(checkpoint, data_dir, quick, threads, n_images, passes, n_latency, c
         say(f"fair protocol, batch-1 latency: {len(lat_files)} contenders, {rounds} rounds of {n_latency} images")
         fair_lat = fair_rounds(lat_files, threads, work / "images_latency.npy", rounds, "onnxruntime int8", say,
                                "latency", "p50_s")
-    say("the machine's int8 peak (vpdpbusd, 16 accumulators)")
-    peak = peak_macs(threads)
+    say("the machine's peak of each multiply-add instruction the paths use (16 accumulators)")
+    peaks = {ins: peak_macs(threads, ins) for ins in PEAK_INSTRUCTIONS if PEAK_INSTRUCTIONS[ins][0]()}
+    peak = peaks.get(PATH_INSTRUCTION[fast])
     macs = network_macs(w8_path)
     ir_macs = network_macs(ir_path)
     say(f"throughput at batch {BATCH}: {len(x)} images x {passes} passes, {threads} threads")
@@ -420,7 +472,7 @@ def measure(checkpoint, data_dir, quick, threads, n_images, passes, n_latency, c
              "x_torchao": speed[k] / speed[ref_name], "images_per_cpu_s": per_cpu[k],
              "cpu_x_torchao": per_cpu[k] / per_cpu[ref_name], "p50_ms": lat[k][0] * 1e3, "p99_ms": lat[k][1] * 1e3,
              "p50_x_torchao": lat[k][0] / lat[ref_name][0],
-             "top1_first_batch": float((preds[k] == y[:BATCH]).mean())}
+             "top1_timed_images": float((preds[k] == y).mean())}
         if "onnxruntime int8" in lat:
             r["p50_x_onnxruntime"] = lat[k][0] / lat["onnxruntime int8"][0]
         if k in start:
@@ -438,18 +490,22 @@ def measure(checkpoint, data_dir, quick, threads, n_images, passes, n_latency, c
                      fair_p50_x_onnxruntime=fl["ratio"], fair_p50_rounds_ms=[v * 1e3 for v in fl["rounds"]])
         rows.append(r)
     mac_image = sum(macs.values())
-    roofline = {"macs_per_image": mac_image, "peak_macs_per_s_1_thread": peak and peak[0],
-                "peak_macs_per_s_all_threads": peak and peak[1], "threads": threads}
+    roofline = {"macs_per_image": mac_image, "instruction": PATH_INSTRUCTION[fast],
+                "peak_macs_per_s_1_thread": peak and peak[0], "peak_macs_per_s_all_threads": peak and peak[1],
+                "threads": threads, "peaks": {k: {"one_thread": v[0], "all_threads": v[1]} for k, v in peaks.items()}}
+    for r in rows:                        # each path against the peak of its own instruction
+        ins = PATH_INSTRUCTION.get(r["name"].rsplit(" ", 1)[-1]) if r["name"].startswith("intengine") else None
+        if "fair_images_per_s" in r and ins in peaks:
+            r["fraction_of_peak"] = r["fair_images_per_s"] * mac_image / peaks[ins][1]
+            r["peak_instruction"] = ins
     if peak:
-        for r in rows:
-            if "fair_images_per_s" in r and r["name"].startswith("intengine"):
-                r["fraction_of_peak"] = r["fair_images_per_s"] * mac_image / peak[1]
         for prof, mac in ((profile, macs), (ir_profile, ir_macs)):
             for op in prof["ops"] if prof else []:
                 m = mac.get(op[0].split(" + ")[0])
                 op.append(m / (op[1] * 1e-6) / peak[0] if m and op[1] > 0 else None)
     return {"generated": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-            "command": "python scripts/bench.py" + (" --quick" if quick else ""),
+            "command": "python scripts/bench.py" + (" --quick" if quick else "")
+            + (f" --isa {os.environ[ISA_ENV]}" if os.environ.get(ISA_ENV) else ""),
             "seconds": time.perf_counter() - t_start, "images": len(x), "passes": passes,
             "latency_images": n_latency, "calibration_images": calib_n, "seed": seed, "batch": BATCH,
             "machine": machine(threads), "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
@@ -460,13 +516,29 @@ def measure(checkpoint, data_dir, quick, threads, n_images, passes, n_latency, c
 
 
 def targets(rows, fast):
-    """The bars of the open speed issue, measured: (figure, bar, measured, holds)."""
+    """The bars of the open speed issue on this processor's path, measured: (figure, bar,
+    measured, holds).  The AVX2 bars where the fastest path is avx2, the VNNI ones on vnni."""
     r = {x["name"]: x for x in rows}
     out = []
     w8, port = r.get(f"intengine W8A8 {fast}"), r.get("intengine W8A8 portable")
-    if w8 and "fair_x_torchao" in w8:
-        out.append(["W8A8 batch 256, x torch.ao int8 (fair protocol)", ">= 1.3", w8["fair_x_torchao"],
-                    w8["fair_x_torchao"] >= 1.3])
+    kind = "AVX2" if fast == "avx2" else "VNNI" if fast == "vnni" else fast
+    bar8 = {"avx2": 1.0, "vnni": 1.33}.get(fast)
+    if w8 and "fair_x_torchao" in w8 and bar8:
+        out.append([f"{kind}: W8A8 batch 256, x torch.ao int8 (fair protocol)", f">= {bar8}", w8["fair_x_torchao"],
+                    w8["fair_x_torchao"] >= bar8])
+    for b in (4, 2):
+        low = r.get(f"intengine W{b}A8 {fast}")
+        if fast == "avx2" and low and "fair_x_torchao" in low:
+            out.append([f"AVX2: W{b}A8 batch 256, x torch.ao int8 (fair protocol)", ">= 1.3", low["fair_x_torchao"],
+                        low["fair_x_torchao"] >= 1.3])
+    ov = r.get("OpenVINO int8")
+    ours = [x for x in rows if x["name"].startswith("intengine") and x["name"].endswith(fast) and "fair_images_per_s" in x]
+    if ov and "fair_images_per_s" in ov and ours:
+        best = max(ours, key=lambda x: x["fair_images_per_s"])
+        ratio = best["fair_images_per_s"] / ov["fair_images_per_s"]
+        bar = 0.8 if fast == "avx2" else None
+        out.append([f"{kind}: best intengine ({best['name']}) x OpenVINO int8 (fair protocol, medians)",
+                    f">= {bar}" if bar else "reported", ratio, ratio >= bar if bar else True])
     if w8 and "fraction_of_peak" in w8:
         out.append(["whole network, fraction of the measured int8 MAC peak", ">= 0.35", w8["fraction_of_peak"],
                     w8["fraction_of_peak"] >= 0.35])
@@ -485,7 +557,12 @@ def targets(rows, fast):
 def markdown(rep):
     m = rep["machine"]
     la = rep["load_average"]
-    lines = [f"Generated by `{rep['command']}` on {rep['generated']} ({rep['seconds']:.0f} s). "
+    lim = m.get("isa_limit")
+    lines = ([f"**{lim['isa'].upper()}, emulated on {m['cpu']} ({m['llvm_cpu']})**: every contender limited to "
+              f"{lim['isa'].upper()} by its own switch (" + ", ".join(f"{k}={v}" for k, v in lim["env"].items())
+              + "); not limited: " + ", ".join(lim["not_limited"]) + ". Only a real "
+              f"{lim['isa'].upper()} processor settles these figures.", ""] if lim else []) + [
+             f"Generated by `{rep['command']}` on {rep['generated']} ({rep['seconds']:.0f} s). "
              f"Machine: {m['cpu']} (LLVM: {m['llvm_cpu']}), {m['cores']} cores, {m['threads']} threads for "
              f"every contender; avx512vnni {m['flags']['avx512vnni']}, amx-int8 {m['flags']['amx-int8']}. "
              f"Load average {la['before'][0]:.1f} before, {la['after'][0]:.1f} after (absolute "
@@ -502,12 +579,18 @@ def markdown(rep):
                   f"{env.get('threads')} threads for every library), {rep['images']} test images at batch "
                   f"{rep['batch']}, {rep.get('fair_rounds')} rounds interleaved A B C ..., the order rotating each "
                   f"round. Median (min-max); x torch.ao is the median of the per-round ratios.", "",
-                  "| contender | images/s | min-max | × torch.ao int8 | fraction of the int8 peak |",
-                  "|---|---|---|---|---|"]
+                  f"Processor: {m['cpu']} ({m['llvm_cpu']}); an intengine row names its path (vnni, avx2, "
+                  f"portable: docs/engine.md). Top-1 is on the {rep['images']} images timed: a peer whose "
+                  f"integers depend on the processor (fbgemm's and onnxruntime's int8 kernels saturate on "
+                  f"processors without VNNI) shows it there; the engine's integers are the same on every "
+                  f"processor.", "",
+                  "| contender | images/s | min-max | × torch.ao int8 | top-1 | fraction of its instruction's peak |",
+                  "|---|---|---|---|---|---|"]
         for r in fair:
-            frac = f"{r['fraction_of_peak']:.2f}" if "fraction_of_peak" in r else ""
+            frac = f"{r['fraction_of_peak']:.2f} ({r['peak_instruction']})" if "fraction_of_peak" in r else ""
+            top1 = f"{r['top1_timed_images']:.4f}" if "top1_timed_images" in r else ""
             lines.append(f"| {r['name']} | {r['fair_images_per_s']:.0f} | {r['fair_spread'][0]:.0f}-"
-                         f"{r['fair_spread'][1]:.0f} | {r['fair_x_torchao']:.2f} | {frac} |")
+                         f"{r['fair_spread'][1]:.0f} | {r['fair_x_torchao']:.2f} | {top1} | {frac} |")
         lines.append("")
     lat = [r for r in rep["rows"] if "fair_p50_ms" in r]
     if lat:
@@ -528,12 +611,12 @@ def markdown(rep):
                               f"{v['speedup']:.2f}×" for n, v in scaling.items())
                   + ". The engine's threads share nothing but the weights: each runs whole images on its own "
                   "arena, with no synchronisation (docs/engine.md).", ""]
-    if roof.get("peak_macs_per_s_1_thread"):
-        lines += [f"The roofline: vpdpbusd on 16 independent zmm accumulators runs "
-                  f"{roof['peak_macs_per_s_1_thread'] / 1e9:.0f} G int8 multiply-accumulates/s on one thread and "
-                  f"{roof['peak_macs_per_s_all_threads'] / 1e9:.0f} G on {roof['threads']}. ResNet20 is "
-                  f"{roof['macs_per_image'] / 1e6:.1f} M MACs per image, so the peak is "
-                  f"{roof['peak_macs_per_s_all_threads'] / roof['macs_per_image']:,.0f} images/s here.", ""]
+    for ins, pk in (roof.get("peaks") or {}).items():
+        lines += [f"The roofline of {ins} ({'zmm' if ins == 'vpdpbusd' else 'ymm'}, 16 independent chains): "
+                  f"{pk['one_thread'] / 1e9:.0f} G multiply-accumulates/s on one thread and "
+                  f"{pk['all_threads'] / 1e9:.0f} G on {roof['threads']}. ResNet20 is "
+                  f"{roof['macs_per_image'] / 1e6:.1f} M MACs per image, so that peak is "
+                  f"{pk['all_threads'] / roof['macs_per_image']:,.0f} images/s here.", ""]
     lines += [f"In one process (OMP_WAIT_POLICY={rep['omp_wait_policy']} for every contender, which favours the "
               f"engine over torch.ao): {rep['images']} test images at batch {rep['batch']}, median of "
               f"{rep['passes']} passes taking turns. "
@@ -580,9 +663,16 @@ def markdown(rep):
 @click.option("--out", default=str(ROOT / "reports" / "bench"), show_default=True)
 @click.option("--publish", is_flag=True,
               help="Write results/bench.json, results/bench.md and the README table (tracked).")
+@click.option("--isa", type=click.Choice(sorted(ISA_LIMITS)), default=None,
+              help="Limit every contender to this instruction set (an emulated race; see the module doc).")
 def main(checkpoint, data_dir, quick, threads, n_images, passes, latency_images, rounds, calib_images, seed, out,
-         publish):
-    """Engine speed against torch.ao int8, onnxruntime int8 and FP32, side by side."""
+         publish, isa):
+    """Engine speed against torch.ao int8, onnxruntime int8, OpenVINO int8 and FP32, side by side."""
+    if isa and os.environ.get(ISA_ENV) != isa:           # again, with every library limited from the start
+        env = {**os.environ, **ISA_LIMITS[isa], ISA_ENV: isa}
+        os.execve(sys.executable, [sys.executable, __file__, *sys.argv[1:]], env)
+    if isa and publish:
+        raise click.UsageError("--publish records this processor's own race; an emulated one goes to --out")
     out = ROOT / "results" if publish else Path(out)
     out.mkdir(parents=True, exist_ok=True)
     say = Progress()

@@ -35,9 +35,11 @@ def _op(kind, ins, out, zx, zy, lo, hi, m0, n, **params):
                            **params)
 
 
-def conv3x3(x, zx, w, bias, m0, n, zy, lo, hi, stride, kernel):
+def conv3x3(x, zx, w, bias, m0, n, zy, lo, hi, stride, kernel, madd=None, rows=None):
     """reference.conv's arguments for a 3x3 conv with padding 1 (x int32 values of <= 8 bits,
-    w int8) through the fast conv of `kernel` ('vnni' or 'portable'): for the equality tests."""
+    w int8) through the fast conv of `kernel` ('vnni', 'avx2' or 'portable'): for the equality
+    tests.  madd: overrides the row's MADD field (the AVX2 saturation test); rows: a list that
+    gets the op table."""
     N, H, W, C = x.shape
     ho, wo = (H - 1) // stride + 1, (W - 1) // stride + 1
     op = _op("conv", [0], 1, [zx], zy, lo, hi, m0, n, w=w, bias=np.asarray(bias, np.int64), stride=stride,
@@ -48,6 +50,10 @@ def conv3x3(x, zx, w, bias, m0, n, zy, lo, hi, stride, kernel):
     b = lw.builder
     ops, koffs, wpk, bias_, m0_, n_, rnd, _ = b.tables()
     ars = _arenas_with(b, gin, x)
+    if madd is not None:
+        set_fields(ops[0], MADD=madd)
+    if rows is not None:
+        rows.append(ops)
     run_one_op(PATH_IDS[kernel], ops[0], ars, koffs, wpk, bias_, m0_, n_, rnd, np.zeros((N, 1), np.int32))
     return _interior(ars, lw.geo[1], (ho, wo, w.shape[3]))
 

@@ -1,6 +1,6 @@
 """The fast paths (graph.py, fastops.py, vnni.py) equal the NumPy reference bit for bit, on every path
-this processor has: 'vnni' where it has AVX512-VNNI (else the tests say why they skip), and
-'portable' everywhere.  Random shapes, every weight width, 8- and 4-bit activations, the
+this processor has: 'vnni' where it has AVX512-VNNI, 'avx2' where it has AVX2 (else the tests
+say why they skip), and 'portable' everywhere.  Random shapes, every weight width, 8- and 4-bit activations, the
 extreme values, and whole exported models at batch 1 (one image on every thread, or alone) and batch > threads
 (images across threads)."""
 import json
@@ -14,7 +14,7 @@ import fast_harness
 from intengine import cpu, layout, reference
 
 rng = np.random.default_rng(11)
-KERNELS = ["vnni", "portable"]
+KERNELS = ["vnni", "avx2", "portable"]
 
 
 @pytest.fixture(autouse=True)
@@ -26,9 +26,9 @@ def _seed_from_the_test(request):
 
 
 def need(kernel):
-    if kernel == "vnni" and not cpu.HAS_VNNI:
-        pytest.skip(f"this processor ({cpu.llvm_cpu_name()}) has no AVX512-VNNI: the vnni path "
-                    f"cannot run here; the portable path is tested instead")
+    if kernel not in cpu.fast_kernels():
+        pytest.skip(f"this processor ({cpu.llvm_cpu_name()}) cannot run the {kernel} path (no "
+                    f"{'AVX512-VNNI' if kernel == 'vnni' else 'AVX2'}); the others are tested instead")
 
 
 def weights(shape, bits):
@@ -66,6 +66,50 @@ def test_conv_equals_reference(kernel, wbits, abits, stride):
         assert np.array_equal(got, want), (n, h, w, ci, co)
         seen.update(np.unique(want).tolist())
     assert len(seen) >= min(6, 1 << abits)          # not saturated, trivially equal outputs
+
+
+def test_avx2_uses_vpmaddubsw_only_where_the_weights_keep_it_exact():
+    """vpmaddubsw sums a pair of u8 x s8 products into int16 and saturates past 32,767: the
+    conv's `lower` lets the AVX2 path use it only when 255 (|w0| + |w1|) <= 32,767 for every
+    weight pair of the layer (layout field MADD, docs/engine.md eq. A1), else vpmaddwd.
+    Weights of magnitude 64 sit at the edge (exact); one weight of 65 moves the layer to
+    vpmaddwd; and forcing vpmaddubsw on 8-bit weights gives saturated, wrong sums, so the check
+    is what keeps the path exact."""
+    need("avx2")
+    x = np.full((1, 6, 6, 8), 255, np.int32)
+    # acc = 255 * 72 taps * w: a multiplier of 2^-14 puts the outputs inside 0..255, unclamped
+    args = lambda w: (x, 0, w, np.zeros(16, np.int64), np.full(16, 1 << 30), np.full(16, 44), 0, 0, 255, 1)
+    edge = np.full((3, 3, 8, 16), 64, np.int8)
+    edge[..., 1::2] = -64
+    over = edge.copy()
+    over[1, 1, 2, 5] = 65                                     # one pair of 65 + 64: 33,405 > 32,767
+    big = np.full((3, 3, 8, 16), 127, np.int8)
+    for w, madd in ((edge, 1), (over, 0), (big, 0)):
+        rows = []
+        got = fast_harness.conv3x3(*args(w), "avx2", rows=rows)
+        assert rows[0][0][layout.MADD] == madd
+        assert np.array_equal(got, reference.conv(*args(w), 1, 1, 1)), madd
+        assert 0 < got.max() < 255
+    forced = fast_harness.conv3x3(*args(big), "avx2", madd=1)
+    assert not np.array_equal(forced, reference.conv(*args(big), 1, 1, 1))
+
+
+def test_avx2_adds_int16_sums_over_as_many_groups_as_the_weights_allow():
+    """Path 2 adds the int16 pair sums of m K-groups before widening them (vpaddw), with m the
+    most that keeps 255 m max(|w0| + |w1|) within 32,767 (docs/engine.md eq. A2): 21 for 2-bit
+    midrise weights, 4 for 4-bit, over 9 x 16 = 144 groups (chunks and a remainder).  One group
+    more than the bound overflows int16 and gives wrong sums."""
+    need("avx2")
+    for levels, m in ((3, 21), (15, 4)):
+        x = np.full((1, 5, 5, 64), 255, np.int32)
+        w = np.full((3, 3, 64, 16), levels, np.int8)
+        w[:, :, ::3, ::2] = -levels                          # mixed signs, still inside the output range
+        args = (x, 0, w, np.zeros(16, np.int64), np.full(16, 1 << 30), np.full(16, 45), 0, 0, 255, 1)
+        want = reference.conv(*args, 1, 1, 1)
+        rows = []
+        assert np.array_equal(fast_harness.conv3x3(*args, "avx2", rows=rows), want)
+        assert rows[0][0][layout.MADD] == m and 0 < want.max() < 255
+        assert not np.array_equal(fast_harness.conv3x3(*args, "avx2", madd=m + 1), want)
 
 
 @pytest.mark.parametrize("kernel", KERNELS)
@@ -254,7 +298,7 @@ def test_dispatch(exported, monkeypatch):
     monkeypatch.delenv(cpu.ENV, raising=False)
     assert intengine.load(exported[16][0]).kernel == "scalar"     # 16-bit: the int64 kernels
     auto = intengine.load(exported[8][0]).kernel
-    assert auto == ("vnni" if cpu.HAS_VNNI else "portable")
+    assert auto == cpu.fast_kernels()[0]
     monkeypatch.setenv(cpu.ENV, "portable")
     assert intengine.load(exported[8][0]).kernel == "portable"
     monkeypatch.setenv(cpu.ENV, "scalar")
@@ -263,10 +307,17 @@ def test_dispatch(exported, monkeypatch):
     monkeypatch.setenv(cpu.ENV, "fastest")
     with pytest.raises(ValueError, match="INTENGINE_KERNEL"):
         intengine.load(exported[8][0])
-    monkeypatch.setattr(cpu, "HAS_VNNI", False)
+    monkeypatch.setattr(cpu, "HAS_VNNI", False)           # each feature hidden in turn
     with pytest.raises(ValueError, match="no AVX512-VNNI"):
         cpu.choose(True, "vnni")
-    assert cpu.choose(True, "auto") == "portable"
+    monkeypatch.setattr(cpu, "HAS_AVX2", True)
+    assert cpu.choose(True, "auto") == "avx2" and cpu.choose(True, "portable") == "portable"
+    monkeypatch.setattr(cpu, "HAS_AVX2", False)
+    with pytest.raises(ValueError, match="no AVX2"):
+        cpu.choose(True, "avx2")
+    assert cpu.choose(True, "auto") == "portable" and cpu.fast_kernels() == ["portable"]
+    monkeypatch.setattr(cpu, "HAS_VNNI", True)
+    assert cpu.choose(True, "auto") == "vnni" and cpu.choose(False, "auto") == "scalar"
 
 
 def test_cli_says_which_kernel_ran(exported, data_dir):
@@ -274,7 +325,7 @@ def test_cli_says_which_kernel_ran(exported, data_dir):
     r = run_cli("intengine", "info", exported[8][0], "--json")
     assert r.returncode == 0, r.stderr
     info = json.loads(r.stdout.strip().splitlines()[-1])
-    assert info["kernel"] == ("vnni" if cpu.HAS_VNNI else "portable")
+    assert info["kernel"] == cpu.fast_kernels()[0]
     assert info["cpu"]["avx512vnni"] == cpu.host_features().get("avx512vnni", False)
     r = run_cli("intengine", "eval", exported[8][0], "--limit", "20", "--json", "--no-progress",
                 env={"CIFAR10_DIR": data_dir, cpu.ENV: "portable"})

@@ -222,7 +222,7 @@ def test_committed_version_2_files_give_the_logits_they_gave_before(data_dir):
     want = np.load(ROOT / "tests" / "data" / "v2_logits.npz")
     x = cifar10.load_test(data_dir)[0][:64]
     for name in want.files:
-        for kernel in ["portable", "scalar"] + (["vnni"] if cpu.HAS_VNNI else []):
+        for kernel in cpu.fast_kernels() + ["scalar"]:
             m = intengine.load(ROOT / "models" / name, kernel=kernel)
             assert m.format_version == 2 and m.kernel == kernel
             assert np.array_equal(m.predict(x), want[name]), (name, kernel)

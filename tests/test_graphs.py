@@ -11,7 +11,7 @@ from exporter.simulate import run_exact
 from intengine import cpu, fileformat
 
 GRAPHS = 200
-PATHS = ["portable"] + (["vnni"] if cpu.HAS_VNNI else [])
+PATHS = cpu.fast_kernels()
 
 
 def points_equal(a, b):

@@ -8,7 +8,7 @@ import pytest
 import fast_harness
 from intengine import cpu, kernels, reference
 
-FAST = ["vnni", "portable"] if cpu.HAS_VNNI else ["portable"]
+FAST = cpu.fast_kernels()
 
 rng = np.random.default_rng(0)
 

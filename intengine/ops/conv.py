@@ -130,6 +130,19 @@ def dense(op):
     return w
 
 
+GROUPS16_MAX = 64             # the most K-groups summed in int16 before widening
+
+
+def bytes_groups(packed):
+    """How many K-groups vpmaddubsw's int16 pair sums of this layer can be added up in int16
+    with no overflow, 0 if even one can saturate: packed [..., 4] int weights, the pairs (0, 1)
+    and (2, 3) of each K-group.  With x <= 255 a pair sum reaches 255 (|w0| + |w1|), and m of
+    them 255 m max(|w0| + |w1|), which must stay within 32767 (docs/engine.md eq. A1, A2)."""
+    a = np.abs(packed.astype(np.int64))
+    pair = max(int((a[..., 0] + a[..., 1]).max(initial=0)), int((a[..., 2] + a[..., 3]).max(initial=0)))
+    return min(GROUPS16_MAX, 32767 // (255 * pair)) if pair else GROUPS16_MAX
+
+
 def fold_zx(op, w, taps_in):
     """eq. (6): z_x moved into the bias, checked against int32 for the raw (uncentred) uint8
     inputs, x <= 255, over `taps_in` taps per output channel."""
@@ -170,7 +183,7 @@ def lower(op, k, lw):
     row = b.row(op.name, ROW=CONV, O_OFF=ooff, O_WP=owp, O_CP=ocp, HO=lw.shapes[op.out][0],
                 WO=lw.shapes[op.out][1], CO=co, ZY=op.zy, LO=op.lo, HI=op.hi, CH=ch,
                 I_OFF=ioff - (op.ph * iwp + op.pw) * icp, I_WP=iwp, I_CP=icp, STRIDE=op.stride, ZX=op.zx[0],
-                NK=len(koff), KOFF=b.koffs(koff), WOFF=b.weights(packed), COT=cot)
+                NK=len(koff), KOFF=b.koffs(koff), WOFF=b.weights(packed), COT=cot, MADD=bytes_groups(packed))
     if nxt is not None:
         lw.point(nxt.out)
         add.fuse(row, nxt, lw)
