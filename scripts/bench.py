@@ -668,6 +668,8 @@ def markdown(rep):
 def main(checkpoint, data_dir, quick, threads, n_images, passes, latency_images, rounds, calib_images, seed, out,
          publish, isa):
     """Engine speed against torch.ao int8, onnxruntime int8, OpenVINO int8 and FP32, side by side."""
+    if isa and not cpu.host_features().get(isa):
+        raise click.UsageError(f"--isa {isa}: this processor ({cpu.processor_name()}) has no {isa.upper()} to limit to")
     if isa and os.environ.get(ISA_ENV) != isa:           # again, with every library limited from the start
         env = {**os.environ, **ISA_LIMITS[isa], ISA_ENV: isa}
         os.execve(sys.executable, [sys.executable, __file__, *sys.argv[1:]], env)

@@ -93,3 +93,22 @@ def test_engine_ab_compares_two_checkouts(data_dir):
     assert r.returncode == 0, r.stderr[-2000:]
     row = [c.strip() for c in r.stdout.strip().splitlines()[-1].strip("|").split("|")]
     assert row[0] == "resnet20_w2a8_brecq_lsq_s0.npz" and 0.2 < float(row[4]) < 5 and 0.2 < float(row[7]) < 5, row
+
+
+def test_bench_emulated_avx2(data_dir, tmp_path):
+    """`bench.py --isa avx2` (the README's emulated race): the script runs again with every
+    library limited to AVX2, the engine takes its avx2 path, and the report says it is emulated."""
+    r = subprocess.run([sys.executable, "scripts/bench.py", "--isa", "avx2", "--quick", "--images", "64", "--rounds",
+                        "1", "--out", str(tmp_path)], capture_output=True, text=True, cwd=ROOT, timeout=600,
+                       env={**__import__("os").environ, "CIFAR10_DIR": data_dir})
+    from intengine import cpu
+    if not cpu.host_features().get("avx2"):
+        assert r.returncode != 0 and "AVX2" in r.stderr
+        return
+    assert r.returncode == 0, r.stderr[-2000:]
+    rep = json.loads((tmp_path / "bench.json").read_text())
+    assert rep["fast_kernel"] == "avx2" and rep["machine"]["isa_limit"]["env"]["NUMBA_CPU_NAME"] == "haswell"
+    assert rep["command"].endswith("--isa avx2")
+    rows = {row["name"]: row for row in rep["rows"]}
+    assert rows["intengine W8A8 avx2"]["bit_identical_to_scalar"] is True and "intengine W8A8 vnni" not in rows
+    assert (tmp_path / "bench.md").read_text().startswith("**AVX2, emulated on ")
