@@ -244,6 +244,20 @@ PEAK_INSTRUCTIONS = {"vpdpbusd": (lambda: cpu.HAS_VNNI,), "vpmaddubsw": (lambda:
 PATH_INSTRUCTION = {"vnni": "vpdpbusd", "avx2": "vpmaddubsw", "portable": "vpmaddwd"}
 
 
+def instruction_of(path, kernel, macs):
+    """The instruction that does most of a file's multiply-accumulates on `kernel`: on avx2,
+    vpmaddubsw for the conv layers whose weights allow it (the row's MADD), else vpmaddwd."""
+    if kernel != "avx2":
+        return PATH_INSTRUCTION[kernel]
+    from intengine.layout import CONV, MADD, ROW
+    g = intengine.load(path, kernel="avx2").graph
+    on = {"vpmaddubsw": 0, "vpmaddwd": 0}
+    for name, row in zip(g.names, g.ops):
+        if row[ROW] == CONV:
+            on["vpmaddubsw" if row[MADD] else "vpmaddwd"] += macs.get(name.split(" + ")[0], 0)
+    return max(on, key=on.get)
+
+
 def peak_macs(threads, instruction="vpdpbusd", seconds=0.3):
     """The machine's own int8 multiply-accumulate peak (the roofline) of one instruction:
     16 independent chains of it (vpdpbusd on zmm; vpmaddubsw, vpmaddwd on ymm), on one thread
@@ -368,7 +382,7 @@ def measure(checkpoint, data_dir, quick, threads, n_images, passes, n_latency, c
     train = data.load_arrays(data_dir)["x_train"]
     calib = train[seeded_subset(len(train), calib_n, seed)]
     model = source.checkpoint_model(checkpoint)
-    fns, files, notes, peers = {}, {}, [], {}
+    fns, files, notes, peers, files_used = {}, {}, [], {}, {}
 
     say("torch.ao int8 (x86, fused, full range) and FP32")
     fns["torch.ao int8"], tq = torch_contender(torchao.static_int8(model, calib, "full"))
@@ -398,11 +412,20 @@ def measure(checkpoint, data_dir, quick, threads, n_images, passes, n_latency, c
     fast = kernels[0]
     identical, profile = {}, None
     w8_path = None
+    shipped = Path(checkpoint).resolve() == (ROOT / "checkpoints" / "resnet20.pt").resolve()
     for bits in ((8,) if quick else (8, 4, 2)):
-        say(f"exporting W{bits}A8 ({calib_n} calibration images)")
-        # the rounding changes the integers, not the work: nearest keeps the bench's export short
-        path = export(Config(checkpoint, bits, calib_images=calib_n, seed=seed, data_dir=data_dir,
-                             rounding="nearest"), work / f"w{bits}a8.npz", progress=False)[0]
+        committed = ROOT / "models" / f"resnet20_w{bits}a8_brecq_lsq_s0.npz"
+        if bits < 8 and shipped and committed.is_file():       # the default method's file: its top-1 is real
+            say(f"W{bits}A8: the committed default-method file {committed.relative_to(ROOT)}")
+            path = committed
+        else:      # W8A8's default is round-to-nearest; another checkpoint gets nearest files (the same work)
+            say(f"exporting W{bits}A8 ({calib_n} calibration images, round-to-nearest)")
+            path = export(Config(checkpoint, bits, calib_images=calib_n, seed=seed, data_dir=data_dir,
+                                 rounding="nearest"), work / f"w{bits}a8.npz", progress=False)[0]
+            if bits < 8:
+                notes.append(f"W{bits}A8 is a round-to-nearest export of {checkpoint} (the same work as the "
+                             f"default file; its top-1 is not the default's)")
+        files_used[bits] = str(path)
         w8_path = w8_path or path
         ref = intengine.load(path, kernel="scalar").run(x[:64 if quick else BATCH])
         for kernel in kernels:
@@ -493,8 +516,9 @@ def measure(checkpoint, data_dir, quick, threads, n_images, passes, n_latency, c
     roofline = {"macs_per_image": mac_image, "instruction": PATH_INSTRUCTION[fast],
                 "peak_macs_per_s_1_thread": peak and peak[0], "peak_macs_per_s_all_threads": peak and peak[1],
                 "threads": threads, "peaks": {k: {"one_thread": v[0], "all_threads": v[1]} for k, v in peaks.items()}}
-    for r in rows:                        # each path against the peak of its own instruction
-        ins = PATH_INSTRUCTION.get(r["name"].rsplit(" ", 1)[-1]) if r["name"].startswith("intengine") else None
+    for r in rows:                        # each path against the peak of the instruction it runs most
+        ins = instruction_of(files[r["name"]][1], r["name"].rsplit(" ", 1)[-1], macs) \
+            if r["name"].startswith("intengine") else None
         if "fair_images_per_s" in r and ins in peaks:
             r["fraction_of_peak"] = r["fair_images_per_s"] * mac_image / peaks[ins][1]
             r["peak_instruction"] = ins
@@ -510,7 +534,7 @@ def measure(checkpoint, data_dir, quick, threads, n_images, passes, n_latency, c
             "latency_images": n_latency, "calibration_images": calib_n, "seed": seed, "batch": BATCH,
             "machine": machine(threads), "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
             "load_average": {"before": load_before, "after": os.getloadavg()},
-            "fast_kernel": fast, "notes": notes, "rows": rows, "targets": targets(rows, fast),
+            "fast_kernel": fast, "files": files_used, "notes": notes, "rows": rows, "targets": targets(rows, fast),
             "profile_us_per_image": profile, "profile_inverted_residual": ir_profile, "roofline": roofline, "fair_rounds": rounds, "thread_scaling": scaling,
             "fair_env": {"OMP_WAIT_POLICY": USER_OMP_WAIT_POLICY, "threads": threads}}
 
@@ -539,7 +563,7 @@ def targets(rows, fast):
         bar = 0.8 if fast == "avx2" else None
         out.append([f"{kind}: best intengine ({best['name']}) x OpenVINO int8 (fair protocol, medians)",
                     f">= {bar}" if bar else "reported", ratio, ratio >= bar if bar else True])
-    if w8 and "fraction_of_peak" in w8:
+    if w8 and "fraction_of_peak" in w8 and fast == "vnni":
         out.append(["whole network, fraction of the measured int8 MAC peak", ">= 0.35", w8["fraction_of_peak"],
                     w8["fraction_of_peak"] >= 0.35])
     if w8 and "fair_p50_x_onnxruntime" in w8:

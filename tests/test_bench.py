@@ -47,7 +47,7 @@ def test_bench_quick(data_dir, tmp_path):
         assert roof["instruction"] == {"vnni": "vpdpbusd", "avx2": "vpmaddubsw"}[fast]
         assert roof["peak_macs_per_s_all_threads"] >= roof["peak_macs_per_s_1_thread"] > 1e10
         assert 0 < rows[f"intengine W8A8 {fast}"]["fraction_of_peak"] < 1
-        assert rows[f"intengine W8A8 {fast}"]["peak_instruction"] == roof["instruction"]
+        assert rows[f"intengine W8A8 {fast}"]["peak_instruction"] in roof["peaks"]     # the one it runs most
         assert any(len(o) == 3 and o[2] and 0 < o[2] < 1 for o in prof["ops"])
     if "onnxruntime int8" in rows:                            # batch-1 latency by the fair rule too
         for name in ("onnxruntime int8", f"intengine W8A8 {fast}"):
