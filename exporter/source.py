@@ -158,7 +158,8 @@ def load(checkpoint=None, program=None, *, mean=None, std=None):
     if not zipfile.is_zipfile(path):
         raise SourceError(f"{path} is not a program saved by torch.export.save (not a zip archive)")
     quiet = logging.getLogger("torch.export")        # it logs a traceback before raising
-    level, quiet.level = quiet.level, logging.CRITICAL
+    level = quiet.level
+    quiet.setLevel(logging.CRITICAL)
     try:
         prog = torch.export.load(path)
     except Exception as e:                          # a wrong or damaged file: many types
@@ -166,10 +167,25 @@ def load(checkpoint=None, program=None, *, mean=None, std=None):
         raise SourceError(f"{path} is not a program saved by torch.export.save ({type(e).__name__}: {why}); "
                           f"a trainer checkpoint goes to --checkpoint") from None
     finally:
-        quiet.level = level
+        quiet.setLevel(level)
     points, ops = _graph(prog, str(path))
     norm, why = _norm(mean, std, None, points[0]["shape"][2])
-    return Source(points, ops, prog.module(), path.stem, norm, why, path, file_sha256(path))
+    return Source(points, ops, FloatGraph(ops), path.stem, norm, why, path, file_sha256(path))
+
+
+class FloatGraph(torch.nn.Module):
+    """A saved program's float network as a module that takes any batch: the captured graph
+    walked in float32 (simulate.forward; tests/test_capture.py holds it to the program).  A
+    program is traced at one batch size, so its own module() refuses others."""
+
+    def __init__(self, ops):
+        super().__init__()
+        self.ops = [{**op, **({"weight": op["weight"].float(), "bias": op["bias"].float()} if "weight" in op else {})}
+                    for op in ops]
+
+    def forward(self, x):
+        from .simulate import forward
+        return forward(self.ops, x.float())
 
 
 def graph_of(model, shape=(1, 3, 32, 32)):

@@ -98,6 +98,9 @@ def test_a_saved_program_exports_from_the_command_line(data_dir, tmp_path):
     out = tmp_path / "exports" / "small_w8a8.npz"
     assert f"wrote exports/small_w8a8.npz" in r.stdout and "small (" in r.stdout
     assert "input normalization CIFAR-10's (no --mean/--std given)" in r.stdout
+    src, x = source.load(program=prog), torch.randn(5, 3, 32, 32)   # its float network takes any batch
+    traced = torch.export.load(prog).module()                         # (the program: batch 1 only)
+    assert (src.module(x) - torch.cat([traced(x[i:i + 1]) for i in range(5)])).abs().max() < 1e-4
     e = subprocess.run([sys.executable, "-m", "intengine", "eval", str(out), "--limit", "64", "--data-dir",
                         data_dir, "--no-progress"], cwd=tmp_path, capture_output=True, text=True, timeout=600,
                        env=_env())
