@@ -10,7 +10,7 @@ def first_last(ops):
     """The names of the first and the last weighted layer (the stem and the fc): the layers
     `--first-last-bits` sets and reconstruction treats as units of their own.  The one place
     that picks them."""
-    weighted = [op["name"] for op in ops if op["op"] in ("conv", "linear")]
+    weighted = [op["name"] for op in ops if op["op"] in WEIGHTED]
     return weighted[0], weighted[-1]
 
 
@@ -21,7 +21,7 @@ def split_stream(points, ops):
     order; `layerS.B.in` is the new point of block layerS.B."""
     readers = {}
     for op in ops:
-        for i in (op["in"] if isinstance(op["in"], list) else [op["in"]]):
+        for i in _inputs(op):
             readers.setdefault(i, set()).add(op["op"])
     new_pts, where, out = [points[0]], {0: 0}, []
     for op in ops:
