@@ -61,9 +61,9 @@ def evaluate(model, images, labels, batch_size, progress=True):
             "first_result_s": t_first - t0, "total_s": t_end - t0}, pred
 
 
-@cli.command("eval", short_help="Accuracy and speed on the CIFAR-10 test set.")
+@cli.command("eval", short_help="Accuracy and speed on the test set (CIFAR-10 or --data-dir).")
 @click.argument("model_path", metavar="MODEL.npz")
-@click.option("--data-dir", default=None, help="Folder with cifar10.npz  [default: $CIFAR10_DIR, else the cache]")
+@click.option("--data-dir", default=None, help="Folder with cifar10.npz, or a dataset .npz in its layout  [default: $CIFAR10_DIR, else the cache]")
 @click.option("--batch-size", type=click.IntRange(1), default=256, show_default=True)
 @click.option("--limit", type=click.IntRange(1), default=None, help="Seeded random subset of the test set.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the --limit subset.")
@@ -72,7 +72,7 @@ def evaluate(model, images, labels, batch_size, progress=True):
 @click.option("--predictions", default=None, metavar="FILE.npy",
               help="Also save the predicted class of each evaluated image (int64, test-set order).")
 def eval_cmd(model_path, data_dir, batch_size, limit, seed, progress, as_json, predictions):
-    """Accuracy on the CIFAR-10 test set, images/s and the time to first result."""
+    """Accuracy on the test set (CIFAR-10, or the dataset --data-dir names), images/s and the time to first result."""
     def run():
         if predictions:
             check_writable(predictions, ".npy", "--predictions")
