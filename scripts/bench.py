@@ -239,8 +239,8 @@ def _peak_types():
 
 # the instructions whose peak the bench measures, when the processor runs them; and which one
 # each path is built on (vnni.py): its roofline
-PEAK_INSTRUCTIONS = {"vpdpbusd": (lambda: cpu.HAS_VNNI,), "vpmaddubsw": (lambda: cpu.HAS_AVX2,),
-                     "vpmaddwd": (lambda: cpu.HAS_AVX2,)}
+PEAK_INSTRUCTIONS = {"vpdpbusd": lambda: cpu.HAS_VNNI, "vpmaddubsw": lambda: cpu.HAS_AVX2,
+                     "vpmaddwd": lambda: cpu.HAS_AVX2}
 PATH_INSTRUCTION = {"vnni": "vpdpbusd", "avx2": "vpmaddubsw", "portable": "vpmaddwd"}
 
 
@@ -391,23 +391,20 @@ def measure(checkpoint, data_dir, quick, threads, n_images, passes, n_latency, c
         files[name] = ("torchscript", work / f"{name.split()[0]}.pt")
         with torch.inference_mode():
             torch.jit.save(torch.jit.trace(m, torch.from_numpy(x[:2])), str(files[name][1]))
-    why = onnxrt.missing()
-    if why:
-        notes.append(f"onnxruntime int8 skipped: {why}")
-        say(notes[-1])
-    else:
-        say("onnxruntime int8 (static QDQ, per-channel, MinMax)")
-        path = onnxrt.quantize_int8(model, calib, work / "onnx")
-        fns["onnxruntime int8"] = onnxrt.predictor(path, threads)
-        files["onnxruntime int8"] = ("onnx", path)
-        why = openvino.missing()
+    def peer(name, lib, kind, path, what):
+        """A peer runtime on the QDQ file `path`, or a note that says why it is missing."""
+        why = lib.missing()
         if why:
-            notes.append(f"OpenVINO int8 skipped: {why}")
+            notes.append(f"{name} skipped: {why}")
             say(notes[-1])
-        else:
-            say("OpenVINO int8 (the same QDQ file, OpenVINO's CPU defaults)")
-            fns["OpenVINO int8"] = openvino.predictor(path, threads)
-            files["OpenVINO int8"] = ("openvino", path)
+            return False
+        say(f"{name} ({what})")
+        fns[name], files[name] = lib.predictor(path, threads), (kind, path)
+        return True
+
+    qdq = None if onnxrt.missing() else onnxrt.quantize_int8(model, calib, work / "onnx")   # OpenVINO reads it too
+    if peer("onnxruntime int8", onnxrt, "onnx", qdq, "static QDQ, per-channel, MinMax"):
+        peer("OpenVINO int8", openvino, "openvino", qdq, "the same QDQ file, OpenVINO's CPU defaults")
     kernels = cpu.fast_kernels()              # every path this processor runs, fastest first
     fast = kernels[0]
     identical, profile = {}, None
@@ -468,7 +465,7 @@ def measure(checkpoint, data_dir, quick, threads, n_images, passes, n_latency, c
         fair_lat = fair_rounds(lat_files, threads, work / "images_latency.npy", rounds, "onnxruntime int8", say,
                                "latency", "p50_s")
     say("the machine's peak of each multiply-add instruction the paths use (16 accumulators)")
-    peaks = {ins: peak_macs(threads, ins) for ins in PEAK_INSTRUCTIONS if PEAK_INSTRUCTIONS[ins][0]()}
+    peaks = {ins: peak_macs(threads, ins) for ins in PEAK_INSTRUCTIONS if PEAK_INSTRUCTIONS[ins]()}
     peak = peaks.get(PATH_INSTRUCTION[fast])
     macs = network_macs(w8_path)
     ir_macs = network_macs(ir_path)
