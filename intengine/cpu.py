@@ -1,22 +1,25 @@
 """Which conv kernel runs a file: the dispatch rule, decided when a model is loaded.
 
     vnni      weights <= 8 bits, activations <= 8 bits, and the processor has AVX512-VNNI
-    avx2      the same sizes, a processor with AVX2 and no AVX512-VNNI: 256-bit vpmaddubsw where
+    avxvnni   the same sizes, a processor with 256-bit VNNI and no AVX512-VNNI (AVX-VNNI: Intel
+              client chips from Alder Lake on, AMD Zen 5 in 256-bit mode): vpdpbusd on ymm
+    avx2      the same sizes, a processor with AVX2 and no VNNI at all: 256-bit vpmaddubsw where
               the layer's weights allow it exactly, else vpmaddwd (vnni.py, per layer)
     portable  weights <= 8 bits, activations <= 8 bits, any processor (generic LLVM vectors)
     scalar    everything else (16-bit files): kernels.py, int32 or int64 accumulators
 
 The processor's features come from LLVM (llvmlite reports the host's), at run time; nothing
-is assumed.  INTENGINE_KERNEL=avx2, portable or scalar forces another path, for comparison,
-to see what an AVX2 processor runs, or to work around a problem; `vnni` or `avx2` on a
-processor without it is an error.  docs/engine.md.
+is assumed.  INTENGINE_KERNEL=avxvnni, avx2, portable or scalar forces another path, for
+comparison, to see what another processor runs, or to work around a problem; a path the
+processor lacks is an error.  The avxvnni path also runs where AVX512-VNNI comes with AVX512VL
+(vpdpbusd on ymm, EVEX-encoded, same sums), so every VNNI machine tests it.  docs/engine.md.
 """
 import os
 
 import llvmlite.binding as llvm
 from numba.core import config
 
-KERNELS = ("vnni", "avx2", "portable", "scalar")
+KERNELS = ("vnni", "avxvnni", "avx2", "portable", "scalar")
 ENV = "INTENGINE_KERNEL"
 
 
@@ -55,11 +58,47 @@ def has_avx2():
 
 
 HAS_AVX2 = has_avx2()
+# LLVM's names of processors with 256-bit vpdpbusd: AVX-VNNI alone (VEX; Intel client chips) ...
+AVXVNNI_ONLY_CPUS = {"alderlake", "raptorlake", "meteorlake", "arrowlake", "arrowlake-s", "lunarlake",
+                     "pantherlake", "gracemont", "sierraforest", "grandridge", "clearwaterforest"}
+# ... and AVX512-VNNI with AVX512VL (EVEX)
+AVX512VNNI_CPUS = {"cascadelake", "cooperlake", "icelake-client", "icelake-server", "tigerlake", "rocketlake",
+                   "sapphirerapids", "emeraldrapids", "graniterapids", "graniterapids-d", "diamondrapids",
+                   "znver4", "znver5", "x86-64-v4"}
+
+
+def has_avxvnni():
+    """True when the host runs vpdpbusd on ymm (AVX-VNNI, or AVX512-VNNI with AVX512VL) and
+    Numba compiles for a processor that has it: the host, or a NUMBA_CPU_NAME such as alderlake
+    (AVX-VNNI without AVX-512: what an Intel client chip runs, VEX-encoded)."""
+    f = host_features()
+    vex, evex = f.get("avxvnni", False), f.get("avx512vnni", False) and f.get("avx512vl", False)
+    if config.CPU_FEATURES:
+        want = set(config.CPU_FEATURES.split(","))
+        return (vex and "+avxvnni" in want) or (evex and {"+avx512vnni", "+avx512vl"} <= want)
+    if config.CPU_NAME in (None, "host"):
+        return vex or evex
+    return (vex and config.CPU_NAME in AVXVNNI_ONLY_CPUS) or (evex and config.CPU_NAME in AVX512VNNI_CPUS)
+
+
+HAS_AVXVNNI = has_avxvnni()
+
+
+def limited_features(isa):
+    """NUMBA_CPU_FEATURES that compile, on this host, what a processor with only `isa` runs:
+    'avx2' (no AVX-512, AMX or AVX-VNNI) or 'avxvnni' (no AVX-512 or AMX).  The host's own
+    features with those turned off.  NUMBA_CPU_NAME alone is not enough: Numba keeps the host's
+    features, so LLVM would still use zmm and ymm16-31 around the intrinsics."""
+    vnni256 = ("avxvnni", "avxvnniint8", "avxvnniint16", "avxifma", "avxneconvert")
+
+    def off(k):
+        return k.startswith(("avx512", "amx", "avx10", "evex512")) or (isa == "avx2" and k in vnni256)
+    return ",".join(("+" if v and not off(k) else "-") + k for k, v in sorted(host_features().items()))
 
 
 def fast_kernels():
     """The fast paths this processor runs, fastest first (what the tests run each of)."""
-    return ["vnni"] * HAS_VNNI + ["avx2"] * HAS_AVX2 + ["portable"]
+    return ["vnni"] * HAS_VNNI + ["avxvnni"] * HAS_AVXVNNI + ["avx2"] * HAS_AVX2 + ["portable"]
 
 
 def llvm_cpu_name():
@@ -86,15 +125,18 @@ def choose(eligible, requested=None):
     eligible: whether the file has weights and activations of <= 8 bits (graph.eligible)."""
     req = (requested or os.environ.get(ENV) or "auto").strip().lower()
     if req not in ("auto",) + KERNELS:
-        raise ValueError(f"{ENV}={req!r}: expected auto, vnni, avx2, portable or scalar")
+        raise ValueError(f"{ENV}={req!r}: expected auto, vnni, avxvnni, avx2, portable or scalar")
     if req == "scalar" or not eligible:
         return "scalar"
     if req == "vnni" and not HAS_VNNI:
         raise ValueError(f"kernel 'vnni' requested but this processor ({llvm_cpu_name()}) has no "
                          f"AVX512-VNNI; use auto or portable")
+    if req == "avxvnni" and not HAS_AVXVNNI:
+        raise ValueError(f"kernel 'avxvnni' requested but this processor ({llvm_cpu_name()}) has no AVX-VNNI, or "
+                         f"Numba does not compile for one; use auto or portable")
     if req == "avx2" and not HAS_AVX2:
         raise ValueError(f"kernel 'avx2' requested but this processor ({llvm_cpu_name()}) has no AVX2, or "
                          f"Numba does not compile for one; use auto or portable")
-    if req in ("portable", "avx2"):
+    if req in ("portable", "avx2", "avxvnni"):
         return req
-    return "vnni" if HAS_VNNI else "avx2" if HAS_AVX2 else "portable"
+    return "vnni" if HAS_VNNI else "avxvnni" if HAS_AVXVNNI else "avx2" if HAS_AVX2 else "portable"

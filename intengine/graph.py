@@ -22,7 +22,7 @@ from .vnni import CO as TILE_CO, P as TILE_P
 
 CHUNK = 2                          # images per hand-out to a thread (dynamic scheduling)
 TASKS_PER_THREAD = 2               # row blocks per thread and op when one image is shared
-PATH_IDS = {"portable": 0, "vnni": 1, "avx2": 2}   # the fast path's id, fastops' `path` (vnni.py)
+PATH_IDS = {"portable": 0, "vnni": 1, "avx2": 2, "avxvnni": 4}   # the fast path's id, fastops' `path` (vnni.py)
 
 
 def eligible(model):
@@ -73,7 +73,7 @@ class Lowering:
 
 
 class Graph:
-    """A model's ops packed for `run`, with kernel 'vnni', 'avx2' or 'portable'.  fuse=False is the
+    """A model's ops packed for `run`, with kernel 'vnni', 'avxvnni', 'avx2' or 'portable'.  fuse=False is the
     debug layout: every conv stores its own point and every add is its own row, so that
     `run_points` can return every point of the network."""
 

@@ -55,7 +55,7 @@ class Model:
         self.set_kernel(kernel)
 
     def set_kernel(self, kernel=None):
-        """Pick the path that `run` takes (cpu.py): 'vnni', 'portable' or 'scalar'; None means
+        """Pick the path that `run` takes (cpu.py): 'vnni', 'avxvnni', 'avx2', 'portable' or 'scalar'; None means
         $INTENGINE_KERNEL, else auto.  The fast paths pack the weights here, once."""
         from . import graph
         self.kernel = cpu.choose(graph.eligible(self), kernel)
@@ -68,7 +68,7 @@ class Model:
     def run(self, images, reference_ops=False, keep=False):
         """images (N,32,32,3) uint8 -> integer logits (N,C), or every point if keep.
 
-        On the fast path (kernel vnni or portable) keep runs graph.py's debug layout, with no
+        On a fast path (any kernel but scalar) keep runs graph.py's debug layout, with no
         fusion, so every point comes from the kernels that `predict` uses.  reference_ops runs
         the kinds' NumPy references (reference.py); the scalar kernel, their Numba twins
         (kernels.py)."""
@@ -148,7 +148,7 @@ def check_images(images, shape=(32, 32, 3)):
 def load(path, kernel=None):
     """Read, validate and unpack a model file.  Raises FormatError (one line).
 
-    kernel: None ($INTENGINE_KERNEL, else auto), 'vnni', 'portable' or 'scalar' (cpu.py)."""
+    kernel: None ($INTENGINE_KERNEL, else auto), 'vnni', 'avxvnni', 'avx2', 'portable' or 'scalar' (cpu.py)."""
     cpu.choose(True, kernel)                          # a bad request fails here, in one line
     header, arrays = fileformat.read(path)
     validate.check(header, arrays, path)

@@ -7,8 +7,11 @@ conv's `lower` (intengine/ops/conv.py): each K-group t of 4 input bytes (4 chann
 output channel.  This is the operand layout of AVX512-VNNI's vpdpbusd, which adds the four
 u8 x s8 products of each 32-bit lane to an int32 lane, without saturation.
 
-Four bodies, chosen at run time by `path` (cpu.py decides which is allowed):
+Five bodies, chosen at run time by `path` (cpu.py decides which is allowed):
   1 (vnni)      llvm.x86.avx512.vpdpbusd.512, emitted only when cpu.HAS_VNNI
+  4 (avxvnni)   llvm.x86.avx512.vpdpbusd.256: vpdpbusd on ymm, VEX-encoded on AVX-VNNI
+                processors, EVEX where AVX512VL is there; emitted only when cpu.HAS_AVXVNNI;
+                exact for every 8-bit weight (int32 sums, no saturation), 256-bit tile as below
   2 (avx2)      256-bit vpmaddubsw (u8 x s8 pairs summed in int16), the int16 sums of m
                 K-groups added, then vpmaddwd by ones (widened to int32); emitted only when
                 cpu.HAS_AVX2; only for a layer whose every weight pair keeps
@@ -19,7 +22,7 @@ Four bodies, chosen at run time by `path` (cpu.py decides which is allowed):
   0 (portable)  generic LLVM vectors: bytes widened to i32 pairs, multiplied and pairwise
                 added (x86 lowers this to vpmaddwd on SSE2/AVX2/AVX-512; other CPUs to
                 their own multiply-adds)
-The AVX2 bodies run the 8 pixels as two passes of 4: 4 pixels x 16 channels are 8 ymm
+The 256-bit bodies run the 8 pixels as two passes of 4: 4 pixels x 16 channels are 8 ymm
 accumulators, which leaves registers for the weights and the broadcast input (AVX2 has 16).
 All are exact: every product |x*w| <= 255*128 < 2^15, and the sum of K of them stays below
 K * 2^15 <= 2^31 for K < 65536 taps (the conv's `lower` checks it for each layer; ResNet20 has
@@ -31,7 +34,7 @@ from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-from .cpu import HAS_AVX2, HAS_VNNI
+from .cpu import HAS_AVX2, HAS_AVXVNNI, HAS_VNNI
 
 P, CO = 8, 16                      # the tile: 8 output pixels x 16 output channels
 I8, I32, I64 = ir.IntType(8), ir.IntType(32), ir.IntType(64)
@@ -39,7 +42,7 @@ V16 = ir.VectorType(I32, 16)
 I16 = ir.IntType(16)
 Y32 = ir.VectorType(I32, 8)                      # a ymm register of int32, int16 and bytes
 Y16, Y8 = ir.VectorType(I16, 16), ir.VectorType(I8, 32)
-VNNI, AVX2_BYTES, AVX2_WORDS, PORTABLE = 1, 2, 3, 0     # the micro kernels' `path`
+VNNI, AVX2_BYTES, AVX2_WORDS, AVX_VNNI, PORTABLE = 1, 2, 3, 4, 0     # the micro kernels' `path`
 
 
 def _load(builder, base, offset, ty):
@@ -97,10 +100,13 @@ def _portable_step(builder, accs, xptr, offs, ko, wptr, wb):
         builder.store(acc, accs[p])
 
 
-def _avx2(builder, bytes_, xptr, offs, kptr, nk, wptr, wbases, accptr, groups16):
-    """The AVX2 bodies, for each channel tile j in passes over the pixels, then the sums stored
-    at acc[128 j + 16 p + c].
+def _avx2(builder, mode, xptr, offs, kptr, nk, wptr, wbases, accptr, groups16):
+    """The 256-bit bodies, for each channel tile j in passes over the pixels, then the sums
+    stored at acc[128 j + 16 p + c].  mode: AVX2_BYTES, AVX2_WORDS or AVX_VNNI.
 
+    dot (path 4): 4 pixels a pass, 8 ymm accumulators; a K-group's 4 input bytes broadcast to
+    32, vpdpbusd adds the four u8 x s8 products of each lane (8 channels x 4 weight bytes) to
+    its int32 lane: one channel's products per lane, as on zmm.
     bytes_ (path 2): 4 pixels a pass, 8 ymm accumulators (channels 0-7 and 8-15 of each
     pixel).  A K-group's 4 input bytes are broadcast to 32, vpmaddubsw multiplies them by 32
     weight bytes (8 channels x 4) and sums pairs into int16; the int16 sums of `groups16`
@@ -111,11 +117,15 @@ def _avx2(builder, bytes_, xptr, offs, kptr, nk, wptr, wbases, accptr, groups16)
     bytes zero-extended and broadcast as 4 int16, and vpmaddwd sums each pair; the two pair
     lanes of a channel are added when the sums are stored."""
     mod = builder.module
-    maddubs = cgutils.get_or_insert_function(mod, ir.FunctionType(Y16, [Y8, Y8]), "llvm.x86.avx2.pmadd.ub.sw")
-    maddwd = cgutils.get_or_insert_function(mod, ir.FunctionType(Y32, [Y16, Y16]), "llvm.x86.avx2.pmadd.wd")
+    bytes_ = mode == AVX2_BYTES
+    if mode == AVX_VNNI:
+        dot = cgutils.get_or_insert_function(mod, ir.FunctionType(Y32, [Y32, Y32, Y32]), "llvm.x86.avx512.vpdpbusd.256")
+    else:
+        maddubs = cgutils.get_or_insert_function(mod, ir.FunctionType(Y16, [Y8, Y8]), "llvm.x86.avx2.pmadd.ub.sw")
+        maddwd = cgutils.get_or_insert_function(mod, ir.FunctionType(Y32, [Y16, Y16]), "llvm.x86.avx2.pmadd.wd")
     ones = ir.Constant(Y16, [1] * 16)
     out = builder.bitcast(accptr, ir.VectorType(I32, 4).as_pointer())
-    per, nacc = (4, 2) if bytes_ else (2, 4)          # pixels a pass, ymm accumulators a pixel
+    per, nacc = (2, 4) if mode == AVX2_WORDS else (4, 2)   # pixels a pass, ymm accumulators a pixel
     for j, wbase in enumerate(wbases):
         for first in range(0, P, per):
             px = offs[first:first + per]
@@ -147,6 +157,16 @@ def _avx2(builder, bytes_, xptr, offs, kptr, nk, wptr, wbases, accptr, groups16)
                         for k in range(nacc):
                             wide = builder.call(maddwd, [builder.load(sums[p][k]), ones])
                             builder.store(builder.add(builder.load(accs[p][k]), wide), accs[p][k])
+            elif mode == AVX_VNNI:
+                with cgutils.for_range(builder, nk) as loop:
+                    t = loop.index
+                    ko = builder.load(builder.gep(kptr, [t]))
+                    wb = builder.add(wbase, builder.mul(t, ir.Constant(I64, 64)))
+                    wv = [_load(builder, wptr, builder.add(wb, ir.Constant(I64, 32 * k)), Y32) for k in range(2)]
+                    for p, off in enumerate(px):
+                        xs = _broadcast(builder, _load(builder, xptr, builder.add(off, ko), I32), 8)
+                        for k in range(nacc):
+                            builder.store(builder.call(dot, [builder.load(accs[p][k]), xs, wv[k]]), accs[p][k])
             else:
                 with cgutils.for_range(builder, nk) as loop:
                     t = loop.index
@@ -168,7 +188,7 @@ def _avx2(builder, bytes_, xptr, offs, kptr, nk, wptr, wbases, accptr, groups16)
                 base = 128 * j + 16 * (first + p)
                 for k in range(nacc):
                     v = builder.load(accs[p][k])
-                    if bytes_:           # channels 8k..8k+7 in order
+                    if mode != AVX2_WORDS:           # channels 8k..8k+7 in order
                         halves = [builder.shuffle_vector(v, v, ir.Constant(ir.VectorType(I32, 4), list(range(h, h + 4))))
                                   for h in (0, 4)]
                         slots = [(base + 8 * k + 4 * h) // 4 for h in range(2)]
@@ -198,6 +218,19 @@ def _pixel_offsets(builder, xoff0, pstride, npix):
     return offs
 
 
+def _switch(builder, path, cases, default):
+    """Emit the body of the case (value, body) whose value equals `path`, else default()."""
+    if not cases:
+        default()
+        return
+    (value, body), rest = cases[0], cases[1:]
+    with builder.if_else(builder.icmp_signed("==", path, ir.Constant(I64, value))) as (on, off):
+        with on:
+            body()
+        with off:
+            _switch(builder, path, rest, default)
+
+
 def _make_micro(tiles):
     def micro(typingctx, path, x, xoff0, pstride, npix, koff, koff0, nk, w, wbase, acc, groups16):
         sig = types.void(types.int64, x, types.int64, types.int64, types.int64, koff, types.int64,
@@ -219,23 +252,14 @@ def _make_micro(tiles):
                 for k, a in enumerate(sum(accs, [])):
                     builder.store(builder.load(a), builder.gep(accptr, [ir.Constant(I64, k)]), align=1)
 
-            is_ = lambda v: builder.icmp_signed("==", path, ir.Constant(I64, v))
-            with builder.if_else(is_(VNNI)) as (on, off):
-                with on:
-                    zmm_shaped(HAS_VNNI)
-                with off:
-                    with builder.if_else(builder.or_(is_(AVX2_BYTES), is_(AVX2_WORDS))) as (avx2, other):
-                        with avx2:
-                            if HAS_AVX2:
-                                with builder.if_else(is_(AVX2_BYTES)) as (b, w_):
-                                    with b:
-                                        _avx2(builder, True, xptr, offs, kptr, nk, wptr, wbases, accptr, groups16)
-                                    with w_:
-                                        _avx2(builder, False, xptr, offs, kptr, nk, wptr, wbases, accptr, groups16)
-                            else:
-                                zmm_shaped(False)
-                        with other:
-                            zmm_shaped(False)
+            cases = {}                  # the bodies this processor may run, by path id; else portable
+            if HAS_VNNI:
+                cases[VNNI] = lambda: zmm_shaped(True)
+            for mode, allowed in ((AVX2_BYTES, HAS_AVX2), (AVX2_WORDS, HAS_AVX2), (AVX_VNNI, HAS_AVXVNNI)):
+                if allowed:
+                    cases[mode] = (lambda m: lambda: _avx2(builder, m, xptr, offs, kptr, nk, wptr, wbases, accptr,
+                                                           groups16))(mode)
+            _switch(builder, path, list(cases.items()), lambda: zmm_shaped(False))
             return context.get_dummy_value()
 
         return sig, codegen
@@ -244,7 +268,7 @@ def _make_micro(tiles):
     micro.__doc__ = f"""acc[128 j + 16 p + c] (int32; j < {tiles} channel tiles, p < 8, c < 16) = the tile
     sums of the module docstring.
 
-    path: 1 vnni, 2 avx2 bytes, 3 avx2 words, 0 portable.  x (bytes,) uint8; pixel p starts at byte
+    path: 1 vnni, 2 avx2 bytes, 3 avx2 words, 4 avxvnni, 0 portable.  x (bytes,) uint8; pixel p starts at byte
     xoff0 + min(p, npix-1)*pstride (pixels past npix repeat the last one).  koff (groups,)
     int64 byte offsets, this tile's K-groups are koff[koff0 : koff0+nk].  w (bytes,) int8,
     channel tile j's weights at wbase + 64 nk j.  groups16: on path 2, how many K-groups' int16

@@ -4,7 +4,10 @@ loads (weights, broadcasts, tap offsets), the stack spills and reloads, and the 
 pass covers.  Read from fastops.conv_rows.inspect_asm() after running a W8A8 file, so the
 compile is fresh (an empty Numba cache folder).
 
-    python scripts/asm_counts.py [FILE] [--kernel vnni|portable]
+    python scripts/asm_counts.py [FILE] [--kernel vnni|avxvnni]
+
+vnni reads the zmm loops (8 pixels x 16 channels a tile), avxvnni the ymm ones (4 pixels x 16
+channels a pass).
 """
 import os
 import re
@@ -33,7 +36,7 @@ def loops(asm):
         if m:
             label, body = m.group(1), []
             continue
-        s = line.strip()
+        s = re.sub(r"^\{vex\}\s*", "", line.strip())      # AVX-VNNI's encoding prefix
         if not s or s.startswith((".", "#")):
             continue
         body.append(s)
@@ -49,7 +52,7 @@ def count(body):
     accs = {s.split(",")[-1].strip() for s in dp}
     stack = [s for s in body if "(%rsp)" in s]
     return {"vpdpbusd": len(dp), "accumulators": len(accs),
-            "weight loads": sum(s.startswith("vmovdqu64") and "(%rsp)" not in s and "(" in s.split(",")[0]
+            "weight loads": sum(re.match(r"vmovdqu(64)?\s", s) is not None and "(%rsp)" not in s and "(" in s.split(",")[0]
                                 for s in body),
             "broadcast loads": sum(s.startswith(("vpbroadcastd", "vbroadcastss")) and "(%rsp)" not in s for s in body),
             "offset loads": sum(s.startswith("movq") and "(" in s.split(",")[0] and "(%rsp)" not in s for s in body),
@@ -60,7 +63,7 @@ def count(body):
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("file", default=str(ROOT / "models" / "resnet20_w2a8_brecq_lsq_s0.npz"))
-@click.option("--kernel", type=click.Choice(["vnni", "portable"]), default="vnni", show_default=True)
+@click.option("--kernel", type=click.Choice(["vnni", "avxvnni"]), default="vnni", show_default=True)
 def main(file, kernel):
     """Print the inner loops' counts as a markdown table."""
     with tempfile.TemporaryDirectory() as cache:
@@ -68,9 +71,12 @@ def main(file, kernel):
                            env={**os.environ, "NUMBA_CACHE_DIR": cache})
     if r.returncode:
         raise click.ClickException(r.stderr.strip().splitlines()[-1])
-    found = [(lab, count(b)) for lab, b in loops(r.stdout) if any(s.startswith("vpdpbusd") for s in b)]
+    reg = "%zmm" if kernel == "vnni" else "%ymm"
+    found = [(lab, count(b)) for lab, b in loops(r.stdout)
+             if any(s.startswith("vpdpbusd") and reg in s for s in b)]
     if not found:
-        raise click.ClickException(f"no vpdpbusd loop in conv_rows ({kernel}); the processor may lack AVX512-VNNI")
+        raise click.ClickException(f"no vpdpbusd loop on {reg[1:]} in conv_rows ({kernel}); the processor may lack "
+                                   f"{'AVX512-VNNI' if kernel == 'vnni' else 'AVX-VNNI'}")
     cols = ["vpdpbusd", "accumulators", "weight loads", "broadcast loads", "offset loads", "spill stores",
             "spill reloads", "instructions"]
     click.echo("| loop | micro-kernel | K-groups per pass | " + " | ".join(cols) + " |")
@@ -78,7 +84,8 @@ def main(file, kernel):
     for lab, c in found:
         tiles = 2 if c["accumulators"] >= 16 else 1
         groups = c["vpdpbusd"] // (8 * tiles)
-        click.echo(f"| {lab} | micro{'2' if tiles == 2 else ''} ({8} px x {16 * tiles} ch) | {groups} | "
+        tile = f"{8} px x {16 * tiles} ch" if kernel == "vnni" else "4 px x 16 ch a pass"
+        click.echo(f"| {lab} | micro{'2' if tiles == 2 else ''} ({tile}) | {groups} | "
                    + " | ".join(str(c[k]) for k in cols) + " |")
 
 

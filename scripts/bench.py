@@ -26,10 +26,14 @@ It also checks that each intengine fast path returns exactly the logits of the s
 kernels (kernels.py, bit-identical to reference.py) on the first images.
 
 --isa avx2 races an AVX2-only processor on an AVX-512 one: every contender is limited to AVX2
-by its own switch (ISA_LIMITS: the engine compiles for haswell and takes its avx2 path; torch's
+by its own switch (ISA_LIMITS: the engine compiles for haswell with the host's features less
+every AVX-512, AMX and AVX-VNNI one (cpu.limited_features) and takes its avx2 path; torch's
 fbgemm, oneDNN and ATen, and OpenVINO's oneDNN, by their environment variables; onnxruntime
 has none and is named as not limited), and the report labels the rows "AVX2, emulated on
-<processor>".  Only a real AVX2 processor settles an AVX2 figure.
+<processor>".  Only a real AVX2 processor settles an AVX2 figure.  --isa avxvnni does the same
+for an Intel client chip (AVX-VNNI, no AVX-512): the engine compiles for alderlake and takes
+its avxvnni path (VEX vpdpbusd on ymm, no AVX-512 feature), oneDNN is held to AVX2_VNNI, fbgemm (which has no
+AVX-VNNI kernels) and ATen to AVX2.
 
 Writes bench.json and bench.md into --out (default reports/bench, untracked); --publish
 writes results/bench.json and results/bench.md instead.  --quick (256 images, W8A8 only,
@@ -132,7 +136,10 @@ BATCH = 256
 # --isa avx2: each library's own switch down to AVX2, set before anything starts (the script
 # runs itself again under them, so the children inherit them too)
 ISA_LIMITS = {"avx2": {"NUMBA_CPU_NAME": "haswell", "FBGEMM_ENABLE_INSTRUCTIONS": "AVX2",
-                       "ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2"}}
+                       "ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2"},
+              "avxvnni": {"NUMBA_CPU_NAME": "alderlake", "FBGEMM_ENABLE_INSTRUCTIONS": "AVX2",
+                          "ONEDNN_MAX_CPU_ISA": "AVX2_VNNI", "ATEN_CPU_CAPABILITY": "avx2"}}
+LIMITED_OFF = {"avx2": "AVX-512, AMX and AVX-VNNI", "avxvnni": "AVX-512 and AMX"}   # cpu.limited_features
 ISA_ENV = "LOWBIT_BENCH_ISA"                   # set in the run that is limited
 CHILDREN = {CHILD: child_main, CHILD + "-speed": child_speed, CHILD + "-latency": child_latency}
 if len(sys.argv) > 1 and sys.argv[1] in CHILDREN:      # before the heavy imports below
@@ -233,15 +240,16 @@ def _peak_types():
     v = ir.VectorType
     # instruction: (LLVM name, accumulator type, operand type, result type, MACs per instruction)
     return {"vpdpbusd": ("llvm.x86.avx512.vpdpbusd.512", v(i32, 16), v(i32, 16), v(i32, 16), 64),
+            "vpdpbusd-ymm": ("llvm.x86.avx512.vpdpbusd.256", v(i32, 8), v(i32, 8), v(i32, 8), 32),
             "vpmaddubsw": ("llvm.x86.avx2.pmadd.ub.sw", v(i8, 32), v(i8, 32), v(i16, 16), 32),
             "vpmaddwd": ("llvm.x86.avx2.pmadd.wd", v(i16, 16), v(i16, 16), v(i32, 8), 16)}
 
 
 # the instructions whose peak the bench measures, when the processor runs them; and which one
 # each path is built on (vnni.py): its roofline
-PEAK_INSTRUCTIONS = {"vpdpbusd": lambda: cpu.HAS_VNNI, "vpmaddubsw": lambda: cpu.HAS_AVX2,
-                     "vpmaddwd": lambda: cpu.HAS_AVX2}
-PATH_INSTRUCTION = {"vnni": "vpdpbusd", "avx2": "vpmaddubsw", "portable": "vpmaddwd"}
+PEAK_INSTRUCTIONS = {"vpdpbusd": lambda: cpu.HAS_VNNI, "vpdpbusd-ymm": lambda: cpu.HAS_AVXVNNI,
+                     "vpmaddubsw": lambda: cpu.HAS_AVX2, "vpmaddwd": lambda: cpu.HAS_AVX2}
+PATH_INSTRUCTION = {"vnni": "vpdpbusd", "avxvnni": "vpdpbusd-ymm", "avx2": "vpmaddubsw", "portable": "vpmaddwd"}
 
 
 def instruction_of(path, kernel, macs):
@@ -273,7 +281,8 @@ def peak_macs(threads, instruction="vpdpbusd", seconds=0.3):
     def chain_loop(typingctx, n, seed):
         def codegen(context, builder, signature, args):
             n, seed = args
-            args_t = [acc_t, arg_t] + ([arg_t] if instruction == "vpdpbusd" else [])
+            dot = instruction.startswith("vpdpbusd")
+            args_t = [acc_t, arg_t] + ([arg_t] if dot else [])
             fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(res_t, args_t), name)
             s = builder.trunc(seed, acc_t.element)
 
@@ -288,7 +297,7 @@ def peak_macs(threads, instruction="vpdpbusd", seconds=0.3):
             with cgutils.for_range(builder, n):
                 for acc in accs:
                     a = builder.load(acc)
-                    r = builder.call(fn, [a, b, b] if instruction == "vpdpbusd" else [a, b])
+                    r = builder.call(fn, [a, b, b] if dot else [a, b])
                     builder.store(builder.bitcast(r, acc_t), acc)
             total = ir.Constant(i32, 0)
             for acc in accs:
@@ -364,7 +373,8 @@ def machine(threads):
             versions[mod] = None
     limit = os.environ.get(ISA_ENV)
     return {"cpu": cpu.processor_name(), "llvm_cpu": cpu.llvm_cpu_name(), "cores": os.cpu_count(), "threads": threads,
-            "isa_limit": limit and {"isa": limit, "env": ISA_LIMITS[limit],
+            "isa_limit": limit and {"isa": limit, "env": {**ISA_LIMITS[limit], "NUMBA_CPU_FEATURES":
+                                                          f"the host's, less {LIMITED_OFF[limit]}"},
                                     "not_limited": ["onnxruntime (no switch: its own dispatch)"]},
             "flags": {k: f.get(k, False) for k in ("avx512vnni", "avxvnni", "amx-int8", "avx512bw", "avx2")},
             "versions": versions, "torch_quantized_engine": torch.backends.quantized.engine}
@@ -542,7 +552,7 @@ def targets(rows, fast):
     r = {x["name"]: x for x in rows}
     out = []
     w8, port = r.get(f"intengine W8A8 {fast}"), r.get("intengine W8A8 portable")
-    kind = "AVX2" if fast == "avx2" else "VNNI" if fast == "vnni" else fast
+    kind = {"avx2": "AVX2", "vnni": "VNNI", "avxvnni": "AVX-VNNI"}.get(fast, fast)
     bar8 = {"avx2": 1.0, "vnni": 1.33}.get(fast)
     if w8 and "fair_x_torchao" in w8 and bar8:
         out.append([f"{kind}: W8A8 batch 256, x torch.ao int8 (fair protocol)", f">= {bar8}", w8["fair_x_torchao"],
@@ -692,7 +702,7 @@ def main(checkpoint, data_dir, quick, threads, n_images, passes, latency_images,
     if isa and not cpu.host_features().get(isa):
         raise click.UsageError(f"--isa {isa}: this processor ({cpu.processor_name()}) has no {isa.upper()} to limit to")
     if isa and os.environ.get(ISA_ENV) != isa:           # again, with every library limited from the start
-        env = {**os.environ, **ISA_LIMITS[isa], ISA_ENV: isa}
+        env = {**os.environ, **ISA_LIMITS[isa], "NUMBA_CPU_FEATURES": cpu.limited_features(isa), ISA_ENV: isa}
         os.execve(sys.executable, [sys.executable, __file__, *sys.argv[1:]], env)
     if isa and publish:
         raise click.UsageError("--publish records this processor's own race; an emulated one goes to --out")

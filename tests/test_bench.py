@@ -44,7 +44,7 @@ def test_bench_quick(data_dir, tmp_path):
     roof = rep["roofline"]
     assert roof["macs_per_image"] == 40_551_040                  # ResNet20: 41.0 M multiply-accumulates
     if roof["peak_macs_per_s_1_thread"]:                         # the fastest path's own instruction
-        assert roof["instruction"] == {"vnni": "vpdpbusd", "avx2": "vpmaddubsw"}[fast]
+        assert roof["instruction"] == {"vnni": "vpdpbusd", "avxvnni": "vpdpbusd-ymm", "avx2": "vpmaddubsw"}[fast]
         assert roof["peak_macs_per_s_all_threads"] >= roof["peak_macs_per_s_1_thread"] > 1e10
         assert 0 < rows[f"intengine W8A8 {fast}"]["fraction_of_peak"] < 1
         assert rows[f"intengine W8A8 {fast}"]["peak_instruction"] in roof["peaks"]     # the one it runs most
@@ -82,6 +82,12 @@ def test_asm_counts_reads_the_micro_kernels():
         row = kernels[name]
         groups, vpdpbusd, accs = int(row[2]), int(row[3]), int(row[4])
         assert accs == 8 * tiles and vpdpbusd == 8 * tiles * groups       # 8 pixels x 16 channels per tile
+    if cpu.HAS_AVXVNNI:             # the ymm body: 4 pixels x 16 channels a pass, 8 accumulators
+        r = subprocess.run([sys.executable, "scripts/asm_counts.py", "--kernel", "avxvnni"], capture_output=True,
+                           text=True, cwd=ROOT, timeout=600)
+        assert r.returncode == 0, r.stderr[-2000:]
+        rows = [[c.strip() for c in line.split("|")[1:-1]] for line in r.stdout.splitlines()[2:]]
+        assert rows and all(int(row[4]) == 8 and int(row[3]) == 8 * int(row[2]) > 0 for row in rows), rows
 
 
 def test_engine_ab_compares_two_checkouts(data_dir):

@@ -90,3 +90,45 @@ def test_generated_files_name_every_kind_with_its_fields(tmp_path):
                                  *CONVERTERS[spec["op"]].INFO}, spec
             seen.add(spec["op"])
     assert seen == set(KINDS)
+
+
+LIMITED_RUN = """
+import json, re, sys
+from pathlib import Path
+sys.path.insert(0, "tests")
+from intengine import cpu, fastops
+import test_graphs
+test_graphs.PATHS = cpu.fast_kernels()
+ran = [test_graphs.check_graph(seed, Path(sys.argv[1]))[1] for seed in range(40)]
+asm = "".join(fastops.conv_rows.inspect_asm(s) for s in fastops.conv_rows.signatures)
+print(json.dumps({"paths": cpu.fast_kernels(), "ran": sum(r[:1] == cpu.fast_kernels()[:1] for r in ran),
+                  "dot": sorted(set(re.findall(r"(\\{vex\\}\\s*)?vpdpbusd\\s+%([xyz]mm)", asm))),
+                  "maddubs": "vpmaddubsw" in asm, "avx512_registers": re.findall(r"zmm|[xy]mm(?:1[6-9]|2\\d|3[01])", asm)}))
+"""
+
+
+@pytest.mark.parametrize("isa,name", [("avx2", "haswell"), ("avxvnni", "alderlake")])
+def test_a_processor_without_avx512_runs_its_own_path_and_agrees(isa, name, tmp_path):
+    """What an AVX2-only processor (Zen 2 and 3) and an Intel client chip (AVX-VNNI, no AVX-512)
+    run, compiled here for one: NUMBA_CPU_NAME and the host's features less AVX-512 and AMX
+    (cpu.limited_features).  The engine picks that processor's path, emits no AVX-512 register,
+    the avxvnni path only the VEX-encoded vpdpbusd on ymm, and random graphs equal the reference
+    at every point.  Runs where this processor executes that instruction set."""
+    if not cpu.host_features().get(isa):
+        pytest.skip(f"this processor ({cpu.processor_name()}) has no {isa}; on a processor with it this runs")
+    import json
+    import subprocess
+    import sys
+    from conftest import ROOT
+    env = {"NUMBA_CPU_NAME": name, "NUMBA_CPU_FEATURES": cpu.limited_features(isa),
+           "NUMBA_CACHE_DIR": str(tmp_path / "cache"), "PATH": "/usr/bin:/bin"}
+    r = subprocess.run([sys.executable, "-c", LIMITED_RUN, str(tmp_path)], capture_output=True, text=True, cwd=ROOT,
+                       env=env, timeout=900)
+    assert r.returncode == 0, r.stderr[-3000:]
+    got = json.loads(r.stdout.strip().splitlines()[-1])
+    assert got["paths"] == ["avxvnni", "avx2", "portable"][isa == "avx2":], got
+    assert got["ran"] >= 20 and got["avx512_registers"] == [], got      # most graphs take the fast path
+    if isa == "avxvnni":
+        assert got["dot"] == [["{vex}\t", "ymm"]], got
+    else:
+        assert got["dot"] == [] and got["maddubs"], got

@@ -1,9 +1,9 @@
 """No float instruction in any compiled kernel signature (docs/quantization.md, engine rule).
 
 The scan covers kernels.py and the fast path (fastops.py with its vnni.py micro-kernel: the
-VNNI, AVX2 and portable bodies); where the processor has AVX512-VNNI (AVX2) it also checks that
-the scanned IR does call vpdpbusd (vpmaddubsw and vpmaddwd), so those bodies really are in what
-was scanned.
+VNNI, AVX-VNNI, AVX2 and portable bodies); where the processor has AVX512-VNNI (256-bit VNNI,
+AVX2) it also checks that the scanned IR does call vpdpbusd on zmm (on ymm, vpmaddubsw and
+vpmaddwd), so those bodies really are in what was scanned.
 
 Numba cannot show the IR of code loaded from its cache, so this compiles the kernels in a
 fresh process with an empty cache folder and scans inspect_llvm() of every signature, the
@@ -42,7 +42,7 @@ for path in paths:
 z = np.zeros
 fast_harness.conv3x3(z((1, 4, 4, 3), np.int32), 0, z((3, 3, 3, 16), np.int8), z(16, np.int64),
               np.full(16, 1 << 30), np.full(16, 40), 0, 0, 255, 1, "portable")
-found, vnni, avx2 = {}, False, False
+found, vnni, avxvnni, avx2 = {}, False, False, False
 for mod, names in ((kernels, ("input_lut", "conv", "add", "requantize", "gap", "avgpool", "maxpool", "flatten",
                              "linear")),
                    (fastops, ("input_lut", "conv_rows", "dwconv_rows", "add_rows", "gap", "window_rows",
@@ -55,9 +55,11 @@ for mod, names in ((kernels, ("input_lut", "conv", "add", "requantize", "gap", "
             assert "define" in ir, "no IR (cached code?)"
             found[f"{mod.__name__}.{name}{sig}"] = sorted(set(pat.findall(ir)))
             vnni |= "llvm.x86.avx512.vpdpbusd.512" in ir
+            avxvnni |= "llvm.x86.avx512.vpdpbusd.256" in ir
             avx2 |= "llvm.x86.avx2.pmadd.ub.sw" in ir and "llvm.x86.avx2.pmadd.wd" in ir
 assert vnni == cpu.HAS_VNNI, (vnni, cpu.HAS_VNNI)
 assert avx2 == cpu.HAS_AVX2, (avx2, cpu.HAS_AVX2)
+assert avxvnni == cpu.HAS_AVXVNNI, (avxvnni, cpu.HAS_AVXVNNI)
 @njit
 def f(x):
     return x * 0.5 + 1.0
