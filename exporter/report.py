@@ -114,9 +114,10 @@ def user_cache(name):
 
 
 class EvalCache:
-    """The engine's predictions on a test set for committed model files, kept in .npz files by
-    (file content digest, engine version, test-set digest): the committed one (`path`, written
-    with --publish) and the user's (`local`, written after every run that evaluated something).
+    """The engine's predictions on a test set for model files (committed, or exported afresh),
+    kept in .npz files by (file content digest, engine version, test-set digest): the committed
+    one (`path`, written with --publish) and the user's (`local`, written after every run that
+    evaluated something).  A fresh export whose bytes match a cached file's is that file.
     The engine's integers are the same on every processor, so a file's predictions are a fact
     about the file; each run still checks a seeded sample of `check` images of every cached
     file against the engine before it trusts the rest, and evaluates in full whatever is

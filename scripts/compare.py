@@ -161,6 +161,13 @@ def measure(checkpoint, data_dir, n_test, calib_n, seed, out_dir, iters=None, qu
     calib10 = train[seeded_subset(len(train), 10, seed)]
     model = source.checkpoint_model(checkpoint)
     rows, timed, fp32_pred = [], {}, None
+    # the engine's predictions of every file it runs, fresh exports included, by file digest
+    cache = EvalCache(EVALS, x, y, local=user_cache("evals.npz"))
+
+    def engine_pred(m, name):
+        pred, how = cache.predictions(m, say, name)
+        say(f"{name}: {how}")
+        return pred, how
     out_dir.mkdir(parents=True, exist_ok=True)
 
     def add(name, method, kind, bits_w, bits_a, fn, size, note="", simulated=False, speed=True, pred=None,
@@ -225,9 +232,10 @@ def measure(checkpoint, data_dir, n_test, calib_n, seed, out_dir, iters=None, qu
         assert meta["rounding"] == rounding, meta["rounding"]
         note = ("first/last layer 8-bit, block reconstruction with learned step sizes" + steps if b < 8
                 else "round-to-nearest") + f"; export {secs:.0f} s; kernel {m.kernel}"
+        pred, how = engine_pred(m, f"intengine W{b}A{a}")
         preds[b] = add(f"intengine W{b}A{a}", "intengine (default)", "ours", b, a, m.run, size, note,
                        first_last_bits=8 if b < 8 else b, export_s=secs, rounding=rounding,
-                       iters=recon_iters(meta))
+                       iters=recon_iters(meta), pred=pred, evaluation=how)
         rows[-1]["cli"] = (f"python -m exporter --bits {b} --calib-images {calib_n} --seed {seed}"
                            + (f" --iters {iters}" if recon else "") + f" --out {path} && "
                            f"python -m intengine eval {path} --json")
@@ -239,30 +247,31 @@ def measure(checkpoint, data_dir, n_test, calib_n, seed, out_dir, iters=None, qu
                                   progress=False)
         secs = time.perf_counter() - t0
         m = intengine.load(path)
+        pred, how = engine_pred(m, f"intengine W{b}A8 nearest")
         add(f"intengine W{b}A8 nearest (ablation)", "intengine nearest", "ours-ablation", b, 8, m.run, size,
             f"first/last layer 8-bit, round-to-nearest + bias correction; export {secs:.0f} s", speed=False,
-            first_last_bits=8, export_s=secs, rounding="nearest")
+            first_last_bits=8, export_s=secs, rounding="nearest", pred=pred, evaluation=how)
         rows[-1]["cli"] = (f"python -m exporter --bits {b} --rounding nearest --calib-images {calib_n} "
                            f"--seed {seed} --out {path}")
-    cache = EvalCache(EVALS, x, y, local=user_cache("evals.npz"))
     committed_rows(add, rows, say, cache)           # models/ and AIMET's committed figures
-    if cache.changed:
-        cache.save()                                # the user's cache; the committed one with --publish
-    if publish:
-        cache.save(EVALS)
     say("exporting W8A8 with torch.ao's parameters")
     path, size, _, _ = export(Config(checkpoint, 8, calib_images=calib_n, seed=seed, data_dir=data_dir,
                                      params_from="torchao"), out_dir / "resnet20_w8a8_torchao.npz", progress=False)
     tao = intengine.load(path)
+    pred, how = engine_pred(tao, "intengine W8A8, torch.ao parameters")
     tao_pred = add("intengine W8A8, torch.ao parameters", "intengine (torch.ao params)", "ours-ablation", 8, 8,
                    tao.run, size, f"the cross-check file: torch.ao's weights, scales and zero points; "
-                   f"kernel {tao.kernel}", speed=False)
+                   f"kernel {tao.kernel}", speed=False, pred=pred, evaluation=how)
+    if cache.changed:
+        cache.save()                                # the user's cache; the committed one with --publish
+    if publish:
+        cache.save(EVALS)
     rows[-1]["cli"] = (f"python -m exporter --bits 8 --params-from torchao --calib-images {calib_n} "
                        f"--seed {seed} --out {path}")
     for r in rows:
         r["delta_pp"] = 100 * (r["accuracy"] - rows[0]["accuracy"])
 
-    n_speed, rounds = (256, 3) if quick else (min(1024, len(x)), 5)
+    n_speed, rounds = (256, 3) if quick else (min(512, len(x)), 3)     # the fair race: scripts/bench.py
     say(f"speed: {len(timed)} contenders, {rounds} interleaved rounds of {min(n_speed, len(x))} images")
     speed = interleaved_speed(timed, x[:n_speed], rounds, TORCHAO, say)
     for r in rows:
@@ -680,6 +689,14 @@ def pareto(points):
 def plot(rep, path):
     """Top-1 against file size (KB, log axis): ours as a Pareto line, peers as labelled points,
     FP32 as a line; the full range on the left, 85-93 % on the right."""
+    import matplotlib.pyplot as plt
+    fig = figure(rep)
+    fig.savefig(path, dpi=120, format="png")
+    plt.close(fig)
+
+
+def figure(rep):
+    """The plot's matplotlib figure, its labels placed (plot())."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -687,19 +704,21 @@ def plot(rep, path):
     size_of = {width_key(r): r["size_bytes"] for r in rows if r["kind"] == "ours" and r["size_bytes"]}
     size_of.update({width_key(r): r["size_bytes"] for r in rows if r["kind"] == "ours-committed"
                     and width_key(r) not in size_of})
+    from adjustText import adjust_text          # moves the labels apart, a leader line to each point
     fig, axes = plt.subplots(1, 2, figsize=(12, 5))
+    texts = [[], []]                           # each panel's labels, placed once the axes are final
     fp = rows[0]
     ours = [r for r in rows if r["size_bytes"] and (r["kind"] in ("ours", "ours-mixed") or r.get("default_method"))]
     mix = [r for r in ours if r["kind"] == "ours-mixed"]
     abl = [r for r in rows if r["size_bytes"] and r["kind"] in ("ours-ablation", "ours-committed")
            and not r.get("default_method") and r["method"] != "intengine (torch.ao params)"]
-    styles = [("torch.ao best", "torch.ao int8 (x86 default; full range)", "tab:red", "s", (5, -11)),
-              ("torch.ao full", None, "tab:red", "s", (-40, 4)),
-              ("onnxruntime int8", "onnxruntime int8", "tab:purple", "D", (6, 4)),
-              ("torch.ao original", "torch.ao, original work's settings", "tab:orange", "v", (-30, 6)),
-              ("AIMET AdaRound", "AIMET AdaRound (sim., at our file size)", "tab:green", "^", (6, 2)),
-              ("fp16", "torch fp16 / dynamic int8", "tab:brown", "P", (4, 4)),
-              ("torch.ao dynamic", None, "tab:brown", "P", (-30, 6))]
+    styles = [("torch.ao best", "torch.ao int8 (x86 default; full range)", "tab:red", "s"),
+              ("torch.ao full", None, "tab:red", "s"),
+              ("onnxruntime int8", "onnxruntime int8", "tab:purple", "D"),
+              ("torch.ao original", "torch.ao, original work's settings", "tab:orange", "v"),
+              ("AIMET AdaRound", "AIMET AdaRound (sim., at our file size)", "tab:green", "^"),
+              ("fp16", "torch fp16 / dynamic int8", "tab:brown", "P"),
+              ("torch.ao dynamic", None, "tab:brown", "P")]
     for k, ax in enumerate(axes):
         zoom = k == 1
         ax.axhline(100 * fp["accuracy"], color="k", ls="--", lw=1, label=f"FP32 {100 * fp['accuracy']:.2f} %")
@@ -717,9 +736,9 @@ def plot(rep, path):
         for r in ours:
             if r["kind"] == "ours" or (r.get("seed") == 0 and width_key(r) in ((4, 4), (2, 4))):
                 if (85 <= 100 * r["accuracy"] <= 93.5) == zoom:       # each label in one panel
-                    ax.annotate(f"W{r['bits_w']}A{r['bits_a']}", (r["size_bytes"] / 1000, 100 * r["accuracy"]),
-                                textcoords="offset points", xytext=(4, -10), fontsize=7, color="tab:blue")
-        for method, label, colour, marker, offset in styles:
+                    texts[k].append(ax.text(r["size_bytes"] / 1000, 100 * r["accuracy"],
+                                            f"W{r['bits_w']}A{r['bits_a']}", fontsize=7, color="tab:blue"))
+        for method, label, colour, marker in styles:
             rs = [r for r in rows if r["method"] == method]
             pts = []
             for r in rs:
@@ -734,7 +753,7 @@ def plot(rep, path):
                 if (85 <= a <= 93.5) != zoom:
                     continue
                 tag = f"W{r['bits_w']}A{r['bits_a']}" + (f" {r['iters']} it" if method == "AIMET AdaRound" else "")
-                ax.annotate(tag, (s, a), textcoords="offset points", xytext=offset, fontsize=6.5, color=colour)
+                texts[k].append(ax.text(s, a, tag, fontsize=6.5, color=colour))
         ax.set_xscale("log")
         ax.set_xlabel("model file size (KB, log scale)")
         ax.set_ylabel("top-1 (%)")
@@ -748,8 +767,11 @@ def plot(rep, path):
     handles, labels = axes[0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="lower center", ncol=3, fontsize=8, frameon=False)
     fig.tight_layout(rect=(0, 0.13, 1, 1))
-    fig.savefig(path, dpi=120, format="png")
-    plt.close(fig)
+    for ax, t in zip(axes, texts):             # away from each other and from every marker
+        pts = np.concatenate([c.get_offsets() for c in ax.collections if len(c.get_offsets())])
+        adjust_text(t, x=pts[:, 0], y=pts[:, 1], ax=ax, expand=(1.4, 1.8), force_text=(0.4, 0.8),
+                    force_static=(0.3, 0.6), arrowprops=dict(arrowstyle="-", color="0.5", lw=0.4))
+    return fig
 
 
 def write_report(rep, folder, md_path=None, readme=None):

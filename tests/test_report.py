@@ -42,3 +42,22 @@ def test_predict_says_how_far_it_is():
     out = report.predict(lambda b: np.eye(3)[np.zeros(len(b), int)], np.zeros((1000, 2)), lines.append, "fp16",
                          every=0.0)
     assert out.shape == (1000,) and lines and lines[0].startswith("fp16: 256 of 1,000 images")
+
+
+def test_the_plot_labels_do_not_overlap():
+    """Every label of the committed report's plot, in each panel, clear of every other label."""
+    import json
+    import sys
+    import matplotlib.pyplot as plt
+    from conftest import ROOT
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import compare
+    fig = compare.figure(json.loads((ROOT / "results" / "results.json").read_text()))
+    fig.canvas.draw()
+    r = fig.canvas.get_renderer()
+    for ax in fig.axes:
+        boxes = [t.get_window_extent(r) for t in ax.texts if t.get_text()]
+        assert len(boxes) >= 4                                     # the panel is labelled at all
+        hits = [(i, j) for i in range(len(boxes)) for j in range(i) if boxes[i].overlaps(boxes[j])]
+        assert not hits, [(ax.texts[i].get_text(), ax.texts[j].get_text()) for i, j in hits]
+    plt.close(fig)
