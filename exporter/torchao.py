@@ -1,5 +1,7 @@
-"""PyTorch's own quantization of the shipped ResNet20 (torch.ao.quantization, eager mode),
-and the reading of a calibrated torch.ao int8 model into our integer network.
+"""PyTorch's own quantization (torch.ao.quantization): graph mode (FX, `fx_int8`) of any float
+model it can trace, for the report's peer rows; and eager mode of the shipped ResNet20
+(`static_int8`, a rewired copy whose modules name every point), for the cross-check, which
+reads a calibrated torch.ao int8 model into our integer network.
 
 How the option-A shortcut runs quantized: `x[:, :, ::2, ::2]` is a strided view of a
 quantized tensor, and `F.pad` on a quantized tensor (aten::constant_pad_nd) fills the new
@@ -123,6 +125,23 @@ def static_int8(model, calib_images, kind, bits=8, batch_size=256):
     for s in range(0, len(calib_images), batch_size):
         q(normalize(calib_images[s:s + batch_size]))
     return tq.convert(q, inplace=True)
+
+
+@torch.no_grad()
+def fx_int8(model, calib_images, kind, bits=8, batch_size=256):
+    """torch.ao's graph-mode (FX) static PTQ of any float model it can trace (the trainer's
+    every architecture): the peer rows of the report, with no network rebuilt by hand.  kind:
+    'best' is torch.ao's own x86 mapping (get_default_qconfig_mapping: W8A7 activations),
+    'full' and 'original' the qconfigs above for every layer.  FX fuses conv+BN(+ReLU) itself."""
+    from torch.ao.quantization import QConfigMapping, get_default_qconfig_mapping, quantize_fx
+    torch.backends.quantized.engine = "x86"
+    mapping = (get_default_qconfig_mapping("x86") if kind == "best"
+               else QConfigMapping().set_global(qconfig(kind, bits)))
+    prepared = quantize_fx.prepare_fx(copy.deepcopy(model).eval(), mapping,
+                                      example_inputs=(normalize(calib_images[:1]),))
+    for s in range(0, len(calib_images), batch_size):
+        prepared(normalize(calib_images[s:s + batch_size]))
+    return quantize_fx.convert_fx(prepared)
 
 
 @torch.no_grad()

@@ -36,7 +36,11 @@ its avxvnni path (VEX vpdpbusd on ymm, no AVX-512 feature), oneDNN is held to AV
 AVX-VNNI kernels) and ATen to AVX2.
 
 Writes bench.json and bench.md into --out (default reports/bench, untracked); --publish
-writes results/bench.json and results/bench.md instead.  --quick (256 images, W8A8 only,
+writes results/bench.json and results/bench.md instead.  Every published race also goes into
+results/bench_kinds.json, one entry per processor kind (its fastest path, and the ISA limit of
+an emulated race), which the README shows as one row each with its date and processor:
+--publish with --isa writes only that row, labelled emulated; --add-run REPORT.json adds a
+race already run to --out.  --quick (256 images, W8A8 only,
 64 calibration images, no cold-compile child) is the smoke run that the tests use; a peer
 whose package is missing (onnxruntime: the `peers` extra) is skipped with a printed note.
 """
@@ -585,6 +589,59 @@ def targets(rows, fast):
     return out
 
 
+KINDS = ROOT / "results" / "bench_kinds.json"       # one published race per processor kind
+
+
+def kind_row(rep):
+    """A race's summary for the per-processor table: the fair-protocol ratios of every file
+    on its fastest path, against torch.ao int8, OpenVINO int8 and (batch 1) onnxruntime int8."""
+    r = {x["name"]: x for x in rep["rows"]}
+    fast, lim = rep["fast_kernel"], rep["machine"].get("isa_limit")
+    get = lambda name, key: (r.get(name) or {}).get(key)         # noqa: E731
+    ov = get("OpenVINO int8", "fair_images_per_s")
+    ours = {b: get(f"intengine W{b}A8 {fast}", "fair_images_per_s") for b in (8, 4, 2)}
+    return {"key": fast + (" (emulated)" if lim else ""), "generated": rep["generated"],
+            "command": rep["command"], "processor": rep["machine"]["cpu"], "llvm_cpu": rep["machine"]["llvm_cpu"],
+            "path": fast, "emulated": bool(lim), "images": rep["images"], "rounds": rep["fair_rounds"],
+            "x_torchao": {b: get(f"intengine W{b}A8 {fast}", "fair_x_torchao") for b in (8, 4, 2)},
+            "x_openvino": {b: (v / ov if v and ov else None) for b, v in ours.items()},
+            "p50_x_onnxruntime": get(f"intengine W8A8 {fast}", "fair_p50_x_onnxruntime"),
+            "top1": {b: get(f"intengine W{b}A8 {fast}", "top1_timed_images") for b in (8, 4, 2)},
+            "torchao_top1": get("torch.ao int8", "top1_timed_images"),
+            "openvino_top1": get("OpenVINO int8", "top1_timed_images")}
+
+
+def kinds_markdown(kinds):
+    """The README's table: one row per processor kind a published race has met."""
+    f = lambda v: "n/a" if v is None else f"{v:.2f}"                # noqa: E731
+    t = lambda v: "n/a" if v is None else f"{v:.4f}"                # noqa: E731
+    lines = ["Every processor kind a published race has met (`scripts/bench.py --publish`; an emulated row "
+             "limits every contender that has a switch to that instruction set on a larger processor, and only a real "
+             "one settles it; onnxruntime has none, so its column there is its full speed). Fair protocol, batch 256, ratios to the contender measured in the same rounds; top-1 on the "
+             "images timed.", "",
+             "| path (processor kind) | processor | date | W8A8 × torch.ao | W4A8 × torch.ao | W2A8 × torch.ao | "
+             "W8A8 × OpenVINO | best × OpenVINO | W8A8 batch-1 p50 × onnxruntime | top-1 W8A8 / torch.ao / OpenVINO |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for k in sorted(kinds.values(), key=lambda k: (k["emulated"], k["key"])):
+        xo = [v for v in k["x_openvino"].values() if v]
+        lines.append(f"| {k['key']} | {k['processor']} ({k['llvm_cpu']}) | {k['generated'][:10]} | "
+                     + " | ".join(f(k["x_torchao"][b]) for b in ("8", "4", "2"))
+                     + f" | {f(k['x_openvino']['8'])} | {f(max(xo) if xo else None)} | {f(k['p50_x_onnxruntime'])} | "
+                     f"{t(k['top1']['8'])} / {t(k['torchao_top1'])} / {t(k['openvino_top1'])} |")
+    return "\n".join(lines) + "\n"
+
+
+def publish_kind(rep, path=KINDS, readme=ROOT / "README.md"):
+    """Put a race into the per-processor history (replacing that kind's older race) and the
+    README's table."""
+    kinds = json.loads(path.read_text()) if path.is_file() else {}
+    row = json.loads(json.dumps(kind_row(rep)))          # int keys as JSON strings, as read back
+    kinds[row["key"]] = row
+    write_atomic(path, json.dumps(kinds, indent=1) + "\n")
+    fill_section(readme, "bench-kinds", kinds_markdown(kinds))
+    return row
+
+
 def markdown(rep):
     m = rep["machine"]
     la = rep["load_average"]
@@ -696,17 +753,28 @@ def markdown(rep):
               help="Write results/bench.json, results/bench.md and the README table (tracked).")
 @click.option("--isa", type=click.Choice(sorted(ISA_LIMITS)), default=None,
               help="Limit every contender to this instruction set (an emulated race; see the module doc).")
+@click.option("--add-run", "add_run", default=None, metavar="REPORT.json", type=click.Path(dir_okay=False),
+              help="Measure nothing: add a race already run (its bench.json) to results/bench_kinds.json and the "
+                   "README's per-processor table.")
 def main(checkpoint, data_dir, quick, threads, n_images, passes, latency_images, rounds, calib_images, seed, out,
-         publish, isa):
+         publish, isa, add_run):
     """Engine speed against torch.ao int8, onnxruntime int8, OpenVINO int8 and FP32, side by side."""
+    if add_run:
+        try:
+            rep = json.loads(Path(add_run).read_text())
+            if "--quick" in rep["command"]:
+                raise click.UsageError(f"{add_run}: a --quick race is a smoke run, not a figure to publish")
+            row = publish_kind(rep)
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise click.ClickException(f"{add_run}: not a bench.json written by scripts/bench.py ({e})") from None
+        click.echo(f"added {row['key']} ({row['processor']}, {row['generated']}) to {KINDS} and the README table")
+        return
     if isa and not cpu.host_features().get(isa):
         raise click.UsageError(f"--isa {isa}: this processor ({cpu.processor_name()}) has no {isa.upper()} to limit to")
     if isa and os.environ.get(ISA_ENV) != isa:           # again, with every library limited from the start
         env = {**os.environ, **ISA_LIMITS[isa], "NUMBA_CPU_FEATURES": cpu.limited_features(isa), ISA_ENV: isa}
         os.execve(sys.executable, [sys.executable, __file__, *sys.argv[1:]], env)
-    if isa and publish:
-        raise click.UsageError("--publish records this processor's own race; an emulated one goes to --out")
-    out = ROOT / "results" if publish else Path(out)
+    out = ROOT / "results" if publish and not isa else Path(out)   # an emulated race: only its kind's row
     out.mkdir(parents=True, exist_ok=True)
     say = Progress()
     with tempfile.TemporaryDirectory() as work:
@@ -717,8 +785,10 @@ def main(checkpoint, data_dir, quick, threads, n_images, passes, latency_images,
     write_atomic(out / "bench.json", json.dumps(rep, indent=1) + "\n")
     md = markdown(rep)
     write_atomic(out / "bench.md", md)
-    if publish:                                       # the README shows the same generated table
-        fill_section(ROOT / "README.md", "bench", md)
+    if publish:                                       # the README shows the same generated tables
+        if not isa:
+            fill_section(ROOT / "README.md", "bench", md)
+        publish_kind(rep)
     click.echo(md)
     click.echo(f"wrote {out / 'bench.json'} and {out / 'bench.md'}" + (" and the README table" if publish else ""),
                err=True)

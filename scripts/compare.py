@@ -188,12 +188,12 @@ def measure(checkpoint, data_dir, n_test, calib_n, seed, out_dir, iters=None, qu
         return pred
 
     add("FP32 (torch)", "fp32", "fp32", 32, 32, torch_fn(model), state_size(model))
-    best = torchao.static_int8(model, calib, "best")
+    best = torchao.fx_int8(model, calib, "best")          # torch.ao's graph mode on the float model
     add(TORCHAO, "torch.ao best", "peer", 8, 7, torch_fn(best), state_size(best),
-        "HistogramObserver reduce_range=True: activations use 7 bits")
-    full = torchao.static_int8(model, calib, "full")
-    full_pred = add("torch.ao int8 full range (W8A8)", "torch.ao full", "peer", 8, 8, torch_fn(full),
-                    state_size(full))
+        "FX graph mode, x86 default mapping (HistogramObserver reduce_range=True: activations use 7 bits)")
+    full_fx = torchao.fx_int8(model, calib, "full")
+    add("torch.ao int8 full range (W8A8)", "torch.ao full", "peer", 8, 8, torch_fn(full_fx), state_size(full_fx),
+        "FX graph mode, HistogramObserver full range, per-channel weights")
     why = onnxrt.missing()
     if why:
         say(f"onnxruntime int8 skipped: {why}")
@@ -202,7 +202,7 @@ def measure(checkpoint, data_dir, n_test, calib_n, seed, out_dir, iters=None, qu
         add("onnxruntime int8 (static QDQ, per-channel)", "onnxruntime int8", "peer", 8, 8, fn, size,
             "onnxruntime quantize_static: MinMax on the same calibration images, uint8 activations")
     for b in (8, 4, 2):
-        q = torchao.static_int8(model, calib10, "original", bits=b)
+        q = torchao.fx_int8(model, calib10, "original", bits=b)
         add(f"torch.ao original settings, weights {b}-bit", "torch.ao original", "peer", b, 8, torch_fn(q),
             state_size(q), f"MinMax per tensor, 10 images; activations observed on [0, {2**b - 1}] but stored "
             f"as quint8", speed=b == 8)
@@ -279,9 +279,12 @@ def measure(checkpoint, data_dir, n_test, calib_n, seed, out_dir, iters=None, qu
         r.update(images_per_s=s and s["median"], speed_spread=s and [s["min"], s["max"]],
                  speed_vs_torchao_int8=s and s["ratio"])
 
-    # `full` is calibrated on the same images as the file's parameters (HistogramObserver is
+    # the cross-check reads torch.ao's eager-mode model, whose modules name every point: `full`
+    # is calibrated on the same images as the file's parameters (HistogramObserver is
     # deterministic), so it is the model the file was read from
     say("cross-check against torch.ao: op by op and free-running")
+    full = torchao.static_int8(model, calib, "full")
+    full_pred = predict(torch_fn(full), x, say, "torch.ao eager full range")
     pts = torchao.capture(full, x[:256])
     tf = crosscheck.teacher_forced(tao, pts)
     fr = crosscheck.free_running(tao, x[:256], pts)

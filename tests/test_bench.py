@@ -118,3 +118,36 @@ def test_bench_emulated_avx2(data_dir, tmp_path):
     rows = {row["name"]: row for row in rep["rows"]}
     assert rows["intengine W8A8 avx2"]["bit_identical_to_scalar"] is True and "intengine W8A8 vnni" not in rows
     assert (tmp_path / "bench.md").read_text().startswith("**AVX2, emulated on ")
+
+
+def test_the_per_processor_table_keeps_one_race_per_kind(tmp_path):
+    """bench.publish_kind: each published race replaces its processor kind's older one (the
+    real and the emulated AVX2 are two kinds), and the README's table shows one row per kind
+    with its processor and date.  --add-run refuses a smoke run and a file that is no report,
+    in one line, and writes nothing."""
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import bench
+    rep = json.loads((ROOT / "results" / "bench.json").read_text())
+    readme = tmp_path / "README.md"
+    readme.write_text("a\n<!-- bench-kinds:start -->\nold\n<!-- bench-kinds:end -->\nb\n")
+    kinds = tmp_path / "kinds.json"
+    emulated = json.loads(json.dumps(rep))
+    emulated["machine"]["isa_limit"] = {"isa": "avx2", "env": {}}
+    emulated["fast_kernel"] = "avx2"
+    for r in emulated["rows"]:
+        r["name"] = r["name"].replace(f" {rep['fast_kernel']}", " avx2")
+    for race in (rep, emulated, rep):
+        bench.publish_kind(race, path=kinds, readme=readme)
+    table = json.loads(kinds.read_text())
+    assert sorted(table) == sorted([rep["fast_kernel"], "avx2 (emulated)"])
+    row = table[rep["fast_kernel"]]
+    w8 = next(r for r in rep["rows"] if r["name"] == f"intengine W8A8 {rep['fast_kernel']}")
+    assert row["x_torchao"]["8"] == w8["fair_x_torchao"] and row["processor"] == rep["machine"]["cpu"]
+    text = readme.read_text()
+    assert "old" not in text and text.count(f"| {rep['machine']['cpu']} (") == 2 and "| avx2 (emulated) |" in text
+    for bad in ("not json", json.dumps({**rep, "command": "python scripts/bench.py --quick"})):
+        f = tmp_path / "bad.json"
+        f.write_text(bad)
+        r = subprocess.run([sys.executable, "scripts/bench.py", "--add-run", str(f)], capture_output=True, text=True,
+                           cwd=ROOT, timeout=120)
+        assert r.returncode != 0 and len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr
