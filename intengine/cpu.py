@@ -2,7 +2,7 @@
 
     vnni      weights <= 8 bits, activations <= 8 bits, and the processor has AVX512-VNNI
     avxvnni   the same sizes, a processor with 256-bit VNNI and no AVX512-VNNI (AVX-VNNI: Intel
-              client chips from Alder Lake on, AMD Zen 5 in 256-bit mode): vpdpbusd on ymm
+              client chips from Alder Lake on): vpdpbusd on ymm
     avx2      the same sizes, a processor with AVX2 and no VNNI at all: 256-bit vpmaddubsw where
               the layer's weights allow it exactly, else vpmaddwd (vnni.py, per layer)
     portable  weights <= 8 bits, activations <= 8 bits, any processor (generic LLVM vectors)
