@@ -84,10 +84,13 @@ def has_avxvnni():
 HAS_AVXVNNI = has_avxvnni()
 
 
+# what limited_features turns off, for each instruction set it emulates
+LIMITED_OFF = {"avx2": "AVX-512, AMX and AVX-VNNI", "avxvnni": "AVX-512 and AMX"}
+
+
 def limited_features(isa):
     """NUMBA_CPU_FEATURES that compile, on this host, what a processor with only `isa` runs:
-    'avx2' (no AVX-512, AMX or AVX-VNNI) or 'avxvnni' (no AVX-512 or AMX).  The host's own
-    features with those turned off.  NUMBA_CPU_NAME alone is not enough: Numba keeps the host's
+    the host's own features less LIMITED_OFF[isa].  NUMBA_CPU_NAME alone is not enough: Numba keeps the host's
     features, so LLVM would still use zmm and ymm16-31 around the intrinsics."""
     vnni256 = ("avxvnni", "avxvnniint8", "avxvnniint16", "avxifma", "avxneconvert")
 

@@ -143,7 +143,6 @@ ISA_LIMITS = {"avx2": {"NUMBA_CPU_NAME": "haswell", "FBGEMM_ENABLE_INSTRUCTIONS"
                        "ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2"},
               "avxvnni": {"NUMBA_CPU_NAME": "alderlake", "FBGEMM_ENABLE_INSTRUCTIONS": "AVX2",
                           "ONEDNN_MAX_CPU_ISA": "AVX2_VNNI", "ATEN_CPU_CAPABILITY": "avx2"}}
-LIMITED_OFF = {"avx2": "AVX-512, AMX and AVX-VNNI", "avxvnni": "AVX-512 and AMX"}   # cpu.limited_features
 ISA_ENV = "LOWBIT_BENCH_ISA"                   # set in the run that is limited
 CHILDREN = {CHILD: child_main, CHILD + "-speed": child_speed, CHILD + "-latency": child_latency}
 if len(sys.argv) > 1 and sys.argv[1] in CHILDREN:      # before the heavy imports below
@@ -378,7 +377,7 @@ def machine(threads):
     limit = os.environ.get(ISA_ENV)
     return {"cpu": cpu.processor_name(), "llvm_cpu": cpu.llvm_cpu_name(), "cores": os.cpu_count(), "threads": threads,
             "isa_limit": limit and {"isa": limit, "env": {**ISA_LIMITS[limit], "NUMBA_CPU_FEATURES":
-                                                          f"the host's, less {LIMITED_OFF[limit]}"},
+                                                          f"the host's, less {cpu.LIMITED_OFF[limit]}"},
                                     "not_limited": ["onnxruntime (no switch: its own dispatch)"]},
             "flags": {k: f.get(k, False) for k in ("avx512vnni", "avxvnni", "amx-int8", "avx512bw", "avx2")},
             "versions": versions, "torch_quantized_engine": torch.backends.quantized.engine}
@@ -600,7 +599,7 @@ def kind_row(rep):
     get = lambda name, key: (r.get(name) or {}).get(key)         # noqa: E731
     ov = get("OpenVINO int8", "fair_images_per_s")
     ours = {b: get(f"intengine W{b}A8 {fast}", "fair_images_per_s") for b in (8, 4, 2)}
-    return {"key": fast + (" (emulated)" if lim else ""), "generated": rep["generated"],
+    return {"generated": rep["generated"],
             "command": rep["command"], "processor": rep["machine"]["cpu"], "llvm_cpu": rep["machine"]["llvm_cpu"],
             "path": fast, "emulated": bool(lim), "images": rep["images"], "rounds": rep["fair_rounds"],
             "x_torchao": {b: get(f"intengine W{b}A8 {fast}", "fair_x_torchao") for b in (8, 4, 2)},
@@ -609,6 +608,11 @@ def kind_row(rep):
             "top1": {b: get(f"intengine W{b}A8 {fast}", "top1_timed_images") for b in (8, 4, 2)},
             "torchao_top1": get("torch.ao int8", "top1_timed_images"),
             "openvino_top1": get("OpenVINO int8", "top1_timed_images")}
+
+
+def kind_key(row):
+    """The per-processor table's key of a row: its path, and whether the race was emulated."""
+    return row["path"] + (" (emulated)" if row["emulated"] else "")
 
 
 def kinds_markdown(kinds):
@@ -622,9 +626,9 @@ def kinds_markdown(kinds):
              "| path (processor kind) | processor | date | W8A8 × torch.ao | W4A8 × torch.ao | W2A8 × torch.ao | "
              "W8A8 × OpenVINO | best × OpenVINO | W8A8 batch-1 p50 × onnxruntime | top-1 W8A8 / torch.ao / OpenVINO |",
              "|---|---|---|---|---|---|---|---|---|---|"]
-    for k in sorted(kinds.values(), key=lambda k: (k["emulated"], k["key"])):
+    for k in sorted(kinds.values(), key=lambda k: (k["emulated"], kind_key(k))):
         xo = [v for v in k["x_openvino"].values() if v]
-        lines.append(f"| {k['key']} | {k['processor']} ({k['llvm_cpu']}) | {k['generated'][:10]} | "
+        lines.append(f"| {kind_key(k)} | {k['processor']} ({k['llvm_cpu']}) | {k['generated'][:10]} | "
                      + " | ".join(f(k["x_torchao"][b]) for b in ("8", "4", "2"))
                      + f" | {f(k['x_openvino']['8'])} | {f(max(xo) if xo else None)} | {f(k['p50_x_onnxruntime'])} | "
                      f"{t(k['top1']['8'])} / {t(k['torchao_top1'])} / {t(k['openvino_top1'])} |")
@@ -636,7 +640,7 @@ def publish_kind(rep, path=KINDS, readme=ROOT / "README.md"):
     README's table."""
     kinds = json.loads(path.read_text()) if path.is_file() else {}
     row = json.loads(json.dumps(kind_row(rep)))          # int keys as JSON strings, as read back
-    kinds[row["key"]] = row
+    kinds[kind_key(row)] = row
     write_atomic(path, json.dumps(kinds, indent=1) + "\n")
     fill_section(readme, "bench-kinds", kinds_markdown(kinds))
     return row
