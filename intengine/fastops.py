@@ -28,7 +28,7 @@ from .fixedpoint import clamp, requant, requant_even
 from .layout import (A_CP, A_HI, A_LO, A_M0, A_N, A_OFF, A_STRIDE, A_WP, A_ZY, ADD, ADD_END, ADD_START, AVGPOOL,
                      B_C, B_CP, B_OFF, B_WP, CH, CO, CONV, COT, DWCONV, FLATTEN, FUSE, GAP, HI, HO, I_CP, I_OFF,
                      I_WP, IH, IW, KA, KB, KH, KOFF, KW, LINEAR, LO, MADD, MAXPOOL, NK, O_CP, O_OFF, O_WP, PAD, PH, PW, ROW,
-                     STORE, STRIDE, WO, WOFF, ZB, ZX, ZY)
+                     STORE, STRIDE, WIDE, WO, WOFF, ZB, ZX, ZY)
 from .sync import fetch_add, load, pause
 from .vnni import AVX2_BYTES, AVX2_WORDS, CO as TILE_CO, P as TILE_P, dw_micro, epilogue, micro, micro2
 
@@ -58,13 +58,17 @@ def conv_rows(path, P, ar, koffs, wpk, bias, m0, n, rnd, acc, r0, r1):
     zb, pad, bc, ast = P[ZB], P[PAD], P[B_C], P[A_STRIDE]     # the fused residual add
     boff, bwp, bcp, aoff, awp, acp = P[B_OFF], P[B_WP], P[B_CP], P[A_OFF], P[A_WP], P[A_CP]
     addp = P[ADD_START:ADD_END]           # n, z, lo, hi, A_h, B_h, L, side (layout.EPILOGUE_ADD)
+    wstep = 64                            # bytes of weights a K-group (16 channels x 4)
     if path == AVX2_BYTES and P[MADD] == 0:
         path = AVX2_WORDS                 # vpmaddubsw would saturate on this layer's weights
+        woff, wstep = P[WIDE], 128        # vpmaddwd reads them as int16 (ops/conv.lower)
+        if woff < 0:
+            raise ValueError("conv row without int16 weights on the avx2 path (Lowering(wide=True))")
     for oy in range(r0, r1):
         cot = 0
         while cot < P[COT]:
             tiles = 2 if cot + 1 < P[COT] else 1        # two channel tiles share each broadcast
-            wbase = woff + cot * nk * 64
+            wbase = woff + cot * nk * wstep
             for ox0 in range(0, wo, TILE_P):
                 npix = min(TILE_P, wo - ox0)
                 xoff = ioff + (oy * s * iwp + ox0 * s) * icp

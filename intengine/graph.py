@@ -39,10 +39,11 @@ def border(model):
 
 class Lowering:
     """What an op kind's `lower(op, k, lw)` works with: the Builder, the model's ops, who reads
-    each point, the point shapes and their arena places (geo), and whether to fuse."""
+    each point, the point shapes and their arena places (geo), whether to fuse, and whether to
+    store int16 weights for the convs that AVX2's vpmaddwd runs (`wide`: the avx2 kernel)."""
 
-    def __init__(self, ops, shapes, zero_points, fuse, border=1):
-        self.ops, self.fuse = ops, fuse
+    def __init__(self, ops, shapes, zero_points, fuse, border=1, wide=False):
+        self.ops, self.fuse, self.wide = ops, fuse, wide
         self.shapes = [tuple(s) for s in shapes]
         self.zp = [int(z) for z in zero_points]
         self.builder, self.geo, self.skip = Builder(border), {}, set()
@@ -80,7 +81,7 @@ class Graph:
     def __init__(self, model, kernel, fuse=True):
         self.kernel, self.path, self.fused = kernel, PATH_IDS[kernel], fuse
         lw = Lowering(model.ops, [p["shape"] for p in model.header["points"]], model.zero_points, fuse,
-                      border(model))
+                      border(model), wide=kernel == "avx2")
         INPUT.lower(lw)
         for k, op in enumerate(model.ops):
             if k not in lw.skip:

@@ -25,17 +25,19 @@ GUARD = 64                         # spare arena bytes at both ends (Builder)
 # factors, requantize, and its own output point; then a window and its input's size (pools),
 # STORE (a linear layer that writes its point to the arena, not the logits), and MADD (a conv's
 # K-groups whose vpmaddubsw int16 sums may be added before widening, 0 where vpmaddubsw could
-# saturate: ops/conv.bytes_groups, docs/engine.md eq. A1-A2; vnni.py's path 2 runs it if > 0).
+# saturate: ops/conv.bytes_groups, docs/engine.md eq. A1-A2; vnni.py's path 2 runs it if > 0),
+# and WIDE (where MADD is 0 and the graph is for the avx2 kernel: the byte offset of the same
+# weights as little-endian int16, which path 3 reads; -1 in a conv row without them).
 FIELDS = ("ROW O_OFF O_WP O_CP HO WO CO ZY LO HI CH "
           "I_OFF I_WP I_CP STRIDE ZX "
           "NK KOFF WOFF COT FUSE "
           "B_OFF B_WP B_CP B_C ZB A_STRIDE PAD KA KB A_M0 A_N A_ZY A_LO A_HI AH BH AL ASIDE "
-          "A_OFF A_WP A_CP KH KW PH PW IH IW STORE MADD").split()
+          "A_OFF A_WP A_CP KH KW PH PW IH IW STORE MADD WIDE").split()
 FIELD = {name: k for k, name in enumerate(FIELDS)}
 NFIELDS = len(FIELDS)
 (ROW, O_OFF, O_WP, O_CP, HO, WO, CO, ZY, LO, HI, CH, I_OFF, I_WP, I_CP, STRIDE, ZX, NK, KOFF, WOFF, COT,
  FUSE, B_OFF, B_WP, B_CP, B_C, ZB, A_STRIDE, PAD, KA, KB, A_M0, A_N, A_ZY, A_LO, A_HI, AH, BH, AL, ASIDE,
- A_OFF, A_WP, A_CP, KH, KW, PH, PW, IH, IW, STORE, MADD) = (FIELD[n] for n in FIELDS)
+ A_OFF, A_WP, A_CP, KH, KW, PH, PW, IH, IW, STORE, MADD, WIDE) = (FIELD[n] for n in FIELDS)
 # What vnni.epilogue reads as P[ADD_START:ADD_END], in this order: the add's n, z, lo, hi and
 # the constants of eq. (14a) (fixedpoint.add_split), set when the add is fused into a conv
 EPILOGUE_ADD = ("A_N", "A_ZY", "A_LO", "A_HI", "AH", "BH", "AL", "ASIDE")
@@ -107,6 +109,11 @@ class Builder:
         self._w.append(np.asarray(w).astype(np.int8).ravel())
         self.nw += self._w[-1].size
         return self.nw - self._w[-1].size
+
+    def weights16(self, w):
+        """Append weights (any shape, flattened) as little-endian int16, 2 bytes each, to the
+        same byte table -> the byte offset of the first."""
+        return self.weights(np.asarray(w).astype("<i2").ravel().view(np.int8))
 
     def row(self, name, **fields):
         """A new row of the op table, its fields set by name -> the row (an int64 array)."""

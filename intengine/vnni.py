@@ -19,6 +19,7 @@ Five bodies, chosen at run time by `path` (cpu.py decides which is allowed):
                 weights and stores m in the layout field MADD), so vpmaddubsw's saturation
                 and vpaddw's wrap never act (docs/engine.md "The AVX2 tile", eq. A1-A2)
   3 (avx2)      256-bit vpmaddwd on int16 pairs: the layers that bound does not hold for
+                (their weights stored once more as int16 at load, the row's WIDE)
   0 (portable)  generic LLVM vectors: bytes widened to i32 pairs, multiplied and pairwise
                 added (x86 lowers this to vpmaddwd on SSE2/AVX2/AVX-512; other CPUs to
                 their own multiply-adds)
@@ -43,6 +44,9 @@ I16 = ir.IntType(16)
 Y32 = ir.VectorType(I32, 8)                      # a ymm register of int32, int16 and bytes
 Y16, Y8 = ir.VectorType(I16, 16), ir.VectorType(I8, 32)
 VNNI, AVX2_BYTES, AVX2_WORDS, AVX_VNNI, PORTABLE = 1, 2, 3, 4, 0     # the micro kernels' `path`
+# 4 broadcast input bytes (x0 x1 x2 x3, repeated) -> (x0, x1, x2, x3) as int16, repeated: each
+# even byte takes an input byte of its own 128-bit half (vpshufb), each odd byte a zero
+WIDEN = ir.Constant(ir.VectorType(I32, 32), [32 if b % 2 else 16 * (b // 16) + (b // 2) % 4 for b in range(32)])
 
 
 def _load(builder, base, offset, ty):
@@ -112,10 +116,11 @@ def _avx2(builder, mode, xptr, offs, kptr, nk, wptr, wbases, accptr, groups16):
     weight bytes (8 channels x 4) and sums pairs into int16; the int16 sums of `groups16`
     K-groups are added up in int16 (vpaddw), then vpmaddwd by ones sums the pairs into int32:
     one channel's products per lane.
-    words (path 3): 2 pixels a pass, 8 accumulators of (channel, pair) lanes.  The group's 64
-    weight bytes are sign-extended to int16 in place (4 channels x 4 per ymm), the 4 input
-    bytes zero-extended and broadcast as 4 int16, and vpmaddwd sums each pair; the two pair
-    lanes of a channel are added when the sums are stored."""
+    words (path 3): 3 pixels a pass, 12 accumulators of (channel, pair) lanes.  The group's
+    weights are read as int16 (128 bytes, 4 channels x 4 per ymm: the row's WIDE copy, widened
+    at load), as vpmaddwd's memory operands; the 4 input bytes are broadcast and zero-extended
+    to 4 int16 (WIDEN), and vpmaddwd sums each pair; the two pair lanes of a channel are added
+    when the sums are stored.  docs/engine.md "The AVX2 tile"."""
     mod = builder.module
     bytes_ = mode == AVX2_BYTES
     if mode == AVX_VNNI:
@@ -124,8 +129,9 @@ def _avx2(builder, mode, xptr, offs, kptr, nk, wptr, wbases, accptr, groups16):
         maddubs = cgutils.get_or_insert_function(mod, ir.FunctionType(Y16, [Y8, Y8]), "llvm.x86.avx2.pmadd.ub.sw")
         maddwd = cgutils.get_or_insert_function(mod, ir.FunctionType(Y32, [Y16, Y16]), "llvm.x86.avx2.pmadd.wd")
     ones = ir.Constant(Y16, [1] * 16)
+    barrier = ir.InlineAsm(ir.FunctionType(ir.VoidType(), []), "", "~{memory}", side_effect=True)
     out = builder.bitcast(accptr, ir.VectorType(I32, 4).as_pointer())
-    per, nacc = (2, 4) if mode == AVX2_WORDS else (4, 2)   # pixels a pass, ymm accumulators a pixel
+    per, nacc = (3, 4) if mode == AVX2_WORDS else (4, 2)   # pixels a pass, ymm accumulators a pixel
     for j, wbase in enumerate(wbases):
         for first in range(0, P, per):
             px = offs[first:first + per]
@@ -171,16 +177,15 @@ def _avx2(builder, mode, xptr, offs, kptr, nk, wptr, wbases, accptr, groups16):
                 with cgutils.for_range(builder, nk) as loop:
                     t = loop.index
                     ko = builder.load(builder.gep(kptr, [t]))
-                    wb = builder.add(wbase, builder.mul(t, ir.Constant(I64, 64)))
-                    wv = [builder.sext(_load(builder, wptr, builder.add(wb, ir.Constant(I64, 16 * k)),
-                                             ir.VectorType(I8, 16)), Y16) for k in range(4)]
+                    wb = builder.add(wbase, builder.mul(t, ir.Constant(I64, 128)))
                     for p, off in enumerate(px):
-                        x4 = builder.zext(_load(builder, xptr, builder.add(off, ko), ir.VectorType(I8, 4)),
-                                          ir.VectorType(I16, 4))
-                        q = builder.bitcast(x4, I64)
-                        v = builder.insert_element(ir.Constant(ir.VectorType(I64, 4), None), q, ir.Constant(I32, 0))
-                        xs = builder.bitcast(builder.shuffle_vector(v, v, ir.Constant(ir.VectorType(I32, 4), [0] * 4)),
-                                             Y16)
+                        # the weights are loaded for each pixel, after a compiler barrier, so that
+                        # they stay memory operands of vpmaddwd: the 12 accumulators keep the registers
+                        builder.call(barrier, [])
+                        wv = [_load(builder, wptr, builder.add(wb, ir.Constant(I64, 32 * k)), Y16) for k in range(4)]
+                        xb = builder.bitcast(_broadcast(builder, _load(builder, xptr, builder.add(off, ko), I32), 8),
+                                             Y8)
+                        xs = builder.bitcast(builder.shuffle_vector(xb, ir.Constant(Y8, [0] * 32), WIDEN), Y16)
                         for k in range(nacc):
                             builder.store(builder.add(builder.load(accs[p][k]), builder.call(maddwd, [xs, wv[k]])),
                                           accs[p][k])
@@ -241,8 +246,12 @@ def _make_micro(tiles):
             path, x, xoff0, pstride, npix, koff, koff0, nk, w, wbase, acc, groups16 = args
             xptr, kptr, wptr, accptr = _operands(context, builder, tys, args, (1, 5, 8, 10), koff0)
             offs = _pixel_offsets(builder, xoff0, pstride, npix)
-            # channel tile j's weights follow tile j-1's: nk groups of 64 bytes (ops/conv.py)
-            wbases = [builder.add(wbase, builder.mul(nk, ir.Constant(I64, 64 * j))) for j in range(tiles)]
+            # channel tile j's weights follow tile j-1's: nk groups of 64 bytes (ops/conv.py), or
+            # of 128 for path 3's int16 weights
+
+            def bases(step):
+                return [builder.add(wbase, builder.mul(nk, ir.Constant(I64, step * j))) for j in range(tiles)]
+            wbases = bases(64)
 
             def zmm_shaped(vnni):
                 accs = [[cgutils.alloca_once(builder, V16) for _ in range(P)] for _ in range(tiles)]
@@ -257,7 +266,8 @@ def _make_micro(tiles):
                 cases[VNNI] = lambda: zmm_shaped(True)
             for mode, allowed in ((AVX2_BYTES, HAS_AVX2), (AVX2_WORDS, HAS_AVX2), (AVX_VNNI, HAS_AVXVNNI)):
                 if allowed:
-                    cases[mode] = (lambda m: lambda: _avx2(builder, m, xptr, offs, kptr, nk, wptr, wbases, accptr,
+                    cases[mode] = (lambda m: lambda: _avx2(builder, m, xptr, offs, kptr, nk, wptr,
+                                                           bases(128) if m == AVX2_WORDS else wbases, accptr,
                                                            groups16))(mode)
             _switch(builder, path, list(cases.items()), lambda: zmm_shaped(False))
             return context.get_dummy_value()

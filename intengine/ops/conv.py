@@ -5,7 +5,7 @@ import numpy as np
 from numba import njit, prange
 
 from ..fixedpoint import INT32_ACC_MAX, acc_bound, clamp, requant
-from ..layout import CONV, DWCONV, NotEligible
+from ..layout import CONV, DWCONV, MADD, NotEligible
 from ..vnni import CO as TILE_CO
 from . import add, weighted
 from .common import MAX_KERNEL, MAX_STRIDE, finish, one_input, out_size
@@ -184,6 +184,8 @@ def lower(op, k, lw):
                 WO=lw.shapes[op.out][1], CO=co, ZY=op.zy, LO=op.lo, HI=op.hi, CH=ch,
                 I_OFF=ioff - (op.ph * iwp + op.pw) * icp, I_WP=iwp, I_CP=icp, STRIDE=op.stride, ZX=op.zx[0],
                 NK=len(koff), KOFF=b.koffs(koff), WOFF=b.weights(packed), COT=cot, MADD=bytes_groups(packed))
+    # vpmaddwd (the avx2 kernel's path 3) reads its weights as int16, widened here once
+    b.set(row, WIDE=b.weights16(packed) if lw.wide and row[MADD] == 0 else -1)
     if nxt is not None:
         lw.point(nxt.out)
         add.fuse(row, nxt, lw)
