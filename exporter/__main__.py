@@ -21,7 +21,7 @@ from trainer.checkpoint import DEFAULT_CHECKPOINT, CheckpointError
 from . import mixed, pipeline, qat, reconstruct
 from .pipeline import export
 from .quantize import LEVEL_SETS, ExportError
-from .source import SourceError
+from .source import SourceError, floats
 
 RECON_OPTIONS = ("iters", "recon_batch", "lr", "reg", "qdrop", "act_lr", "scale_lr")
 CREATED = []                    # folders check_out made for this export
@@ -176,7 +176,7 @@ def cli(bits, checkpoint, program, mean, std, act_bits, first_last_bits, calib_i
     if program and checkpoint:
         _fail("give --checkpoint or --model, not both")
     try:
-        mean, std = (_floats(v, o) for v, o in ((mean, "--mean"), (std, "--std")))
+        mean, std = (floats(v, o) for v, o in ((mean, "--mean"), (std, "--std")))
     except ValueError as e:
         _fail(str(e))
     checkpoint = None if program else checkpoint or str(DEFAULT_CHECKPOINT)
@@ -257,16 +257,6 @@ def cli(bits, checkpoint, program, mean, std, act_bits, first_last_bits, calib_i
                      f"epoch on 2 CPU cores), which gains most below 8-bit activations (results/qat/README.md)")
     for note in notes:
         click.echo(f"note: {note}", err=True)
-
-
-def _floats(text, option):
-    """'0.5,0.5,0.5' -> (0.5, 0.5, 0.5); None stays None."""
-    if text is None:
-        return None
-    try:
-        return tuple(float(v) for v in text.split(","))
-    except ValueError:
-        raise ValueError(f"{option} {text!r}: expected numbers separated by commas, one per input channel") from None
 
 
 def _what(src):

@@ -1,6 +1,6 @@
 """onnxruntime int8: the other CPU runtime a user would pick, as a peer in the benchmark.
 
-The float ResNet20 goes to ONNX with the input step inside the graph (uint8 NHWC in, the
+The float network goes to ONNX with the input step inside the graph (uint8 NHWC in, the
 same normalization as torchao.normalize), so that every contender times the same region:
 uint8 pixels in, logits out.  onnxruntime's own static PTQ then quantizes it: QDQ format,
 per-channel int8 weights, uint8 activations, MinMax calibration on the images given (the
@@ -29,28 +29,31 @@ def missing():
     return None
 
 
-def uint8_input(model):
-    """model -> a module taking uint8 (N,32,32,3): the timed region of every contender.
+def uint8_input(model, norm=None):
+    """model -> a module taking uint8 (N,H,W,C): the timed region of every contender.  norm:
+    the input normalization ({"mean", "std"} per channel, 0..1 scale), CIFAR-10's by default.
     (torch is imported here, so that running an .onnx file never loads it.)"""
     import torch
+    mean, std = (norm["mean"], norm["std"]) if norm else (MEAN, STD)
 
     class Uint8Input(torch.nn.Module):
         def __init__(self):
             super().__init__()
             self.model = model
-            self.register_buffer("mean", torch.tensor(MEAN).view(1, 3, 1, 1) * 255)
-            self.register_buffer("std", torch.tensor(STD).view(1, 3, 1, 1) * 255)
+            self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1) * 255)
+            self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1) * 255)
 
         def forward(self, x):
             return self.model((x.permute(0, 3, 1, 2).float() - self.mean) / self.std)
     return Uint8Input().eval()
 
 
-def export_fp32(model, path):
-    """The float model (eval mode) -> an ONNX file with a dynamic batch axis."""
+def export_fp32(model, path, norm=None, shape=(32, 32, 3)):
+    """The float model (eval mode) -> an ONNX file with a dynamic batch axis; shape: the
+    input's (H, W, C)."""
     import torch
-    wrapped = uint8_input(model)
-    example = torch.zeros(2, 32, 32, 3, dtype=torch.uint8)
+    wrapped = uint8_input(model, norm)
+    example = torch.zeros(2, *shape, dtype=torch.uint8)
     torch.onnx.export(wrapped, (example,), str(path), input_names=[INPUT], output_names=["logits"],
                       dynamic_axes={INPUT: {0: "n"}, "logits": {0: "n"}}, opset_version=17,
                       dynamo=False)
@@ -68,15 +71,15 @@ class _Reader:
         return next(self.batches, None)
 
 
-def quantize_int8(model, calib_images, folder):
+def quantize_int8(model, calib_images, folder, norm=None):
     """Static QDQ int8 (per-channel weights, MinMax) -> path of the quantized .onnx file."""
     from onnxruntime.quantization import (CalibrationMethod, QuantFormat, QuantType,
                                           quantize_static)
     from onnxruntime.quantization.shape_inference import quant_pre_process
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    fp32, prep, out = folder / "resnet20_fp32.onnx", folder / "resnet20_prep.onnx", folder / "resnet20_int8.onnx"
-    export_fp32(model, fp32)
+    fp32, prep, out = folder / "fp32.onnx", folder / "prep.onnx", folder / "int8.onnx"
+    export_fp32(model, fp32, norm, calib_images.shape[1:])
     quant_pre_process(str(fp32), str(prep))
     quantize_static(str(prep), str(out), _Reader(calib_images), quant_format=QuantFormat.QDQ,
                     per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
@@ -103,7 +106,7 @@ def predictor(path, threads=None):
     return fn
 
 
-def int8_row(model, calib_images, folder, threads=None):
+def int8_row(model, calib_images, folder, threads=None, norm=None):
     """For compare.py: (predict fn, size in bytes) of onnxruntime's static int8 model."""
-    path = quantize_int8(model, calib_images, folder)
+    path = quantize_int8(model, calib_images, folder, norm)
     return predictor(path, threads), os.path.getsize(path)

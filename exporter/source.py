@@ -49,6 +49,16 @@ def file_sha256(path):
     return h.hexdigest()
 
 
+def floats(text, option):
+    """--mean/--std's text: '0.5,0.5,0.5' -> (0.5, 0.5, 0.5); None stays None."""
+    if text is None:
+        return None
+    try:
+        return tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise ValueError(f"{option} {text!r}: expected numbers separated by commas, one per input channel") from None
+
+
 def _norm(mean, std, saved, channels):
     """--mean/--std, else the checkpoint's, else CIFAR-10's -> (norm, where from)."""
     if (mean is None) != (std is None):

@@ -107,12 +107,44 @@ def qconfig(kind, bits=8):
     raise ValueError(f"unknown torch.ao configuration {kind!r}")
 
 
-def normalize(images_nhwc_uint8):
-    """uint8 NHWC -> float32 NCHW normalized, exactly as trainer.data.normalize does it."""
+def normalize(images_nhwc_uint8, norm=None):
+    """uint8 NHWC -> float32 NCHW normalized, exactly as trainer.data.normalize does it.
+    norm: {"mean": [...], "std": [...]} per channel on a 0..1 scale (a Source's); CIFAR-10's
+    by default."""
     x = torch.as_tensor(np.asarray(images_nhwc_uint8)).permute(0, 3, 1, 2)
-    mean = torch.tensor(MEAN).view(1, 3, 1, 1) * 255
-    std = torch.tensor(STD).view(1, 3, 1, 1) * 255
+    m, s = (norm["mean"], norm["std"]) if norm else (MEAN, STD)
+    mean = torch.tensor(m, dtype=torch.float32).view(1, -1, 1, 1) * 255
+    std = torch.tensor(s, dtype=torch.float32).view(1, -1, 1, 1) * 255
     return (x.float() - mean) / std
+
+
+def pt2e_missing():
+    """-> None when the torchao package (PT2E quantization, the `peers` extra) imports, else why."""
+    try:
+        import torchao.quantization.pt2e.quantize_pt2e  # noqa: F401
+    except ImportError as e:
+        return f"{e.name} is not installed (pip install -e \".[peers]\")"
+    return None
+
+
+@torch.no_grad()
+def pt2e_int8(model, calib_images, norm=None, batch_size=256):
+    """torch.ao's path for a program (PT2E, now in the torchao package): torch.export with a
+    free batch size, X86InductorQuantizer's default configuration (per-channel int8 weights,
+    uint8 activations, fused conv+ReLU), calibration, convert_pt2e, then torch.compile, whose
+    inductor runs the int8 kernels: the way its users run it.  FX cannot read an exported
+    program, so a user's `--model net.pt2` gets this peer.  model: float, normalized NCHW in."""
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+    from torchao.quantization.pt2e.quantizer import x86_inductor_quantizer as xiq
+    quantizer = xiq.X86InductorQuantizer()
+    quantizer.set_global(xiq.get_default_x86_inductor_quantization_config())
+    example = normalize(calib_images[:2], norm)
+    graph = torch.export.export(model.eval(), (example,), dynamic_shapes=({0: torch.export.Dim("batch")},)).module()
+    prepared = prepare_pt2e(graph, quantizer)
+    for s in range(0, len(calib_images), batch_size):
+        prepared(normalize(calib_images[s:s + batch_size], norm))
+    converted = convert_pt2e(prepared)
+    return converted, torch.compile(converted)
 
 
 @torch.no_grad()

@@ -397,8 +397,8 @@ def measure(checkpoint, data_dir, quick, threads, n_images, passes, n_latency, c
     model = source.checkpoint_model(checkpoint)
     fns, files, notes, peers, files_used = {}, {}, [], {}, {}
 
-    say("torch.ao int8 (x86, fused, full range) and FP32")
-    fns["torch.ao int8"], tq = torch_contender(torchao.static_int8(model, calib, "full"))
+    say("torch.ao int8 (x86, FX graph mode on the float model, full range) and FP32")
+    fns["torch.ao int8"], tq = torch_contender(torchao.fx_int8(model, calib, "full"))
     fns["FP32 torch"], tf = torch_contender(model)
     for name, m in (("torch.ao int8", tq), ("FP32 torch", tf)):
         files[name] = ("torchscript", work / f"{name.split()[0]}.pt")

@@ -39,6 +39,7 @@ sys.path.insert(0, str(ROOT / "scripts"))
 
 import intengine  # noqa: E402
 from exporter import crosscheck, onnxrt, source, torchao  # noqa: E402
+from exporter.source import SourceError  # noqa: E402
 from exporter.pipeline import Config, export  # noqa: E402
 from exporter.report import (BATCH, EvalCache, Progress, fill_section, interleaved_speed, machine,  # noqa: E402
                              predict, user_cache, versions, write_atomic)
@@ -50,12 +51,13 @@ from trainer.checkpoint import CheckpointError  # noqa: E402
 from trainer import data  # noqa: E402
 
 QUICK_ITERS = 100          # --quick: reconstruction steps per block (the exporter's default: 500-600)
+STUDY = ROOT / "checkpoints" / "resnet20.pt"             # the shipped network of the whole study
 
 
-def torch_fn(model, half=False):
+def torch_fn(model, half=False, norm=None):
     def fn(x):
         with torch.no_grad():
-            t = torchao.normalize(x)
+            t = torchao.normalize(x, norm)
             if half:                                  # channels_last: ~5x faster fp16 on this CPU
                 t = t.half().contiguous(memory_format=torch.channels_last)
             return model(t).float().numpy()
@@ -63,8 +65,13 @@ def torch_fn(model, half=False):
 
 
 def state_size(model):
+    """Bytes of the model's tensors as torch.save writes them (a program's float graph: its
+    layers' weights and biases)."""
     buf = io.BytesIO()
-    torch.save(model.state_dict(), buf)
+    if isinstance(model, source.FloatGraph):
+        torch.save({f"{k}.{t}": op[t] for k, op in enumerate(model.ops) for t in ("weight", "bias") if t in op}, buf)
+    else:
+        torch.save(model.state_dict(), buf)
     return buf.getbuffer().nbytes
 
 
@@ -94,7 +101,14 @@ def kernel_probe():
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--checkpoint", default=str(ROOT / "checkpoints" / "resnet20.pt"), show_default=True)
+@click.option("--checkpoint", default=str(STUDY), show_default=True,
+              help="A trainer checkpoint (any --arch). The shipped ResNet20's gets the whole study; any other "
+                   "network gets its own report: FP32, the peers and the default exports at every width.")
+@click.option("--model", "program", default=None, metavar="NET.pt2",
+              help="Your own network, saved with torch.export.save, in place of --checkpoint.")
+@click.option("--mean", default=None, help="With --model: the input's per-channel mean, 0..1 scale, comma-separated "
+                                           "(default: the checkpoint's, else CIFAR-10's).")
+@click.option("--std", default=None, help="With --model: the input's per-channel std (as --mean).")
 @click.option("--data-dir", default=None, help="Folder with cifar10.npz [default: $CIFAR10_DIR]")
 @click.option("--quick", is_flag=True,
               help=f"About two minutes: 1,000 seeded test images, 256 calibration images, {QUICK_ITERS} "
@@ -115,7 +129,8 @@ def kernel_probe():
               help="Also replace the committed figures: RESULTS.md, results/ and the README table.")
 @click.option("--render-only", "render_from", default=None, metavar="RESULTS.json",
               help="Measure nothing: redraw the report from a results.json (e.g. results/results.json).")
-def main(checkpoint, data_dir, quick, limit, calib_images, iters, seed, out, exports_dir, publish, render_from):
+def main(checkpoint, program, mean, std, data_dir, quick, limit, calib_images, iters, seed, out, exports_dir, publish,
+         render_from):
     """The comparison report: FP32, torch.ao's quantization, onnxruntime, AIMET and the integer
     engine at every bit width, side by side on this machine: accuracy, size and speed, plus the
     cross-check of the engine against torch.ao.  It ends with the verdict: per width, the
@@ -130,7 +145,12 @@ def main(checkpoint, data_dir, quick, limit, calib_images, iters, seed, out, exp
         else:
             n = limit or (1000 if quick else None)
             calib = calib_images or (256 if quick else 1024)
-            rep = measure(checkpoint, data_dir, n, calib, seed, Path(exports_dir),
+            src = source.load(None if program else checkpoint, program, mean=source.floats(mean, "--mean"),
+                              std=source.floats(std, "--std"))
+            if publish and not is_study(src):
+                raise click.UsageError("--publish replaces the shipped ResNet20's committed report; another "
+                                       "network's report goes to --out")
+            rep = measure(src, data_dir, n, calib, seed, Path(exports_dir),
                           iters or (QUICK_ITERS if quick else None), quick, publish)
         write_report(rep, Path(out))
         if publish:
@@ -139,18 +159,29 @@ def main(checkpoint, data_dir, quick, limit, calib_images, iters, seed, out, exp
         else:
             click.echo(f"wrote {Path(out) / 'RESULTS.md'}, results.json and {PLOT}", err=True)
         click.echo(summary(rep))
-    except (DataError, CheckpointError, FormatError, ExportError, ValueError, OSError) as e:
+    except (DataError, CheckpointError, FormatError, ExportError, SourceError, ValueError, OSError) as e:
         raise click.ClickException(str(e)) from None
 
 
-def measure(checkpoint, data_dir, n_test, calib_n, seed, out_dir, iters=None, quick=False, publish=False):
+def is_study(src):
+    """The shipped ResNet20 checkpoint, which the committed files, AIMET's figures and the
+    cross-check belong to."""
+    return src.sha256 is not None and src.path.suffix == ".pt" and src.sha256 == source.file_sha256(STUDY)
+
+
+def measure(src, data_dir, n_test, calib_n, seed, out_dir, iters=None, quick=False, publish=False):
     """Run every row, the speed block and the cross-check; return the report dict (what
-    results.json holds).  iters: reconstruction steps per block of the default W4A8/W2A8
-    exports (None: the exporter's default)."""
+    results.json holds).  src: the network (exporter.source.Source).  The shipped ResNet20
+    gets the whole study (committed files, torch.ao's other settings, AIMET, the cross-check);
+    any other network its FP32 model, the peers that take it (torch.ao by FX for a trainer
+    checkpoint, by PT2E for a program; onnxruntime) and the default exports at W8A8, W4A8,
+    W2A8 and W4A4.  iters: reconstruction steps per block of the exports below 8 bits (None:
+    the exporter's default)."""
     t_start, load_before = time.perf_counter(), os.getloadavg()
     say = Progress()
     torch.backends.quantized.engine = "x86"
-    say("loading CIFAR-10 and the checkpoint")
+    study = is_study(src)
+    say(f"loading the test images; the network: {src.arch} ({src.path.name})")
     x, y = load_test(data_dir)
     if n_test and n_test < len(y):
         idx = seeded_subset(len(y), n_test, seed)
@@ -159,7 +190,11 @@ def measure(checkpoint, data_dir, n_test, calib_n, seed, out_dir, iters=None, qu
     train = data.load_arrays(data_dir)["x_train"]
     calib = train[seeded_subset(len(train), calib_n, seed)]
     calib10 = train[seeded_subset(len(train), 10, seed)]
-    model = source.checkpoint_model(checkpoint)
+    model, norm, program = src.module, src.norm, src.path.suffix != ".pt"
+    checkpoint = None if program else str(src.path)
+    given = src.norm_from == "--mean/--std"
+    net = dict(checkpoint=checkpoint, program=None if checkpoint else str(src.path),
+               mean=tuple(norm["mean"]) if given else None, std=tuple(norm["std"]) if given else None)
     rows, timed, fp32_pred = [], {}, None
     # the engine's predictions of every file it runs, fresh exports included, by file digest
     cache = EvalCache(EVALS, x, y, local=user_cache("evals.npz"))
@@ -187,20 +222,36 @@ def measure(checkpoint, data_dir, n_test, calib_n, seed, out_dir, iters=None, qu
         say(f"{name}: top-1 {rows[-1]['accuracy']:.4f}")
         return pred
 
-    add("FP32 (torch)", "fp32", "fp32", 32, 32, torch_fn(model), state_size(model))
-    best = torchao.fx_int8(model, calib, "best")          # torch.ao's graph mode on the float model
-    add(TORCHAO, "torch.ao best", "peer", 8, 7, torch_fn(best), state_size(best),
-        "FX graph mode, x86 default mapping (HistogramObserver reduce_range=True: activations use 7 bits)")
-    full_fx = torchao.fx_int8(model, calib, "full")
-    add("torch.ao int8 full range (W8A8)", "torch.ao full", "peer", 8, 8, torch_fn(full_fx), state_size(full_fx),
-        "FX graph mode, HistogramObserver full range, per-channel weights")
+    add("FP32 (torch)", "fp32", "fp32", 32, 32, torch_fn(model, norm=norm), state_size(model))
+    reference = TORCHAO
+    if not program:
+        best = torchao.fx_int8(model, calib, "best")          # torch.ao's graph mode on the float model
+        add(TORCHAO, "torch.ao best", "peer", 8, 7, torch_fn(best, norm=norm), state_size(best),
+            "FX graph mode, x86 default mapping (HistogramObserver reduce_range=True: activations use 7 bits)")
+        full_fx = torchao.fx_int8(model, calib, "full")
+        add("torch.ao int8 full range (W8A8)", "torch.ao full", "peer", 8, 8, torch_fn(full_fx, norm=norm),
+            state_size(full_fx), "FX graph mode, HistogramObserver full range, per-channel weights")
+    elif torchao.pt2e_missing():
+        say(f"torch.ao PT2E skipped: {torchao.pt2e_missing()}")
+        reference = None
+    else:
+        say("torch.ao PT2E: export, X86InductorQuantizer, calibration, torch.compile")
+        converted, compiled = torchao.pt2e_int8(model, calib, norm)
+        reference = TORCHAO_PT2E
+        add(TORCHAO_PT2E, "torch.ao pt2e", "peer", 8, 8, torch_fn(compiled, norm=norm), None,
+            "PT2E (torchao package): X86InductorQuantizer default config, uint8 activations, per-channel int8 "
+            "weights, run through torch.compile; no size: the converted program keeps float weights, which "
+            "inductor quantizes when it compiles")
     why = onnxrt.missing()
     if why:
         say(f"onnxruntime int8 skipped: {why}")
     else:
-        fn, size = onnxrt.int8_row(model, calib, out_dir / "onnx", torch.get_num_threads())
+        fn, size = onnxrt.int8_row(model, calib, out_dir / "onnx", torch.get_num_threads(), norm)
         add("onnxruntime int8 (static QDQ, per-channel)", "onnxruntime int8", "peer", 8, 8, fn, size,
             "onnxruntime quantize_static: MinMax on the same calibration images, uint8 activations")
+    if not study:
+        return network_rows(src, net, add, engine_pred, rows, timed, x, y, calib, calib_n, seed, data_dir, out_dir,
+                            iters, quick, reference, say, cache, t_start, load_before)
     for b in (8, 4, 2):
         q = torchao.fx_int8(model, calib10, "original", bits=b)
         add(f"torch.ao original settings, weights {b}-bit", "torch.ao original", "peer", b, 8, torch_fn(q),
@@ -270,14 +321,7 @@ def measure(checkpoint, data_dir, n_test, calib_n, seed, out_dir, iters=None, qu
                        f"--seed {seed} --out {path}")
     for r in rows:
         r["delta_pp"] = 100 * (r["accuracy"] - rows[0]["accuracy"])
-
-    n_speed, rounds = (256, 3) if quick else (min(512, len(x)), 3)     # the fair race: scripts/bench.py
-    say(f"speed: {len(timed)} contenders, {rounds} interleaved rounds of {min(n_speed, len(x))} images")
-    speed = interleaved_speed(timed, x[:n_speed], rounds, TORCHAO, say)
-    for r in rows:
-        s = speed.get(r["name"])
-        r.update(images_per_s=s and s["median"], speed_spread=s and [s["min"], s["max"]],
-                 speed_vs_torchao_int8=s and s["ratio"])
+    speed_protocol = speed_block(rows, timed, x, quick, TORCHAO, say)
 
     # the cross-check reads torch.ao's eager-mode model, whose modules name every point: `full`
     # is calibrated on the same images as the file's parameters (HistogramObserver is
@@ -294,23 +338,80 @@ def measure(checkpoint, data_dir, n_test, calib_n, seed, out_dir, iters=None, qu
              "top1_agreement_our_w8a8_vs_torchao": float((preds[8] == full_pred).mean()),
              "kernels": kernel_probe()}
     say("done measuring")
+    return report_dict(src, rows, len(y), calib_n, seed, iters, quick, speed_protocol, t_start, load_before,
+                       crosscheck=cross)
+
+
+def speed_block(rows, timed, x, quick, reference, say):
+    """Time every contender in `timed` in interleaved rounds (report.interleaved_speed) and put
+    images/s and the ratio to `reference` in its row -> the protocol's description."""
+    n_speed, rounds = (256, 3) if quick else (min(512, len(x)), 3)     # the fair race: scripts/bench.py
+    say(f"speed: {len(timed)} contenders, {rounds} interleaved rounds of {min(n_speed, len(x))} images")
+    speed = interleaved_speed(timed, x[:n_speed], rounds, reference, say)
+    for r in rows:
+        s = speed.get(r["name"])
+        r.update(images_per_s=s and s["median"], speed_spread=s and [s["min"], s["max"]],
+                 speed_vs_torchao_int8=s and s["ratio"])
+    return {"images": min(n_speed, len(x)), "rounds": rounds, "reference": reference,
+            "process": "one process, OMP_WAIT_POLICY=" + str(os.environ.get("OMP_WAIT_POLICY"))}
+
+
+def report_dict(src, rows, n_test, calib_n, seed, iters, quick, speed_protocol, t_start, load_before, **extra):
+    """The report (what results.json holds): the rows, how they were measured and the machine."""
     import numba
     return {
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "command": " ".join(["python", "scripts/compare.py"] + sys.argv[1:]),
-        "n_test": len(y), "calibration_images": calib_n, "seed": seed, "batch_size": BATCH,
-        "recon_iters": iters, "quick": quick,
-        "speed_protocol": {"images": min(n_speed, len(x)), "rounds": rounds, "reference": TORCHAO,
-                           "process": "one process, OMP_WAIT_POLICY=" + str(os.environ.get("OMP_WAIT_POLICY"))},
-        "checkpoint": str(checkpoint), "checkpoint_sha256": source.file_sha256(checkpoint),
+        "network": src.arch, "study": is_study(src),
+        "n_test": n_test, "calibration_images": calib_n, "seed": seed, "batch_size": BATCH,
+        "recon_iters": iters, "quick": quick, "speed_protocol": speed_protocol,
+        "checkpoint": str(src.path), "checkpoint_sha256": src.sha256, "input_normalization": src.norm_from,
         "machine": {**machine(torch_threads=torch.get_num_threads(), numba_threads=int(numba.config.NUMBA_NUM_THREADS),
                               omp_wait_policy=os.environ.get("OMP_WAIT_POLICY")),
                     "load_average": {"before": load_before, "after": os.getloadavg()}},
-        "versions": versions("torch", "numpy", "numba", "onnxruntime"),
-        "rows": rows, "crosscheck": cross, "total_s": time.perf_counter() - t_start}
+        "versions": versions("torch", "numpy", "numba", "onnxruntime", "torchao"),
+        "rows": rows, **extra, "total_s": time.perf_counter() - t_start}
+
+
+NETWORK_WIDTHS = [(8, 8), (4, 8), (2, 8), (4, 4)]    # a network report's default exports
+
+
+def network_rows(src, net, add, engine_pred, rows, timed, x, y, calib, calib_n, seed, data_dir, out_dir, iters,
+                 quick, reference, say, cache, t_start, load_before):
+    """The rest of a network's report (measure's docstring): the default exports at each of
+    NETWORK_WIDTHS, as `python -m exporter --bits B [--act-bits A]` makes them, the speed block;
+    -> the report."""
+    for b, a in NETWORK_WIDTHS:
+        recon = {"iters": iters} if iters and b < 8 else None
+        steps = f", {iters} steps per block" if recon else ""
+        say(f"exporting W{b}A{a} with the defaults{steps}, {calib_n} calibration images")
+        t0 = time.perf_counter()
+        path, size, _, _ = export(Config(bits=b, act_bits=a, calib_images=calib_n, seed=seed, data_dir=data_dir,
+                                         recon=recon, **net), out_dir / f"{src.arch}_w{b}a{a}.npz", progress=False,
+                                  log=lambda m: say(f"  {m}"))
+        secs = time.perf_counter() - t0
+        m = intengine.load(path)
+        meta = m.header["meta"]
+        pred, how = engine_pred(m, f"intengine W{b}A{a}")
+        add(f"intengine W{b}A{a}", "intengine (default)", "ours", b, a, m.run, size,
+            f"{meta['rounding']}{steps}; first/last layer {meta['first_last_bits']}-bit; export {secs:.0f} s; "
+            f"kernel {m.kernel}", first_last_bits=meta["first_last_bits"], export_s=secs,
+            rounding=meta["rounding"], iters=recon_iters(meta), pred=pred, evaluation=how)
+        where = f"--model {net['program']}" if net["program"] else f"--checkpoint {net['checkpoint']}"
+        rows[-1]["cli"] = (f"python -m exporter {where} --bits {b}" + (f" --act-bits {a}" if a != 8 else "")
+                           + f" --calib-images {calib_n} --seed {seed}" + (f" --iters {iters}" if recon else "")
+                           + f" --out {path}")
+    if cache.changed:
+        cache.save()
+    for r in rows:
+        r["delta_pp"] = 100 * (r["accuracy"] - rows[0]["accuracy"])
+    speed_protocol = speed_block(rows, timed, x, quick, reference, say)
+    say("done measuring")
+    return report_dict(src, rows, len(y), calib_n, seed, iters, quick, speed_protocol, t_start, load_before)
 
 
 TORCHAO = "torch.ao int8 best practice (x86, W8A7)"     # the speed yardstick
+TORCHAO_PT2E = "torch.ao int8 (PT2E, x86 inductor)"     # a program's yardstick
 EVALS = ROOT / "results" / "evals.npz"     # the committed files' predictions (report.EvalCache; --publish)
 PLOT = "accuracy_vs_size.png"
 
@@ -437,7 +538,8 @@ def ours_at(rep, w):
     return committed[0] if committed else None
 
 
-PEER_METHODS = {"torch.ao best": "torch.ao int8 (x86 default qconfig)", "torch.ao full": "torch.ao int8 full range",
+NAMES = {"resnet20": "ResNet20 / CIFAR-10"}
+PEER_METHODS = {"torch.ao pt2e": "torch.ao int8 (PT2E, x86 inductor)", "torch.ao best": "torch.ao int8 (x86 default qconfig)", "torch.ao full": "torch.ao int8 full range",
                 "onnxruntime int8": "onnxruntime int8", "torch.ao original": "torch.ao, the original work's settings",
                 "AIMET AdaRound": "AIMET AdaRound (committed figure on 10,000 images, simulated)", "fp16": "torch fp16",
                 "torch.ao int16 sim": "torch.ao int16 (simulated)"}
@@ -484,20 +586,22 @@ def summary(rep):
             f"W{r['bits_w']}A{r['bits_a']} {r['accuracy']:.4f}"
             for r in sorted(best.values(), key=lambda r: (-r["bits_a"], -r["bits_w"]))))
     if rep.get("quick") or rep.get("recon_iters"):
-        lines.append(f"  (W4A8/W2A8 reconstruction at {rep['recon_iters']} steps per block, not the "
+        lines.append(f"  ({'W4A8/W2A8' if rep.get('study', True) else 'below 8 bits,'} reconstruction at "
+                     f"{rep['recon_iters']} steps per block, not the "
                      f"exporter's default; the full run uses the defaults)")
     return "\n".join(lines)
 
 
 def headline(rep):
     """The first table: one row per method, one column per width, top-1 and size."""
-    cols = WIDTHS
+    study = rep.get("study", True)
+    cols = WIDTHS if study else NETWORK_WIDTHS
     fp = rep["rows"][0]
     head = "| method | FP32 | " + " | ".join(f"W{w}A{a}" for w, a in cols) + " |"
     lines = [head, "|---" * (len(cols) + 2) + "|"]
 
     def cell(r, extra=""):
-        size = f" · {kb(r['size_bytes'])}" if r["size_bytes"] else " · sim."
+        size = f" · {kb(r['size_bytes'])}" if r["size_bytes"] else " · sim." if r.get("simulated") else ""
         return f"{r['accuracy']:.4f}{extra}{size}"
 
     ours = []
@@ -513,10 +617,11 @@ def headline(rep):
                 and width_key(r) == w and r.get("first_last_bits") == 8]
         if near:
             abl[w] = near[0]
-    lines.append("| intengine, round-to-nearest (ablation) | | "
-                 + " | ".join("= default" if w[0] >= 8 else cell(abl[w]) if w in abl else "" for w in cols) + " |")
-    for method in ("torch.ao best", "torch.ao full", "onnxruntime int8", "torch.ao original", "AIMET AdaRound",
-                   "fp16"):
+    if study:
+        lines.append("| intengine, round-to-nearest (ablation) | | "
+                     + " | ".join("= default" if w[0] >= 8 else cell(abl[w]) if w in abl else "" for w in cols) + " |")
+    for method in ("torch.ao pt2e", "torch.ao best", "torch.ao full", "onnxruntime int8", "torch.ao original",
+                   "AIMET AdaRound", "fp16"):
         rs = [r for r in rep["rows"] if r["method"] == method]
         if not rs:
             continue
@@ -580,10 +685,10 @@ def verdict_text(rep):
         if p:
             s += f" against {p['accuracy']:.4f} for the best peer ({PEER_METHODS.get(p['method'], p['method'])})"
         parts.append(s)
-    tao = next((r for r in rep["rows"] if r["method"] == "torch.ao best"), None)
+    tao = next((r for r in rep["rows"] if r["method"] in ("torch.ao best", "torch.ao pt2e")), None)
     small = ""
     r2 = ours_at(rep, (2, 8))
-    if tao and r2 and r2["size_bytes"]:
+    if tao and tao["size_bytes"] and r2 and r2["size_bytes"]:
         small = (f" The W2A8 file is {tao['size_bytes'] / r2['size_bytes']:.1f}x smaller than torch.ao's int8 "
                  f"model and {fp['size_bytes'] / r2['size_bytes']:.1f}x smaller than FP32.")
     mix = [r for r in rep["rows"] if r["kind"] == "ours-mixed" and r["size_bytes"] <= 100_000]
@@ -613,15 +718,20 @@ def markdown(r, plot_rel):
     m = r["machine"]
     la = m.get("load_average", {})
     sp = r.get("speed_protocol", {})
-    lines = ["# Results", "", verdict_text(r), "",
+    study = r.get("study", True)
+    lines = ["# Results" + ("" if study else f": {r['network']}"), "", verdict_text(r), "",
              "Top-1 on the test images · file size. Bold: what the default commands give "
              "(‡ a committed file in `models/` made by the same default method). Sizes are the model file "
-             "on disk; *sim.* is a simulated model with no file. Every figure is measured by this run except "
-             "AIMET's, which come from `results/aimet_adaround.json`.", ""]
+             "on disk; *sim.* is a simulated model with no file. " + (
+                 "Every figure is measured by this run except AIMET's, which come from "
+                 "`results/aimet_adaround.json`." if study else
+                 f"Every figure is measured by this run, on {r['network']} ({r['checkpoint']}; input "
+                 f"normalization {r.get('input_normalization', '?')})."), ""]
     lines += headline(r)
     quick = ""
     if r.get("recon_iters"):
-        quick = (f" **This run reconstructed W4A8 and W2A8 with {r['recon_iters']} steps per block, not the "
+        quick = (f" **This run reconstructed {'W4A8 and W2A8' if study else 'every width below 8 bits'} with "
+                 f"{r['recon_iters']} steps per block, not the "
                  f"exporter's default.**")
     lines += ["", f"![accuracy against file size]({plot_rel})", "",
               f"Generated by `{r['command']}` on {r['date']} ({r['total_s']:.0f} s). "
@@ -632,13 +742,14 @@ def markdown(r, plot_rel):
               + (", machine load average {:.1f} before, {:.1f} after".format(la["before"][0], la["after"][0])
                  if la else "") + "). "
               + ", ".join(f"{k} {v}" for k, v in r["versions"].items() if v) + ". "
-              f"Checkpoint sha256 {r['checkpoint_sha256'][:16]}.", "",
-              "## Kinds of quantization", "",
-              "Each kind of quantization (docs/quantization.md section 12), ours and PyTorch's, at each width: "
-              "the most accurate row of that kind and tool in this report (top-1; *sim.* simulated). The QAT and "
-              "AIMET figures come from committed runs (results/qat/, results/aimet_adaround.json); our QAT files "
-              "are run by the engine here.", "", *kinds(r), "",
-              "## All runs", "",
+              + ("Checkpoint" if study else "Network file") + f" sha256 {r['checkpoint_sha256'][:16]}.", ""]
+    if study:
+        lines += ["## Kinds of quantization", "",
+                  "Each kind of quantization (docs/quantization.md section 12), ours and PyTorch's, at each width: "
+                  "the most accurate row of that kind and tool in this report (top-1; *sim.* simulated). The QAT "
+                  "and AIMET figures come from committed runs (results/qat/, results/aimet_adaround.json); our QAT "
+                  "files are run by the engine here.", "", *kinds(r), ""]
+    lines += ["## All runs", "",
               f"Speed: images/s at batch 256 (uint8 NHWC in, logits out), timed in one block after the "
               f"accuracy runs, {sp.get('rounds', '?')} interleaved rounds of {sp.get('images', '?')} images, "
               f"median (min-max); × torch.ao is the median of the per-round ratios to "
@@ -649,7 +760,7 @@ def markdown(r, plot_rel):
               "| row | W | A | top-1 | Δ FP32 (pp) | agree FP32 | size (bytes) | images/s | × torch.ao int8 | note |",
               "|---|---|---|---|---|---|---|---|---|---|"]
     for row in r["rows"]:
-        size = f"{row['size_bytes']:,}" if row["size_bytes"] else "n/a (simulated)"
+        size = f"{row['size_bytes']:,}" if row["size_bytes"] else "n/a (simulated)" if row.get("simulated") else "n/a"
         ips = row.get("images_per_s")
         spd = "n/a" if not ips else (f"{ips:.0f} ({row['speed_spread'][0]:.0f}-{row['speed_spread'][1]:.0f})"
                                      if row.get("speed_spread") else f"{ips:.0f}")
@@ -657,7 +768,9 @@ def markdown(r, plot_rel):
         lines.append(f"| {row['name']} | {row.get('bits_label', row['bits_w'])} | {row['bits_a']} | {row['accuracy']:.4f} | "
                      f"{row['delta_pp']:+.2f} | {row['agreement_fp32']:.4f} | {size} | {spd} | "
                      f"{'n/a' if ratio is None else format(ratio, '.2f')} | {row['note']} |")
-    c = r["crosscheck"]
+    c = r.get("crosscheck")
+    if c is None:                                     # a network report: no cross-check
+        return "\n".join(lines + [""])
     tf = c["teacher_forced"]
     worst = min(tf, key=lambda t: t["identical_active"])
     k = c["kernels"]
@@ -715,7 +828,8 @@ def figure(rep):
     mix = [r for r in ours if r["kind"] == "ours-mixed"]
     abl = [r for r in rows if r["size_bytes"] and r["kind"] in ("ours-ablation", "ours-committed")
            and not r.get("default_method") and r["method"] != "intengine (torch.ao params)"]
-    styles = [("torch.ao best", "torch.ao int8 (x86 default; full range)", "tab:red", "s"),
+    styles = [("torch.ao pt2e", "torch.ao int8 (PT2E, x86 inductor)", "tab:red", "s"),
+              ("torch.ao best", "torch.ao int8 (x86 default; full range)", "tab:red", "s"),
               ("torch.ao full", None, "tab:red", "s"),
               ("onnxruntime int8", "onnxruntime int8", "tab:purple", "D"),
               ("torch.ao original", "torch.ao, original work's settings", "tab:orange", "v"),
@@ -766,7 +880,8 @@ def figure(rep):
             ax.set_title("the 85-93 % region")
         else:
             ax.set_ylim(0, 100)
-            ax.set_title(f"ResNet20 / CIFAR-10, {rep['n_test']:,} test images: top-1 against size")
+            ax.set_title(f"{NAMES.get(rep.get('network', 'resnet20'), rep.get('network'))}, {rep['n_test']:,} test "
+                         f"images: top-1 against size")
     handles, labels = axes[0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="lower center", ncol=3, fontsize=8, frameon=False)
     fig.tight_layout(rect=(0, 0.13, 1, 1))

@@ -124,7 +124,7 @@ def test_main_job_quick(tmp_path, data_dir):
     assert (cache / "lowbit-ptq" / "evals.npz").is_file()
     stages = re.findall(r"^\[\s*(\d+\.\d) s\] (.*)$", r.stderr, re.M)
     names = [s for _, s in stages]
-    assert any(n.startswith("loading CIFAR-10") for n in names), r.stderr
+    assert any(n.startswith("loading the test images; the network: resnet20") for n in names), r.stderr
     assert any(n.startswith("intengine W2A8: top-1") for n in names), r.stderr
     assert names[-1] == "done measuring"
     times = [float(t) for t, _ in stages]

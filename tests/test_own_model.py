@@ -156,6 +156,43 @@ def test_a_trainer_checkpoint_of_another_architecture_exports(data_dir, tmp_path
     assert m.header["arch"] == "mobilenetv2" and sum(op["op"] == "add" for op in m.header["ops"]) == 10
 
 
+def _compare(*args):
+    return subprocess.run([sys.executable, "scripts/compare.py", *map(str, args)], cwd=ROOT, capture_output=True,
+                          text=True, timeout=900)
+
+
+def test_the_comparison_reports_a_users_program_beside_the_peers_that_take_it(data_dir, tmp_path):
+    """`scripts/compare.py --model NET.pt2`: the user's network gets its own report (not the
+    shipped ResNet20's study): FP32, torch.ao by PT2E (FX cannot read a program) and
+    onnxruntime where they are installed, and the default exports at W8A8, W4A8, W2A8 and
+    W4A4, run by the engine; RESULTS.md opens with the verdict and names the network.  And
+    --publish, which replaces the shipped study's committed report, is refused for it."""
+    from exporter import onnxrt, torchao
+    prog = _save(Small(), tmp_path / "small.pt2")
+    r = _compare("--model", prog, "--quick", "--limit", 96, "--calib-images", 32, "--iters", 2, "--data-dir",
+                 data_dir, "--out", tmp_path / "report", "--exports-dir", tmp_path / "exports")
+    assert r.returncode == 0, r.stderr[-2000:]
+    rep = __import__("json").loads((tmp_path / "report" / "results.json").read_text())
+    assert rep["network"] == "small" and rep["study"] is False and rep["n_test"] == 96
+    methods = [row["method"] for row in rep["rows"]]
+    assert methods[0] == "fp32" and methods.count("intengine (default)") == 4
+    assert ("torch.ao pt2e" in methods) == (torchao.pt2e_missing() is None)
+    assert ("onnxruntime int8" in methods) == (onnxrt.missing() is None)
+    assert "torch.ao best" not in methods and not any(m.startswith("intengine committed") for m in methods)
+    ours = {(row["bits_w"], row["bits_a"]): row for row in rep["rows"] if row["kind"] == "ours"}
+    assert sorted(ours) == [(2, 8), (4, 4), (4, 8), (8, 8)]
+    for (b, a), row in ours.items():
+        m = intengine.load(tmp_path / "exports" / f"small_w{b}a{a}.npz")
+        assert m.header["arch"] == "small" and m.header["meta"]["bits"] == b and row["images_per_s"] > 0
+    md = (tmp_path / "report" / "RESULTS.md").read_text()
+    assert md.startswith("# Results: small\n\n**Verdict.**") and "| method | FP32 | W8A8 | W4A8 | W2A8 | W4A4 |" in md
+    assert "Appendix" not in md and "Kinds of quantization" not in md
+    assert r.stdout.startswith("Verdict (96 test images")
+    p = _compare("--model", prog, "--publish", "--data-dir", data_dir, "--out", tmp_path / "no")
+    assert p.returncode != 0 and "--publish replaces the shipped ResNet20's" in p.stderr
+    assert len(p.stderr.strip().splitlines()) <= 3 and "Traceback" not in p.stderr and not (tmp_path / "no").exists()
+
+
 @pytest.mark.parametrize("args,what", [
     (["--model", "{sig}"], "unsupported op aten.sigmoid.default at node"),
     (["--model", "{junk}"], "is not a program saved by torch.export.save (not a zip archive)"),
