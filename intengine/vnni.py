@@ -352,10 +352,11 @@ def _wide_mul(builder, x, fe, fo):
     return builder.mul(even, fe), builder.mul(odd, fo)
 
 
-def _join(builder, even, odd):
-    """(even lanes, odd lanes) <8 x i64> of int32 values -> <16 x i32> in lane order."""
+def _join(builder, even, odd, high=False):
+    """(even lanes, odd lanes) <8 x i64> of int32 values -> <16 x i32> in lane order; with
+    high, the high dword of each instead: floor(value / 2^32), exact for |value| < 2^63."""
     v = ir.VectorType(I32, 16)
-    idx = [2 * (k // 2) + 16 * (k % 2) for k in range(16)]
+    idx = [2 * (k // 2) + high + 16 * (k % 2) for k in range(16)]
     return builder.shuffle_vector(builder.bitcast(even, v), builder.bitcast(odd, v),
                                   ir.Constant(ir.VectorType(I32, 16), idx))
 
@@ -404,6 +405,11 @@ def epilogue(typingctx, acc, p0, npix, bias, m0, n, rnd, cb, zy, lo, hi, ar, o, 
         n_v, rnd_v = _vec_load(builder, data[5], cb, V64), _vec_load(builder, data[6], cb, V64)
         me, mo = (_fits32(builder, _lanes(builder, m_v, ix)) for ix in (EVEN, ODD))
         ne, no = (_lanes(builder, n_v, ix) for ix in (EVEN, ODD))
+        # where every channel's n >= 32, floor(a / 2^n) = floor(floor(a / 2^32) / 2^(n-32)): the
+        # high dwords, shifted as int32 (AVX2 has vpsravd but no 64-bit arithmetic shift)
+        high = builder.icmp_unsigned("==", builder.bitcast(builder.icmp_signed(">=", n_v, ir.Constant(V64, [32] * 16)),
+                                                           I16), ir.Constant(I16, 0xFFFF))
+        n32 = builder.trunc(builder.sub(n_v, ir.Constant(V64, [32] * 16)), V32)
         re, ro = (_lanes(builder, rnd_v, ix) for ix in (EVEN, ODD))
         zy32 = _splat(builder, zy, V32)
         dlo, dhi = _splat(builder, builder.sub(lo, zy), V32), _splat(builder, builder.sub(hi, zy), V32)
@@ -426,7 +432,17 @@ def epilogue(typingctx, acc, p0, npix, bias, m0, n, rnd, cb, zy, lo, hi, ar, o, 
             a = _vec_load(builder, data[0], builder.mul(builder.add(p0, k), ir.Constant(I64, CO)), V32)
             v = builder.add(a, bias32)                          # fits int32 (lower checks it)
             pe, po = _wide_mul(builder, v, me, mo)
-            t = _join(builder, builder.ashr(builder.add(pe, re), ne), builder.ashr(builder.add(po, ro), no))
+            ae, ao_ = builder.add(pe, re), builder.add(po, ro)        # a = (acc + bias) M0 + 2^(n-1), |a| < 2^62
+            with builder.if_else(high) as (by_dwords, by_qwords):
+                with by_dwords:
+                    t_high = builder.ashr(_join(builder, ae, ao_, high=True), n32)
+                    from_high = builder.block
+                with by_qwords:
+                    t_low = _join(builder, builder.ashr(ae, ne), builder.ashr(ao_, no))
+                    from_low = builder.block
+            t = builder.phi(V32)
+            t.add_incoming(t_high, from_high)
+            t.add_incoming(t_low, from_low)
             d = _clamp(builder, t, dlo, dhi)                    # q - z_y, eq. (8)
             dst = builder.bitcast(builder.gep(data[11], [builder.add(o, builder.mul(k, ostride))]),
                                   V16I8.as_pointer())

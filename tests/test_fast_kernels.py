@@ -117,6 +117,25 @@ def test_avx2_adds_int16_sums_over_as_many_groups_as_the_weights_allow():
 
 
 @pytest.mark.parametrize("kernel", KERNELS)
+def test_the_epilogue_shifts_by_high_dwords_only_where_every_shift_is_32_or_more(kernel):
+    """vnni.epilogue requantizes a tile with floor(floor(a / 2^32) / 2^(n-32)) (32-bit shifts)
+    when every channel's n >= 32, else with 64-bit shifts: both equal floor(a / 2^n) (eq. 8).
+    Shifts at the edges (32, 62), mixed, and one channel at 31 that sends the tile to the
+    64-bit form, on accumulators of both signs."""
+    need(kernel)
+    for shifts in ([32] * 16, [62] * 16, list(range(32, 48)), [31] + [40] * 15, [33] * 8 + [31] * 8):
+        x, zx, wt, bias, _, _, zy, _, _, _ = conv_case(2, 6, 6, 16, 16, 8, 8, 1, relu=False, zy=128)
+        sh = np.array(shifts, np.int64)
+        acc = np.sqrt(9 * 16) * 74 * 74                      # about |acc| for these random x and w
+        m0 = np.minimum((1 << 31) - 1, np.round(20 / acc * np.exp2(sh))).astype(np.int64)   # |q - z| ~ 20
+        args = (x, zx, wt, bias, m0, sh, zy, 0, 255, 1)
+        want = reference.conv(*args, 1, 1, 1)
+        assert np.array_equal(fast_harness.conv3x3(*args, kernel), want), shifts
+        if max(shifts) < 48:                                 # M0 < 2^31 holds it: values, not just z_y
+            assert want.min() < zy < want.max() and ((want > 0) & (want < 255)).mean() > 0.3, shifts
+
+
+@pytest.mark.parametrize("kernel", KERNELS)
 @pytest.mark.parametrize("zx", [0, 255])
 def test_conv_extremes(kernel, zx):
     """All-255 inputs against all -128 weights (the largest |sum|, 9*64*255*128 < 2^25), with
