@@ -166,7 +166,8 @@ def main(checkpoint, program, mean, std, data_dir, quick, limit, calib_images, i
 def is_study(src):
     """The shipped ResNet20 checkpoint, which the committed files, AIMET's figures and the
     cross-check belong to."""
-    return src.sha256 is not None and src.path.suffix == ".pt" and src.sha256 == source.file_sha256(STUDY)
+    program = isinstance(src.module, source.FloatGraph)
+    return src.sha256 is not None and not program and src.sha256 == source.file_sha256(STUDY)
 
 
 def measure(src, data_dir, n_test, calib_n, seed, out_dir, iters=None, quick=False, publish=False):
@@ -190,7 +191,7 @@ def measure(src, data_dir, n_test, calib_n, seed, out_dir, iters=None, quick=Fal
     train = data.load_arrays(data_dir)["x_train"]
     calib = train[seeded_subset(len(train), calib_n, seed)]
     calib10 = train[seeded_subset(len(train), 10, seed)]
-    model, norm, program = src.module, src.norm, src.path.suffix != ".pt"
+    model, norm, program = src.module, src.norm, isinstance(src.module, source.FloatGraph)   # a program
     checkpoint = None if program else str(src.path)
     given = src.norm_from == "--mean/--std"
     net = dict(checkpoint=checkpoint, program=None if checkpoint else str(src.path),
