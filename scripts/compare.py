@@ -232,8 +232,8 @@ def measure(src, data_dir, n_test, calib_n, seed, out_dir, iters=None, quick=Fal
         full_fx = torchao.fx_int8(model, calib, "full")
         add("torch.ao int8 full range (W8A8)", "torch.ao full", "peer", 8, 8, torch_fn(full_fx, norm=norm),
             state_size(full_fx), "FX graph mode, HistogramObserver full range, per-channel weights")
-    elif torchao.pt2e_missing():
-        say(f"torch.ao PT2E skipped: {torchao.pt2e_missing()}")
+    elif why_not := torchao.pt2e_missing():
+        say(f"torch.ao PT2E skipped: {why_not}")
         reference = None
     else:
         say("torch.ao PT2E: export, X86InductorQuantizer, calibration, torch.compile")
@@ -320,8 +320,6 @@ def measure(src, data_dir, n_test, calib_n, seed, out_dir, iters=None, quick=Fal
         cache.save(EVALS)
     rows[-1]["cli"] = (f"python -m exporter --bits 8 --params-from torchao --calib-images {calib_n} "
                        f"--seed {seed} --out {path}")
-    for r in rows:
-        r["delta_pp"] = 100 * (r["accuracy"] - rows[0]["accuracy"])
     speed_protocol = speed_block(rows, timed, x, quick, TORCHAO, say)
 
     # the cross-check reads torch.ao's eager-mode model, whose modules name every point: `full`
@@ -358,8 +356,11 @@ def speed_block(rows, timed, x, quick, reference, say):
 
 
 def report_dict(src, rows, n_test, calib_n, seed, iters, quick, speed_protocol, t_start, load_before, **extra):
-    """The report (what results.json holds): the rows, how they were measured and the machine."""
+    """The report (what results.json holds): the rows, each with its difference to FP32 (the
+    first row), how they were measured and the machine."""
     import numba
+    for r in rows:
+        r["delta_pp"] = 100 * (r["accuracy"] - rows[0]["accuracy"])
     return {
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "command": " ".join(["python", "scripts/compare.py"] + sys.argv[1:]),
@@ -404,8 +405,6 @@ def network_rows(src, net, add, engine_pred, rows, timed, x, y, calib, calib_n, 
                            + f" --out {path}")
     if cache.changed:
         cache.save()
-    for r in rows:
-        r["delta_pp"] = 100 * (r["accuracy"] - rows[0]["accuracy"])
     speed_protocol = speed_block(rows, timed, x, quick, reference, say)
     say("done measuring")
     return report_dict(src, rows, len(y), calib_n, seed, iters, quick, speed_protocol, t_start, load_before)
