@@ -91,6 +91,10 @@ ADD_UNIT_BITS = 28
 ADD_FACTOR_MAX = (1 << ADD_UNIT_BITS) + 1
 ADD_SPLIT = ADD_UNIT_BITS
 ADD_LANE_MAX = (1 << 31) - 1                 # eq. (14a): each factor and the result fit int32
+# eq. (14b), (14a) with int32 products only: A_h and B_h split at 2^ADD_HI_BITS, L at 2^ADD_LOW_BITS;
+# it needs n - 28 > ADD_HI_BITS (the rounding half is then a multiple of 2^ADD_HI_BITS)
+ADD_HI_BITS, ADD_LOW_BITS = 16, 14
+ADD_LANES32_N_MIN = ADD_SPLIT + ADD_HI_BITS + 1
 
 
 def add_split(ka, kb, m0, n, d_max=255):

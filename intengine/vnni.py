@@ -36,6 +36,7 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 from .cpu import HAS_AVX2, HAS_AVXVNNI, HAS_VNNI
+from .fixedpoint import ADD_HI_BITS, ADD_LANES32_N_MIN, ADD_LOW_BITS, ADD_SPLIT
 
 P, CO = 8, 16                      # the tile: 8 output pixels x 16 output channels
 I8, I32, I64 = ir.IntType(8), ir.IntType(32), ir.IntType(64)
@@ -385,7 +386,7 @@ def epilogue(typingctx, acc, p0, npix, bias, m0, n, rnd, cb, zy, lo, hi, ar, o, 
     (the conv's `lower` checks it), so the sum fits int32 and the product and rounding int64
     (eq. 10); the result fits int32 (M0 < 2^n).  With fuse = 1 the residual add follows
     (section 7), with add = (n, z, lo, hi, A_h, B_h, L, side) of the add (int64, eq. 14a and
-    fixedpoint.add_split): d_a = q - z_a, d_b = q_b - z_b with q_b = ar[bb + k*bstride + c]
+    fixedpoint.add_split; in int32 lanes by eq. 14b where n >= ADD_LANES32_N_MIN): d_a = q - z_a, d_b = q_b - z_b with q_b = ar[bb + k*bstride + c]
     for lanes c0 <= c < c1, z_b elsewhere (padded channels hold z_b).
     Generic LLVM vectors: portable.  The 64-bit products run on even and odd int32 lanes."""
     sig = types.void(acc, types.int64, types.int64, bias, m0, n, rnd, types.int64, types.int64, types.int64,
@@ -424,6 +425,18 @@ def epilogue(typingctx, acc, p0, npix, bias, m0, n, rnd, cb, zy, lo, hi, ar, o, 
         shift = _splat(builder, builder.sub(an, ir.Constant(I64, 28)), V8)          # eq. (14a)
         half = _splat(builder, builder.shl(ir.Constant(I64, 1), builder.sub(an, ir.Constant(I64, 29))), V8)
         c28 = ir.Constant(V8, [28] * 8)
+        # eq. (14b): the same in int32 lanes where n >= ADD_LANES32_N_MIN (every exported add)
+        lanes32 = builder.icmp_signed(">=", an, ir.Constant(I64, ADD_LANES32_N_MIN))
+        hb, lb = ir.Constant(I64, ADD_HI_BITS), ir.Constant(I64, ADD_LOW_BITS)
+        a1, b1, l1 = (_splat(builder, builder.ashr(v, b), V32) for v, b in ((ah, hb), (bh, hb), (al, lb)))
+        a0, b0, l0 = (_splat(builder, builder.and_(v, builder.sub(builder.shl(ir.Constant(I64, 1), b),
+                                                                  ir.Constant(I64, 1))), V32)
+                      for v, b in ((ah, hb), (bh, hb), (al, lb)))
+        s_hi = builder.sub(an, ir.Constant(I64, ADD_LANES32_N_MIN))
+        half32 = _splat(builder, builder.shl(ir.Constant(I64, 1), builder.select(lanes32, s_hi, ir.Constant(I64, 0))),
+                        V32)
+        shift32 = _splat(builder, builder.sub(an, ir.Constant(I64, ADD_SPLIT + ADD_HI_BITS)), V32)
+        hbits, lbits = ir.Constant(V32, [ADD_HI_BITS] * CO), ir.Constant(V32, [ADD_LOW_BITS] * CO)
         azy32 = _splat(builder, azy, V32)
         alo32, ahi32 = _splat(builder, builder.sub(alo, azy), V32), _splat(builder, builder.sub(ahi, azy), V32)
         plain = builder.icmp_signed("==", fuse, ir.Constant(I64, 0))
@@ -449,18 +462,31 @@ def epilogue(typingctx, acc, p0, npix, bias, m0, n, rnd, cb, zy, lo, hi, ar, o, 
             with builder.if_else(plain) as (store, fused):
                 with store:
                     builder.store(builder.trunc(builder.add(d, zy32), V16I8), dst, align=1)
-                with fused:                   # eq. (12)-(14) in the form of eq. (14a)
+                with fused:                   # eq. (12)-(14) in the form of eq. (14b), else (14a)
                     qb = builder.zext(_vec_load(builder, data[11], builder.add(bb, builder.mul(k, bstride)),
                                                 V16I8), V32)
                     db = builder.sub(builder.select(inside, qb, zb32), zb32)     # padding holds z_b
                     ds = builder.select(side_a, d, db)
-                    ae, ao = _wide_mul(builder, d, ah_v, ah_v)
-                    be, bo = _wide_mul(builder, db, bh_v, bh_v)
-                    le, lodd = _wide_mul(builder, ds, al_v, al_v)
-                    # |d| <= 255, A_h, B_h < 2^31, L < 2^28: every sum is below 2^41
-                    se = builder.add(builder.add(ae, be), builder.add(builder.ashr(le, c28), half))
-                    so = builder.add(builder.add(ao, bo), builder.add(builder.ashr(lodd, c28), half))
-                    r = _join(builder, builder.ashr(se, shift), builder.ashr(so, shift))   # fits int32 (add_split)
+                    with builder.if_else(lanes32) as (by_int32, by_int64):
+                        with by_int32:            # eq. (14b): |d| <= 255, so every term fits int32
+                            mul = builder.mul
+                            lt = builder.ashr(builder.add(mul(ds, l1), builder.ashr(mul(ds, l0), lbits)), lbits)
+                            hi_ = builder.add(builder.add(mul(d, a1), mul(db, b1)), half32)
+                            lo_ = builder.add(builder.add(mul(d, a0), mul(db, b0)), lt)
+                            r32 = builder.ashr(builder.add(hi_, builder.ashr(lo_, hbits)), shift32)
+                            from32 = builder.block
+                        with by_int64:
+                            ae, ao = _wide_mul(builder, d, ah_v, ah_v)
+                            be, bo = _wide_mul(builder, db, bh_v, bh_v)
+                            le, lodd = _wide_mul(builder, ds, al_v, al_v)
+                            # |d| <= 255, A_h, B_h < 2^31, L < 2^28: every sum is below 2^41
+                            se = builder.add(builder.add(ae, be), builder.add(builder.ashr(le, c28), half))
+                            so = builder.add(builder.add(ao, bo), builder.add(builder.ashr(lodd, c28), half))
+                            r64 = _join(builder, builder.ashr(se, shift), builder.ashr(so, shift))  # fits int32
+                            from64 = builder.block
+                    r = builder.phi(V32)
+                    r.add_incoming(r32, from32)
+                    r.add_incoming(r64, from64)
                     r = builder.add(_clamp(builder, r, alo32, ahi32), azy32)
                     builder.store(builder.trunc(r, V16I8), dst, align=1)
         return context.get_dummy_value()

@@ -4,8 +4,8 @@ import random
 import numpy as np
 import pytest
 
-from intengine.fixedpoint import add_split, requant, requant_array, requant_even, requant_even_array
-from oracles import requant_add, requant_even_exact, requant_exact
+from intengine.fixedpoint import ADD_LANES32_N_MIN, add_split, requant, requant_array, requant_even, requant_even_array
+from oracles import requant_add, requant_add32, requant_even_exact, requant_exact
 from exporter.quantize import ExportError, quantize_multiplier
 
 EDGE_ACC = [0, 1, -1, 2, -2, (1 << 31) - 1, -(1 << 31), 1 << 31, (1 << 40) + 12345,
@@ -70,6 +70,29 @@ def test_fused_add_split_matches_unbounded_integers():
                     assert requant_add(da, db, *c) == requant_exact(ka * da + kb * db, m0, n), (ka, kb, m0, n, da, db)
     assert tried > 800
     assert add_split(big - 1, big - 3, (1 << 30) + 1, 60) is None          # neither low part is zero
+
+
+def test_the_int32_lane_form_of_the_add_equals_eq_14a_where_it_applies():
+    """eq. (14b): every intermediate fits int32 (the oracle checks each) and the result is
+    eq. (14a)'s, at the largest constants A_h, B_h, L and |d| = 255, and from the smallest n it
+    takes (ADD_LANES32_N_MIN) to 62."""
+    rng = random.Random(3)
+    top, low_top = (1 << 31) - 1, (1 << 28) - 1
+    consts = [(top, top, low_top), (top, 0, 0), (0, top, low_top), (1 << 16, (1 << 16) - 1, 1 << 14),
+              ((1 << 16) - 1, 1, (1 << 14) - 1)] + [(rng.randrange(1 << 31), rng.randrange(1 << 31),
+                                                     rng.randrange(1 << 28)) for _ in range(60)]
+    ds = [-255, -254, -129, -1, 0, 1, 2, 127, 254, 255]
+    ns = [ADD_LANES32_N_MIN, ADD_LANES32_N_MIN + 1, 50, 58, 61, 62]
+    tried = 0
+    for ah, bh, low in consts:
+        for side in (0, 1):
+            for n in ns:
+                for da in ds + [rng.randrange(-255, 256) for _ in range(4)]:
+                    for db in ds + [rng.randrange(-255, 256) for _ in range(4)]:
+                        want = requant_add(da, db, ah, bh, low, side, n)
+                        assert requant_add32(da, db, ah, bh, low, side, n) == want, (ah, bh, low, side, n, da, db)
+                        tried += 1
+    assert tried > 100000
 
 
 def test_round_half_up_by_hand():
