@@ -170,6 +170,58 @@ def is_study(src):
     return src.sha256 is not None and not program and src.sha256 == source.file_sha256(STUDY)
 
 
+class Run:
+    """One report's measurements as they go: the network and how the exporter is told of it,
+    the test and calibration images, the rows so far, the contenders to time, the engine's
+    evaluation cache and the progress line."""
+
+    def __init__(self, src, data_dir, n_test, calib_n, seed, out_dir, iters, quick):
+        self.t_start, self.load_before = time.perf_counter(), os.getloadavg()
+        self.say = Progress()
+        self.src, self.study, self.program = src, is_study(src), isinstance(src.module, source.FloatGraph)
+        self.data_dir, self.calib_n, self.seed, self.out_dir, self.iters, self.quick = (
+            data_dir, calib_n, seed, out_dir, iters, quick)
+        self.say(f"loading the test images; the network: {src.arch} ({src.path.name})")
+        x, y = load_test(data_dir)
+        if n_test and n_test < len(y):
+            idx = seeded_subset(len(y), n_test, seed)
+            x, y = x[idx], y[idx]
+        self.x, self.y = x, y.astype(np.int64)
+        self.train = data.load_arrays(data_dir)["x_train"]
+        self.calib = self.train[seeded_subset(len(self.train), calib_n, seed)]
+        given = src.norm_from == "--mean/--std"
+        checkpoint = None if self.program else str(src.path)
+        # what the exporter's Config is told of the network
+        self.net = dict(checkpoint=checkpoint, program=None if checkpoint else str(src.path),
+                        mean=tuple(src.norm["mean"]) if given else None, std=tuple(src.norm["std"]) if given else None)
+        self.rows, self.timed, self.fp32_pred = [], {}, None
+        # the engine's predictions of every file it runs, fresh exports included, by file digest
+        self.cache = EvalCache(EVALS, self.x, self.y, local=user_cache("evals.npz"))
+        out_dir.mkdir(parents=True, exist_ok=True)
+
+    def engine_pred(self, m, name):
+        pred, how = self.cache.predictions(m, self.say, name)
+        self.say(f"{name}: {how}")
+        return pred, how
+
+    def add(self, name, method, kind, bits_w, bits_a, fn, size, note="", simulated=False, speed=True, pred=None,
+            **extra):
+        """kind: fp32, peer, ours (the default export), ours-ablation (round-to-nearest),
+        ours-committed (a file in models/), peer-committed (a committed figure).  pred: the
+        predictions when known (a committed file's cached evaluation)."""
+        pred = predict(fn, self.x, self.say, name) if pred is None else pred
+        if self.fp32_pred is None:
+            self.fp32_pred = pred
+        self.rows.append({"name": name, "method": method, "kind": kind, "bits_w": bits_w, "bits_a": bits_a,
+                          "accuracy": float((pred == self.y).mean()),
+                          "agreement_fp32": float((pred == self.fp32_pred).mean()),
+                          "size_bytes": size, "simulated": simulated, "note": note, **extra})
+        if speed:
+            self.timed[name] = fn
+        self.say(f"{name}: top-1 {self.rows[-1]['accuracy']:.4f}")
+        return pred
+
+
 def measure(src, data_dir, n_test, calib_n, seed, out_dir, iters=None, quick=False, publish=False):
     """Run every row, the speed block and the cross-check; return the report dict (what
     results.json holds).  src: the network (exporter.source.Source).  The shipped ResNet20
@@ -178,50 +230,13 @@ def measure(src, data_dir, n_test, calib_n, seed, out_dir, iters=None, quick=Fal
     checkpoint, by PT2E for a program; onnxruntime) and the default exports at W8A8, W4A8,
     W2A8 and W4A4.  iters: reconstruction steps per block of the exports below 8 bits (None:
     the exporter's default)."""
-    t_start, load_before = time.perf_counter(), os.getloadavg()
-    say = Progress()
     torch.backends.quantized.engine = "x86"
-    study = is_study(src)
-    say(f"loading the test images; the network: {src.arch} ({src.path.name})")
-    x, y = load_test(data_dir)
-    if n_test and n_test < len(y):
-        idx = seeded_subset(len(y), n_test, seed)
-        x, y = x[idx], y[idx]
-    y = y.astype(np.int64)
-    train = data.load_arrays(data_dir)["x_train"]
-    calib = train[seeded_subset(len(train), calib_n, seed)]
-    calib10 = train[seeded_subset(len(train), 10, seed)]
-    model, norm, program = src.module, src.norm, isinstance(src.module, source.FloatGraph)   # a program
+    run = Run(src, data_dir, n_test, calib_n, seed, out_dir, iters, quick)
+    say, add, engine_pred, x, calib = run.say, run.add, run.engine_pred, run.x, run.calib
+    model, norm, program, study = src.module, src.norm, run.program, run.study
     checkpoint = None if program else str(src.path)
-    given = src.norm_from == "--mean/--std"
-    net = dict(checkpoint=checkpoint, program=None if checkpoint else str(src.path),
-               mean=tuple(norm["mean"]) if given else None, std=tuple(norm["std"]) if given else None)
-    rows, timed, fp32_pred = [], {}, None
-    # the engine's predictions of every file it runs, fresh exports included, by file digest
-    cache = EvalCache(EVALS, x, y, local=user_cache("evals.npz"))
-
-    def engine_pred(m, name):
-        pred, how = cache.predictions(m, say, name)
-        say(f"{name}: {how}")
-        return pred, how
-    out_dir.mkdir(parents=True, exist_ok=True)
-
-    def add(name, method, kind, bits_w, bits_a, fn, size, note="", simulated=False, speed=True, pred=None,
-            **extra):
-        """kind: fp32, peer, ours (the default export), ours-ablation (round-to-nearest),
-        ours-committed (a file in models/), peer-committed (a committed figure).  pred: the
-        predictions when known (a committed file's cached evaluation)."""
-        nonlocal fp32_pred
-        pred = predict(fn, x, say, name) if pred is None else pred
-        if fp32_pred is None:
-            fp32_pred = pred
-        rows.append({"name": name, "method": method, "kind": kind, "bits_w": bits_w, "bits_a": bits_a,
-                     "accuracy": float((pred == y).mean()), "agreement_fp32": float((pred == fp32_pred).mean()),
-                     "size_bytes": size, "simulated": simulated, "note": note, **extra})
-        if speed:
-            timed[name] = fn
-        say(f"{name}: top-1 {rows[-1]['accuracy']:.4f}")
-        return pred
+    rows, timed, cache = run.rows, run.timed, run.cache
+    calib10 = run.train[seeded_subset(len(run.train), 10, seed)]
 
     add("FP32 (torch)", "fp32", "fp32", 32, 32, torch_fn(model, norm=norm), state_size(model))
     reference = TORCHAO
@@ -251,8 +266,7 @@ def measure(src, data_dir, n_test, calib_n, seed, out_dir, iters=None, quick=Fal
         add("onnxruntime int8 (static QDQ, per-channel)", "onnxruntime int8", "peer", 8, 8, fn, size,
             "onnxruntime quantize_static: MinMax on the same calibration images, uint8 activations")
     if not study:
-        return network_rows(src, net, add, engine_pred, rows, timed, x, y, calib, calib_n, seed, data_dir, out_dir,
-                            iters, quick, reference, say, cache, t_start, load_before)
+        return network_rows(run, reference)
     for b in (8, 4, 2):
         q = torchao.fx_int8(model, calib10, "original", bits=b)
         add(f"torch.ao original settings, weights {b}-bit", "torch.ao original", "peer", b, 8, torch_fn(q),
@@ -337,8 +351,7 @@ def measure(src, data_dir, n_test, calib_n, seed, out_dir, iters=None, quick=Fal
              "top1_agreement_our_w8a8_vs_torchao": float((preds[8] == full_pred).mean()),
              "kernels": kernel_probe()}
     say("done measuring")
-    return report_dict(src, rows, len(y), calib_n, seed, iters, quick, speed_protocol, t_start, load_before,
-                       crosscheck=cross)
+    return report_dict(run, speed_protocol, crosscheck=cross)
 
 
 def speed_block(rows, timed, x, quick, reference, say):
@@ -355,59 +368,61 @@ def speed_block(rows, timed, x, quick, reference, say):
             "process": "one process, OMP_WAIT_POLICY=" + str(os.environ.get("OMP_WAIT_POLICY"))}
 
 
-def report_dict(src, rows, n_test, calib_n, seed, iters, quick, speed_protocol, t_start, load_before, **extra):
+def report_dict(run, speed_protocol, **extra):
     """The report (what results.json holds): the rows, each with its difference to FP32 (the
     first row), how they were measured and the machine."""
     import numba
+    src, rows = run.src, run.rows
     for r in rows:
         r["delta_pp"] = 100 * (r["accuracy"] - rows[0]["accuracy"])
     return {
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "command": " ".join(["python", "scripts/compare.py"] + sys.argv[1:]),
-        "network": src.arch, "study": is_study(src),
-        "n_test": n_test, "calibration_images": calib_n, "seed": seed, "batch_size": BATCH,
-        "recon_iters": iters, "quick": quick, "speed_protocol": speed_protocol,
+        "network": src.arch, "study": run.study,
+        "n_test": len(run.y), "calibration_images": run.calib_n, "seed": run.seed, "batch_size": BATCH,
+        "recon_iters": run.iters, "quick": run.quick, "speed_protocol": speed_protocol,
         "checkpoint": str(src.path), "checkpoint_sha256": src.sha256, "input_normalization": src.norm_from,
         "machine": {**machine(torch_threads=torch.get_num_threads(), numba_threads=int(numba.config.NUMBA_NUM_THREADS),
                               omp_wait_policy=os.environ.get("OMP_WAIT_POLICY")),
-                    "load_average": {"before": load_before, "after": os.getloadavg()}},
+                    "load_average": {"before": run.load_before, "after": os.getloadavg()}},
         "versions": versions("torch", "numpy", "numba", "onnxruntime", "torchao"),
-        "rows": rows, **extra, "total_s": time.perf_counter() - t_start}
+        "rows": rows, **extra, "total_s": time.perf_counter() - run.t_start}
 
 
 NETWORK_WIDTHS = [(8, 8), (4, 8), (2, 8), (4, 4)]    # a network report's default exports
 
 
-def network_rows(src, net, add, engine_pred, rows, timed, x, y, calib, calib_n, seed, data_dir, out_dir, iters,
-                 quick, reference, say, cache, t_start, load_before):
+def network_rows(run, reference):
     """The rest of a network's report (measure's docstring): the default exports at each of
     NETWORK_WIDTHS, as `python -m exporter --bits B [--act-bits A]` makes them, the speed block;
-    -> the report."""
+    -> the report.  reference: the speed block's yardstick (None: no torch.ao row)."""
+    net, iters, say = run.net, run.iters, run.say
     for b, a in NETWORK_WIDTHS:
         recon = {"iters": iters} if iters and b < 8 else None
         steps = f", {iters} steps per block" if recon else ""
-        say(f"exporting W{b}A{a} with the defaults{steps}, {calib_n} calibration images")
+        say(f"exporting W{b}A{a} with the defaults{steps}, {run.calib_n} calibration images")
         t0 = time.perf_counter()
-        path, size, _, _ = export(Config(bits=b, act_bits=a, calib_images=calib_n, seed=seed, data_dir=data_dir,
-                                         recon=recon, **net), out_dir / f"{src.arch}_w{b}a{a}.npz", progress=False,
+        path, size, _, _ = export(Config(bits=b, act_bits=a, calib_images=run.calib_n, seed=run.seed,
+                                         data_dir=run.data_dir, recon=recon, **net),
+                                  run.out_dir / f"{run.src.arch}_w{b}a{a}.npz", progress=False,
                                   log=lambda m: say(f"  {m}"))
         secs = time.perf_counter() - t0
         m = intengine.load(path)
         meta = m.header["meta"]
-        pred, how = engine_pred(m, f"intengine W{b}A{a}")
-        add(f"intengine W{b}A{a}", "intengine (default)", "ours", b, a, m.run, size,
-            f"{meta['rounding']}{steps}; first/last layer {meta['first_last_bits']}-bit; export {secs:.0f} s; "
-            f"kernel {m.kernel}", first_last_bits=meta["first_last_bits"], export_s=secs,
-            rounding=meta["rounding"], iters=recon_iters(meta), pred=pred, evaluation=how)
+        pred, how = run.engine_pred(m, f"intengine W{b}A{a}")
+        run.add(f"intengine W{b}A{a}", "intengine (default)", "ours", b, a, m.run, size,
+                f"{meta['rounding']}{steps}; first/last layer {meta['first_last_bits']}-bit; export {secs:.0f} s; "
+                f"kernel {m.kernel}", first_last_bits=meta["first_last_bits"], export_s=secs,
+                rounding=meta["rounding"], iters=recon_iters(meta), pred=pred, evaluation=how)
         where = f"--model {net['program']}" if net["program"] else f"--checkpoint {net['checkpoint']}"
-        rows[-1]["cli"] = (f"python -m exporter {where} --bits {b}" + (f" --act-bits {a}" if a != 8 else "")
-                           + f" --calib-images {calib_n} --seed {seed}" + (f" --iters {iters}" if recon else "")
-                           + f" --out {path}")
-    if cache.changed:
-        cache.save()
-    speed_protocol = speed_block(rows, timed, x, quick, reference, say)
+        run.rows[-1]["cli"] = (f"python -m exporter {where} --bits {b}" + (f" --act-bits {a}" if a != 8 else "")
+                               + f" --calib-images {run.calib_n} --seed {run.seed}"
+                               + (f" --iters {iters}" if recon else "") + f" --out {path}")
+    if run.cache.changed:
+        run.cache.save()
+    speed_protocol = speed_block(run.rows, run.timed, run.x, run.quick, reference, say)
     say("done measuring")
-    return report_dict(src, rows, len(y), calib_n, seed, iters, quick, speed_protocol, t_start, load_before)
+    return report_dict(run, speed_protocol)
 
 
 TORCHAO = "torch.ao int8 best practice (x86, W8A7)"     # the speed yardstick
