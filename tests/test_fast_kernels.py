@@ -121,11 +121,12 @@ def test_avx2_adds_int16_sums_over_as_many_groups_as_the_weights_allow():
 def test_the_epilogue_shifts_by_high_dwords_only_where_every_shift_is_32_or_more(kernel):
     """vnni.epilogue requantizes a tile with floor(floor(a / 2^32) / 2^(n-32)) (32-bit shifts)
     when every channel's n >= 32, else with 64-bit shifts: both equal floor(a / 2^n) (eq. 8).
-    Shifts at the edges (32, 62), mixed, and one channel at 31 that sends the tile to the
-    64-bit form, on accumulators of both signs."""
+    Shifts at the edges (32, 62), mixed, one channel at 31 that sends the tile to the
+    64-bit form, and 24 channels (a tile half padded, its padding at shift 32), on
+    accumulators of both signs."""
     need(kernel)
-    for shifts in ([32] * 16, [62] * 16, list(range(32, 48)), [31] + [40] * 15, [33] * 8 + [31] * 8):
-        x, zx, wt, bias, _, _, zy, _, _, _ = conv_case(2, 6, 6, 16, 16, 8, 8, 1, relu=False, zy=128)
+    for shifts in ([32] * 16, [62] * 16, list(range(32, 48)), [31] + [40] * 15, [33] * 8 + [31] * 8, [40] * 24):
+        x, zx, wt, bias, _, _, zy, _, _, _ = conv_case(2, 6, 6, 16, len(shifts), 8, 8, 1, relu=False, zy=128)
         sh = np.array(shifts, np.int64)
         acc = np.sqrt(9 * 16) * 74 * 74                      # about |acc| for these random x and w
         m0 = np.minimum((1 << 31) - 1, np.round(20 / acc * np.exp2(sh))).astype(np.int64)   # |q - z| ~ 20

@@ -143,6 +143,14 @@ def bytes_groups(packed):
     return min(GROUPS16_MAX, 32767 // (255 * pair)) if pair else GROUPS16_MAX
 
 
+def padded_shifts(n, count):
+    """The shifts of a conv's channel tiles: n, then 32 for the padded channels (M0 = 0 there,
+    so any shift gives 0), which keeps a split tile on vnni.epilogue's 32-bit form."""
+    out = np.full(count, 32, np.int64)
+    out[:len(n)] = n
+    return out
+
+
 def fold_zx(op, w, taps_in):
     """eq. (6): z_x moved into the bias, checked against int32 for the raw (uncentred) uint8
     inputs, x <= 255, over `taps_in` taps per output channel."""
@@ -179,7 +187,8 @@ def lower(op, k, lw):
     koff = [(ky * iwp + kx) * icp + 4 * g for ky in range(kh) for kx in range(kw) for g in range(groups)]
     folded = fold_zx(op, w, kh * kw * icp)
     b = lw.builder
-    ch = b.channels(folded, op.m0, op.n, np.left_shift(1, np.asarray(op.n, np.int64) - 1), count=cot * tile)
+    ch = b.channels(folded, op.m0, padded_shifts(op.n, cot * tile), np.left_shift(1, np.asarray(op.n, np.int64) - 1),
+                    count=cot * tile)
     row = b.row(op.name, ROW=CONV, O_OFF=ooff, O_WP=owp, O_CP=ocp, HO=lw.shapes[op.out][0],
                 WO=lw.shapes[op.out][1], CO=co, ZY=op.zy, LO=op.lo, HI=op.hi, CH=ch,
                 I_OFF=ioff - (op.ph * iwp + op.pw) * icp, I_WP=iwp, I_CP=icp, STRIDE=op.stride, ZX=op.zx[0],
@@ -202,7 +211,8 @@ def lower_depthwise(op, lw):
     folded = fold_zx(op, op.w, kh * kw)
     koff = [(ky * iwp + kx) * icp for ky in range(kh) for kx in range(kw)]
     b = lw.builder
-    ch = b.channels(folded, op.m0, op.n, np.left_shift(1, np.asarray(op.n, np.int64) - 1), count=cot * TILE_CO)
+    ch = b.channels(folded, op.m0, padded_shifts(op.n, cot * TILE_CO), np.left_shift(1, np.asarray(op.n, np.int64) - 1),
+                    count=cot * TILE_CO)
     b.row(op.name, ROW=DWCONV, O_OFF=ooff, O_WP=owp, O_CP=ocp, HO=lw.shapes[op.out][0], WO=lw.shapes[op.out][1],
           CO=c, ZY=op.zy, LO=op.lo, HI=op.hi, CH=ch, I_OFF=ioff - (op.ph * iwp + op.pw) * icp, I_WP=iwp,
           I_CP=icp, STRIDE=op.stride, ZX=op.zx[0], NK=len(koff), KOFF=b.koffs(koff), WOFF=b.weights(wp), COT=cot)
