@@ -87,19 +87,24 @@ def quantize_int8(model, calib_images, folder, norm=None):
     return out
 
 
-def session(path, threads):
+def session(path, threads, shared=False):
+    """shared: the process times other contenders too, so the intra-op threads do not spin
+    between runs (onnxruntime's default), which would take the CPU from whoever runs next."""
     import onnxruntime as ort
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads
     opts.inter_op_num_threads = 1
     opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    if shared:
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
 
 
-def predictor(path, threads=None):
-    """-> fn(uint8 NHWC batch) -> float32 logits (N,10), running the file in onnxruntime."""
-    sess = session(path, threads or os.cpu_count())
+def predictor(path, threads=None, shared=False):
+    """-> fn(uint8 NHWC batch) -> float32 logits (N,10), running the file in onnxruntime
+    (shared: see session)."""
+    sess = session(path, threads or os.cpu_count(), shared)
 
     def fn(images):
         return sess.run(None, {INPUT: np.ascontiguousarray(images)})[0]
@@ -107,6 +112,7 @@ def predictor(path, threads=None):
 
 
 def int8_row(model, calib_images, folder, threads=None, norm=None):
-    """For compare.py: (predict fn, size in bytes) of onnxruntime's static int8 model."""
+    """For compare.py: (predict fn, size in bytes) of onnxruntime's static int8 model, for a
+    process that times the other contenders too (no spinning threads: session)."""
     path = quantize_int8(model, calib_images, folder, norm)
-    return predictor(path, threads), os.path.getsize(path)
+    return predictor(path, threads, shared=True), os.path.getsize(path)

@@ -18,7 +18,7 @@ committed RESULTS.md, results/ and the README's table.  The console ends with th
 import os
 # Threads that busy-wait after a parallel region (OpenMP's default) steal the cores from the
 # next contender in this one process; every row runs with passive waiting (set before any
-# library that starts threads is imported).
+# library that starts threads is imported), onnxruntime's own pool too (onnxrt.session).
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import datetime  # noqa: E402
@@ -365,7 +365,8 @@ def speed_block(rows, timed, x, quick, reference, say):
         r.update(images_per_s=s and s["median"], speed_spread=s and [s["min"], s["max"]],
                  speed_vs_torchao_int8=s and s["ratio"])
     return {"images": min(n_speed, len(x)), "rounds": rounds, "reference": reference,
-            "process": "one process, OMP_WAIT_POLICY=" + str(os.environ.get("OMP_WAIT_POLICY"))}
+            "process": "one process, OMP_WAIT_POLICY=" + str(os.environ.get("OMP_WAIT_POLICY"))
+                       + ", onnxruntime's threads not spinning between runs"}
 
 
 def report_dict(run, speed_protocol, **extra):
