@@ -18,16 +18,21 @@ def split_stream(points, ops):
     """Below 8-bit activations (docs/quantization.md section 3): a `requant` op in front of
     every conv that reads a point the residual add also reads, so that the conv reads its own
     low-bit copy while the residual stream keeps 8 bits.  -> (points, ops), renumbered in op
-    order; `layerS.B.in` is the new point of block layerS.B."""
+    order; `layerS.B.in` is the new point of block layerS.B (`<conv>.in` where two convs of
+    one module each get one, so every name stays unique)."""
     readers = {}
     for op in ops:
         for i in _inputs(op):
             readers.setdefault(i, set()).add(op["op"])
     new_pts, where, out = [points[0]], {0: 0}, []
+    taken = {op["name"] for op in ops}
     for op in ops:
         op = dict(op)
         if op["op"] == "conv" and op["in"] != 0 and "add" in readers[op["in"]]:
             block = op["name"].rsplit(".", 1)[0]
+            if f"{block}.requant" in taken:
+                block = op["name"]
+            taken.add(f"{block}.requant")
             new_pts.append({"name": f"{block}.in", "shape": list(points[op["in"]]["shape"])})
             out.append({"op": "requant", "name": f"{block}.requant", "in": where[op["in"]],
                         "out": len(new_pts) - 1})

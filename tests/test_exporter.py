@@ -182,6 +182,22 @@ def test_split_stream_keeps_the_residual_stream_at_eight_bits(shipped, test_imag
     assert torch.equal(forward(ops, x), forward(so, x))
 
 
+def test_split_stream_names_stay_unique_when_one_module_holds_two_such_convs():
+    """Two convs of one module that each read a point a residual add reads (y = x + f(x);
+    z = y + g(y)): each gets its own requant, named by the block for the first (as in
+    ResNet20) and by the conv for the second, so no op or point name repeats."""
+    pt = [{"name": n, "shape": [8, 8, 16]} for n in ("x", "stem", "blk.c1", "blk.add", "blk.c2", "blk.add_1")]
+    ops = [{"op": "conv", "name": "stem", "in": 0, "out": 1}, {"op": "conv", "name": "blk.c1", "in": 1, "out": 2},
+           {"op": "add", "name": "blk.add", "in": [2, 1], "out": 3}, {"op": "conv", "name": "blk.c2", "in": 3, "out": 4},
+           {"op": "add", "name": "blk.add_1", "in": [4, 3], "out": 5}]
+    sp, so = blocks.split_stream(pt, ops)
+    assert [op["name"] for op in so if op["op"] == "requant"] == ["blk.requant", "blk.c2.requant"]
+    assert len({op["name"] for op in so}) == len(so) and len({p["name"] for p in sp}) == len(sp)
+    for conv in ("blk.c1", "blk.c2"):
+        op = next(o for o in so if o["name"] == conv)
+        assert so[so.index(op) - 1]["op"] == "requant" and so[so.index(op) - 1]["out"] == op["in"]
+
+
 def test_widened_outputs_keep_every_multiplier_below_one():
     """eq. (9): where s_x s_w / s_y would reach 1, the output step grows (build.widen_outputs)."""
     from exporter import build
