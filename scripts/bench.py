@@ -395,7 +395,7 @@ def measure(checkpoint, data_dir, quick, threads, n_images, passes, n_latency, c
     train = data.load_arrays(data_dir)["x_train"]
     calib = train[seeded_subset(len(train), calib_n, seed)]
     model = source.checkpoint_model(checkpoint)
-    fns, files, notes, peers, files_used = {}, {}, [], {}, {}
+    fns, files, notes, files_used = {}, {}, [], {}
 
     say("torch.ao int8 (x86, FX graph mode on the float model, full range) and FP32")
     fns["torch.ao int8"], tq = torch_contender(torchao.fx_int8(model, calib, "full"))
@@ -412,7 +412,10 @@ def measure(checkpoint, data_dir, quick, threads, n_images, passes, n_latency, c
             say(notes[-1])
             return False
         say(f"{name} ({what})")
-        fns[name], files[name] = lib.predictor(path, threads), (kind, path)
+        # this process times every contender: onnxruntime's idle threads must not spin here
+        # (onnxrt.session); its own process (the fair protocol) keeps its defaults
+        fns[name] = lib.predictor(path, threads, shared=True) if lib is onnxrt else lib.predictor(path, threads)
+        files[name] = (kind, path)
         return True
 
     qdq = None if onnxrt.missing() else onnxrt.quantize_int8(model, calib, work / "onnx")   # OpenVINO reads it too
@@ -710,7 +713,7 @@ def markdown(rep):
                   f"{roof['macs_per_image'] / 1e6:.1f} M MACs per image, so that peak is "
                   f"{pk['all_threads'] / roof['macs_per_image']:,.0f} images/s here.", ""]
     lines += [f"In one process (OMP_WAIT_POLICY={rep['omp_wait_policy']} for every contender, which favours the "
-              f"engine over torch.ao): {rep['images']} test images at batch {rep['batch']}, median of "
+              f"engine over torch.ao; onnxruntime's threads not spinning between runs): {rep['images']} test images at batch {rep['batch']}, median of "
               f"{rep['passes']} passes taking turns. "
               f"Latency: batch 1 over {rep['latency_images']} images. Timed region: uint8 NHWC in, logits out.",
               "",
