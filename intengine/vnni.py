@@ -386,8 +386,9 @@ def epilogue(typingctx, acc, p0, npix, bias, m0, n, rnd, cb, zy, lo, hi, ar, o, 
     (the conv's `lower` checks it), so the sum fits int32 and the product and rounding int64
     (eq. 10); the result fits int32 (M0 < 2^n).  With fuse = 1 the residual add follows
     (section 7), with add = (n, z, lo, hi, A_h, B_h, L, side) of the add (int64, eq. 14a and
-    fixedpoint.add_split; in int32 lanes by eq. 14b where n >= ADD_LANES32_N_MIN): d_a = q - z_a, d_b = q_b - z_b with q_b = ar[bb + k*bstride + c]
-    for lanes c0 <= c < c1, z_b elsewhere (padded channels hold z_b).
+    fixedpoint.add_split; in int32 lanes by eq. 14b where n >= ADD_LANES32_N_MIN):
+    d_a = q - z_a, d_b = q_b - z_b with q_b = ar[bb + k*bstride + c] for lanes c0 <= c < c1,
+    z_b elsewhere (padded channels hold z_b).
     Generic LLVM vectors: portable.  The 64-bit products run on even and odd int32 lanes."""
     sig = types.void(acc, types.int64, types.int64, bias, m0, n, rnd, types.int64, types.int64, types.int64,
                      types.int64, ar, types.int64, types.int64, types.int64, types.int64, types.int64,

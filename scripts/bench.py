@@ -713,7 +713,8 @@ def markdown(rep):
                   f"{roof['macs_per_image'] / 1e6:.1f} M MACs per image, so that peak is "
                   f"{pk['all_threads'] / roof['macs_per_image']:,.0f} images/s here.", ""]
     lines += [f"In one process (OMP_WAIT_POLICY={rep['omp_wait_policy']} for every contender, which favours the "
-              f"engine over torch.ao; onnxruntime's threads not spinning between runs): {rep['images']} test images at batch {rep['batch']}, median of "
+              f"engine over torch.ao; onnxruntime's threads not spinning between runs): "
+              f"{rep['images']} test images at batch {rep['batch']}, median of "
               f"{rep['passes']} passes taking turns. "
               f"Latency: batch 1 over {rep['latency_images']} images. Timed region: uint8 NHWC in, logits out.",
               "",
