@@ -10,6 +10,7 @@ checkpoint, so a run stopped anywhere and resumed from its last checkpoint produ
 the same weights as an uninterrupted run (on the same device and thread count).
 """
 import dataclasses
+import functools
 import json
 import math
 import os
@@ -142,7 +143,7 @@ def _dist_info():
     return 0, 1
 
 
-def train(cfg, resume=False, data_dir=None, progress=True, log=print):
+def train(cfg, resume=False, data_dir=None, progress=True, log=functools.partial(print, flush=True)):
     """Train per `cfg`; return (model, history).  Under torchrun, call init_distributed first."""
     rank, world = _dist_info()
     if cfg.batch_size % world:
