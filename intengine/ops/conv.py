@@ -67,7 +67,9 @@ def reference(x, zx, w, bias, m0, n, zy, lo, hi, stride, ph, pw, groups):
 @njit(cache=True, parallel=True)
 def kernel(x, zx, w, bias, m0, n, zy, lo, hi, stride, ph, pw, groups, acc_like):
     """x (N,H,W,Ci) int32, w (kh,kw,Ci/g,Co) -> (N,Ho,Wo,Co) int32, eq. (6)-(8).  The
-    accumulator type is acc_like's: int32 where the bound of section 5 allows it."""
+    accumulator type is acc_like's: int32 where the bound of section 5 allows it.  One output
+    row at a time, its accumulators (Wo,Co) in one block: the inner loop runs over the output
+    channels of a group, which LLVM vectorizes (the 16-bit files' path)."""
     N, H, W, Ci = x.shape
     kh, kw, cig, Co = w.shape
     cog = Co // groups
@@ -77,25 +79,28 @@ def kernel(x, zx, w, bias, m0, n, zy, lo, hi, stride, ph, pw, groups, acc_like):
     for r in prange(N * Ho):
         i = r // Ho
         oy = r % Ho
-        acc = np.empty(Co, acc_like.dtype)   # |acc| bound: quantization.md section 5
+        acc = np.empty((Wo, Co), acc_like.dtype)     # |acc| bound: quantization.md section 5
         for ox in range(Wo):
             for co in range(Co):
-                acc[co] = bias[co]
-            for ky in range(kh):
-                iy = oy * stride + ky - ph
-                if iy < 0 or iy >= H:
-                    continue                  # a padded tap holds zx: adds nothing
-                for kx in range(kw):
+                acc[ox, co] = bias[co]
+        for ky in range(kh):
+            iy = oy * stride + ky - ph
+            if iy < 0 or iy >= H:
+                continue                              # a padded tap holds zx: adds nothing
+            for kx in range(kw):
+                for ox in range(Wo):
                     ix = ox * stride + kx - pw
                     if ix < 0 or ix >= W:
                         continue
                     for g in range(groups):
+                        o0 = g * cog
                         for c in range(cig):
                             v = x[i, iy, ix, g * cig + c] - zx
-                            for co in range(g * cog, (g + 1) * cog):
-                                acc[co] += v * w[ky, kx, c, co]
+                            for co in range(cog):
+                                acc[ox, o0 + co] += v * w[ky, kx, c, o0 + co]
+        for ox in range(Wo):
             for co in range(Co):
-                out[i, oy, ox, co] = clamp(zy + requant(acc[co], m0[co], n[co]), lo, hi)
+                out[i, oy, ox, co] = clamp(zy + requant(acc[ox, co], m0[co], n[co]), lo, hi)
     return out
 
 
