@@ -14,6 +14,11 @@ torch.ao (op by op, free-running, top-1 agreement) and records which kernels tor
 Writes results.json (a stable `rows` list), RESULTS.md (generated, never typed) and
 accuracy_vs_size.png into --out (default reports/, untracked); --publish also replaces the
 committed RESULTS.md, results/ and the README's table.  The console ends with the verdict.
+
+With no --checkpoint or --model (the main job) it also measures every shipped network
+(exporter/shipped.py): its FP32 checkpoint and the peers, and its committed default exports
+run by the engine; RESULTS.md then opens with one table across the networks.
+`--checkpoint checkpoints/<arch>.pt --publish` makes and commits such a network's files.
 """
 import os
 # Threads that busy-wait after a parallel region (OpenMP's default) steal the cores from the
@@ -38,7 +43,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
 import intengine  # noqa: E402
-from exporter import crosscheck, onnxrt, source, torchao  # noqa: E402
+from exporter import crosscheck, onnxrt, shipped, source, torchao  # noqa: E402
 from exporter.source import SourceError  # noqa: E402
 from exporter.pipeline import Config, export  # noqa: E402
 from exporter.report import (BATCH, EvalCache, Progress, fill_section, interleaved_speed, machine,  # noqa: E402
@@ -126,7 +131,9 @@ def kernel_probe():
 @click.option("--exports-dir", default=str(ROOT / "exports"), show_default=True, type=click.Path(file_okay=False),
               help="Where the .npz files go.")
 @click.option("--publish", is_flag=True,
-              help="Also replace the committed figures: RESULTS.md, results/ and the README table.")
+              help="Also replace the committed figures: RESULTS.md, results/ and the README table; with "
+                   "--checkpoint of another shipped network (its training finished), commit its default "
+                   "exports to models/ and its report to results/networks/ARCH/.")
 @click.option("--render-only", "render_from", default=None, metavar="RESULTS.json",
               help="Measure nothing: redraw the report from a results.json (e.g. results/results.json).")
 def main(checkpoint, program, mean, std, data_dir, quick, limit, calib_images, iters, seed, out, exports_dir, publish,
@@ -140,20 +147,33 @@ def main(checkpoint, program, mean, std, data_dir, quick, limit, calib_images, i
     (RESULTS.md, results/results.json, the plot and the README table) change only with --publish.
     """
     try:
+        t0 = time.perf_counter()
+        main_job = program is None and Path(checkpoint).resolve() == STUDY.resolve()
+        network = None                              # --publish of another shipped network: its folder
         if render_from:
             rep = json.loads(Path(render_from).read_text())
         else:
             n = limit or (1000 if quick else None)
             calib = calib_images or (256 if quick else 1024)
+            iters = iters or (QUICK_ITERS if quick else None)
             src = source.load(None if program else checkpoint, program, mean=source.floats(mean, "--mean"),
                               std=source.floats(std, "--std"))
             if publish and not is_study(src):
-                raise click.UsageError("--publish replaces the shipped ResNet20's committed report; another "
-                                       "network's report goes to --out")
-            rep = measure(src, data_dir, n, calib, seed, Path(exports_dir),
-                          iters or (QUICK_ITERS if quick else None), quick, publish)
+                network = publishable(src, quick or limit or iters or calib_images or mean or std)
+            rep = measure(src, data_dir, n, calib, seed, Path(exports_dir), iters, quick, publish)
+            if main_job:
+                rep["networks"] = [measure(source.load(Path(m["root"]) / m["checkpoint"]), data_dir, n, calib, seed,
+                                           Path(exports_dir), iters, quick, publish, committed=m)
+                                   for m in shipped_networks(rep)]
+                rep["total_s"] = time.perf_counter() - t0
         write_report(rep, Path(out))
-        if publish:
+        if network:
+            write_report(rep, network)
+            exports = {(r["bits_w"], r["bits_a"]): r["file"] for r in rep["rows"] if r["kind"] == "ours"}
+            listed = shipped.publish(ROOT, rep, exports, 1024, src.path)
+            click.echo(f"published: {network}, {listed.relative_to(ROOT)} and its files in models/; the main job "
+                       f"measures it from now on", err=True)
+        elif publish:
             write_report(rep, ROOT / "results", ROOT / "RESULTS.md", readme=ROOT / "README.md")
             click.echo(f"published: {ROOT / 'RESULTS.md'}, {ROOT / 'results'}, README table", err=True)
         else:
@@ -161,6 +181,36 @@ def main(checkpoint, program, mean, std, data_dir, quick, limit, calib_images, i
         click.echo(summary(rep))
     except (DataError, CheckpointError, FormatError, ExportError, SourceError, ValueError, OSError) as e:
         raise click.ClickException(str(e)) from None
+
+
+def publishable(src, options):
+    """--publish with a network other than the study's: the folder its report goes to, if it is
+    a trainer checkpoint in checkpoints/ whose training finished, measured with the defaults."""
+    ckpts = (ROOT / "checkpoints").resolve()
+    if isinstance(src.module, source.FloatGraph) or src.path.resolve().parent != ckpts:
+        raise click.UsageError("--publish takes the shipped ResNet20 or a trainer checkpoint in checkpoints/; "
+                               "another network's report goes to --out")
+    if options:
+        raise click.UsageError("--publish of a network measures it with the defaults: drop --quick, --limit, "
+                               "--iters, --calib-images, --mean and --std")
+    why = shipped.unfinished(src.path)
+    if why:
+        raise click.UsageError(why)
+    return ROOT / shipped.FOLDER / src.arch
+
+
+def shipped_networks(rep):
+    """The shipped networks to measure (exporter/shipped.py); each one left out is said, and
+    recorded in rep["networks_left_out"]."""
+    say, ok = Progress(), []
+    rep["networks_left_out"] = []
+    for m, why in shipped.networks(ROOT):
+        if why:
+            say(f"{m['arch']}: left out, {why}")
+            rep["networks_left_out"].append({"network": m["arch"], "why": why})
+        else:
+            ok.append(m)
+    return ok
 
 
 def is_study(src):
@@ -222,14 +272,15 @@ class Run:
         return pred
 
 
-def measure(src, data_dir, n_test, calib_n, seed, out_dir, iters=None, quick=False, publish=False):
+def measure(src, data_dir, n_test, calib_n, seed, out_dir, iters=None, quick=False, publish=False, committed=None):
     """Run every row, the speed block and the cross-check; return the report dict (what
     results.json holds).  src: the network (exporter.source.Source).  The shipped ResNet20
     gets the whole study (committed files, torch.ao's other settings, AIMET, the cross-check);
     any other network its FP32 model, the peers that take it (torch.ao by FX for a trainer
     checkpoint, by PT2E for a program; onnxruntime) and the default exports at W8A8, W4A8,
-    W2A8 and W4A4.  iters: reconstruction steps per block of the exports below 8 bits (None:
-    the exporter's default)."""
+    W2A8 and W4A4, or with `committed` (a shipped network's files.json) its committed files.
+    iters: reconstruction steps per block of the exports below 8 bits (None: the exporter's
+    default)."""
     torch.backends.quantized.engine = "x86"
     run = Run(src, data_dir, n_test, calib_n, seed, out_dir, iters, quick)
     say, add, engine_pred, x, calib = run.say, run.add, run.engine_pred, run.x, run.calib
@@ -266,7 +317,7 @@ def measure(src, data_dir, n_test, calib_n, seed, out_dir, iters=None, quick=Fal
         add("onnxruntime int8 (static QDQ, per-channel)", "onnxruntime int8", "peer", 8, 8, fn, size,
             "onnxruntime quantize_static: MinMax on the same calibration images, uint8 activations")
     if not study:
-        return network_rows(run, reference)
+        return network_rows(run, reference, committed, publish)
     for b in (8, 4, 2):
         q = torchao.fx_int8(model, calib10, "original", bits=b)
         add(f"torch.ao original settings, weights {b}-bit", "torch.ao original", "peer", b, 8, torch_fn(q),
@@ -393,12 +444,23 @@ def report_dict(run, speed_protocol, **extra):
 NETWORK_WIDTHS = [(8, 8), (4, 8), (2, 8), (4, 4)]    # a network report's default exports
 
 
-def network_rows(run, reference):
+def network_rows(run, reference, committed=None, publish=False):
     """The rest of a network's report (measure's docstring): the default exports at each of
-    NETWORK_WIDTHS, as `python -m exporter --bits B [--act-bits A]` makes them, the speed block;
-    -> the report.  reference: the speed block's yardstick (None: no torch.ao row)."""
+    NETWORK_WIDTHS, as `python -m exporter --bits B [--act-bits A]` makes them, or the
+    committed ones listed in `committed`; the speed block -> the report.  reference: the speed
+    block's yardstick (None: no torch.ao row)."""
     net, iters, say = run.net, run.iters, run.say
-    for b, a in NETWORK_WIDTHS:
+    for f in (committed or {}).get("files", []):
+        path = Path(committed["root"]) / f["file"]
+        m = intengine.load(path)
+        meta = m.header["meta"]
+        b, a = f["bits"], f["act_bits"]
+        pred, how = run.engine_pred(m, f"intengine W{b}A{a}")
+        run.add(f"intengine W{b}A{a}", "intengine (default)", "ours", b, a, m.run, path.stat().st_size,
+                f"committed file {f['file']} ({f['note']}); kernel {m.kernel}",
+                first_last_bits=meta["first_last_bits"], export_s=f["export_s"], rounding=meta["rounding"],
+                iters=recon_iters(meta), pred=pred, evaluation=how, cli=f["command"], file=f["file"])
+    for b, a in [] if committed else NETWORK_WIDTHS:
         recon = {"iters": iters} if iters and b < 8 else None
         steps = f", {iters} steps per block" if recon else ""
         say(f"exporting W{b}A{a} with the defaults{steps}, {run.calib_n} calibration images")
@@ -419,11 +481,14 @@ def network_rows(run, reference):
         run.rows[-1]["cli"] = (f"python -m exporter {where} --bits {b}" + (f" --act-bits {a}" if a != 8 else "")
                                + f" --calib-images {run.calib_n} --seed {run.seed}"
                                + (f" --iters {iters}" if recon else "") + f" --out {path}")
+        run.rows[-1]["file"] = str(path)
     if run.cache.changed:
         run.cache.save()
+    if publish:
+        run.cache.save(EVALS)                       # the main job finds these files' predictions
     speed_protocol = speed_block(run.rows, run.timed, run.x, run.quick, reference, say)
     say("done measuring")
-    return report_dict(run, speed_protocol)
+    return report_dict(run, speed_protocol, **({"shipped_checkpoint": committed["checkpoint"]} if committed else {}))
 
 
 TORCHAO = "torch.ao int8 best practice (x86, W8A7)"     # the speed yardstick
@@ -554,7 +619,9 @@ def ours_at(rep, w):
     return committed[0] if committed else None
 
 
-NAMES = {"resnet20": "ResNet20 / CIFAR-10"}
+NAMES = {"resnet20": "ResNet20 / CIFAR-10", "resnet32": "ResNet-32 / CIFAR-10", "resnet44": "ResNet-44 / CIFAR-10",
+         "resnet56": "ResNet-56 / CIFAR-10", "resnet110": "ResNet-110 / CIFAR-10",
+         "mobilenetv2": "MobileNetV2 / CIFAR-10"}
 PEER_METHODS = {"torch.ao pt2e": "torch.ao int8 (PT2E, x86 inductor)", "torch.ao best": "torch.ao int8 (x86 default qconfig)", "torch.ao full": "torch.ao int8 full range",
                 "onnxruntime int8": "onnxruntime int8", "torch.ao original": "torch.ao, the original work's settings",
                 "AIMET AdaRound": "AIMET AdaRound (committed figure on 10,000 images, simulated)", "fp16": "torch fp16",
@@ -601,11 +668,47 @@ def summary(rep):
         lines.append(f"  QAT (--qat-epochs, the best of {len(qat_rows)} committed files per width): " + ", ".join(
             f"W{r['bits_w']}A{r['bits_a']} {r['accuracy']:.4f}"
             for r in sorted(best.values(), key=lambda r: (-r["bits_a"], -r["bits_w"]))))
+    for net in rep.get("networks", []):
+        fp = net["rows"][0]
+        lines.append(f"  {NAMES.get(net['network'], net['network'])} (FP32 {fp['accuracy']:.4f}): " + network_line(net))
     if rep.get("quick") or rep.get("recon_iters"):
         lines.append(f"  ({'W4A8/W2A8' if rep.get('study', True) else 'below 8 bits,'} reconstruction at "
                      f"{rep['recon_iters']} steps per block, not the "
                      f"exporter's default; the full run uses the defaults)")
     return "\n".join(lines)
+
+
+def network_line(net):
+    """A shipped network in one line: the default exports and the int8 peers, top-1 (Δ FP32)."""
+    ours = [f"W{w[0]}A{w[1]} {r['accuracy']:.4f} ({r['delta_pp']:+.2f} pp)"
+            for w in NETWORK_WIDTHS if (r := ours_at(net, w))]
+    peers = [f"{PEER_METHODS[r['method']]} {r['accuracy']:.4f}" for r in net["rows"]
+             if r["method"] in ("torch.ao best", "torch.ao pt2e", "onnxruntime int8")]
+    return "ours " + ", ".join(ours) + ("; " + ", ".join(peers) if peers else "")
+
+
+def architectures(rep):
+    """The headline across networks: the study's and each shipped network's FP32, default
+    exports and int8 peers, one row per (network, method): top-1 (Δ FP32) · size."""
+    cols = NETWORK_WIDTHS
+    lines = ["| network | method | FP32 | " + " | ".join(f"W{w}A{a}" for w, a in cols) + " |",
+             "|---" * (len(cols) + 3) + "|"]
+
+    def cell(r):
+        size = f" · {kb(r['size_bytes'])}" if r["size_bytes"] else ""
+        return f"{r['accuracy']:.4f} ({r['delta_pp']:+.2f} pp){size}"
+    for net in [rep, *rep.get("networks", [])]:
+        fp = net["rows"][0]
+        ours = [ours_at(net, w) for w in cols]
+        name = NAMES.get(net.get("network", "resnet20"), net.get("network"))
+        lines.append(f"| {name} | **intengine, the defaults** | {fp['accuracy']:.4f} · {kb(fp['size_bytes'])} | "
+                     + " | ".join("" if r is None else f"**{cell(r)}**" for r in ours) + " |")
+        for method in ("torch.ao best", "torch.ao pt2e", "onnxruntime int8"):
+            r = next((r for r in net["rows"] if r["method"] == method), None)
+            if r:
+                lines.append(f"| | {PEER_METHODS[method]} | | "
+                             + " | ".join(cell(r) if width_key(r) == w else "" for w in cols) + " |")
+    return lines
 
 
 def headline(rep):
@@ -726,17 +829,22 @@ def verdict_text(rep):
         qat_text = " Quantization-aware training (`--qat-epochs`, the best committed file per width) gives " + "; ".join(
             f"W{r['bits_w']}A{r['bits_a']} {r['accuracy']:.4f}"
             + (f" (PTQ {ptq[width_key(r)]['accuracy']:.4f})" if width_key(r) in ptq else "") for r in qat) + "."
+    nets = "".join(f" On {NAMES.get(n['network'], n['network'])} (FP32 {n['rows'][0]['accuracy']:.4f}): "
+                   + network_line(n) + "." for n in rep.get("networks", []))
     return ("**Verdict.** With no options, the exporter and the integer engine score " + "; ".join(parts)
-            + f" (FP32 {fp['accuracy']:.4f})." + small + budget + qat_text)
+            + f" (FP32 {fp['accuracy']:.4f})." + small + budget + qat_text + nets)
 
 
 def markdown(r, plot_rel):
     m = r["machine"]
     la = m.get("load_average", {})
-    sp = r.get("speed_protocol", {})
     study = r.get("study", True)
-    lines = ["# Results" + ("" if study else f": {r['network']}"), "", verdict_text(r), "",
-             "Top-1 on the test images · file size. Bold: what the default commands give "
+    lines = ["# Results" + ("" if study else f": {r['network']}"), "", verdict_text(r), ""]
+    if r.get("networks"):
+        lines += ["Every shipped network: top-1 on the test images (Δ FP32) · file size, what the default "
+                  "commands give beside the int8 peers. Each network's every row follows *All runs*.", "",
+                  *architectures(r), "", f"## {NAMES.get(r.get('network', 'resnet20'), r.get('network'))}", ""]
+    lines += ["Top-1 on the test images · file size. Bold: what the default commands give "
              "(‡ a committed file in `models/` made by the same default method). Sizes are the model file "
              "on disk; *sim.* is a simulated model with no file. " + (
                  "Every figure is measured by this run except AIMET's, which come from "
@@ -765,8 +873,28 @@ def markdown(r, plot_rel):
                   "the most accurate row of that kind and tool in this report (top-1; *sim.* simulated). The QAT "
                   "and AIMET figures come from committed runs (results/qat/, results/aimet_adaround.json); our QAT "
                   "files are run by the engine here.", "", *kinds(r), ""]
-    lines += ["## All runs", "",
-              f"Speed: images/s at batch 256 (uint8 NHWC in, logits out), timed in one block after the "
+    lines += ["## All runs", "", *rows_table(r)]
+    c = r.get("crosscheck")
+    if c is not None:                                 # the study's cross-check
+        lines += appendix(r, c)
+    for net in r.get("networks", []):
+        nm = net["machine"]
+        lines += ["", f"## {NAMES.get(net['network'], net['network'])}: all runs", "",
+                  f"Measured by the same run ({net['total_s']:.0f} s) on {net['n_test']:,} test images, "
+                  f"{net['calibration_images']} calibration images, seed {net['seed']}; checkpoint "
+                  f"{net.get('shipped_checkpoint', net['checkpoint'])} (sha256 {net['checkpoint_sha256'][:16]}), "
+                  f"load average "
+                  f"{nm['load_average']['before'][0]:.1f} before, {nm['load_average']['after'][0]:.1f} after. "
+                  f"The engine runs the committed files that the command in each row made "
+                  f"(`--checkpoint {net.get('shipped_checkpoint', net['checkpoint'])} --publish`).", "",
+                  *rows_table(net)]
+    return "\n".join(lines + [""])
+
+
+def rows_table(r):
+    """Every row of a report with its speed: the *All runs* table."""
+    sp = r.get("speed_protocol", {})
+    lines = [f"Speed: images/s at batch 256 (uint8 NHWC in, logits out), timed in one block after the "
               f"accuracy runs, {sp.get('rounds', '?')} interleaved rounds of {sp.get('images', '?')} images, "
               f"median (min-max); × torch.ao is the median of the per-round ratios to "
               f"`{sp.get('reference', TORCHAO)}`. {sp.get('process', '')}: in-process figures. "
@@ -784,13 +912,15 @@ def markdown(r, plot_rel):
         lines.append(f"| {row['name']} | {row.get('bits_label', row['bits_w'])} | {row['bits_a']} | {row['accuracy']:.4f} | "
                      f"{row['delta_pp']:+.2f} | {row['agreement_fp32']:.4f} | {size} | {spd} | "
                      f"{'n/a' if ratio is None else format(ratio, '.2f')} | {row['note']} |")
-    c = r.get("crosscheck")
-    if c is None:                                     # a network report: no cross-check
-        return "\n".join(lines + [""])
+    return lines
+
+
+def appendix(r, c):
+    """The cross-check of the engine against torch.ao (the study's)."""
     tf = c["teacher_forced"]
     worst = min(tf, key=lambda t: t["identical_active"])
     k = c["kernels"]
-    lines += ["", "## Appendix: the engine against torch.ao int8 (full range)", "",
+    lines = ["", "## Appendix: the engine against torch.ao int8 (full range)", "",
               f"- Top-1 agreement on {r['n_test']:,} images, engine (torch.ao parameters) vs torch.ao: "
               f"**{c['top1_agreement_engine_vs_torchao']:.4f}**. Our own W8A8 vs torch.ao: "
               f"{c['top1_agreement_our_w8a8_vs_torchao']:.4f}.",
@@ -802,9 +932,8 @@ def markdown(r, plot_rel):
               f"average pool rounds ties {k['adaptive_avg_pool_ties']} (ties to even).", "",
               "Free-running mismatch, layer by layer (share of elements that differ from torch.ao):", "",
               "| point | max diff (LSB) | differing |", "|---|---|---|"]
-    lines += [f"| {p['point']} | {p['max_abs_diff']} | {1 - p['identical_all']:.4f} |" for p in c["free_running"]]
-    lines.append("")
-    return "\n".join(lines)
+    return lines + [f"| {p['point']} | {p['max_abs_diff']} | {1 - p['identical_all']:.4f} |"
+                    for p in c["free_running"]]
 
 
 def pareto(points):
