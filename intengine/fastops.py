@@ -10,7 +10,7 @@ end to end (docs/engine.md).  The op table and the arena are layout.py's; graph.
 - A depthwise conv (one input channel per group) sums its taps for 8 pixels x 16 channels
   at a time (vnni.dw_micro, generic LLVM vectors), then requantizes through the same
   vnni.epilogue.
-- The input LUT (eq. 5), add (also the requant of eq. 17a, as K_b = 0), the pools (eq.
+- The input LUT (eq. 5), add (also the requant of eq. 17a, as K_b = 0: a table of its 256 input bytes), the pools (eq.
   15-16a), flatten and the linear layer are plain Numba loops with the fixedpoint.py
   helpers, as in kernels.py.
 - `run` works on N images: each worker thread runs whole images on its own arena, with no
@@ -163,7 +163,21 @@ def flatten(P, ar):
 @njit(cache=True)
 def add_rows(P, ar, r0, r1):
     """relu(a + shortcut(b)) for output rows r0..r1, eq. (12)-(14); a is the I_ point.
-    (ResNet20's adds are all fused into the conv before them; this serves other graphs.)"""
+    (ResNet20's adds are all fused into the conv before them; this serves other graphs.)
+    With K_b = 0 the row is a requant, eq. (17a), whose output is a function of one input
+    byte: a table of all 256 first, from the same _add_value, then one lookup an element."""
+    if P[KB] == 0:
+        lut = np.empty(256, np.uint8)
+        for v in range(256):
+            lut[v] = np.uint8(_add_value(P, ar, v, P[ZX], 0, 0, -1))     # c = -1: no b term
+        co, iwp, icp, awp, acp = P[CO], P[I_WP], P[I_CP], P[A_WP], P[A_CP]
+        for y in range(r0, r1):
+            for x in range(P[WO]):
+                i = P[I_OFF] + (y * iwp + x) * icp
+                o = P[A_OFF] + (y * awp + x) * acp
+                for c in range(co):
+                    ar[o + c] = lut[ar[i + c]]
+        return
     for y in range(r0, r1):
         for x in range(P[WO]):
             i = P[I_OFF] + (y * P[I_WP] + x) * P[I_CP]
