@@ -116,13 +116,14 @@ class Graph:
         return out
 
     def residual(self, x):
-        """x + conv(x), the conv keeping x's shape (stride 1, 'same' padding, odd kernel)."""
+        """x + conv(x), the conv keeping x's shape (stride 1, 'same' padding, odd kernel), its
+        point first or second (torch's `x + f(x)` puts it second)."""
         h, w, c = self.points[x]["shape"]
         k = int(self.rng.choice([1, 3, 5]))
         out = self.point((h, w, c))
         self.weighted("conv", x, out, c, c, k * k * c, {"kh": k, "kw": k, "stride": 1, "ph": k // 2,
                                                          "pw": k // 2, "groups": 1})
-        return self.add(out, x)
+        return self.add(out, x) if self.rng.integers(2) else self.add(x, out)
 
     def shortcut(self, x):
         """An option-A block: a stride-2 conv to 2p more channels, plus x subsampled and padded."""
@@ -225,7 +226,7 @@ def inverted_residual(rng, hw=16, cin=32, expand=6, classes=10):
     e = g.make_conv(x, 1, 1, 1, 0, 0, 1, cin * expand)
     d = g.make_conv(e, 3, 3, 1, 1, 1, cin * expand, cin * expand)
     p = g.make_conv(d, 1, 1, 1, 0, 0, 1, cin)
-    y = g.linear(g.gap(g.add(p, x)), classes, bits=8)
+    y = g.linear(g.gap(g.add(x, p)), classes, bits=8)                         # x + block(x)
     names = ["stem", "expand 1x1", "depthwise 3x3", "project 1x1"]
     for op, name in zip(g.ops, names):
         op["name"] = name

@@ -178,12 +178,20 @@ def add_rows(P, ar, r0, r1):
                 for c in range(co):
                     ar[o + c] = lut[ar[i + c]]
         return
+    ka, za, kb, zb = np.int64(P[KA]), np.int64(P[ZX]), np.int64(P[KB]), np.int64(P[ZB])
+    m0, n, zy, lo, hi = P[A_M0], P[A_N], P[A_ZY], P[A_LO], P[A_HI]
+    co, s, pad = P[CO], P[A_STRIDE], P[PAD]
+    c0, c1 = max(0, pad), min(co, P[B_C] + pad)              # the channels with a b term
     for y in range(r0, r1):
         for x in range(P[WO]):
             i = P[I_OFF] + (y * P[I_WP] + x) * P[I_CP]
             o = P[A_OFF] + (y * P[A_WP] + x) * P[A_CP]
-            for c in range(P[CO]):
-                ar[o + c] = np.uint8(_add_value(P, ar, ar[i + c], P[ZX], y, x, c))
+            b = P[B_OFF] + (y * s * P[B_WP] + x * s) * P[B_CP] - pad
+            for c in range(co):                               # eq. (12)-(14), as _add_value
+                acc = ka * (np.int64(ar[i + c]) - za)
+                if c >= c0 and c < c1:
+                    acc += kb * (np.int64(ar[b + c]) - zb)
+                ar[o + c] = np.uint8(clamp(zy + requant(acc, m0, n), lo, hi))
 
 
 @njit(cache=True)

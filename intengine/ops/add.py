@@ -76,26 +76,33 @@ def run(op, acts, scalar):
                                               op.stride, op.pad, op.m0[0], op.n[0], op.zy, op.lo, op.hi)
 
 
-def fill(row, op, lw):
-    """The add's fields of `row`: its own row, or the conv row it is fused into."""
-    gb = lw.geo[op.ins[1]]
-    lw.builder.set(row, B_OFF=gb[0], B_WP=gb[1], B_CP=gb[2], B_C=lw.shapes[op.ins[1]][2], ZB=op.zx[1],
-                   A_STRIDE=op.stride, PAD=op.pad, KA=op.ka, KB=op.kb, A_M0=int(op.m0[0]), A_N=int(op.n[0]),
+def fill(row, op, lw, swap=False):
+    """The add's fields of `row`: its own row, or the conv row it is fused into.  swap: the
+    conv's point is the add's second input (an identity shortcut, so a and b may trade places:
+    K_a (a - z_a) + K_b (b - z_b) is the same sum)."""
+    ib = 1 - swap
+    ka, kb = (op.kb, op.ka) if swap else (op.ka, op.kb)
+    gb = lw.geo[op.ins[ib]]
+    lw.builder.set(row, B_OFF=gb[0], B_WP=gb[1], B_CP=gb[2], B_C=lw.shapes[op.ins[ib]][2], ZB=op.zx[ib],
+                   A_STRIDE=op.stride, PAD=op.pad, KA=ka, KB=kb, A_M0=int(op.m0[0]), A_N=int(op.n[0]),
                    A_ZY=op.zy, A_LO=op.lo, A_HI=op.hi, A_OFF=lw.geo[op.out][0], A_WP=lw.geo[op.out][1],
                    A_CP=lw.geo[op.out][2])
 
 
-def fuse(row, op, lw):
-    """Fill `row` (a conv's) for the add `op` in its epilogue: eq. (14a)'s constants too."""
-    fill(row, op, lw)
-    ah, bh, low, side, _ = split(op)
+def fuse(row, op, lw, swap=False):
+    """Fill `row` (a conv's) for the add `op` in its epilogue: eq. (14a)'s constants too
+    (swap: fill's)."""
+    fill(row, op, lw, swap)
+    ah, bh, low, side, _ = split(op, swap)
     lw.builder.set(row, FUSE=1, AH=ah, BH=bh, AL=low, ASIDE=side)
 
 
-def split(op):
+def split(op, swap=False):
     """eq. (14a)'s constants for this add (fixedpoint.add_split), or None: then no conv takes
-    it into its epilogue, and it runs as a row of its own (add_rows, eq. 11)."""
-    return add_split(op.ka, op.kb, int(op.m0[0]), int(op.n[0]))
+    it into its epilogue, and it runs as a row of its own (add_rows, eq. 11).  swap: with the
+    inputs traded (fill)."""
+    ka, kb = (op.kb, op.ka) if swap else (op.ka, op.kb)
+    return add_split(ka, kb, int(op.m0[0]), int(op.n[0]))
 
 
 def lower(op, k, lw):

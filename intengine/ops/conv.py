@@ -111,15 +111,19 @@ def run(op, acts, scalar):
 
 
 def fusable_add(k, lw):
-    """The add after conv k that its epilogue can do, or None: fusion on, the add reads the
-    conv's point as its first input, nothing else reads that point, and eq. (14a) applies."""
+    """(the add after conv k that its epilogue can do, swap), or (None, False): fusion on, the
+    add reads the conv's point once, nothing else reads it, and eq. (14a) applies.  The conv's
+    point is the add's first input, or its second where the shortcut is the identity (swap:
+    add.fill), as in `x + block(x)`."""
     if not lw.fuse or k + 1 >= len(lw.ops):
-        return None
+        return None, False
     op, nxt = lw.ops[k], lw.ops[k + 1]
-    if nxt.kind == "add" and nxt.ins[0] == op.out and lw.readers.get(op.out) == [k + 1] and nxt.ins[1] != op.out \
-            and add.split(nxt) is not None:
-        return nxt
-    return None
+    if nxt.kind != "add" or lw.readers.get(op.out) != [k + 1] or nxt.ins[0] == nxt.ins[1]:
+        return None, False
+    swap = nxt.ins[1] == op.out
+    if (nxt.ins[0] == op.out or swap and nxt.stride == 1 and nxt.pad == 0) and add.split(nxt, swap) is not None:
+        return nxt, swap
+    return None, False
 
 
 def dense(op):
@@ -178,7 +182,7 @@ def lower(op, k, lw):
     if op.groups > 1 and cig == 1 and co == op.groups:
         return lower_depthwise(op, lw)
     tile = TILE_CO
-    nxt = fusable_add(k, lw)
+    nxt, swap = fusable_add(k, lw)
     if nxt is None:
         lw.point(op.out)
     (ioff, iwp, icp), (ooff, owp, ocp) = lw.geo[op.ins[0]], lw.geo.get(op.out, (0, 0, 0))
@@ -202,7 +206,7 @@ def lower(op, k, lw):
     b.set(row, WIDE=b.weights16(packed) if lw.wide and row[MADD] == 0 else -1)
     if nxt is not None:
         lw.point(nxt.out)
-        add.fuse(row, nxt, lw)
+        add.fuse(row, nxt, lw, swap)
         lw.fused(k + 1)
 
 
