@@ -49,6 +49,26 @@ def machine(**extra):
             "load_average": list(os.getloadavg()), **extra}
 
 
+def fp32_logits(model, images, norm=None, batch=500):
+    """A float model's logits (float64, N x C) on uint8 NHWC images, normalized as the trainer
+    normalizes them (torchao.normalize; norm: a Source's, else CIFAR-10's), in batches."""
+    import torch
+    from .torchao import normalize
+    with torch.no_grad():
+        return np.concatenate([model(normalize(images[s:s + batch], norm)).double().numpy()
+                               for s in range(0, len(images), batch)])
+
+
+def heldout(data_dir=None):
+    """The held-out training images for choosing hyperparameters (calibrate.heldout_indices,
+    docs/quantization.md section 13) and their labels (int64)."""
+    from trainer import data
+    from .calibrate import heldout_indices
+    arr = data.load_arrays(data_dir)
+    idx = heldout_indices(len(arr["x_train"]))
+    return arr["x_train"][idx], np.asarray(arr["y_train"][idx]).astype(np.int64)
+
+
 def write_atomic(path, data):
     """Write bytes or text to path through a temporary file, so no half-written file is left."""
     path = Path(path)

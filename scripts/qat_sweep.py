@@ -94,18 +94,10 @@ EXPORTS = {
 def heldout_scores(path, data_dir=None):
     """Engine top-1 agreement with FP32 and accuracy on the 5,000 held-out training images."""
     import intengine
-    from exporter import calibrate, source
-    from exporter.torchao import normalize
-    from trainer import data
-    import torch
-    arrays = data.load_arrays(data_dir)
-    held = calibrate.heldout_indices(len(arrays["x_train"]))
-    x, y = arrays["x_train"][held], arrays["y_train"][held]
-    model = intengine.load(path)
-    pred = np.concatenate([model.predict(x[s:s + 500]).argmax(1) for s in range(0, len(x), 500)])
-    fp = source.checkpoint_model(ROOT / "checkpoints" / "resnet20.pt")
-    with torch.no_grad():
-        fpp = np.concatenate([fp(normalize(x[s:s + 500])).argmax(1).numpy() for s in range(0, len(x), 500)])
+    from exporter import report, source
+    x, y = report.heldout(data_dir)
+    pred = intengine.load(path).predict(x).argmax(1)
+    fpp = report.fp32_logits(source.checkpoint_model(ROOT / "checkpoints" / "resnet20.pt"), x).argmax(1)
     return {"heldout_agree": float((pred == fpp).mean()), "heldout_acc": float((pred == y).mean())}
 
 

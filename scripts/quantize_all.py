@@ -40,13 +40,14 @@ def run(cmd, env):
 
 
 def fp32_predictions(checkpoint, data_dir, limit, seed):
-    import torch
-    from trainer import data, evaluate
-    model, _ = evaluate.load_model(checkpoint)
-    test = data.load("test", data_dir, limit=limit, seed=seed)
-    with torch.no_grad():
-        logits = torch.cat([model(data.normalize(test.images[i:i + 500])) for i in range(0, len(test), 500)])
-    return logits.argmax(1).numpy(), test.labels.numpy()
+    from exporter import report, source
+    from intengine.cifar10 import load_test, seeded_subset
+    x, y = load_test(data_dir)
+    if limit and limit < len(y):
+        idx = seeded_subset(len(y), limit, seed)
+        x, y = x[idx], y[idx]
+    model, _, norm = source.read_checkpoint(checkpoint)
+    return report.fp32_logits(model, x, norm).argmax(1), np.asarray(y).astype(np.int64)
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -118,9 +119,8 @@ def main(bits, checkpoint, data_dir, limit, seed, out_dir, results, calib_images
 
 
 def _versions():
-    import numba
-    import torch
-    return {"numpy": np.__version__, "numba": numba.__version__, "torch": torch.__version__}
+    from exporter.report import versions
+    return versions("numpy", "numba", "torch")
 
 
 def markdown(r):

@@ -22,7 +22,6 @@ exports, and their evaluation.  Every figure it writes comes from a run it made.
 import datetime
 import json
 import os
-import platform
 import shlex
 import subprocess
 import sys
@@ -72,10 +71,9 @@ for _n, _o in (("w2a8_all2_nearest_s0", ["--bits", "2", "--first-last-bits", "2"
 
 
 def machine():
-    import torch
-    from intengine.cpu import processor_name
-    return {"cpu": processor_name(), "cores": os.cpu_count(), "python": platform.python_version(),
-            "torch": torch.__version__, "numpy": np.__version__}
+    """The processor and versions a run records (exporter.report's)."""
+    from exporter import report
+    return {**report.machine(), **report.versions("torch", "numpy")}
 
 
 def load1():
@@ -121,12 +119,8 @@ def engine_heldout(path, x, y, fp_logits):
 
 
 def fp32_logits(images):
-    import torch
-    from exporter import blocks, calibrate, source
-    model = source.checkpoint_model(ROOT / "checkpoints" / "resnet20.pt")
-    with torch.no_grad():
-        return np.concatenate([model(calibrate.normalize64(images[s:s + 500]).float()).double().numpy()
-                               for s in range(0, len(images), 500)])
+    from exporter import report, source
+    return report.fp32_logits(source.checkpoint_model(ROOT / "checkpoints" / "resnet20.pt"), images)
 
 
 def fp32_pred(images):
@@ -135,11 +129,8 @@ def fp32_pred(images):
 
 def heldout_set(data_dir):
     """The 5,000 held-out training images, their labels and FP32's logits on them."""
-    from exporter import calibrate
-    from trainer import data
-    arr = data.load_arrays(data_dir)
-    idx = calibrate.heldout_indices(len(arr["x_train"]))
-    x, y = arr["x_train"][idx], np.asarray(arr["y_train"][idx]).astype(np.int64)
+    from exporter import report
+    x, y = report.heldout(data_dir)
     return x, y, fp32_logits(x)
 
 
