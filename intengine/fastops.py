@@ -12,7 +12,9 @@ end to end (docs/engine.md).  The op table and the arena are layout.py's; graph.
   vnni.epilogue.
 - The input LUT (eq. 5), add (also the requant of eq. 17a, as K_b = 0: a table of its 256 input bytes), the pools (eq.
   15-16a), flatten and the linear layer are plain Numba loops with the fixedpoint.py
-  helpers, as in kernels.py.
+  helpers, as in kernels.py.  Their channel loops go through views of the arena
+  (`ar[b:b + C]`), which LLVM vectorizes: indexed straight into `ar` they stayed scalar
+  (a VGG-style W8A8 file's max pools took as long as its convs).
 - `run` works on N images: each worker thread runs whole images on its own arena, with no
   synchronisation at all.  `run_shared` splits one image's ops into row blocks that every
   thread takes from atomic counters (sync.py), in one arena; graph.BatchOne chooses between
@@ -120,11 +122,31 @@ def window_rows(P, ar, m0, n, r0, r1):
     C, s, kh, kw, ph, pw = P[CO], P[STRIDE], P[KH], P[KW], P[PH], P[PW]
     H, W = P[IH], P[IW]
     is_max, zx = P[ROW] == MAXPOOL, P[ZX]
+    if is_max:                          # bytes kept as bytes: the channel loops run on whole vectors
+        top = np.empty(C, np.uint8)     # every window holds a real tap (ph <= kh // 2): 0 is no value
+        for y in range(r0, r1):
+            for x in range(P[WO]):
+                top[:] = 0
+                for ky in range(kh):
+                    iy = y * s + ky - ph
+                    if iy < 0 or iy >= H:
+                        continue
+                    for kx in range(kw):
+                        ix = x * s + kx - pw
+                        if ix < 0 or ix >= W:
+                            continue
+                        b = P[I_OFF] + (iy * P[I_WP] + ix) * P[I_CP]
+                        px = ar[b:b + C]                  # a view: the channel loop vectorizes
+                        for c in range(C):
+                            top[c] = max(top[c], px[c])
+                o = P[O_OFF] + (y * P[O_WP] + x) * P[O_CP]
+                ar[o:o + C] = top
+        return
     acc = np.empty(C, np.int64)
     for y in range(r0, r1):
         for x in range(P[WO]):
             for c in range(C):
-                acc[c] = -1 if is_max else 0
+                acc[c] = 0
             for ky in range(kh):
                 iy = y * s + ky - ph
                 if iy < 0 or iy >= H:
@@ -134,18 +156,12 @@ def window_rows(P, ar, m0, n, r0, r1):
                     if ix < 0 or ix >= W:
                         continue
                     b = P[I_OFF] + (iy * P[I_WP] + ix) * P[I_CP]
-                    if is_max:
-                        for c in range(C):
-                            acc[c] = max(acc[c], np.int64(ar[b + c]))
-                    else:
-                        for c in range(C):
-                            acc[c] += np.int64(ar[b + c]) - zx
+                    px = ar[b:b + C]
+                    for c in range(C):
+                        acc[c] += np.int64(px[c]) - zx
             o = P[O_OFF] + (y * P[O_WP] + x) * P[O_CP]
             for c in range(C):
-                if is_max:
-                    ar[o + c] = np.uint8(acc[c])
-                else:
-                    ar[o + c] = np.uint8(clamp(P[ZY] + requant_even(acc[c], m0[P[CH]], n[P[CH]]), P[LO], P[HI]))
+                ar[o + c] = np.uint8(clamp(P[ZY] + requant_even(acc[c], m0[P[CH]], n[P[CH]]), P[LO], P[HI]))
 
 
 @njit(cache=True)
@@ -175,8 +191,9 @@ def add_rows(P, ar, r0, r1):
             for x in range(P[WO]):
                 i = P[I_OFF] + (y * iwp + x) * icp
                 o = P[A_OFF] + (y * awp + x) * acp
+                src, dst = ar[i:i + co], ar[o:o + co]          # views: no reloads of P
                 for c in range(co):
-                    ar[o + c] = lut[ar[i + c]]
+                    dst[c] = lut[src[c]]
         return
     ka, za, kb, zb = np.int64(P[KA]), np.int64(P[ZX]), np.int64(P[KB]), np.int64(P[ZB])
     m0, n, zy, lo, hi = P[A_M0], P[A_N], P[A_ZY], P[A_LO], P[A_HI]
@@ -187,11 +204,12 @@ def add_rows(P, ar, r0, r1):
             i = P[I_OFF] + (y * P[I_WP] + x) * P[I_CP]
             o = P[A_OFF] + (y * P[A_WP] + x) * P[A_CP]
             b = P[B_OFF] + (y * s * P[B_WP] + x * s) * P[B_CP] - pad
+            qa, qb, dst = ar[i:i + co], ar[b + c0:b + c1], ar[o:o + co]     # views
             for c in range(co):                               # eq. (12)-(14), as _add_value
-                acc = ka * (np.int64(ar[i + c]) - za)
+                acc = ka * (np.int64(qa[c]) - za)
                 if c >= c0 and c < c1:
-                    acc += kb * (np.int64(ar[b + c]) - zb)
-                ar[o + c] = np.uint8(clamp(zy + requant(acc, m0, n), lo, hi))
+                    acc += kb * (np.int64(qb[c - c0]) - zb)
+                dst[c] = np.uint8(clamp(zy + requant(acc, m0, n), lo, hi))
 
 
 @njit(cache=True)
