@@ -122,31 +122,12 @@ def window_rows(P, ar, m0, n, r0, r1):
     C, s, kh, kw, ph, pw = P[CO], P[STRIDE], P[KH], P[KW], P[PH], P[PW]
     H, W = P[IH], P[IW]
     is_max, zx = P[ROW] == MAXPOOL, P[ZX]
-    if is_max:                          # bytes kept as bytes: the channel loops run on whole vectors
-        top = np.empty(C, np.uint8)     # every window holds a real tap (ph <= kh // 2): 0 is no value
-        for y in range(r0, r1):
-            for x in range(P[WO]):
-                top[:] = 0
-                for ky in range(kh):
-                    iy = y * s + ky - ph
-                    if iy < 0 or iy >= H:
-                        continue
-                    for kx in range(kw):
-                        ix = x * s + kx - pw
-                        if ix < 0 or ix >= W:
-                            continue
-                        b = P[I_OFF] + (iy * P[I_WP] + ix) * P[I_CP]
-                        px = ar[b:b + C]                  # a view: the channel loop vectorizes
-                        for c in range(C):
-                            top[c] = max(top[c], px[c])
-                o = P[O_OFF] + (y * P[O_WP] + x) * P[O_CP]
-                ar[o:o + C] = top
-        return
-    acc = np.empty(C, np.int64)
+    top = np.empty(C, np.uint8)         # max: bytes kept as bytes; every window holds a real tap
+    acc = np.empty(C, np.int64)         # (ph <= kh // 2), so 0 stands for no value yet
     for y in range(r0, r1):
         for x in range(P[WO]):
-            for c in range(C):
-                acc[c] = 0
+            top[:] = 0
+            acc[:] = 0
             for ky in range(kh):
                 iy = y * s + ky - ph
                 if iy < 0 or iy >= H:
@@ -156,12 +137,19 @@ def window_rows(P, ar, m0, n, r0, r1):
                     if ix < 0 or ix >= W:
                         continue
                     b = P[I_OFF] + (iy * P[I_WP] + ix) * P[I_CP]
-                    px = ar[b:b + C]
-                    for c in range(C):
-                        acc[c] += np.int64(px[c]) - zx
+                    px = ar[b:b + C]                  # a view: the channel loops vectorize
+                    if is_max:
+                        for c in range(C):
+                            top[c] = max(top[c], px[c])
+                    else:
+                        for c in range(C):
+                            acc[c] += np.int64(px[c]) - zx
             o = P[O_OFF] + (y * P[O_WP] + x) * P[O_CP]
-            for c in range(C):
-                ar[o + c] = np.uint8(clamp(P[ZY] + requant_even(acc[c], m0[P[CH]], n[P[CH]]), P[LO], P[HI]))
+            if is_max:
+                ar[o:o + C] = top
+            else:
+                for c in range(C):
+                    ar[o + c] = np.uint8(clamp(P[ZY] + requant_even(acc[c], m0[P[CH]], n[P[CH]]), P[LO], P[HI]))
 
 
 @njit(cache=True)
