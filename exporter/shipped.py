@@ -21,21 +21,22 @@ FOLDER = Path("results") / "networks"
 
 
 def training(path):
-    """-> (epochs done, epochs planned) of a trainer checkpoint; None where it does not say."""
+    """-> (epochs done, epochs planned, arch) of a trainer checkpoint; None where it does not say."""
     state = read_file(Path(path))
     if not isinstance(state, dict):
-        return None, None
-    return state.get("epoch"), (state.get("config") or {}).get("epochs")
+        return None, None, None
+    cfg = state.get("config") or {}
+    return state.get("epoch"), cfg.get("epochs"), cfg.get("model")
 
 
 def unfinished(path):
     """Why a checkpoint is not yet a shipped network (its training has not run to its last
     epoch), or None."""
-    done, planned = training(path)
+    done, planned, arch = training(path)
     if done is None or planned is None:
         return f"{path} does not record its training (a bare state_dict); ship a trainer checkpoint"
     if done < planned:
-        return f"{path} is at epoch {done} of {planned}; finish it with `python -m trainer --resume`"
+        return f"{path} is at epoch {done} of {planned}; finish it with `python -m trainer --arch {arch} --resume`"
     return None
 
 

@@ -27,7 +27,7 @@ def _checkpoint(path, epoch, epochs):
 
 def test_only_a_finished_checkpoint_in_checkpoints_is_published(tmp_path):
     part = _checkpoint(tmp_path / "part.pt", 3, 120)
-    assert "at epoch 3 of 120" in shipped.unfinished(part)
+    assert "at epoch 3 of 120; finish it with `python -m trainer --arch resnet20 --resume`" in shipped.unfinished(part)
     assert shipped.unfinished(_checkpoint(tmp_path / "done.pt", 120, 120)) is None
     r = subprocess.run([sys.executable, "scripts/compare.py", "--checkpoint", str(part), "--publish", "--out",
                         str(tmp_path / "no")], cwd=ROOT, capture_output=True, text=True, timeout=300)
