@@ -146,7 +146,9 @@ def window_rows(P, ar, m0, n, r0, r1):
                             acc[c] += np.int64(px[c]) - zx
             o = P[O_OFF] + (y * P[O_WP] + x) * P[O_CP]
             if is_max:
-                ar[o:o + C] = top
+                dst = ar[o:o + C]                     # (a slice assignment would bring floats in)
+                for c in range(C):
+                    dst[c] = top[c]
             else:
                 for c in range(C):
                     ar[o + c] = np.uint8(clamp(P[ZY] + requant_even(acc[c], m0[P[CH]], n[P[CH]]), P[LO], P[HI]))

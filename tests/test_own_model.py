@@ -189,7 +189,7 @@ def test_the_comparison_reports_a_users_program_beside_the_peers_that_take_it(da
     assert "Appendix" not in md and "Kinds of quantization" not in md
     assert r.stdout.startswith("Verdict (96 test images")
     p = _compare("--model", prog, "--publish", "--data-dir", data_dir, "--out", tmp_path / "no")
-    assert p.returncode != 0 and "--publish replaces the shipped ResNet20's" in p.stderr
+    assert p.returncode != 0 and "--publish takes the shipped ResNet20 or a trainer checkpoint in checkpoints/" in p.stderr
     assert len(p.stderr.strip().splitlines()) <= 3 and "Traceback" not in p.stderr and not (tmp_path / "no").exists()
 
 
