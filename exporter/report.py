@@ -20,10 +20,14 @@ BATCH = 256
 
 
 class Progress:
-    """One line per stage on stderr, with the time since the start."""
+    """One line per stage on stderr, with the time since the command started (the first
+    Progress of the process), so that every stage of a run reads on one clock."""
+    started = None
 
     def __init__(self):
-        self.t0 = time.perf_counter()
+        if Progress.started is None:
+            Progress.started = time.perf_counter()
+        self.t0 = Progress.started
 
     def __call__(self, msg):
         click.echo(f"[{time.perf_counter() - self.t0:7.1f} s] {msg}", err=True)

@@ -2,6 +2,7 @@
 finished checkpoint, then measured by the main job from their committed files, and the
 report's table across networks (scripts/compare.py)."""
 import json
+import re
 import subprocess
 import sys
 
@@ -35,10 +36,11 @@ def test_only_a_finished_checkpoint_in_checkpoints_is_published(tmp_path):
     assert "Traceback" not in r.stderr and not (tmp_path / "no").exists()
 
 
-def test_a_published_network_is_measured_again_from_its_committed_files(data_dir, tmp_path, monkeypatch):
+def test_a_published_network_is_measured_again_from_its_committed_files(data_dir, tmp_path, monkeypatch, capsys):
     """Publish (the default exports copied into models/, listed with their commands), then the
     main job's pass over it: the engine runs the listed files, their predictions come from the
-    cache and equal the fresh ones, and a file that changed leaves the network out."""
+    cache and equal the fresh ones, every stage line reads on one clock, and a file that
+    changed leaves the network out."""
     import compare
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     root = tmp_path / "repo"
@@ -58,6 +60,8 @@ def test_a_published_network_is_measured_again_from_its_committed_files(data_dir
 
     net = compare.measure(source.load(ckpt), data_dir, 96, 32, 0, tmp_path / "unused", iters=2, quick=True,
                           committed=m)
+    times = [float(t) for t in re.findall(r"^\[\s*(\d+\.\d) s\]", capsys.readouterr().err, re.M)]
+    assert len(times) > 20 and times == sorted(times), times      # both networks' stages, one clock
     again = {r["name"]: r for r in net["rows"] if r["kind"] == "ours"}
     assert sorted(again) == sorted(fresh) and not (tmp_path / "unused" / "resnet20_w8a8.npz").exists()
     for name, r in again.items():
