@@ -34,18 +34,6 @@ from .layout import (A_CP, A_HI, A_LO, A_M0, A_N, A_OFF, A_STRIDE, A_WP, A_ZY, A
 from .sync import fetch_add, load, pause
 from .vnni import AVX2_BYTES, AVX2_WORDS, CO as TILE_CO, P as TILE_P, dw_micro, epilogue, micro, micro2
 
-@njit(cache=True, inline="always")
-def _add_value(P, ar, qa, za, y, x, c):
-    """The residual add at output (y, x, c) given a's value qa: eq. (12)-(14)."""
-    acc = np.int64(P[KA]) * (np.int64(qa) - za)          # |acc| < 2^37 at 8 bits, section 7
-    cb = c - P[PAD]
-    if cb >= 0 and cb < P[B_C]:                           # padded channels hold z_b: add nothing
-        s = P[A_STRIDE]
-        b = ar[P[B_OFF] + (y * s * P[B_WP] + x * s) * P[B_CP] + cb]
-        acc += np.int64(P[KB]) * (np.int64(b) - P[ZB])
-    return clamp(P[A_ZY] + requant(acc, P[A_M0], P[A_N]), P[A_LO], P[A_HI])
-
-
 @njit(cache=True)
 def conv_rows(path, P, ar, koffs, wpk, bias, m0, n, rnd, acc, r0, r1):
     """Output rows r0..r1 of one conv on one image's arena `ar`, eq. (6)-(8).
@@ -171,31 +159,27 @@ def add_rows(P, ar, r0, r1):
     """relu(a + shortcut(b)) for output rows r0..r1, eq. (12)-(14); a is the I_ point.
     (ResNet20's adds are all fused into the conv before them; this serves other graphs.)
     With K_b = 0 the row is a requant, eq. (17a), whose output is a function of one input
-    byte: a table of all 256 first, from the same _add_value, then one lookup an element."""
-    if P[KB] == 0:
-        lut = np.empty(256, np.uint8)
-        for v in range(256):
-            lut[v] = np.uint8(_add_value(P, ar, v, P[ZX], 0, 0, -1))     # c = -1: no b term
-        co, iwp, icp, awp, acp = P[CO], P[I_WP], P[I_CP], P[A_WP], P[A_CP]
-        for y in range(r0, r1):
-            for x in range(P[WO]):
-                i = P[I_OFF] + (y * iwp + x) * icp
-                o = P[A_OFF] + (y * awp + x) * acp
-                src, dst = ar[i:i + co], ar[o:o + co]          # views: no reloads of P
-                for c in range(co):
-                    dst[c] = lut[src[c]]
-        return
+    byte: a table of all 256 first, from the same formula, then one lookup an element."""
     ka, za, kb, zb = np.int64(P[KA]), np.int64(P[ZX]), np.int64(P[KB]), np.int64(P[ZB])
     m0, n, zy, lo, hi = P[A_M0], P[A_N], P[A_ZY], P[A_LO], P[A_HI]
     co, s, pad = P[CO], P[A_STRIDE], P[PAD]
+    if kb == 0:
+        lut = np.empty(256, np.uint8)
+        for v in range(256):                                  # |acc| < 2^37 at 8 bits, section 7
+            lut[v] = np.uint8(clamp(zy + requant(ka * (v - za), m0, n), lo, hi))
     c0, c1 = max(0, pad), min(co, P[B_C] + pad)              # the channels with a b term
     for y in range(r0, r1):
         for x in range(P[WO]):
             i = P[I_OFF] + (y * P[I_WP] + x) * P[I_CP]
             o = P[A_OFF] + (y * P[A_WP] + x) * P[A_CP]
+            qa, dst = ar[i:i + co], ar[o:o + co]              # views: the loops vectorize
+            if kb == 0:
+                for c in range(co):
+                    dst[c] = lut[qa[c]]
+                continue
             b = P[B_OFF] + (y * s * P[B_WP] + x * s) * P[B_CP] - pad
-            qa, qb, dst = ar[i:i + co], ar[b + c0:b + c1], ar[o:o + co]     # views
-            for c in range(co):                               # eq. (12)-(14), as _add_value
+            qb = ar[b + c0:b + c1]                            # padded channels hold z_b: add nothing
+            for c in range(co):                               # eq. (12)-(14)
                 acc = ka * (np.int64(qa[c]) - za)
                 if c >= c0 and c < c1:
                     acc += kb * (np.int64(qb[c - c0]) - zb)

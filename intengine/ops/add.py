@@ -81,7 +81,7 @@ def fill(row, op, lw, swap=False):
     conv's point is the add's second input (an identity shortcut, so a and b may trade places:
     K_a (a - z_a) + K_b (b - z_b) is the same sum)."""
     ib = 1 - swap
-    ka, kb = (op.kb, op.ka) if swap else (op.ka, op.kb)
+    ka, kb = factors(op, swap)
     gb = lw.geo[op.ins[ib]]
     lw.builder.set(row, B_OFF=gb[0], B_WP=gb[1], B_CP=gb[2], B_C=lw.shapes[op.ins[ib]][2], ZB=op.zx[ib],
                    A_STRIDE=op.stride, PAD=op.pad, KA=ka, KB=kb, A_M0=int(op.m0[0]), A_N=int(op.n[0]),
@@ -101,8 +101,12 @@ def split(op, swap=False):
     """eq. (14a)'s constants for this add (fixedpoint.add_split), or None: then no conv takes
     it into its epilogue, and it runs as a row of its own (add_rows, eq. 11).  swap: with the
     inputs traded (fill)."""
-    ka, kb = (op.kb, op.ka) if swap else (op.ka, op.kb)
-    return add_split(ka, kb, int(op.m0[0]), int(op.n[0]))
+    return add_split(*factors(op, swap), int(op.m0[0]), int(op.n[0]))
+
+
+def factors(op, swap=False):
+    """(K_a, K_b), traded with swap (fill)."""
+    return (op.kb, op.ka) if swap else (op.ka, op.kb)
 
 
 def lower(op, k, lw):
