@@ -1,5 +1,8 @@
 """Which conv kernel runs a file: the dispatch rule, decided when a model is loaded.
 
+    amx       weights <= 8 bits, activations <= 8 bits, a processor with AMX-INT8 (Intel Xeon
+              from Sapphire Rapids on) whose Linux grants the process the AMX tile state:
+              tdpbusd on tiles (amx.py), vpdpbusd for what is not a conv tile
     vnni      weights <= 8 bits, activations <= 8 bits, and the processor has AVX512-VNNI
     avxvnni   the same sizes, a processor with 256-bit VNNI and no AVX512-VNNI (AVX-VNNI: Intel
               client chips from Alder Lake on): vpdpbusd on ymm
@@ -9,7 +12,7 @@
     scalar    everything else (16-bit files): kernels.py, int32 or int64 accumulators
 
 The processor's features come from LLVM (llvmlite reports the host's), at run time; nothing
-is assumed.  INTENGINE_KERNEL=avxvnni, avx2, portable or scalar forces another path, for
+is assumed.  INTENGINE_KERNEL=vnni, avxvnni, avx2, portable or scalar forces another path, for
 comparison, to see what another processor runs, or to work around a problem; a path the
 processor lacks is an error.  The avxvnni path also runs where AVX512-VNNI comes with AVX512VL
 (vpdpbusd on ymm, EVEX-encoded, same sums), so every VNNI machine tests it.  docs/engine.md.
@@ -19,7 +22,7 @@ import os
 import llvmlite.binding as llvm
 from numba.core import config
 
-KERNELS = ("vnni", "avxvnni", "avx2", "portable", "scalar")
+KERNELS = ("amx", "vnni", "avxvnni", "avx2", "portable", "scalar")
 ENV = "INTENGINE_KERNEL"
 
 
@@ -40,6 +43,30 @@ def has_vnni():
 
 
 HAS_VNNI = has_vnni()
+ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA, SYS_ARCH_PRCTL = 0x1023, 18, 158     # Linux x86-64
+
+
+def has_amx():
+    """True when Numba compiles for this host, the host has AMX-INT8 and AVX512-VNNI, and
+    Linux grants this process the AMX tile data state (arch_prctl ARCH_REQ_XCOMP_PERM, asked
+    once here: without it the first tile instruction faults).  Any failure means no AMX."""
+    if not HAS_VNNI:
+        return False
+    f = host_features()
+    if not (f.get("amx-int8", False) and f.get("amx-tile", False)):
+        return False
+    try:
+        import ctypes
+        import platform
+        if platform.system() != "Linux" or platform.machine() != "x86_64":
+            return False
+        return ctypes.CDLL(None, use_errno=True).syscall(SYS_ARCH_PRCTL, ARCH_REQ_XCOMP_PERM,
+                                                         XFEATURE_XTILEDATA) == 0
+    except (OSError, AttributeError):
+        return False
+
+
+HAS_AMX = has_amx()
 # LLVM's names of processors with AVX2, for a NUMBA_CPU_NAME that is not the host
 AVX2_CPUS = {"haswell", "broadwell", "skylake", "skylake-avx512", "cascadelake", "cooperlake", "cannonlake",
              "icelake-client", "icelake-server", "tigerlake", "rocketlake", "alderlake", "raptorlake",
@@ -101,7 +128,7 @@ def limited_features(isa):
 
 def fast_kernels():
     """The fast paths this processor runs, fastest first (what the tests run each of)."""
-    return ["vnni"] * HAS_VNNI + ["avxvnni"] * HAS_AVXVNNI + ["avx2"] * HAS_AVX2 + ["portable"]
+    return ["amx"] * HAS_AMX + ["vnni"] * HAS_VNNI + ["avxvnni"] * HAS_AVXVNNI + ["avx2"] * HAS_AVX2 + ["portable"]
 
 
 def llvm_cpu_name():
@@ -128,9 +155,12 @@ def choose(eligible, requested=None):
     eligible: whether the file has weights and activations of <= 8 bits (graph.eligible)."""
     req = (requested or os.environ.get(ENV) or "auto").strip().lower()
     if req not in ("auto",) + KERNELS:
-        raise ValueError(f"{ENV}={req!r}: expected auto, vnni, avxvnni, avx2, portable or scalar")
+        raise ValueError(f"{ENV}={req!r}: expected auto, amx, vnni, avxvnni, avx2, portable or scalar")
     if req == "scalar" or not eligible:
         return "scalar"
+    if req == "amx" and not HAS_AMX:
+        raise ValueError(f"kernel 'amx' requested but this processor ({llvm_cpu_name()}) has no AMX-INT8, or "
+                         f"Linux did not grant the AMX state; use auto or vnni")
     if req == "vnni" and not HAS_VNNI:
         raise ValueError(f"kernel 'vnni' requested but this processor ({llvm_cpu_name()}) has no "
                          f"AVX512-VNNI; use auto or portable")
@@ -140,6 +170,6 @@ def choose(eligible, requested=None):
     if req == "avx2" and not HAS_AVX2:
         raise ValueError(f"kernel 'avx2' requested but this processor ({llvm_cpu_name()}) has no AVX2, or "
                          f"Numba does not compile for one; use auto or portable")
-    if req in ("portable", "avx2", "avxvnni"):
+    if req in ("portable", "avx2", "avxvnni", "vnni"):
         return req
-    return "vnni" if HAS_VNNI else "avxvnni" if HAS_AVXVNNI else "avx2" if HAS_AVX2 else "portable"
+    return "amx" if HAS_AMX else "vnni" if HAS_VNNI else "avxvnni" if HAS_AVXVNNI else "avx2" if HAS_AVX2 else "portable"

@@ -27,12 +27,18 @@ import numpy as np
 from numba import get_thread_id, njit, prange
 
 from .fixedpoint import clamp, requant, requant_even
-from .layout import (A_CP, A_HI, A_LO, A_M0, A_N, A_OFF, A_STRIDE, A_WP, A_ZY, ADD, ADD_END, ADD_START, AVGPOOL,
+from .layout import (A_CP, A_HI, A_LO, A_M0, A_N, A_OFF, A_STRIDE, A_WP, A_ZY, ADD, ADD_END, ADD_START, AMX_CFG, AMX_K,
+                     AMX_M, AMX_N, AMX_TSTEP, AMX_W, AMX_WSTEP, AVGPOOL,
                      B_C, B_CP, B_OFF, B_WP, CH, CO, CONV, COT, DWCONV, FLATTEN, FUSE, GAP, HI, HO, I_CP, I_OFF,
                      I_WP, IH, IW, KA, KB, KH, KOFF, KW, LINEAR, LO, MADD, MAXPOOL, NK, O_CP, O_OFF, O_WP, PAD, PH, PW, ROW,
                      STORE, STRIDE, WIDE, WO, WOFF, ZB, ZX, ZY)
 from .sync import fetch_add, load, pause
 from .vnni import AVX2_BYTES, AVX2_WORDS, CO as TILE_CO, P as TILE_P, dw_micro, epilogue, micro, micro2
+from . import amx
+
+AMX = 5                     # the amx kernel's path (graph.PATH_IDS)
+SEG = 64                    # output pixels an AMX segment (amx_rows)
+ACC = 4 * SEG * TILE_CO     # int32 sums a worker's scratch holds: 4 channel tiles of a segment (vnni's take 256)
 
 @njit(cache=True)
 def conv_rows(path, P, ar, koffs, wpk, bias, m0, n, rnd, acc, r0, r1):
@@ -49,6 +55,11 @@ def conv_rows(path, P, ar, koffs, wpk, bias, m0, n, rnd, acc, r0, r1):
     boff, bwp, bcp, aoff, awp, acp = P[B_OFF], P[B_WP], P[B_CP], P[A_OFF], P[A_WP], P[A_CP]
     addp = P[ADD_START:ADD_END]           # n, z, lo, hi, A_h, B_h, L, side (layout.EPILOGUE_ADD)
     wstep = 64                            # bytes of weights a K-group (16 channels x 4)
+    if path == AMX and P[AMX_N] > 0:
+        amx_rows(P, ar, koffs, wpk, bias, m0, n, rnd, acc, r0, r1)
+        return
+    if path == AMX:
+        path = 1                          # a row with no AMX tables: vpdpbusd
     if path == AVX2_BYTES and P[MADD] == 0:
         path = AVX2_WORDS                 # vpmaddubsw would saturate on this layer's weights
         woff, wstep = P[WIDE], 128        # vpmaddwd reads them as int16 (ops/conv.lower)
@@ -75,9 +86,62 @@ def conv_rows(path, P, ar, koffs, wpk, bias, m0, n, rnd, acc, r0, r1):
                         o, ostr = aoff + (oy * awp + ox0) * acp + co0, acp
                         bb = boff + (oy * ast * bwp + ox0 * ast) * bcp + co0 - pad
                         bstr = ast * bcp
-                    epilogue(acc, j * TILE_P, npix, bias, m0, n, rnd, ch + co0, zy, lo, hi, ar, o, ostr, fuse,
-                             bb, bstr, c0, c1, zb, addp)
+                    epilogue(acc, j * TILE_P, npix, 1, 0, bias, m0, n, rnd, ch + co0, zy, lo, hi, ar, o, ostr, 0,
+                             fuse, bb, bstr, 0, c0, c1, zb, addp)
             cot += tiles
+
+
+@njit(cache=True)
+def amx_rows(P, ar, koffs, wpk, bias, m0, n, rnd, acc, r0, r1):
+    """conv_rows on AMX tiles (amx.py), output rows r0..r1 in segments of up to SEG pixels:
+    SEG // WO whole rows, or where a row is longer, runs of SEG pixels of one row.  A
+    segment's blocks of M pixels (its last block ends at its end, overlapping the one before
+    where M does not divide it) go through amx.tiles two blocks x two channel tiles, or one
+    block x up to four, a call, into acc (channel tile j's pixels at SEG j); then
+    vnni.epilogue once a channel tile and segment, as in conv_rows (its setup, loading the
+    channel constants, is then shared by up to SEG pixels)."""
+    s, iwp, icp, ch, wo = P[STRIDE], P[I_WP], P[I_CP], P[CH], P[WO]
+    ocp, fuse, zb, pad, bc, ast = P[O_CP], P[FUSE], P[ZB], P[PAD], P[B_C], P[A_STRIDE]
+    boff, bwp, bcp, aoff, awp, acp = P[B_OFF], P[B_WP], P[B_CP], P[A_OFF], P[A_WP], P[A_CP]
+    addp = P[ADD_START:ADD_END]
+    M, cot_n, tstep = P[AMX_M], P[COT], P[AMX_TSTEP]
+    rows = max(1, SEG // wo)                     # output rows a segment
+    amx.config(wpk, P[AMX_CFG])
+    for oy in range(r0, r1, rows):
+        nr = min(rows, r1 - oy)
+        for c0 in range(0, wo, SEG):
+            c1 = min(wo, c0 + SEG)
+            base = min(c0, c1 - M)                # the segment's first block starts here
+            per = (c1 - base + M - 1) // M        # blocks a row
+            width = c1 - base                     # acc pixels a row
+            nblk = nr * per
+            cot = 0
+            while cot < cot_n:
+                nt = min(cot_n - cot, 4 if nblk == 1 else 2)
+                blk = 0
+                while blk < nblk:
+                    nb = 2 if blk + 1 < nblk else 1
+                    i, px = blk // per, min(base + (blk % per) * M, c1 - M)      # the first block's
+                    x0, a0 = P[I_OFF] + ((oy + i) * s * iwp + px * s) * icp, 16 * (i * width + px - base)
+                    i, px = (blk + nb - 1) // per, min(base + ((blk + nb - 1) % per) * M, c1 - M)   # the last's
+                    x1, a1 = P[I_OFF] + ((oy + i) * s * iwp + px * s) * icp, 16 * (i * width + px - base)
+                    amx.tiles(nb, nt, ar, x0, x1 - x0, s * icp, koffs, P[AMX_K], P[AMX_N], wpk,
+                              P[AMX_W] + cot * tstep, P[AMX_WSTEP], tstep, acc, a0, a1 - a0, 16 * SEG)
+                    blk += nb
+                for j in range(nt):
+                    co0 = (cot + j) * TILE_CO
+                    l0, l1 = max(0, pad - co0), min(TILE_CO, bc + pad - co0)     # lanes with b
+                    if fuse == 0:
+                        o, ostr, orow, bb, bstr, brow = P[O_OFF] + (oy * P[O_WP] + c0) * ocp + co0, ocp, \
+                            P[O_WP] * ocp, 0, 0, 0
+                    else:
+                        o, ostr, orow = aoff + (oy * awp + c0) * acp + co0, acp, awp * acp
+                        bb = boff + (oy * ast * bwp + c0 * ast) * bcp + co0 - pad
+                        bstr, brow = ast * bcp, ast * bwp * bcp
+                    epilogue(acc, SEG * j + c0 - base, c1 - c0, nr, width, bias, m0, n, rnd, ch + co0, P[ZY], P[LO],
+                             P[HI], ar, o, ostr, orow, fuse, bb, bstr, brow, l0, l1, zb, addp)
+                cot += nt
+    amx.release()
 
 
 @njit(cache=True)
@@ -98,8 +162,8 @@ def dwconv_rows(P, ar, koffs, wpk, bias, m0, n, rnd, acc, r0, r1):
                 xoff = P[I_OFF] + (oy * s * iwp + ox0 * s) * icp + c0
                 dw_micro(ar, xoff, s * icp, npix, koffs, k0, nk, wpk, woff + c0, cpw, acc)
                 o = P[O_OFF] + (oy * owp + ox0) * ocp + c0
-                epilogue(acc, 0, npix, bias, m0, n, rnd, ch + c0, P[ZY], P[LO], P[HI], ar, o, ocp, 0, 0, 0, 0, 0,
-                         0, addp)
+                epilogue(acc, 0, npix, 1, 0, bias, m0, n, rnd, ch + c0, P[ZY], P[LO], P[HI], ar, o, ocp, 0, 0, 0, 0,
+                         0, 0, 0, 0, addp)
 
 
 @njit(cache=True)
@@ -284,10 +348,10 @@ def run(path, images, lut, inp, ops, koffs, wpk, bias, m0, n, rnd, arenas, logit
     N = images.shape[0]
     if N == 1:
         run_image(path, images[0], lut, inp, ops, koffs, wpk, bias, m0, n, rnd, arenas[0],
-                  np.empty(2 * TILE_P * TILE_CO, np.int32), logits[0])
+                  np.empty(ACC, np.int32), logits[0])
         return
     for i in prange(N):                     # Graph.run sets the chunk size
-        acc = np.empty(2 * TILE_P * TILE_CO, np.int32)
+        acc = np.empty(ACC, np.int32)
         run_image(path, images[i], lut, inp, ops, koffs, wpk, bias, m0, n, rnd,
                   arenas[get_thread_id()], acc, logits[i])
 
@@ -332,7 +396,7 @@ def run_shared(path, img, lut, inp, ops, plan, koffs, wpk, bias, m0, n, rnd, ar,
     for i in range(sync.shape[0]):        # a plain loop: an array expression would be a parfor
         sync[i] = 0
     for w in prange(workers):
-        acc = np.empty(2 * TILE_P * TILE_CO, np.int32)
+        acc = np.empty(ACC, np.int32)
         share_image(path, img, lut, inp, ops, plan, koffs, wpk, bias, m0, n, rnd, ar, acc, out, sync, w)
 
 
@@ -340,5 +404,5 @@ def run_shared(path, img, lut, inp, ops, plan, koffs, wpk, bias, m0, n, rnd, ar,
 def run_one_op(path, P, arenas, koffs, wpk, bias, m0, n, rnd, out):
     """One op on each image's own arena (arenas (N, bytes)): the op-level test entry."""
     for i in prange(arenas.shape[0]):
-        acc = np.empty(2 * TILE_P * TILE_CO, np.int32)
+        acc = np.empty(ACC, np.int32)
         run_op(path, P, arenas[i], koffs, wpk, bias, m0, n, rnd, acc, out[i], 0, P[HO])

@@ -15,14 +15,13 @@ import time
 import numpy as np
 from numba import config, get_num_threads, set_parallel_chunksize
 
-from .fastops import run, run_image, run_shared
+from .fastops import ACC, run, run_image, run_shared
 from .layout import HO, OUTPUT, ROW, ROWWISE, Builder, NotEligible  # noqa: F401  (NotEligible: model.py catches it)
 from .ops import INPUT, KINDS
-from .vnni import CO as TILE_CO, P as TILE_P
 
 CHUNK = 2                          # images per hand-out to a thread (dynamic scheduling)
 TASKS_PER_THREAD = 2               # row blocks per thread and op when one image is shared
-PATH_IDS = {"portable": 0, "vnni": 1, "avx2": 2, "avxvnni": 4}   # the fast path's id, fastops' `path` (vnni.py)
+PATH_IDS = {"portable": 0, "vnni": 1, "avx2": 2, "avxvnni": 4, "amx": 5}   # the fast path's id, fastops' `path` (vnni.py)
 
 
 def eligible(model):
@@ -40,10 +39,11 @@ def border(model):
 class Lowering:
     """What an op kind's `lower(op, k, lw)` works with: the Builder, the model's ops, who reads
     each point, the point shapes and their arena places (geo), whether to fuse, and whether to
-    store int16 weights for the convs that AVX2's vpmaddwd runs (`wide`: the avx2 kernel)."""
+    store int16 weights for the convs that AVX2's vpmaddwd runs (`wide`: the avx2 kernel), and
+    whether to add the convs' AMX tables (`amx`: the amx kernel)."""
 
-    def __init__(self, ops, shapes, zero_points, fuse, border=1, wide=False):
-        self.ops, self.fuse, self.wide = ops, fuse, wide
+    def __init__(self, ops, shapes, zero_points, fuse, border=1, wide=False, amx=False):
+        self.ops, self.fuse, self.wide, self.amx = ops, fuse, wide, amx
         self.shapes = [tuple(s) for s in shapes]
         self.zp = [int(z) for z in zero_points]
         self.builder, self.geo, self.skip = Builder(border), {}, set()
@@ -74,14 +74,14 @@ class Lowering:
 
 
 class Graph:
-    """A model's ops packed for `run`, with kernel 'vnni', 'avxvnni', 'avx2' or 'portable'.  fuse=False is the
+    """A model's ops packed for `run`, with kernel 'amx', 'vnni', 'avxvnni', 'avx2' or 'portable'.  fuse=False is the
     debug layout: every conv stores its own point and every add is its own row, so that
     `run_points` can return every point of the network."""
 
     def __init__(self, model, kernel, fuse=True):
         self.kernel, self.path, self.fused = kernel, PATH_IDS[kernel], fuse
         lw = Lowering(model.ops, [p["shape"] for p in model.header["points"]], model.zero_points, fuse,
-                      border(model), wide=kernel == "avx2")
+                      border(model), wide=kernel == "avx2", amx=kernel == "amx")
         INPUT.lower(lw)
         for k, op in enumerate(model.ops):
             if k not in lw.skip:
@@ -152,7 +152,7 @@ class Graph:
         images = np.ascontiguousarray(images)
         n = len(images)
         arena = self.arena_template.copy()
-        acc = np.empty(2 * TILE_P * TILE_CO, np.int32)
+        acc = np.empty(ACC, np.int32)
         logits = np.empty((n, self.classes), np.int32)
         outs = [np.empty((n, *s), np.int32) if i in self.geo or i == len(self.shapes) - 1 else None
                 for i, s in enumerate(self.shapes)]

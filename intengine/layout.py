@@ -27,17 +27,22 @@ GUARD = 64                         # spare arena bytes at both ends (Builder)
 # K-groups whose vpmaddubsw int16 sums may be added before widening, 0 where vpmaddubsw could
 # saturate: ops/conv.bytes_groups, docs/engine.md eq. A1-A2; vnni.py's path 2 runs it if > 0),
 # and WIDE (where MADD is 0 and the graph is for the avx2 kernel: the byte offset of the same
-# weights as little-endian int16, which path 3 reads; -1 in a conv row without them).
+# weights as little-endian int16, which path 3 reads; -1 in a conv row without them); then
+# the AMX tile's (a conv row of a graph for the amx kernel; amx.py): AMX_N chunks (0: none),
+# of AMX_R K-groups, their A offsets at koffs[AMX_K:], weights at AMX_W (AMX_WSTEP bytes a
+# chunk, AMX_TSTEP a channel tile), M = AMX_M pixels a block, the tile configuration at AMX_CFG.
 FIELDS = ("ROW O_OFF O_WP O_CP HO WO CO ZY LO HI CH "
           "I_OFF I_WP I_CP STRIDE ZX "
           "NK KOFF WOFF COT FUSE "
           "B_OFF B_WP B_CP B_C ZB A_STRIDE PAD KA KB A_M0 A_N A_ZY A_LO A_HI AH BH AL ASIDE "
-          "A_OFF A_WP A_CP KH KW PH PW IH IW STORE MADD WIDE").split()
+          "A_OFF A_WP A_CP KH KW PH PW IH IW STORE MADD WIDE "
+          "AMX_N AMX_R AMX_K AMX_W AMX_WSTEP AMX_TSTEP AMX_M AMX_CFG").split()
 FIELD = {name: k for k, name in enumerate(FIELDS)}
 NFIELDS = len(FIELDS)
 (ROW, O_OFF, O_WP, O_CP, HO, WO, CO, ZY, LO, HI, CH, I_OFF, I_WP, I_CP, STRIDE, ZX, NK, KOFF, WOFF, COT,
  FUSE, B_OFF, B_WP, B_CP, B_C, ZB, A_STRIDE, PAD, KA, KB, A_M0, A_N, A_ZY, A_LO, A_HI, AH, BH, AL, ASIDE,
- A_OFF, A_WP, A_CP, KH, KW, PH, PW, IH, IW, STORE, MADD, WIDE) = (FIELD[n] for n in FIELDS)
+ A_OFF, A_WP, A_CP, KH, KW, PH, PW, IH, IW, STORE, MADD, WIDE,
+ AMX_N, AMX_R, AMX_K, AMX_W, AMX_WSTEP, AMX_TSTEP, AMX_M, AMX_CFG) = (FIELD[n] for n in FIELDS)
 # What vnni.epilogue reads as P[ADD_START:ADD_END], in this order: the add's n, z, lo, hi and
 # the constants of eq. (14a) (fixedpoint.add_split), set when the add is fused into a conv
 EPILOGUE_ADD = ("A_N", "A_ZY", "A_LO", "A_HI", "AH", "BH", "AL", "ASIDE")

@@ -375,10 +375,11 @@ def _clamp(builder, v, lo, hi):
 
 
 @intrinsic
-def epilogue(typingctx, acc, p0, npix, bias, m0, n, rnd, cb, zy, lo, hi, ar, o, ostride, fuse, bb, bstride,
-             c0, c1, zb, add):
-    """Pixels p0 .. p0+npix-1 of a tile: eq. (8) on 16 channels each, into the uint8 arena `ar`,
-    pixel k at byte o + k*ostride.
+def epilogue(typingctx, acc, p0, npix, nrows, arow, bias, m0, n, rnd, cb, zy, lo, hi, ar, o, ostride, orow, fuse,
+             bb, bstride, brow, c0, c1, zb, add):
+    """nrows rows of npix pixels of a tile: eq. (8) on 16 channels each, into the uint8 arena
+    `ar`; row i's pixel k has its sums at acc[16 (p0 + i arow + k)] and goes to byte
+    o + i orow + k ostride (its shortcut input, where fused: bb + i brow + k bstride).
 
     acc (256,) int32 tile sums, pixel p's 16 at 16 p; bias (folded), m0, n, rnd = 2^(n-1): int64
     per channel, this tile's from index cb, loaded once for all the pixels.
@@ -390,16 +391,16 @@ def epilogue(typingctx, acc, p0, npix, bias, m0, n, rnd, cb, zy, lo, hi, ar, o, 
     d_a = q - z_a, d_b = q_b - z_b with q_b = ar[bb + k*bstride + c] for lanes c0 <= c < c1,
     z_b elsewhere (padded channels hold z_b).
     Generic LLVM vectors: portable.  The 64-bit products run on even and odd int32 lanes."""
-    sig = types.void(acc, types.int64, types.int64, bias, m0, n, rnd, types.int64, types.int64, types.int64,
-                     types.int64, ar, types.int64, types.int64, types.int64, types.int64, types.int64,
-                     types.int64, types.int64, types.int64, add)
+    i64 = types.int64
+    sig = types.void(acc, i64, i64, i64, i64, bias, m0, n, rnd, i64, i64, i64, i64, ar, i64, i64, i64, i64, i64, i64,
+                     i64, i64, i64, i64, add)
 
     def codegen(context, builder, signature, args):
         tys = signature.args
-        (acc, p0, npix, bias, m0, n, rnd, cb, zy, lo, hi, ar, o, ostride, fuse, bb, bstride,
-         c0, c1, zb, add) = args
-        data = {i: context.make_array(tys[i])(context, builder, args[i]).data
-                for i in (0, 3, 4, 5, 6, 11, 20)}
+        (acc, p0, npix, nrows, arow, bias, m0, n, rnd, cb, zy, lo, hi, ar, o, ostride, orow, fuse, bb, bstride,
+         brow, c0, c1, zb, add) = args
+        data = {k: context.make_array(tys[i])(context, builder, args[i]).data
+                for k, i in ((0, 0), (3, 5), (4, 6), (5, 7), (6, 8), (11, 13), (20, 24))}
         V64, V32, V16I8 = ir.VectorType(I64, 16), ir.VectorType(I32, 16), ir.VectorType(I8, 16)
         # the tile's per-channel vectors and the splats, once for all its pixels
         bias32 = builder.trunc(_vec_load(builder, data[3], cb, V64), V32)
@@ -441,9 +442,14 @@ def epilogue(typingctx, acc, p0, npix, bias, m0, n, rnd, cb, zy, lo, hi, ar, o, 
         azy32 = _splat(builder, azy, V32)
         alo32, ahi32 = _splat(builder, builder.sub(alo, azy), V32), _splat(builder, builder.sub(ahi, azy), V32)
         plain = builder.icmp_signed("==", fuse, ir.Constant(I64, 0))
+        rows = cgutils.for_range(builder, nrows)
+        row = rows.__enter__()
+        i = row.index
+        arow_i, orow_i, brow_i = (builder.mul(i, v) for v in (arow, orow, brow))
         with cgutils.for_range(builder, npix) as loop:
             k = loop.index
-            a = _vec_load(builder, data[0], builder.mul(builder.add(p0, k), ir.Constant(I64, CO)), V32)
+            a = _vec_load(builder, data[0], builder.mul(builder.add(builder.add(p0, arow_i), k), ir.Constant(I64, CO)),
+                          V32)
             v = builder.add(a, bias32)                          # fits int32 (lower checks it)
             pe, po = _wide_mul(builder, v, me, mo)
             ae, ao_ = builder.add(pe, re), builder.add(po, ro)        # a = (acc + bias) M0 + 2^(n-1), |a| < 2^62
@@ -458,14 +464,14 @@ def epilogue(typingctx, acc, p0, npix, bias, m0, n, rnd, cb, zy, lo, hi, ar, o, 
             t.add_incoming(t_high, from_high)
             t.add_incoming(t_low, from_low)
             d = _clamp(builder, t, dlo, dhi)                    # q - z_y, eq. (8)
-            dst = builder.bitcast(builder.gep(data[11], [builder.add(o, builder.mul(k, ostride))]),
+            dst = builder.bitcast(builder.gep(data[11], [builder.add(builder.add(o, orow_i), builder.mul(k, ostride))]),
                                   V16I8.as_pointer())
             with builder.if_else(plain) as (store, fused):
                 with store:
                     builder.store(builder.trunc(builder.add(d, zy32), V16I8), dst, align=1)
                 with fused:                   # eq. (12)-(14) in the form of eq. (14b), else (14a)
-                    qb = builder.zext(_vec_load(builder, data[11], builder.add(bb, builder.mul(k, bstride)),
-                                                V16I8), V32)
+                    qb = builder.zext(_vec_load(builder, data[11], builder.add(builder.add(bb, brow_i),
+                                                                               builder.mul(k, bstride)), V16I8), V32)
                     db = builder.sub(builder.select(inside, qb, zb32), zb32)     # padding holds z_b
                     ds = builder.select(side_a, d, db)
                     with builder.if_else(lanes32) as (by_int32, by_int64):
@@ -490,6 +496,7 @@ def epilogue(typingctx, acc, p0, npix, bias, m0, n, rnd, cb, zy, lo, hi, ar, o, 
                     r.add_incoming(r64, from64)
                     r = builder.add(_clamp(builder, r, alo32, ahi32), azy32)
                     builder.store(builder.trunc(r, V16I8), dst, align=1)
+        rows.__exit__(None, None, None)
         return context.get_dummy_value()
 
     return sig, codegen

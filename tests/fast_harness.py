@@ -44,7 +44,7 @@ def conv3x3(x, zx, w, bias, m0, n, zy, lo, hi, stride, kernel, madd=None, rows=N
     ho, wo = (H - 1) // stride + 1, (W - 1) // stride + 1
     op = _op("conv", [0], 1, [zx], zy, lo, hi, m0, n, w=w, bias=np.asarray(bias, np.int64), stride=stride,
              ph=1, pw=1, groups=1)
-    lw = Lowering([op], [(H, W, C), (ho, wo, w.shape[3])], [zx, zy], fuse=False, wide=kernel == "avx2")
+    lw = Lowering([op], [(H, W, C), (ho, wo, w.shape[3])], [zx, zy], fuse=False, wide=kernel == "avx2", amx=kernel == "amx")
     gin = lw.point(0, cmul=4)
     conv.lower(op, 0, lw)
     b = lw.builder
@@ -85,7 +85,7 @@ def conv_add(conv_args, b, zb, ka, kb, pad, m0, n, zy, lo, hi, kernel, split=Non
              ph=1, pw=1, groups=1)
     ad = _op("add", [2, 1], 3, [czy, zb], zy, lo, hi, m0, n, ka=ka, kb=kb, stride=stride, pad=pad)
     lw = Lowering([cv, ad], [(H, W, C), b.shape[1:], (ho, wo, co), (ho, wo, co)], [zx, zb, czy, zy], fuse=True,
-                  wide=kernel == "avx2")
+                  wide=kernel == "avx2", amx=kernel == "amx")
     gx, gb = lw.point(0, cmul=4), lw.point(1)
     conv.lower(cv, 0, lw)
     if 1 not in lw.skip:

@@ -16,7 +16,7 @@ from intengine import cpu, layout, reference
 from intengine.fixedpoint import ADD_LANES32_N_MIN
 
 rng = np.random.default_rng(11)
-KERNELS = ["vnni", "avxvnni", "avx2", "portable"]
+KERNELS = ["amx", "vnni", "avxvnni", "avx2", "portable"]
 
 
 @pytest.fixture(autouse=True)
@@ -33,7 +33,7 @@ def need(kernel):
                     f"{FEATURE[kernel]}); the others are tested instead")
 
 
-FEATURE = {"vnni": "AVX512-VNNI", "avxvnni": "AVX-VNNI or AVX512-VNNI with AVX512VL", "avx2": "AVX2"}
+FEATURE = {"amx": "AMX-INT8 granted by Linux", "vnni": "AVX512-VNNI", "avxvnni": "AVX-VNNI or AVX512-VNNI with AVX512VL", "avx2": "AVX2"}
 
 
 def weights(shape, bits):
@@ -196,7 +196,8 @@ def test_fused_conv_add(kernel, stride, pad):
         got, fused = fast_harness.conv_add(conv_args, b, zb, ka, kb, pad, m0, n, zy, zy, 255, kernel)
         assert fused == (ka == big or kb == big), (ka, kb)
         assert np.array_equal(got, want), (ka, kb, m0, n)
-        assert len(np.unique(want)) > 4, (ka, kb, m0, n)   # not saturated
+        # not saturated by the add: as varied as the conv's own output, up to 5 values
+        assert len(np.unique(want)) >= min(5, len(np.unique(c))), (ka, kb, m0, n)
 
 
 @pytest.mark.parametrize("kernel", KERNELS)

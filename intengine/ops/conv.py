@@ -5,6 +5,7 @@ import numpy as np
 from numba import njit, prange
 
 from ..fixedpoint import INT32_ACC_MAX, acc_bound, clamp, requant
+from ..amx import tile_config
 from ..layout import CONV, DWCONV, MADD, NotEligible
 from ..vnni import CO as TILE_CO
 from . import add, weighted
@@ -204,10 +205,28 @@ def lower(op, k, lw):
                 NK=len(koff), KOFF=b.koffs(koff), WOFF=b.weights(packed), COT=cot, MADD=bytes_groups(packed))
     # vpmaddwd (the avx2 kernel's path 3) reads its weights as int16, widened here once
     b.set(row, WIDE=b.weights16(packed) if lw.wide and row[MADD] == 0 else -1)
+    if lw.amx:
+        amx_tables(row, packed, kh, kw * groups, iwp * icp, lw.shapes[op.out][1], b)
     if nxt is not None:
         lw.point(nxt.out)
         add.fuse(row, nxt, lw, swap)
         lw.fused(k + 1)
+
+
+def amx_tables(row, packed, kh, L, rowstep, wo, b):
+    """The AMX tile's chunks (amx.py): each kernel row's L K-groups (its kw taps, contiguous in
+    the arena) in c = ceil(L / 16) chunks of R = ceil(L / c) groups, the last padded with zero
+    weights; chunk i of kernel row ky reads its pixels' bytes from ky * rowstep + 4 R i.
+    packed (cot, kh L, 16, 4) -> weights (cot, kh c R, 16, 4)."""
+    c = -(-L // 16)
+    r = -(-L // c)
+    cot = packed.shape[0]
+    wa = np.zeros((cot, kh, c * r, 16, 4), np.int64)
+    wa[:, :, :L] = packed.reshape(cot, kh, L, 16, 4)
+    m = min(16, wo)
+    b.set(row, AMX_N=kh * c, AMX_R=r, AMX_K=b.koffs([ky * rowstep + 4 * r * i for ky in range(kh) for i in range(c)]),
+          AMX_W=b.weights(wa), AMX_WSTEP=64 * r, AMX_TSTEP=64 * r * kh * c, AMX_M=m,
+          AMX_CFG=b.weights(np.frombuffer(tile_config(m, r), np.uint8).view(np.int8)))
 
 
 def lower_depthwise(op, lw):
