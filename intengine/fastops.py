@@ -37,16 +37,27 @@ from .vnni import AVX2_BYTES, AVX2_WORDS, CO as TILE_CO, P as TILE_P, dw_micro, 
 from . import amx
 
 AMX = 5                     # the amx kernel's path (graph.PATH_IDS)
-SEG = 64                    # output pixels an AMX segment (amx_rows)
-ACC = 4 * SEG * TILE_CO     # int32 sums a worker's scratch holds: 4 channel tiles of a segment (vnni's take 256)
+SEG = 64                    # output pixels a segment: the pixels one epilogue call serves (conv_rows)
+TSTRIDE = (SEG + TILE_P) * TILE_CO      # int32 sums a channel tile's: a segment and one 8-pixel block's spill
+ACC = 4 * TSTRIDE           # int32 sums a worker's scratch holds: 4 channel tiles
 
 @njit(cache=True)
 def conv_rows(path, P, ar, koffs, wpk, bias, m0, n, rnd, acc, r0, r1):
     """Output rows r0..r1 of one conv on one image's arena `ar`, eq. (6)-(8).
 
-    acc: (256,) int32 scratch.  bias (folded), m0, n, rnd = 2^(n-1): per output channel,
-    COT*16 entries from P[CH].  vnni.micro2 (or micro) sums 8 pixels x 32 (or 16) channels;
-    vnni.epilogue requantizes each pixel's 16 channels (and does the fused add) in vectors."""
+    acc: (ACC,) int32 scratch.  bias (folded), m0, n, rnd = 2^(n-1): per output channel,
+    COT*16 entries from P[CH].  The rows go in segments of up to SEG pixels (SEG // WO whole
+    rows, or runs of SEG pixels of one longer row): vnni.micro2 (or micro) sums 8 pixels x 32
+    (or 16) channels at a time into acc (channel tile j's pixel p at TSTRIDE j + 16 p; an
+    8-pixel block past a row's end spills into the next row's place, which is written after
+    it, or into the slack after the segment), then vnni.epilogue requantizes each channel
+    tile of the segment in vectors, 16 channels a pixel (and does the fused add), in one call
+    that loads the tile's constants once.  On the amx path, amx_rows."""
+    if path == AMX and P[AMX_N] > 0:
+        amx_rows(P, ar, koffs, wpk, bias, m0, n, rnd, acc, r0, r1)
+        return
+    if path == AMX:
+        path = 1                          # a row with no AMX tables: vpdpbusd
     s, iwp, icp, nk = P[STRIDE], P[I_WP], P[I_CP], P[NK]
     wo, owp, ocp, ch = P[WO], P[O_WP], P[O_CP], P[CH]
     zy, lo, hi, ioff, ooff, woff = P[ZY], P[LO], P[HI], P[I_OFF], P[O_OFF], P[WOFF]
@@ -55,40 +66,43 @@ def conv_rows(path, P, ar, koffs, wpk, bias, m0, n, rnd, acc, r0, r1):
     boff, bwp, bcp, aoff, awp, acp = P[B_OFF], P[B_WP], P[B_CP], P[A_OFF], P[A_WP], P[A_CP]
     addp = P[ADD_START:ADD_END]           # n, z, lo, hi, A_h, B_h, L, side (layout.EPILOGUE_ADD)
     wstep = 64                            # bytes of weights a K-group (16 channels x 4)
-    if path == AMX and P[AMX_N] > 0:
-        amx_rows(P, ar, koffs, wpk, bias, m0, n, rnd, acc, r0, r1)
-        return
-    if path == AMX:
-        path = 1                          # a row with no AMX tables: vpdpbusd
     if path == AVX2_BYTES and P[MADD] == 0:
         path = AVX2_WORDS                 # vpmaddubsw would saturate on this layer's weights
         woff, wstep = P[WIDE], 128        # vpmaddwd reads them as int16 (ops/conv.lower)
         if woff < 0:
             raise ValueError("conv row without int16 weights on the avx2 path (Lowering(wide=True))")
-    for oy in range(r0, r1):
-        cot = 0
-        while cot < P[COT]:
-            tiles = 2 if cot + 1 < P[COT] else 1        # two channel tiles share each broadcast
-            wbase = woff + cot * nk * wstep
-            for ox0 in range(0, wo, TILE_P):
-                npix = min(TILE_P, wo - ox0)
-                xoff = ioff + (oy * s * iwp + ox0 * s) * icp
-                if tiles == 2:
-                    micro2(path, ar, xoff, s * icp, npix, koffs, P[KOFF], nk, wpk, wbase, acc, P[MADD])
-                else:
-                    micro(path, ar, xoff, s * icp, npix, koffs, P[KOFF], nk, wpk, wbase, acc, P[MADD])
+    rows = max(1, SEG // wo)
+    for oy in range(r0, r1, rows):
+        nr = min(rows, r1 - oy)
+        for c0 in range(0, wo, SEG):
+            width = min(wo, c0 + SEG) - c0
+            cot = 0
+            while cot < P[COT]:
+                tiles = 2 if cot + 1 < P[COT] else 1        # two channel tiles share each broadcast
+                wbase = woff + cot * nk * wstep
+                for i in range(nr):
+                    for ox0 in range(c0, c0 + width, TILE_P):
+                        npix = min(TILE_P, c0 + width - ox0)
+                        xoff = ioff + ((oy + i) * s * iwp + ox0 * s) * icp
+                        a0 = TILE_CO * (i * width + ox0 - c0)
+                        if tiles == 2:
+                            micro2(path, ar, xoff, s * icp, npix, koffs, P[KOFF], nk, wpk, wbase, acc, P[MADD], a0,
+                                   TSTRIDE)
+                        else:
+                            micro(path, ar, xoff, s * icp, npix, koffs, P[KOFF], nk, wpk, wbase, acc, P[MADD], a0,
+                                  TSTRIDE)
                 for j in range(tiles):        # eq. (8), and the fused add: vnni.epilogue
                     co0 = (cot + j) * TILE_CO
-                    c0, c1 = max(0, pad - co0), min(TILE_CO, bc + pad - co0)   # lanes with b
+                    l0, l1 = max(0, pad - co0), min(TILE_CO, bc + pad - co0)   # lanes with b
                     if fuse == 0:
-                        o, ostr, bb, bstr = ooff + (oy * owp + ox0) * ocp + co0, ocp, 0, 0
+                        o, ostr, orow, bb, bstr, brow = ooff + (oy * owp + c0) * ocp + co0, ocp, owp * ocp, 0, 0, 0
                     else:
-                        o, ostr = aoff + (oy * awp + ox0) * acp + co0, acp
-                        bb = boff + (oy * ast * bwp + ox0 * ast) * bcp + co0 - pad
-                        bstr = ast * bcp
-                    epilogue(acc, j * TILE_P, npix, 1, 0, bias, m0, n, rnd, ch + co0, zy, lo, hi, ar, o, ostr, 0,
-                             fuse, bb, bstr, 0, c0, c1, zb, addp)
-            cot += tiles
+                        o, ostr, orow = aoff + (oy * awp + c0) * acp + co0, acp, awp * acp
+                        bb = boff + (oy * ast * bwp + c0 * ast) * bcp + co0 - pad
+                        bstr, brow = ast * bcp, ast * bwp * bcp
+                    epilogue(acc, TSTRIDE // TILE_CO * j, width, nr, width, bias, m0, n, rnd, ch + co0, zy, lo, hi,
+                             ar, o, ostr, orow, fuse, bb, bstr, brow, l0, l1, zb, addp)
+                cot += tiles
 
 
 @njit(cache=True)
@@ -97,7 +111,7 @@ def amx_rows(P, ar, koffs, wpk, bias, m0, n, rnd, acc, r0, r1):
     SEG // WO whole rows, or where a row is longer, runs of SEG pixels of one row.  A
     segment's blocks of M pixels (its last block ends at its end, overlapping the one before
     where M does not divide it) go through amx.tiles two blocks x two channel tiles, or one
-    block x up to four, a call, into acc (channel tile j's pixels at SEG j); then
+    block x up to four, a call, into acc (channel tile j's pixels at TSTRIDE j); then
     vnni.epilogue once a channel tile and segment, as in conv_rows (its setup, loading the
     channel constants, is then shared by up to SEG pixels)."""
     s, iwp, icp, ch, wo = P[STRIDE], P[I_WP], P[I_CP], P[CH], P[WO]
@@ -126,7 +140,7 @@ def amx_rows(P, ar, koffs, wpk, bias, m0, n, rnd, acc, r0, r1):
                     i, px = (blk + nb - 1) // per, min(base + ((blk + nb - 1) % per) * M, c1 - M)   # the last's
                     x1, a1 = P[I_OFF] + ((oy + i) * s * iwp + px * s) * icp, 16 * (i * width + px - base)
                     amx.tiles(nb, nt, ar, x0, x1 - x0, s * icp, koffs, P[AMX_K], P[AMX_N], wpk,
-                              P[AMX_W] + cot * tstep, P[AMX_WSTEP], tstep, acc, a0, a1 - a0, 16 * SEG)
+                              P[AMX_W] + cot * tstep, P[AMX_WSTEP], tstep, acc, a0, a1 - a0, TSTRIDE)
                     blk += nb
                 for j in range(nt):
                     co0 = (cot + j) * TILE_CO
@@ -138,7 +152,7 @@ def amx_rows(P, ar, koffs, wpk, bias, m0, n, rnd, acc, r0, r1):
                         o, ostr, orow = aoff + (oy * awp + c0) * acp + co0, acp, awp * acp
                         bb = boff + (oy * ast * bwp + c0 * ast) * bcp + co0 - pad
                         bstr, brow = ast * bcp, ast * bwp * bcp
-                    epilogue(acc, SEG * j + c0 - base, c1 - c0, nr, width, bias, m0, n, rnd, ch + co0, P[ZY], P[LO],
+                    epilogue(acc, TSTRIDE // TILE_CO * j + c0 - base, c1 - c0, nr, width, bias, m0, n, rnd, ch + co0, P[ZY], P[LO],
                              P[HI], ar, o, ostr, orow, fuse, bb, bstr, brow, l0, l1, zb, addp)
                 cot += nt
     amx.release()

@@ -105,9 +105,9 @@ def _portable_step(builder, accs, xptr, offs, ko, wptr, wb):
         builder.store(acc, accs[p])
 
 
-def _avx2(builder, mode, xptr, offs, kptr, nk, wptr, wbases, accptr, groups16):
+def _avx2(builder, mode, xptr, offs, kptr, nk, wptr, wbases, accptr, groups16, a0, tstride):
     """The 256-bit bodies, for each channel tile j in passes over the pixels, then the sums
-    stored at acc[128 j + 16 p + c].  mode: AVX2_BYTES, AVX2_WORDS or AVX_VNNI.
+    stored at acc[a0 + j tstride + 16 p + c].  mode: AVX2_BYTES, AVX2_WORDS or AVX_VNNI.
 
     dot (path 4): 4 pixels a pass, 8 ymm accumulators; a K-group's 4 input bytes broadcast to
     32, vpdpbusd adds the four u8 x s8 products of each lane (8 channels x 4 weight bytes) to
@@ -131,7 +131,7 @@ def _avx2(builder, mode, xptr, offs, kptr, nk, wptr, wbases, accptr, groups16):
         maddwd = cgutils.get_or_insert_function(mod, ir.FunctionType(Y32, [Y16, Y16]), "llvm.x86.avx2.pmadd.wd")
     ones = ir.Constant(Y16, [1] * 16)
     barrier = ir.InlineAsm(ir.FunctionType(ir.VoidType(), []), "", "~{memory}", side_effect=True)
-    out = builder.bitcast(accptr, ir.VectorType(I32, 4).as_pointer())
+    out = builder.bitcast(accptr, I32.as_pointer())
     per, nacc = (3, 4) if mode == AVX2_WORDS else (4, 2)   # pixels a pass, ymm accumulators a pixel
     for j, wbase in enumerate(wbases):
         for first in range(0, P, per):
@@ -191,19 +191,21 @@ def _avx2(builder, mode, xptr, offs, kptr, nk, wptr, wbases, accptr, groups16):
                             builder.store(builder.add(builder.load(accs[p][k]), builder.call(maddwd, [xs, wv[k]])),
                                           accs[p][k])
             for p in range(len(px)):
-                base = 128 * j + 16 * (first + p)
+                base = builder.add(a0, builder.add(builder.mul(tstride, ir.Constant(I64, j)),
+                                                   ir.Constant(I64, 16 * (first + p))))
                 for k in range(nacc):
                     v = builder.load(accs[p][k])
                     if mode != AVX2_WORDS:           # channels 8k..8k+7 in order
                         halves = [builder.shuffle_vector(v, v, ir.Constant(ir.VectorType(I32, 4), list(range(h, h + 4))))
                                   for h in (0, 4)]
-                        slots = [(base + 8 * k + 4 * h) // 4 for h in range(2)]
+                        slots = [8 * k + 4 * h for h in range(2)]
                     else:                # lanes (c, pair) of channels 4k..4k+3: add the pairs
                         ev = builder.shuffle_vector(v, v, ir.Constant(ir.VectorType(I32, 4), [0, 2, 4, 6]))
                         od = builder.shuffle_vector(v, v, ir.Constant(ir.VectorType(I32, 4), [1, 3, 5, 7]))
-                        halves, slots = [builder.add(ev, od)], [(base + 4 * k) // 4]
+                        halves, slots = [builder.add(ev, od)], [4 * k]
                     for h, slot in zip(halves, slots):
-                        builder.store(h, builder.gep(out, [ir.Constant(I64, slot)]), align=1)
+                        dst = builder.gep(out, [builder.add(base, ir.Constant(I64, slot))])
+                        builder.store(h, builder.bitcast(dst, ir.VectorType(I32, 4).as_pointer()), align=1)
 
 
 def _operands(context, builder, tys, args, where, koff0):
@@ -238,13 +240,13 @@ def _switch(builder, path, cases, default):
 
 
 def _make_micro(tiles):
-    def micro(typingctx, path, x, xoff0, pstride, npix, koff, koff0, nk, w, wbase, acc, groups16):
+    def micro(typingctx, path, x, xoff0, pstride, npix, koff, koff0, nk, w, wbase, acc, groups16, a0, tstride):
         sig = types.void(types.int64, x, types.int64, types.int64, types.int64, koff, types.int64,
-                         types.int64, w, types.int64, acc, types.int64)
+                         types.int64, w, types.int64, acc, types.int64, types.int64, types.int64)
 
         def codegen(context, builder, signature, args):
             tys = signature.args
-            path, x, xoff0, pstride, npix, koff, koff0, nk, w, wbase, acc, groups16 = args
+            path, x, xoff0, pstride, npix, koff, koff0, nk, w, wbase, acc, groups16, a0, tstride = args
             xptr, kptr, wptr, accptr = _operands(context, builder, tys, args, (1, 5, 8, 10), koff0)
             offs = _pixel_offsets(builder, xoff0, pstride, npix)
             # channel tile j's weights follow tile j-1's: nk groups of 64 bytes (ops/conv.py), or
@@ -259,8 +261,13 @@ def _make_micro(tiles):
                 for a in sum(accs, []):
                     builder.store(ir.Constant(V16, None), a)
                 _body(builder, vnni, accs, xptr, offs, kptr, nk, wptr, wbases)
-                for k, a in enumerate(sum(accs, [])):
-                    builder.store(builder.load(a), builder.gep(accptr, [ir.Constant(I64, k)]), align=1)
+                out = builder.bitcast(accptr, I32.as_pointer())
+                for j in range(tiles):
+                    for p in range(P):
+                        at = builder.add(a0, builder.add(builder.mul(tstride, ir.Constant(I64, j)),
+                                                         ir.Constant(I64, CO * p)))
+                        builder.store(builder.load(accs[j][p]), builder.bitcast(builder.gep(out, [at]), V16.as_pointer()),
+                                      align=1)
 
             cases = {}                  # the bodies this processor may run, by path id; else portable
             if HAS_VNNI:
@@ -269,14 +276,14 @@ def _make_micro(tiles):
                 if allowed:
                     cases[mode] = (lambda m: lambda: _avx2(builder, m, xptr, offs, kptr, nk, wptr,
                                                            bases(128) if m == AVX2_WORDS else wbases, accptr,
-                                                           groups16))(mode)
+                                                           groups16, a0, tstride))(mode)
             _switch(builder, path, list(cases.items()), lambda: zmm_shaped(False))
             return context.get_dummy_value()
 
         return sig, codegen
 
     micro.__name__ = micro.__qualname__ = f"micro{tiles}"
-    micro.__doc__ = f"""acc[128 j + 16 p + c] (int32; j < {tiles} channel tiles, p < 8, c < 16) = the tile
+    micro.__doc__ = f"""acc[a0 + j tstride + 16 p + c] (int32; j < {tiles} channel tiles, p < 8, c < 16) = the tile
     sums of the module docstring.
 
     path: 1 vnni, 2 avx2 bytes, 3 avx2 words, 4 avxvnni, 0 portable.  x (bytes,) uint8; pixel p starts at byte

@@ -339,7 +339,12 @@ def test_dispatch(exported, monkeypatch):
     monkeypatch.setenv(cpu.ENV, "fastest")
     with pytest.raises(ValueError, match="INTENGINE_KERNEL"):
         intengine.load(exported[8][0])
-    monkeypatch.setattr(cpu, "HAS_VNNI", False)           # each feature hidden in turn
+    monkeypatch.setattr(cpu, "HAS_AMX", True)
+    assert cpu.choose(True, "auto") == "amx" and cpu.choose(True, "vnni") == "vnni"
+    monkeypatch.setattr(cpu, "HAS_AMX", False)            # each feature hidden in turn
+    with pytest.raises(ValueError, match="no AMX-INT8"):
+        cpu.choose(True, "amx")
+    monkeypatch.setattr(cpu, "HAS_VNNI", False)
     with pytest.raises(ValueError, match="no AVX512-VNNI"):
         cpu.choose(True, "vnni")
     monkeypatch.setattr(cpu, "HAS_AVXVNNI", True)
