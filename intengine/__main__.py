@@ -302,7 +302,8 @@ def info_cmd(model_path, as_json):
                    f"exporter {m.get('exporter_version')}, checkpoint sha256 {str(m.get('checkpoint_sha256'))[:12]}, "
                    f"format {info['format_version']}, content sha256 {info['content_sha256'][:12]} (checked)")
         click.echo(f"kernel: {info['kernel']} (processor {info['cpu']['name']}, avx512vnni "
-                   f"{info['cpu']['avx512vnni']}; {cpu.ENV}=portable|scalar forces a slower path)")
+                   f"{info['cpu']['avx512vnni']}, amx-int8 {info['cpu']['amx-int8']}; "
+                   f"{cpu.ENV}=vnni|avxvnni|avx2|portable|scalar forces another path)")
         click.echo(f"{'layer':18} {'op':7} {'W':>3} {'A':>3} {'weight bytes':>12}  {'weight scale':>21}  out scale / zp")
         for r in layers:
             ws = f"{r['weight_scale_min']:.3g}..{r['weight_scale_max']:.3g}" if "shape" in r else ""

@@ -250,9 +250,9 @@ def _peak_types():
 
 # the instructions whose peak the bench measures, when the processor runs them; and which one
 # each path is built on (vnni.py): its roofline
-PEAK_INSTRUCTIONS = {"vpdpbusd": lambda: cpu.HAS_VNNI, "vpdpbusd-ymm": lambda: cpu.HAS_AVXVNNI,
+PEAK_INSTRUCTIONS = {"tdpbusd": lambda: cpu.HAS_AMX, "vpdpbusd": lambda: cpu.HAS_VNNI, "vpdpbusd-ymm": lambda: cpu.HAS_AVXVNNI,
                      "vpmaddubsw": lambda: cpu.HAS_AVX2, "vpmaddwd": lambda: cpu.HAS_AVX2}
-PATH_INSTRUCTION = {"vnni": "vpdpbusd", "avxvnni": "vpdpbusd-ymm", "avx2": "vpmaddubsw", "portable": "vpmaddwd"}
+PATH_INSTRUCTION = {"amx": "tdpbusd", "vnni": "vpdpbusd", "avxvnni": "vpdpbusd-ymm", "avx2": "vpmaddubsw", "portable": "vpmaddwd"}
 
 
 def instruction_of(path, kernel, macs):
@@ -269,14 +269,85 @@ def instruction_of(path, kernel, macs):
     return max(on, key=on.get)
 
 
+def _amx_chains():
+    """n rounds of 4 independent AMX tdpbusd chains (16 x 16 x 64 products each, the tile
+    registers 0-3 accumulating, A and B loaded once), as chain_loop(n, seed) -> int64."""
+    from llvmlite import ir
+    from numba import types
+    from numba.core import cgutils
+    from numba.extending import intrinsic
+    from intengine import amx
+    i8, i64 = ir.IntType(8), ir.IntType(64)
+    ptr = i8.as_pointer()
+    cfg = amx.tile_config(16, 16)
+
+    @intrinsic
+    def chain_loop(typingctx, n, seed):
+        def codegen(context, builder, signature, args):
+            def fn(name, argt):
+                return cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.VoidType(), argt), name)
+            buf = cgutils.alloca_once(builder, ir.ArrayType(i8, 1024))
+            builder.store(ir.Constant(ir.ArrayType(i8, 1024), [1] * 1024), buf)
+            conf = cgutils.alloca_once(builder, ir.ArrayType(i8, 64))
+            builder.store(ir.Constant(ir.ArrayType(i8, 64), list(cfg)), conf)
+            builder.call(fn("llvm.x86.ldtilecfg", [ptr]), [builder.bitcast(conf, ptr)])
+            for t in (4, 6):
+                builder.call(fn("llvm.x86.tileloadd64", [i8, ptr, i64]),
+                             [ir.Constant(i8, t), builder.bitcast(buf, ptr), ir.Constant(i64, 64)])
+            for t in range(4):
+                builder.call(fn("llvm.x86.tilezero", [i8]), [ir.Constant(i8, t)])
+            with cgutils.for_range(builder, args[0]):
+                for t in range(4):
+                    builder.call(fn("llvm.x86.tdpbusd", [i8, i8, i8]), [ir.Constant(i8, t), ir.Constant(i8, 4),
+                                                                         ir.Constant(i8, 6)])
+            builder.call(fn("llvm.x86.tilestored64", [i8, ptr, i64]),
+                         [ir.Constant(i8, 0), builder.bitcast(buf, ptr), ir.Constant(i64, 64)])
+            builder.call(fn("llvm.x86.tilerelease", []), [])
+            first = builder.load(builder.bitcast(buf, ir.IntType(32).as_pointer()))
+            return builder.add(builder.sext(first, i64), args[1])
+        return types.int64(types.int64, types.int64), codegen
+    return chain_loop, 4 * 16 * 16 * 64
+
+
 def peak_macs(threads, instruction="vpdpbusd", seconds=0.3):
     """The machine's own int8 multiply-accumulate peak (the roofline) of one instruction:
-    16 independent chains of it (vpdpbusd on zmm; vpmaddubsw, vpmaddwd on ymm), on one thread
-    and on `threads` threads -> (MAC/s 1 thread, MAC/s all threads)."""
+    16 independent chains of it (vpdpbusd on zmm; vpmaddubsw, vpmaddwd on ymm), or AMX's
+    tdpbusd on 4 independent accumulator tiles, on one thread and on `threads` threads ->
+    (MAC/s 1 thread, MAC/s all threads)."""
     from llvmlite import ir
     from numba import njit, prange, types
     from numba.core import cgutils
     from numba.extending import intrinsic
+    if instruction == "tdpbusd":
+        chain_loop, macs_per_iter = _amx_chains()
+    else:
+        chain_loop, macs_per_iter = _chains(instruction, ir, types, cgutils, intrinsic)
+
+    @njit(nogil=True)
+    def one(n, seed):
+        return chain_loop(n, seed)
+
+    @njit(parallel=True)
+    def many(n, seed, t):
+        out = np.zeros(t, np.int64)
+        for i in prange(t):
+            out[i] = chain_loop(n, seed + i)
+        return out.sum()
+
+    one(1000, 1), many(1000, 1, threads)       # compile
+    n = 1 << 16
+    t = time.perf_counter()
+    one(n, 1)
+    n = max(n, int(n * seconds / max(time.perf_counter() - t, 1e-6)))
+    best1 = max(n * macs_per_iter / _timed(lambda: one(n, 1)) for _ in range(3))
+    numba.set_num_threads(threads)
+    bestn = max(n * threads * macs_per_iter / _timed(lambda: many(n, 1, threads)) for _ in range(3))
+    return best1, bestn
+
+
+def _chains(instruction, ir, types, cgutils, intrinsic):
+    """16 independent chains of one SIMD multiply-add, as chain_loop(n, seed) -> int64; and
+    the multiply-accumulates a round."""
     name, acc_t, arg_t, res_t, per = _peak_types()[instruction]
     i32 = ir.IntType(32)
 
@@ -309,28 +380,7 @@ def peak_macs(threads, instruction="vpdpbusd", seconds=0.3):
                 total = builder.add(total, e)
             return builder.sext(total, ir.IntType(64))
         return types.int64(types.int64, types.int64), codegen
-
-    @njit(nogil=True)
-    def one(n, seed):
-        return chain_loop(n, seed)
-
-    @njit(parallel=True)
-    def many(n, seed, t):
-        out = np.zeros(t, np.int64)
-        for i in prange(t):
-            out[i] = chain_loop(n, seed + i)
-        return out.sum()
-
-    macs_per_iter = 16 * per                   # 16 chains, `per` byte or word products each
-    one(1000, 1), many(1000, 1, threads)       # compile
-    n = 1 << 16
-    t = time.perf_counter()
-    one(n, 1)
-    n = max(n, int(n * seconds / max(time.perf_counter() - t, 1e-6)))
-    best1 = max(n * macs_per_iter / _timed(lambda: one(n, 1)) for _ in range(3))
-    numba.set_num_threads(threads)
-    bestn = max(n * threads * macs_per_iter / _timed(lambda: many(n, 1, threads)) for _ in range(3))
-    return best1, bestn
+    return chain_loop, 16 * per                # 16 chains, `per` byte or word products each
 
 
 def _timed(f):
@@ -558,8 +608,8 @@ def targets(rows, fast):
     r = {x["name"]: x for x in rows}
     out = []
     w8, port = r.get(f"intengine W8A8 {fast}"), r.get("intengine W8A8 portable")
-    kind = {"avx2": "AVX2", "vnni": "VNNI", "avxvnni": "AVX-VNNI"}.get(fast, fast)
-    bar8 = {"avx2": 1.0, "vnni": 1.33}.get(fast)
+    kind = {"avx2": "AVX2", "vnni": "VNNI", "avxvnni": "AVX-VNNI", "amx": "AMX (a VNNI machine)"}.get(fast, fast)
+    bar8 = {"avx2": 1.0, "vnni": 1.33, "amx": 1.33}.get(fast)
     if w8 and "fair_x_torchao" in w8 and bar8:
         out.append([f"{kind}: W8A8 batch 256, x torch.ao int8 (fair protocol)", f">= {bar8}", w8["fair_x_torchao"],
                     w8["fair_x_torchao"] >= bar8])

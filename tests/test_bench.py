@@ -44,7 +44,7 @@ def test_bench_quick(data_dir, tmp_path):
     roof = rep["roofline"]
     assert roof["macs_per_image"] == 40_551_040                  # ResNet20: 41.0 M multiply-accumulates
     if roof["peak_macs_per_s_1_thread"]:                         # the fastest path's own instruction
-        assert roof["instruction"] == {"vnni": "vpdpbusd", "avxvnni": "vpdpbusd-ymm", "avx2": "vpmaddubsw"}[fast]
+        assert roof["instruction"] == {"amx": "tdpbusd", "vnni": "vpdpbusd", "avxvnni": "vpdpbusd-ymm", "avx2": "vpmaddubsw"}[fast]
         assert roof["peak_macs_per_s_all_threads"] >= roof["peak_macs_per_s_1_thread"] > 1e10
         assert 0 < rows[f"intengine W8A8 {fast}"]["fraction_of_peak"] < 1
         assert rows[f"intengine W8A8 {fast}"]["peak_instruction"] in roof["peaks"]     # the one it runs most

@@ -1,9 +1,10 @@
 """No float instruction in any compiled kernel signature (docs/quantization.md, engine rule).
 
 The scan covers kernels.py and the fast path (fastops.py with its vnni.py micro-kernel: the
-VNNI, AVX-VNNI, AVX2 and portable bodies); where the processor has AVX512-VNNI (256-bit VNNI,
-AVX2) it also checks that the scanned IR does call vpdpbusd on zmm (on ymm, vpmaddubsw and
-vpmaddwd), so those bodies really are in what was scanned.
+VNNI, AVX-VNNI, AVX2 and portable bodies, and amx.py's tiles); where the processor has AMX
+(AVX512-VNNI, 256-bit VNNI, AVX2) it also checks that the scanned IR does call tdpbusd
+(vpdpbusd on zmm, on ymm, vpmaddubsw and vpmaddwd), so those bodies really are in what was
+scanned.
 
 Numba cannot show the IR of code loaded from its cache, so this compiles the kernels in a
 fresh process with an empty cache folder and scans inspect_llvm() of every signature, the
@@ -42,10 +43,10 @@ for path in paths:
 z = np.zeros
 fast_harness.conv3x3(z((1, 4, 4, 3), np.int32), 0, z((3, 3, 3, 16), np.int8), z(16, np.int64),
               np.full(16, 1 << 30), np.full(16, 40), 0, 0, 255, 1, "portable")
-found, vnni, avxvnni, avx2 = {}, False, False, False
+found, amx, vnni, avxvnni, avx2 = {}, False, False, False, False
 for mod, names in ((kernels, ("input_lut", "conv", "add", "requantize", "gap", "avgpool", "maxpool", "flatten",
                              "linear")),
-                   (fastops, ("input_lut", "conv_rows", "dwconv_rows", "add_rows", "gap", "window_rows",
+                   (fastops, ("input_lut", "conv_rows", "amx_rows", "dwconv_rows", "add_rows", "gap", "window_rows",
                               "flatten", "linear", "output", "run_op", "run", "run_one_op", "share_image",
                               "run_shared"))):
     for name in names:
@@ -54,9 +55,11 @@ for mod, names in ((kernels, ("input_lut", "conv", "add", "requantize", "gap", "
             ir = k.inspect_llvm(sig)
             assert "define" in ir, "no IR (cached code?)"
             found[f"{mod.__name__}.{name}{sig}"] = sorted(set(pat.findall(ir)))
+            amx |= "llvm.x86.tdpbusd" in ir
             vnni |= "llvm.x86.avx512.vpdpbusd.512" in ir
             avxvnni |= "llvm.x86.avx512.vpdpbusd.256" in ir
             avx2 |= "llvm.x86.avx2.pmadd.ub.sw" in ir and "llvm.x86.avx2.pmadd.wd" in ir
+assert amx == cpu.HAS_AMX, (amx, cpu.HAS_AMX)
 assert vnni == cpu.HAS_VNNI, (vnni, cpu.HAS_VNNI)
 assert avx2 == cpu.HAS_AVX2, (avx2, cpu.HAS_AVX2)
 assert avxvnni == cpu.HAS_AVXVNNI, (avxvnni, cpu.HAS_AVXVNNI)
@@ -79,7 +82,7 @@ def test_no_float_instructions(exported, tmp_path):
     result = json.loads(r.stdout.strip().splitlines()[-1])
     assert result["control"], "the scan finds nothing even in float code"
     compiled = {k.split("(")[0] for k in result["kernels"]}
-    assert len(compiled) == 9 + 14, compiled                 # every kernel of both lists ran
+    assert len(compiled) == 9 + 15, compiled                 # every kernel of both lists ran
     assert any(k.startswith("intengine.fastops.run(") for k in result["kernels"])
     assert any(k.startswith("intengine.kernels.requantize(") for k in result["kernels"])
     offenders = {k: v for k, v in result["kernels"].items() if v}
