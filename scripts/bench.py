@@ -724,7 +724,7 @@ def markdown(rep):
                   f"{env.get('threads')} threads for every library), {rep['images']} test images at batch "
                   f"{rep['batch']}, {rep.get('fair_rounds')} rounds interleaved A B C ..., the order rotating each "
                   f"round. Median (min-max); x torch.ao is the median of the per-round ratios.", "",
-                  f"Processor: {m['cpu']} ({m['llvm_cpu']}); an intengine row names its path (vnni, avx2, "
+                  f"Processor: {m['cpu']} ({m['llvm_cpu']}); an intengine row names its path (amx, vnni, avxvnni, avx2, "
                   f"portable: docs/engine.md). Top-1 is on the {rep['images']} images timed: a peer whose "
                   f"integers depend on the processor (fbgemm's and onnxruntime's int8 kernels saturate on "
                   f"processors without VNNI) shows it there; the engine's integers are the same on every "
@@ -757,7 +757,9 @@ def markdown(rep):
                   + ". The engine's threads share nothing but the weights: each runs whole images on its own "
                   "arena, with no synchronisation (docs/engine.md).", ""]
     for ins, pk in (roof.get("peaks") or {}).items():
-        lines += [f"The roofline of {ins} ({'zmm' if ins == 'vpdpbusd' else 'ymm'}, 16 independent chains): "
+        shape = "AMX tiles, 4 independent accumulator tiles" if ins == "tdpbusd" else \
+            f"{'zmm' if ins == 'vpdpbusd' else 'ymm'}, 16 independent chains"
+        lines += [f"The roofline of {ins} ({shape}): "
                   f"{pk['one_thread'] / 1e9:.0f} G multiply-accumulates/s on one thread and "
                   f"{pk['all_threads'] / 1e9:.0f} G on {roof['threads']}. ResNet20 is "
                   f"{roof['macs_per_image'] / 1e6:.1f} M MACs per image, so that peak is "
