@@ -37,6 +37,7 @@ SHAPES = ((1, 1), (1, 2), (1, 3), (1, 4), (2, 1), (2, 2))      # (nb, nt) that `
 def tile_config(m, r):
     """The 64-byte tile configuration (palette 1) of a layer: C and A tiles of m rows (pixels),
     A rows of 4r bytes, B tiles of r rows (K-groups) of 64 bytes."""
+    m, r = int(m), int(r)
     cfg = bytearray(64)
     cfg[0] = 1
     for t in range(8):
